@@ -1,0 +1,226 @@
+//! The typed messages carried by frames.
+//!
+//! One enum serves every link; each variant documents which way it travels. A peer that
+//! receives a message it has no business receiving treats it as a protocol error for that
+//! stream (or, for link-level messages, that link) and says so in its log.
+//!
+//! Byte strings that come from the operating system (commands, paths, environment) are
+//! `Vec<u8>`: they need not be UTF-8.
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies a context (one agent process) in the master's tree. The master is 0; ids
+/// are assigned by the master and never reused while it runs.
+pub type ContextId = u32;
+
+/// Identifies a stream. Assigned by the master, unique among its open streams.
+pub type StreamId = u32;
+
+/// The master's own context id.
+pub const MASTER: ContextId = 0;
+
+/// Bumped whenever a message changes shape. Peers with different versions refuse to talk.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The three standard descriptors of a remote process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Fd {
+    Stdin,
+    Stdout,
+    Stderr,
+}
+
+/// Every message of the protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    // ----- link level -----
+    /// First message in each direction on every link.
+    Hello(Hello),
+    /// Orderly end: the receiver stops everything it runs for the sender and exits or
+    /// closes the link.
+    Shutdown,
+
+    // ----- streams: master → agent -----
+    /// Start a process. Answered by `Opened` or `OpenFailed`.
+    Open {
+        stream: StreamId,
+        spec: Box<OpenSpec>,
+    },
+    /// Deliver a signal (name without `SIG`, as ssh does) to the stream's process.
+    Signal { stream: StreamId, signal: String },
+    /// The local terminal changed size.
+    Resize { stream: StreamId, size: WinSize },
+    /// The stream's client went away: stop the process (SIGHUP to its process group,
+    /// SIGKILL after a grace period) and forget the stream.
+    Close { stream: StreamId },
+
+    // ----- streams: agent → master -----
+    /// The process runs. `window` is the initial credit for its stdin.
+    Opened {
+        stream: StreamId,
+        pid: u32,
+        window: u32,
+    },
+    /// The process could not be started; `error` is one line for the user.
+    OpenFailed { stream: StreamId, error: String },
+    /// The process ended and all of its output has been sent.
+    Exit {
+        stream: StreamId,
+        status: ExitStatus,
+    },
+
+    // ----- streams: both ways -----
+    /// Bytes for `fd`; the payload follows the header in the frame.
+    Data { stream: StreamId, fd: Fd },
+    /// No more bytes will follow for `fd` (half-close).
+    Eof { stream: StreamId, fd: Fd },
+    /// The receiver of `fd`'s bytes consumed `bytes` more: the sender may send that much more.
+    Credit {
+        stream: StreamId,
+        fd: Fd,
+        bytes: u32,
+    },
+
+    // ----- shim ↔ master -----
+    /// What a shim (or the `mitossh` command) asks the master. Shim → master, first frame.
+    Request(Box<Request>),
+    /// The master's answer to a `Request`.
+    Reply(Box<Reply>),
+}
+
+/// Introduces a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    /// The crate version of the sender, for messages about mismatches.
+    pub version: String,
+    /// Master → agent: the id the agent now has. Agent → master: echoed back.
+    pub ctx: ContextId,
+    pub pid: u32,
+    /// The user the sender runs as.
+    pub user: String,
+    pub hostname: String,
+}
+
+/// How to start a remote process, mirroring what an ssh session request can ask for.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OpenSpec {
+    /// The command line, run by the user's login shell with `-c` as sshd does. `None` starts
+    /// the login shell itself.
+    pub command: Option<Vec<u8>>,
+    /// A subsystem such as `sftp`; takes precedence over `command`.
+    pub subsystem: Option<String>,
+    /// Extra environment (ssh's SendEnv/SetEnv).
+    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Working directory; `None` means the user's home, as sshd does.
+    pub cwd: Option<Vec<u8>>,
+    /// A pseudo-terminal for the process, as `ssh -t` asks.
+    pub pty: Option<PtySpec>,
+    /// Initial credit the opener grants for each of stdout and stderr.
+    pub window: u32,
+}
+
+/// A pseudo-terminal request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtySpec {
+    pub term: String,
+    pub size: WinSize,
+}
+
+/// A terminal size in characters and pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WinSize {
+    pub rows: u16,
+    pub cols: u16,
+    pub xpixel: u16,
+    pub ypixel: u16,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    Code(i32),
+    /// Killed by a signal, named without `SIG` as ssh's exit-signal does.
+    Signal {
+        signal: String,
+        core_dumped: bool,
+    },
+}
+
+/// Where a session should run: the destination exactly as the shim was given it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Target {
+    /// The ssh options (as argv words, in order) that matter for the connection.
+    pub ssh_args: Vec<Vec<u8>>,
+    /// The destination host as written (an alias, a name or an address).
+    pub host: Vec<u8>,
+    pub user: Option<Vec<u8>>,
+    pub port: Option<u16>,
+}
+
+/// What the master is asked to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Run a process in the context for `target`; the stream frames that follow use stream 0.
+    Session { target: Target, spec: OpenSpec },
+    /// `ssh -O check`: is a master serving this target?
+    Check { target: Target },
+    /// `ssh -O exit`: close the context for this target now.
+    ExitContext { target: Target },
+    /// `ssh -O stop`: close the context once its streams are done.
+    StopContext { target: Target },
+    /// `mitossh status`.
+    Status,
+    /// `mitossh stop`: shut the master down.
+    Shutdown,
+}
+
+/// The master's answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The session runs; `window` is the initial credit for stdin.
+    Opened {
+        window: u32,
+    },
+    /// The request failed: a one-line message and the exit status ssh would give.
+    Failed {
+        message: String,
+        exit_code: i32,
+    },
+    /// A request that needs no data succeeded; `master_pid` for `-O check`.
+    Done {
+        master_pid: u32,
+        message: String,
+    },
+    Status(StatusReport),
+}
+
+/// What `mitossh status` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub master_pid: u32,
+    pub socket: String,
+    pub uptime_secs: u64,
+    pub contexts: Vec<ContextStatus>,
+}
+
+/// One context in a [`StatusReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContextStatus {
+    pub id: ContextId,
+    pub parent: ContextId,
+    /// `ssh`, `sudo`, …
+    pub method: String,
+    /// `user@host:port` as the user addressed it.
+    pub name: String,
+    pub user: String,
+    pub hostname: String,
+    pub agent_pid: u32,
+    pub age_secs: u64,
+    pub idle_secs: u64,
+    pub open_streams: u32,
+    pub total_streams: u64,
+    /// Payload bytes sent to the context and received from it.
+    pub bytes_down: u64,
+    pub bytes_up: u64,
+}
