@@ -1,1 +1,56 @@
-fn main() {}
+//! `mitossh-env`: run a command with the mitossh shims first on PATH and a master at hand.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    name = "mitossh-env",
+    version,
+    about = "Run CMD with ssh, scp and sftp going through one connection per host.",
+    long_about = "Run CMD with ssh, scp and sftp going through one connection per host.\n\n\
+        Puts mitossh's ssh, scp and sftp shims first on PATH and makes sure a master is \
+        running: the one named by --socket or $MITOSSH_SOCKET if it answers, else a new one \
+        that is stopped when CMD exits. Exits with CMD's status.",
+    after_help = "Examples:\n  mitossh-env rsync -a src/ host:dst/\n  \
+        mitossh-env ansible-playbook site.yml\n  \
+        mitossh-env --keep bash        # keep the master for later commands"
+)]
+struct Cli {
+    /// Leave the master running after CMD exits (and print its socket).
+    #[arg(long)]
+    keep: bool,
+    /// Use the master at this socket, starting one there if none answers.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// For a started master: close a context after this long without streams.
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<String>,
+    /// For a started master: give up starting an agent after this long.
+    #[arg(long, value_name = "DURATION")]
+    connect_timeout: Option<String>,
+    /// The command to run, and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<OsString>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    mitossh::logging::init("warn");
+    let code = mitossh::env::run(mitossh::env::Options {
+        keep: cli.keep,
+        socket: cli.socket,
+        idle_timeout: cli.idle_timeout,
+        connect_timeout: cli.connect_timeout,
+        command: cli.command,
+    });
+    ExitCode::from(code as u8)
+}

@@ -1,1 +1,182 @@
-fn main() {}
+//! `mitossh`: the master, the agent, and commands to inspect or stop a master.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use mitossh::proto::{Reply, Request};
+use mitossh::{control, master, paths};
+
+#[derive(Parser)]
+#[command(
+    name = "mitossh",
+    version,
+    about = "Tunnel every `ssh host command` through one connection per host.",
+    long_about = "Tunnel every `ssh host command` through one connection per host.\n\n\
+        A master keeps one agent per host, started over your own ssh client; the `ssh`, `scp` \
+        and `sftp` shims (first on PATH under `mitossh-env`) run their sessions through it.\n\n\
+        Most people only need `mitossh-env CMD...`, which starts a master, runs CMD with the \
+        shims and stops the master afterwards.",
+    after_help = "Environment:\n  MITOSSH_SOCKET   the master's socket (set by mitossh-env)\n  \
+        MITOSSH_LOG      log filter for the master, e.g. debug\n  \
+        MITOSSH_STRICT   1: shims fail instead of running the real ssh"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a master in the foreground until stopped.
+    Master {
+        /// Listen here [default: $MITOSSH_SOCKET, else $XDG_RUNTIME_DIR/mitossh/master.sock
+        /// or /tmp/mitossh-UID/master.sock].
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Close a context after this long without streams (e.g. 300, 5m, 1h).
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        idle_timeout: Duration,
+        /// Give up starting an agent after this long (authentication included).
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        connect_timeout: Duration,
+        /// Write "ready" to this descriptor once listening (for supervisors).
+        #[arg(long, hide = true)]
+        ready_fd: Option<i32>,
+        /// Shut down when this descriptor reaches end of file.
+        #[arg(long, hide = true)]
+        lifeline_fd: Option<i32>,
+    },
+    /// Show the master's contexts and their streams.
+    Status {
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Stop the master: its agents stop their processes and exit.
+    Stop {
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Run as an agent on the far side of a pipe (started by a master, not by hand).
+    #[command(hide = true)]
+    Agent {
+        #[arg(long)]
+        nonce: String,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 30, 30s, 5m, 1h)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m or h)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn socket_or_default(socket: Option<PathBuf>) -> std::io::Result<PathBuf> {
+    match socket.or_else(paths::socket_from_env) {
+        Some(s) => Ok(s),
+        None => paths::default_socket(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Agent { nonce } => {
+            mitossh::logging::init("warn");
+            mitossh::agent::main(&nonce)
+        }
+        Command::Master {
+            socket,
+            idle_timeout,
+            connect_timeout,
+            ready_fd,
+            lifeline_fd,
+        } => run_master(socket, idle_timeout, connect_timeout, ready_fd, lifeline_fd),
+        Command::Status { socket } => {
+            match socket_or_default(socket).and_then(|s| control::ask(&s, Request::Status)) {
+                Ok(Reply::Status(report)) => {
+                    print!("{}", control::format_status(&report));
+                    0
+                }
+                Ok(other) => {
+                    eprintln!("mitossh: unexpected answer: {other:?}");
+                    1
+                }
+                Err(e) => {
+                    eprintln!("mitossh: {e}");
+                    1
+                }
+            }
+        }
+        Command::Stop { socket } => {
+            match socket_or_default(socket).and_then(|s| control::ask(&s, Request::Shutdown)) {
+                Ok(_) => 0,
+                Err(e) => {
+                    eprintln!("mitossh: {e}");
+                    1
+                }
+            }
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+fn run_master(
+    socket: Option<PathBuf>,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+    ready_fd: Option<i32>,
+    lifeline_fd: Option<i32>,
+) -> i32 {
+    mitossh::logging::init("info");
+    let socket = match socket_or_default(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mitossh: {e}");
+            return 1;
+        }
+    };
+    let Some(ssh) = paths::find_real("ssh") else {
+        eprintln!(
+            "mitossh: ssh was not found on PATH; install openssh-client or set MITOSSH_REAL_SSH"
+        );
+        return 1;
+    };
+    // SAFETY: the descriptors were passed to us for exactly this use and nothing else
+    // in this process owns them.
+    let take = |fd: Option<i32>| fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    let config = master::Config {
+        socket,
+        idle_timeout,
+        connect_timeout,
+        ssh,
+        ready: take(ready_fd),
+        lifeline: take(lifeline_fd),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mitossh: {e}");
+            return 1;
+        }
+    };
+    let result = runtime.block_on(master::run(config));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("mitossh: {e}");
+            1
+        }
+    }
+}

@@ -3,4 +3,15 @@
 //!
 //! See `ARCHITECTURE.md` for the map of modules and their invariants.
 
+pub mod agent;
+pub mod bootstrap;
+pub mod control;
+pub mod credit;
+pub mod env;
+pub mod link;
+pub mod logging;
+pub mod master;
+pub mod paths;
 pub mod proto;
+pub mod shim;
+pub mod sys;

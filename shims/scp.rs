@@ -1,1 +1,6 @@
-fn main() {}
+//! The `scp` shim: the real scp, with the mitossh `ssh` shim as its transport.
+
+fn main() -> std::process::ExitCode {
+    let code = mitossh::shim::wrap::main("scp", std::env::args_os().skip(1).collect());
+    std::process::ExitCode::from(code as u8)
+}

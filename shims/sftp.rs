@@ -1,1 +1,6 @@
-fn main() {}
+//! The `sftp` shim: the real sftp, with the mitossh `ssh` shim as its transport.
+
+fn main() -> std::process::ExitCode {
+    let code = mitossh::shim::wrap::main("sftp", std::env::args_os().skip(1).collect());
+    std::process::ExitCode::from(code as u8)
+}

@@ -1,1 +1,9 @@
-fn main() {}
+//! The `ssh` shim: OpenSSH's `ssh` command line, run through a mitossh master.
+
+fn main() -> std::process::ExitCode {
+    if std::env::var_os("MITOSSH_LOG").is_some() {
+        mitossh::logging::init("warn");
+    }
+    let code = mitossh::shim::ssh::main(std::env::args_os().skip(1).collect());
+    std::process::ExitCode::from(code as u8)
+}

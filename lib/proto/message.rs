@@ -183,9 +183,12 @@ pub enum Reply {
         window: u32,
     },
     /// The request failed: a one-line message and the exit status ssh would give.
+    /// `fallback`: mitossh cannot serve this host (though ssh can reach it), so a shim may
+    /// hand the invocation to the real ssh instead.
     Failed {
         message: String,
         exit_code: i32,
+        fallback: bool,
     },
     /// A request that needs no data succeeded; `master_pid` for `-O check`.
     Done {

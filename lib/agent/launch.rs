@@ -1,0 +1,258 @@
+//! Starting a process the way sshd starts a session: the user's login shell, `-c` and the
+//! command line, in the home directory, in a new session, with pipes or a pty.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+
+use crate::proto::{OpenSpec, WinSize};
+use crate::sys::fdio::FdIo;
+use crate::sys::user::Account;
+
+/// Where sftp-server lives on common systems, for `Subsystem sftp internal-sftp` setups
+/// and hosts whose sshd_config we cannot read.
+const SFTP_SERVERS: &[&str] = &[
+    "/usr/lib/openssh/sftp-server",
+    "/usr/libexec/openssh/sftp-server",
+    "/usr/libexec/sftp-server",
+    "/usr/lib/ssh/sftp-server",
+    "/usr/lib/sftp-server",
+    "/usr/local/libexec/sftp-server",
+];
+
+/// A started process and the agent's ends of its stdio.
+pub struct Launched {
+    pub child: Child,
+    pub pid: u32,
+    pub io: LaunchedIo,
+}
+
+/// The agent's ends of a process's stdio.
+pub enum LaunchedIo {
+    Pipes {
+        stdin: tokio::process::ChildStdin,
+        stdout: tokio::process::ChildStdout,
+        stderr: tokio::process::ChildStderr,
+    },
+    /// stdin and stdout are the pty master; stderr is merged into it.
+    Pty { master: FdIo, resize: OwnedFd },
+}
+
+/// What every process of this agent shares.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub account: Account,
+    /// The agent's own environment as sshd (or sudo) gave it, minus mitossh's variables.
+    pub env: Vec<(OsString, OsString)>,
+}
+
+impl Session {
+    pub fn current() -> Session {
+        let env = std::env::vars_os()
+            .filter(|(k, _)| !crate::bootstrap::image::is_private_env(k.as_bytes()))
+            .collect();
+        Session {
+            account: Account::current(),
+            env,
+        }
+    }
+}
+
+/// Starts the process `spec` describes.
+pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
+    let shell = &session.account.shell;
+    let shell_name = shell
+        .file_name()
+        .map(OsStr::to_os_string)
+        .unwrap_or_else(|| OsString::from("sh"));
+    let mut cmd = Command::new(shell);
+    match (&spec.subsystem, &spec.command) {
+        (Some(name), _) => {
+            let program = subsystem_command(name).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("subsystem request failed: no {name} subsystem on this host"),
+                )
+            })?;
+            cmd.arg0(&shell_name).arg("-c").arg(program);
+        }
+        (None, Some(command)) => {
+            cmd.arg0(&shell_name)
+                .arg("-c")
+                .arg(OsStr::from_bytes(command));
+        }
+        (None, None) => {
+            let mut login = OsString::from("-");
+            login.push(&shell_name);
+            cmd.arg0(login);
+        }
+    }
+
+    cmd.env_clear();
+    cmd.envs(session.env.iter().map(|(k, v)| (k, v)));
+    for (k, v) in &spec.env {
+        cmd.env(OsStr::from_bytes(k), OsStr::from_bytes(v));
+    }
+    let home = &session.account.home;
+    let cwd = match &spec.cwd {
+        Some(dir) => PathBuf::from(OsString::from_vec(dir.clone())),
+        None if home.is_dir() => home.clone(),
+        None => PathBuf::from("/"),
+    };
+    cmd.current_dir(cwd);
+
+    let pty = match &spec.pty {
+        Some(p) => {
+            cmd.env("TERM", &p.term);
+            Some(open_pty(p.size)?)
+        }
+        None => None,
+    };
+    let parent = std::process::id() as libc::pid_t;
+    match &pty {
+        Some((_, slave)) => {
+            cmd.stdin(Stdio::from(slave.try_clone()?))
+                .stdout(Stdio::from(slave.try_clone()?))
+                .stderr(Stdio::from(slave.try_clone()?));
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    new_session()?;
+                    // The pty slave on fd 0 becomes the controlling terminal.
+                    if libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    crate::sys::process::set_parent_death_signal(libc::SIGHUP, parent)
+                });
+            }
+        }
+        None => {
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    new_session()?;
+                    crate::sys::process::set_parent_death_signal(libc::SIGKILL, parent)
+                });
+            }
+        }
+    }
+
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot run {}: {e}", shell.display())))?;
+    let pid = child.id().unwrap_or(0);
+    let io = match pty {
+        Some((master, slave)) => {
+            drop(slave);
+            let resize = master.try_clone()?;
+            LaunchedIo::Pty {
+                master: FdIo::pty(master)?,
+                resize,
+            }
+        }
+        None => LaunchedIo::Pipes {
+            stdin: child.stdin.take().expect("piped"),
+            stdout: child.stdout.take().expect("piped"),
+            stderr: child.stderr.take().expect("piped"),
+        },
+    };
+    Ok(Launched { child, pid, io })
+}
+
+/// A new session and process group, as sshd gives every session: signals to the group
+/// reach everything the command started.
+fn new_session() -> io::Result<()> {
+    // SAFETY: setsid is async-signal-safe.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn open_pty(size: WinSize) -> io::Result<(OwnedFd, OwnedFd)> {
+    let ws = to_winsize(size);
+    let pty = nix::pty::openpty(Some(&ws), None).map_err(io::Error::from)?;
+    Ok((pty.master, pty.slave))
+}
+
+fn to_winsize(size: WinSize) -> nix::pty::Winsize {
+    nix::pty::Winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: size.xpixel,
+        ws_ypixel: size.ypixel,
+    }
+}
+
+/// Applies a new window size to a pty.
+pub fn resize(pty: &OwnedFd, size: WinSize) {
+    let ws = to_winsize(size);
+    // SAFETY: TIOCSWINSZ reads a winsize struct we own.
+    unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+}
+
+/// The command line for a subsystem: sshd_config's `Subsystem` line if readable, with
+/// `internal-sftp` (which only sshd can run) replaced by the sftp-server binary.
+fn subsystem_command(name: &str) -> Option<OsString> {
+    let configured = std::fs::read("/etc/ssh/sshd_config")
+        .ok()
+        .and_then(|text| configured_subsystem(&text, name));
+    match configured {
+        Some(cmd)
+            if cmd.as_bytes() != b"internal-sftp"
+                && !cmd.as_bytes().starts_with(b"internal-sftp ") =>
+        {
+            Some(cmd)
+        }
+        _ if name == "sftp" => SFTP_SERVERS
+            .iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .map(|p| p.as_os_str().to_os_string()),
+        _ => None,
+    }
+}
+
+fn configured_subsystem(config: &[u8], name: &str) -> Option<OsString> {
+    fn word(s: &[u8]) -> (&[u8], &[u8]) {
+        let s = s.trim_ascii_start();
+        let end = s
+            .iter()
+            .position(u8::is_ascii_whitespace)
+            .unwrap_or(s.len());
+        (&s[..end], &s[end..])
+    }
+    config.split(|b| *b == b'\n').find_map(|line| {
+        let (keyword, rest) = word(line);
+        let (subsystem, rest) = word(rest);
+        let command = rest.trim_ascii();
+        (keyword.eq_ignore_ascii_case(b"subsystem")
+            && subsystem == name.as_bytes()
+            && !command.is_empty())
+        .then(|| OsString::from_vec(command.to_vec()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_subsystem_lines() {
+        let config = b"# comment\nSubsystem \t sftp\t/usr/lib/openssh/sftp-server -l INFO\nsubsystem other /bin/other\n";
+        assert_eq!(
+            configured_subsystem(config, "sftp").unwrap(),
+            "/usr/lib/openssh/sftp-server -l INFO"
+        );
+        assert_eq!(configured_subsystem(config, "other").unwrap(), "/bin/other");
+        assert_eq!(configured_subsystem(config, "none"), None);
+    }
+}

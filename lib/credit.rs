@@ -1,0 +1,172 @@
+//! Waiting for send credit: [`proto::flow::SendCredit`](crate::proto::flow::SendCredit)
+//! behind an async gate (agent, master) or a blocking one (the shim's stdin thread).
+
+use std::sync::{Condvar, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::proto::flow::SendCredit;
+
+/// Async credit for one direction of one stream.
+#[derive(Debug)]
+pub struct CreditGate {
+    state: Mutex<(SendCredit, bool)>,
+    notify: Notify,
+}
+
+impl CreditGate {
+    pub fn new(window: u32) -> CreditGate {
+        CreditGate {
+            state: Mutex::new((SendCredit::new(window), false)),
+            notify: Notify::new(),
+        }
+    }
+
+    /// Waits until some credit is available and reserves up to `max` bytes of it.
+    /// Returns `None` once the gate is closed.
+    pub async fn acquire(&self, max: usize) -> Option<usize> {
+        loop {
+            {
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if state.1 {
+                    return None;
+                }
+                let n = state.0.take(max);
+                if n > 0 {
+                    return Some(n);
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// Returns the unused part of a reservation.
+    pub fn give_back(&self, n: usize) {
+        if n > 0 {
+            self.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .0
+                .give_back(n);
+        }
+    }
+
+    /// The peer granted `n` more bytes.
+    pub fn grant(&self, n: u32) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .grant(n);
+        self.notify.notify_one();
+    }
+
+    /// Wakes the waiter for good: `acquire` returns `None` from now on.
+    pub fn close(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.notify.notify_one();
+    }
+}
+
+/// Blocking credit for a thread that reads a descriptor and sends what it read.
+#[derive(Debug)]
+pub struct BlockingCredit {
+    state: Mutex<(SendCredit, bool)>,
+    cond: Condvar,
+}
+
+impl BlockingCredit {
+    pub fn new(window: u32) -> BlockingCredit {
+        BlockingCredit {
+            state: Mutex::new((SendCredit::new(window), false)),
+            cond: Condvar::new(),
+        }
+    }
+
+    /// Blocks until credit is available; reserves up to `max`. `None` once closed.
+    pub fn acquire(&self, max: usize) -> Option<usize> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if state.1 {
+                return None;
+            }
+            let n = state.0.take(max);
+            if n > 0 {
+                return Some(n);
+            }
+            state = self.cond.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    pub fn give_back(&self, n: usize) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .give_back(n);
+    }
+
+    pub fn grant(&self, n: u32) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .grant(n);
+        self.cond.notify_all();
+    }
+
+    pub fn close(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.cond.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn acquire_waits_for_a_grant() {
+        let gate = Arc::new(CreditGate::new(0));
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.acquire(100).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        gate.grant(30);
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, Some(30));
+    }
+
+    #[tokio::test]
+    async fn close_releases_a_waiter() {
+        let gate = Arc::new(CreditGate::new(0));
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.acquire(100).await }
+        });
+        gate.close();
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, None);
+    }
+
+    #[test]
+    fn blocking_gate_hands_over_between_threads() {
+        let gate = Arc::new(BlockingCredit::new(0));
+        let t = std::thread::spawn({
+            let gate = gate.clone();
+            move || gate.acquire(10)
+        });
+        gate.grant(4);
+        assert_eq!(t.join().unwrap(), Some(4));
+    }
+}

@@ -1,0 +1,150 @@
+//! A link: one framed, bidirectional byte pipe between two mitossh processes.
+//!
+//! Any task sends on a link through a cheap, cloneable [`LinkSender`]; one writer task per
+//! link drains the queue and batches frames into large writes. The queue is unbounded on
+//! purpose: flow control bounds the data in it (see [`crate::proto::flow`]), and a task
+//! must never stall on a slow pipe while it holds other work. Reading is a plain
+//! `FramedRead` with a large buffer; its owner decides where each frame goes.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::codec::FramedRead;
+
+use crate::proto::{Frame, FrameCodec, frame::encode_into};
+
+/// Frames are gathered into writes of about this size.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Read buffer size: a few data frames per read system call.
+const READ_BUFFER: usize = 256 * 1024;
+
+/// The link's writer is gone; nothing more can be sent on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("link closed")]
+pub struct LinkClosed;
+
+/// The sending side of a link. Cloning is cheap; the link's write half closes once every
+/// clone is dropped and the queue is drained.
+#[derive(Debug, Clone)]
+pub struct LinkSender {
+    tx: mpsc::UnboundedSender<Frame>,
+}
+
+impl LinkSender {
+    /// Queues `frame`. Frames from one sender leave in the order they were queued.
+    pub fn send(&self, frame: Frame) -> Result<(), LinkClosed> {
+        self.tx.send(frame).map_err(|_| LinkClosed)
+    }
+
+    /// True once the writer has stopped (the pipe broke or the link was shut down).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Resolves when the writer has stopped.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
+/// The reading side of a link.
+pub type LinkReader<R> = FramedRead<R, FrameCodec>;
+
+/// Wraps `r` as a link reader.
+pub fn reader<R: AsyncRead>(r: R) -> LinkReader<R> {
+    FramedRead::with_capacity(r, FrameCodec::default(), READ_BUFFER)
+}
+
+/// Starts the writer task for `w`. The task ends with `Ok` once every sender is dropped and
+/// the queue is written out, or with the first write error.
+pub fn spawn_writer<W>(w: W) -> (LinkSender, JoinHandle<std::io::Result<()>>)
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(write_frames(w, rx));
+    (LinkSender { tx }, task)
+}
+
+async fn write_frames<W>(mut w: W, mut rx: mpsc::UnboundedReceiver<Frame>) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(WRITE_BATCH + crate::proto::MAX_DATA);
+    while let Some(frame) = rx.recv().await {
+        queue(&frame, &mut buf);
+        while buf.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(frame) => queue(&frame, &mut buf),
+                Err(_) => break,
+            }
+        }
+        let result = w.write_all(&buf).await;
+        buf.clear();
+        if let Err(e) = result {
+            rx.close();
+            return Err(e);
+        }
+    }
+    w.flush().await?;
+    w.shutdown().await
+}
+
+fn queue(frame: &Frame, buf: &mut BytesMut) {
+    if let Err(e) = encode_into(frame, buf) {
+        // Only a bug can produce an unencodable frame; dropping it keeps the link usable.
+        tracing::error!("dropping a frame that cannot be encoded: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Fd, Message};
+    use bytes::Bytes;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn frames_arrive_in_order_and_close_propagates() {
+        let (a, b) = tokio::io::duplex(4096);
+        let (tx, writer) = spawn_writer(a);
+        let mut rx = reader(b);
+        for i in 0..100u32 {
+            let data = Bytes::from(vec![i as u8; (i as usize) * 100]);
+            tx.send(Frame::with_data(
+                i,
+                Message::Data {
+                    stream: i,
+                    fd: Fd::Stdout,
+                },
+                data,
+            ))
+            .unwrap();
+        }
+        drop(tx);
+        for i in 0..100u32 {
+            let f = rx.next().await.unwrap().unwrap();
+            assert_eq!(f.ctx, i);
+            assert_eq!(f.data.len(), i as usize * 100);
+            assert!(f.data.iter().all(|b| *b == i as u8));
+        }
+        assert!(
+            rx.next().await.is_none(),
+            "EOF after the last sender is dropped"
+        );
+        writer.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_broken_pipe_closes_the_sender() {
+        let (a, b) = tokio::io::duplex(64);
+        let (tx, writer) = spawn_writer(a);
+        drop(b);
+        tx.send(Frame::new(0, Message::Shutdown)).unwrap();
+        assert!(writer.await.unwrap().is_err());
+        assert!(tx.is_closed());
+        assert_eq!(tx.send(Frame::new(0, Message::Shutdown)), Err(LinkClosed));
+    }
+}

@@ -1,0 +1,201 @@
+//! The master: holds one context per host (an agent at the far end of the user's own ssh
+//! connection) and serves shims over a private Unix socket.
+//!
+//! - [`server`]: the socket, peer checks, request dispatch;
+//! - [`session`]: one shim invocation relayed to one stream;
+//! - [`registry`]: contexts by key, shared connection attempts;
+//! - [`context`]: one agent's link and the streams on it;
+//! - [`key`]: which invocations share a context, and the ssh command line.
+//!
+//! Shutdown (SIGTERM, SIGINT, SIGHUP, `mitossh stop`, or the lifeline closing) is one
+//! cancellation token: the listener stops, every agent is told to stop its processes and
+//! exit, and the master waits (bounded) for the ssh clients to end before it returns.
+
+pub mod context;
+pub mod key;
+pub mod registry;
+pub mod server;
+pub mod session;
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bootstrap::image::AgentImage;
+use crate::proto::{StatusReport, StreamId};
+use registry::Registry;
+
+/// How long shutdown waits for agents and ssh clients to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How the master runs.
+#[derive(Debug)]
+pub struct Config {
+    pub socket: PathBuf,
+    /// Close a context after this long without streams.
+    pub idle_timeout: Duration,
+    /// Limit on starting an agent, authentication included.
+    pub connect_timeout: Duration,
+    /// The real ssh client.
+    pub ssh: PathBuf,
+    /// Written to and closed once the socket accepts connections.
+    pub ready: Option<OwnedFd>,
+    /// The master shuts down when this descriptor reaches end of file (its starter died).
+    pub lifeline: Option<OwnedFd>,
+}
+
+/// State shared by every task of the master.
+pub struct Master {
+    pub config: Config,
+    pub ssh: PathBuf,
+    pub image: AgentImage,
+    pub registry: Registry,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+    started: Instant,
+    next_stream: AtomicU32,
+}
+
+impl Master {
+    pub fn next_stream_id(&self) -> StreamId {
+        self.next_stream
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1)
+    }
+
+    pub fn status(&self) -> StatusReport {
+        StatusReport {
+            master_pid: std::process::id(),
+            socket: self.config.socket.display().to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            contexts: self
+                .registry
+                .contexts()
+                .iter()
+                .map(|c| c.status())
+                .collect(),
+        }
+    }
+}
+
+/// Runs a master until it is told to stop.
+pub async fn run(mut config: Config) -> io::Result<()> {
+    let image = AgentImage::load()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot read its own executable: {e}")))?;
+    let listener = bind(&config.socket).await?;
+    let ready = config.ready.take();
+    let lifeline = config.lifeline.take();
+    let master = Arc::new(Master {
+        ssh: config.ssh.clone(),
+        config,
+        image,
+        registry: Registry::default(),
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        started: Instant::now(),
+        next_stream: AtomicU32::new(0),
+    });
+    tracing::info!(
+        "master {} listening on {}",
+        std::process::id(),
+        master.config.socket.display()
+    );
+
+    if let Some(fd) = lifeline {
+        tokio::spawn(watch_lifeline(fd, master.shutdown.clone()));
+    }
+    tokio::spawn(watch_signals(master.shutdown.clone()));
+    if let Some(fd) = ready {
+        let mut f = std::fs::File::from(fd);
+        let _ = std::io::Write::write_all(&mut f, b"ready\n");
+    }
+
+    server::serve(master.clone(), listener).await;
+
+    tracing::info!("shutting down");
+    let _ = std::fs::remove_file(&master.config.socket);
+    for ctx in master.registry.contexts() {
+        ctx.shutdown();
+    }
+    master.tasks.close();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        for ctx in master.registry.contexts() {
+            ctx.dead.cancelled().await;
+        }
+        master.tasks.wait().await;
+    })
+    .await;
+    Ok(())
+}
+
+/// Binds the socket, refusing to take over from a live master and cleaning up a stale file.
+async fn bind(path: &std::path::Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        crate::paths::private_dir(dir)?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "a master already listens on {}; use it (export MITOSSH_SOCKET={}) or stop it with `mitossh stop`",
+                    path.display(),
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {}: {e}", path.display()),
+        )
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+async fn watch_signals(shutdown: CancellationToken) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::warn!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = hup.recv() => {}
+        _ = shutdown.cancelled() => return,
+    }
+    shutdown.cancel();
+}
+
+/// Shuts the master down when the lifeline pipe closes: whoever started it has died.
+async fn watch_lifeline(fd: OwnedFd, shutdown: CancellationToken) {
+    use tokio::io::AsyncReadExt;
+    let Ok(mut io) = crate::sys::fdio::FdIo::new(fd) else {
+        return;
+    };
+    let mut buf = [0u8; 64];
+    loop {
+        match io.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => continue,
+        }
+    }
+    tracing::info!("the process that started this master is gone");
+    shutdown.cancel();
+}

@@ -1,0 +1,364 @@
+//! The `ssh` shim: accepts OpenSSH's command line and runs the session through the master.
+//!
+//! What it cannot do through a master (forwardings, X11, agent forwarding, `-f`, `-M`), and
+//! every call when no master is reachable, it hands to the real ssh with the same
+//! arguments, so that a shim on PATH never breaks a working setup. `MITOSSH_STRICT=1`
+//! turns those hand-overs into errors instead.
+
+use std::ffi::{OsStr, OsString};
+use std::io::IsTerminal;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+use super::args::{self, Invocation, Opt, TtyRequest};
+use super::client::{self, MasterConn, SSH_ERROR, SessionIo};
+use super::tty;
+use crate::paths;
+use crate::proto::flow::DEFAULT_WINDOW;
+use crate::proto::{OpenSpec, PtySpec, Reply, Request, Target};
+
+/// Runs the shim; returns the exit status (or does not return, having exec'd ssh).
+pub fn main(argv: Vec<OsString>) -> i32 {
+    let inv = match args::parse(&argv) {
+        Ok(inv) => inv,
+        Err(e) => {
+            eprintln!("ssh: {e}");
+            eprintln!("{}", args::USAGE);
+            return SSH_ERROR;
+        }
+    };
+    // Questions about ssh itself are best answered by ssh (git probes `-G` and `-V`).
+    if inv.count('V') > 0 || inv.count('G') > 0 || inv.arg('Q').is_some() {
+        return exec_real(&argv, None);
+    }
+    let Some(socket) = paths::socket_from_env() else {
+        return exec_real(&argv, Some("no mitossh master (MITOSSH_SOCKET is not set)"));
+    };
+    if let Some(why) = unsupported(&inv) {
+        return exec_real(&argv, Some(&why));
+    }
+    let Some(target) = target(&inv) else {
+        eprintln!("{}", args::USAGE);
+        return SSH_ERROR;
+    };
+    let conn = match MasterConn::connect(&socket) {
+        Ok(c) => c,
+        Err(e) => {
+            let why = format!(
+                "cannot reach the mitossh master at {}: {e}",
+                socket.display()
+            );
+            return exec_real(&argv, Some(&why));
+        }
+    };
+    if let Some(ctl) = inv.arg('O') {
+        return control(conn, ctl, target);
+    }
+    session(conn, &inv, target, &argv)
+}
+
+/// What the master cannot do for this invocation, if anything.
+fn unsupported(inv: &Invocation) -> Option<String> {
+    for opt in &inv.options {
+        let why = match opt {
+            Opt::Flag(c @ ('A' | 'X' | 'Y' | 'M' | 'f' | 'N')) => format!("-{c}"),
+            Opt::Arg(c @ ('L' | 'R' | 'D' | 'W' | 'w'), _) => format!("-{c}"),
+            Opt::Arg('S', path) if path != "none" && inv.arg('O').is_none() => {
+                // A ControlPath with ControlMaster use is the user's own multiplexing.
+                continue;
+            }
+            Opt::Config { key, value, .. } => match key.as_str() {
+                "localforward" | "remoteforward" | "dynamicforward" | "tunnel" => key.clone(),
+                "forwardagent" | "forwardx11" if is_yes(value) => key.clone(),
+                "forkafterauthentication" if is_yes(value) => key.clone(),
+                "sessiontype" if value == "none" => key.clone(),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        return Some(format!("{why} is not supported through a mitossh master"));
+    }
+    None
+}
+
+fn is_yes(value: &OsStr) -> bool {
+    !matches!(value.as_bytes(), b"no" | b"false" | b"none")
+}
+
+/// The master's view of where to connect. `None` without a destination.
+fn target(inv: &Invocation) -> Option<Target> {
+    let host = inv.host()?;
+    let ssh_args = inv
+        .connection_args()
+        .into_iter()
+        .map(|w| w.as_bytes().to_vec())
+        .collect::<Vec<_>>();
+    Some(Target {
+        ssh_args: strip_user_and_port(ssh_args),
+        host: host.as_bytes().to_vec(),
+        user: inv.user().map(|u| u.as_bytes().to_vec()),
+        port: inv.port().ok().flatten(),
+    })
+}
+
+/// Removes -l, -p, User= and Port= from connection arguments: the master passes the
+/// effective values (resolved here with ssh's precedence rules) explicitly.
+fn strip_user_and_port(words: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let parsed: Vec<OsString> = words
+        .iter()
+        .map(|w| OsStr::from_bytes(w).to_os_string())
+        .chain([OsString::from("--"), OsString::from("h")])
+        .collect();
+    let Ok(inv) = args::parse(&parsed) else {
+        return words;
+    };
+    let mut out = Vec::new();
+    for opt in inv.options {
+        match opt {
+            Opt::Arg('l' | 'p', _) => {}
+            Opt::Config { key, .. } if key == "user" || key == "port" => {}
+            Opt::Flag(c) => out.push(format!("-{c}").into_bytes()),
+            Opt::Arg(c, v) => {
+                out.push(format!("-{c}").into_bytes());
+                out.push(v.as_bytes().to_vec());
+            }
+            Opt::Config { raw, .. } => {
+                out.push(b"-o".to_vec());
+                out.push(raw.as_bytes().to_vec());
+            }
+        }
+    }
+    out
+}
+
+/// `ssh -O check|exit|stop|…`.
+fn control(mut conn: MasterConn, ctl: &OsStr, target: Target) -> i32 {
+    let request = match ctl.as_bytes() {
+        b"check" => Request::Check { target },
+        b"exit" => Request::ExitContext { target },
+        b"stop" => Request::StopContext { target },
+        b"forward" | b"cancel" | b"proxy" => {
+            eprintln!(
+                "mitossh: -O {} is not supported through a mitossh master",
+                ctl.to_string_lossy()
+            );
+            return SSH_ERROR;
+        }
+        _ => {
+            eprintln!("ssh: Invalid multiplex command.");
+            return SSH_ERROR;
+        }
+    };
+    let answer = conn.request(request).and_then(|_| conn.reply());
+    match answer {
+        Ok(Reply::Done { message, .. }) => {
+            // ssh prints these on stderr with a CR, as its mux client does.
+            eprint!("{message}\r\n");
+            0
+        }
+        Ok(Reply::Failed {
+            message, exit_code, ..
+        }) => {
+            eprintln!("{message}");
+            exit_code
+        }
+        Ok(other) => {
+            eprintln!("mitossh: unexpected answer from the master: {other:?}");
+            SSH_ERROR
+        }
+        Err(e) => {
+            eprintln!("mitossh: {e}");
+            SSH_ERROR
+        }
+    }
+}
+
+fn session(mut conn: MasterConn, inv: &Invocation, target: Target, argv: &[OsString]) -> i32 {
+    let subsystem = inv.subsystem();
+    let command = inv.remote_command().or_else(|| {
+        inv.config("remotecommand")
+            .filter(|c| *c != "none")
+            .map(|c| c.as_bytes().to_vec())
+    });
+    let stdin_null = inv.count('n') > 0 || inv.config("stdinnull").is_some_and(|v| is_yes(v));
+    let pty = pty_request(inv, command.is_none() && !subsystem);
+    let spec = OpenSpec {
+        subsystem: if subsystem {
+            command
+                .as_ref()
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+        } else {
+            None
+        },
+        command: if subsystem { None } else { command },
+        env: forwarded_env(inv),
+        cwd: None,
+        pty: pty.clone(),
+        window: DEFAULT_WINDOW,
+    };
+    if let Err(e) = conn.request(Request::Session { target, spec }) {
+        eprintln!("mitossh: cannot talk to the master: {e}");
+        return SSH_ERROR;
+    }
+    let window = match conn.reply() {
+        Ok(Reply::Opened { window }) => window,
+        Ok(Reply::Failed {
+            message,
+            exit_code,
+            fallback,
+        }) => {
+            if fallback {
+                return exec_real(argv, Some(&message));
+            }
+            if inv.count('q') == 0 || exit_code == SSH_ERROR {
+                eprintln!("{message}");
+            }
+            return exit_code;
+        }
+        Ok(other) => {
+            eprintln!("mitossh: unexpected answer from the master: {other:?}");
+            return SSH_ERROR;
+        }
+        Err(e) => {
+            eprintln!("mitossh: {e}");
+            return SSH_ERROR;
+        }
+    };
+    let raw = pty.is_some() && std::io::stdin().is_terminal();
+    let guard = if raw { tty::RawMode::enter() } else { None };
+    let code = client::relay(
+        conn,
+        window,
+        SessionIo {
+            stdin: !stdin_null,
+            window: DEFAULT_WINDOW,
+            resize: raw,
+        },
+    );
+    drop(guard);
+    code
+}
+
+/// Whether to ask for a remote pty, as ssh decides: `-t` when stdin is a terminal, `-tt`
+/// always, `-T` never, and by default only for an interactive login (no command).
+fn pty_request(inv: &Invocation, interactive: bool) -> Option<PtySpec> {
+    let local_tty = std::io::stdin().is_terminal();
+    let want = match inv.tty_request() {
+        TtyRequest::No => false,
+        TtyRequest::Force => true,
+        TtyRequest::Yes => {
+            if !local_tty && inv.count('q') == 0 {
+                eprintln!("Pseudo-terminal will not be allocated because stdin is not a terminal.");
+            }
+            local_tty
+        }
+        TtyRequest::Auto => interactive && local_tty,
+    };
+    want.then(|| PtySpec {
+        term: std::env::var("TERM").unwrap_or_else(|_| "dumb".into()),
+        size: tty::window_size().unwrap_or_default(),
+    })
+}
+
+/// Environment to send: variables matching SendEnv patterns, then SetEnv assignments.
+fn forwarded_env(inv: &Invocation) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut patterns: Vec<Vec<u8>> = Vec::new();
+    for value in inv.configs("sendenv") {
+        for word in value.as_bytes().split(|b| b.is_ascii_whitespace()) {
+            if let Some(removed) = word.strip_prefix(b"-") {
+                patterns.retain(|p| !glob(removed, p));
+            } else if !word.is_empty() {
+                patterns.push(word.to_vec());
+            }
+        }
+    }
+    let mut env: Vec<(Vec<u8>, Vec<u8>)> = std::env::vars_os()
+        .filter(|(k, _)| patterns.iter().any(|p| glob(p, k.as_bytes())))
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    for value in inv.configs("setenv") {
+        for word in value.as_bytes().split(|b| b.is_ascii_whitespace()) {
+            if let Some(eq) = word.iter().position(|b| *b == b'=') {
+                env.push((word[..eq].to_vec(), word[eq + 1..].to_vec()));
+            }
+        }
+    }
+    env
+}
+
+/// ssh's pattern matching: `*` and `?` wildcards.
+fn glob(pattern: &[u8], s: &[u8]) -> bool {
+    match (pattern.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob(&pattern[1..], s) || (!s.is_empty() && glob(pattern, &s[1..])),
+        (Some(b'?'), Some(_)) => glob(&pattern[1..], &s[1..]),
+        (Some(p), Some(c)) if p == c => glob(&pattern[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+/// Runs the real ssh with the same arguments. In strict mode, an error instead.
+fn exec_real(argv: &[OsString], why: Option<&str>) -> i32 {
+    if let Some(why) = why {
+        if std::env::var_os(paths::STRICT_ENV).is_some_and(|v| v == "1") {
+            eprintln!("mitossh: {why} (MITOSSH_STRICT=1 forbids running the real ssh)");
+            return SSH_ERROR;
+        }
+        tracing::debug!("running the real ssh: {why}");
+    }
+    let Some(real) = paths::find_real("ssh") else {
+        eprintln!("mitossh: the real ssh was not found on PATH (set MITOSSH_REAL_SSH)");
+        return SSH_ERROR;
+    };
+    exec(real, "ssh", argv)
+}
+
+/// Replaces this process with `program`; returns only on failure.
+pub fn exec(program: PathBuf, arg0: &str, argv: &[OsString]) -> i32 {
+    let err = std::process::Command::new(&program)
+        .arg0(arg0)
+        .args(argv)
+        .exec();
+    eprintln!("mitossh: cannot run {}: {err}", program.display());
+    SSH_ERROR
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_like_ssh() {
+        assert!(glob(b"LC_*", b"LC_ALL"));
+        assert!(glob(b"LANG", b"LANG"));
+        assert!(!glob(b"LANG", b"LANGUAGE"));
+        assert!(glob(b"L?NG", b"LANG"));
+        assert!(glob(b"*", b""));
+        assert!(!glob(b"A*B", b"AC"));
+    }
+
+    #[test]
+    fn user_and_port_are_left_to_the_master() {
+        let words: Vec<Vec<u8>> = [
+            "-l",
+            "bob",
+            "-p",
+            "22",
+            "-o",
+            "User=x",
+            "-oPort 3",
+            "-C",
+            "-o",
+            "IdentityFile=\"/k\"",
+        ]
+        .iter()
+        .map(|w| w.as_bytes().to_vec())
+        .collect();
+        let out: Vec<String> = strip_user_and_port(words)
+            .into_iter()
+            .map(|w| String::from_utf8(w).unwrap())
+            .collect();
+        assert_eq!(out, ["-C", "-o", "IdentityFile=\"/k\""]);
+    }
+}

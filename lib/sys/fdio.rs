@@ -1,0 +1,141 @@
+//! Async I/O on a raw descriptor we own: pipes, sockets and pty masters alike.
+//!
+//! tokio's own types each want one kind of descriptor; an agent's link may be a pipe or a
+//! socket depending on how sshd or sudo set it up, and a pty master is neither. The
+//! descriptor is switched to non-blocking mode, which is safe only because it is ours
+//! alone: callers pass descriptors whose open file description nobody else uses.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// An owned descriptor usable with tokio.
+#[derive(Debug)]
+pub struct FdIo {
+    fd: AsyncFd<OwnedFd>,
+    /// A pty master reports EIO once the last slave is closed; that is its EOF.
+    eio_is_eof: bool,
+}
+
+impl FdIo {
+    /// Takes ownership of `fd` and makes it non-blocking.
+    pub fn new(fd: OwnedFd) -> io::Result<FdIo> {
+        set_nonblocking(&fd, true)?;
+        // SAFETY: `OwnedFd` keeps the descriptor open and unchanged for the AsyncFd's life.
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
+        Ok(FdIo {
+            fd,
+            eio_is_eof: false,
+        })
+    }
+
+    /// Like [`FdIo::new`] for a pty master, whose EIO means end of file.
+    pub fn pty(fd: OwnedFd) -> io::Result<FdIo> {
+        let mut io = FdIo::new(fd)?;
+        io.eio_is_eof = true;
+        Ok(io)
+    }
+
+    pub fn get_ref(&self) -> &OwnedFd {
+        self.fd.get_ref()
+    }
+}
+
+/// Sets or clears O_NONBLOCK on `fd`.
+pub fn set_nonblocking(fd: &impl AsRawFd, on: bool) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we hold; no memory is passed.
+    let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let new = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    // SAFETY: as above.
+    if new != flags && unsafe { libc::fcntl(raw, libc::F_SETFL, new) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl AsyncRead for FdIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            let result = guard.try_io(|inner| {
+                // SAFETY: reading into an initialised buffer of the given length.
+                let n = unsafe {
+                    libc::read(
+                        inner.as_raw_fd(),
+                        unfilled.as_mut_ptr().cast(),
+                        unfilled.len(),
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match result {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) if self.eio_is_eof && e.raw_os_error() == Some(libc::EIO) => {
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for FdIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+            let result = guard.try_io(|inner| {
+                // SAFETY: writing from a valid slice.
+                let n = unsafe { libc::write(inner.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match result {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Sockets get a real half-close; for pipes the peer sees EOF when the fd is dropped.
+        // SAFETY: shutdown on a descriptor we hold; ENOTSOCK is expected for pipes.
+        unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) };
+        Poll::Ready(Ok(()))
+    }
+}

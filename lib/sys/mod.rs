@@ -1,0 +1,6 @@
+//! Thin wrappers over the operating system: non-blocking descriptors, process control,
+//! signals and user accounts. Everything `unsafe` in mitossh lives here.
+
+pub mod fdio;
+pub mod process;
+pub mod user;

@@ -1,0 +1,90 @@
+//! Process control: parent-death signals, process groups, signal names and exit statuses.
+
+use std::io;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::proto::ExitStatus;
+
+/// In a `pre_exec` hook: have the kernel send `sig` to this process when its parent thread
+/// dies, and close the race where the parent died before the call.
+///
+/// # Safety
+/// Only async-signal-safe calls; meant for use between fork and exec.
+pub unsafe fn set_parent_death_signal(
+    sig: libc::c_int,
+    expected_parent: libc::pid_t,
+) -> io::Result<()> {
+    // SAFETY: prctl and getppid are async-signal-safe.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::getppid() != expected_parent {
+            libc::raise(sig);
+        }
+    }
+    Ok(())
+}
+
+/// Sends `sig` to every process of the group `pgid`. A group that no longer exists is fine.
+pub fn kill_group(pgid: u32, sig: Signal) {
+    let _ = nix::sys::signal::killpg(Pid::from_raw(pgid as i32), sig);
+}
+
+/// Sends `sig` to one process. A process that no longer exists is fine.
+pub fn kill(pid: u32, sig: Signal) {
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), sig);
+}
+
+/// The name of a signal without its `SIG` prefix, as ssh's exit-signal names it.
+pub fn signal_name(sig: i32) -> String {
+    match Signal::try_from(sig) {
+        Ok(s) => s.as_str().trim_start_matches("SIG").to_string(),
+        Err(_) => format!("{sig}"),
+    }
+}
+
+/// Parses a signal name with or without `SIG` prefix, or a number.
+pub fn signal_from_name(name: &str) -> Option<Signal> {
+    if let Ok(n) = name.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse().ok()
+}
+
+/// Converts how a child ended into the protocol's form.
+pub fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        ExitStatus::Code(code)
+    } else if let Some(sig) = status.signal() {
+        ExitStatus::Signal {
+            signal: signal_name(sig),
+            core_dumped: status.core_dumped(),
+        }
+    } else {
+        ExitStatus::Code(255)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names_roundtrip() {
+        assert_eq!(signal_name(libc::SIGTERM), "TERM");
+        assert_eq!(signal_from_name("TERM"), Some(Signal::SIGTERM));
+        assert_eq!(signal_from_name("sigint"), Some(Signal::SIGINT));
+        assert_eq!(signal_from_name("9"), Some(Signal::SIGKILL));
+        assert_eq!(signal_from_name("NOPE"), None);
+    }
+}

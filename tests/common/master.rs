@@ -1,0 +1,160 @@
+//! A mitossh master for integration tests: started on a private socket, with a shim
+//! directory to put first on PATH, and stopped (by pid) when dropped.
+
+use std::ffi::OsStr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::wait::wait_until;
+
+/// Paths of the binaries under test.
+pub fn bin(name: &str) -> PathBuf {
+    let p = match name {
+        "mitossh" => env!("CARGO_BIN_EXE_mitossh"),
+        "mitossh-env" => env!("CARGO_BIN_EXE_mitossh-env"),
+        "ssh" => env!("CARGO_BIN_EXE_ssh"),
+        "scp" => env!("CARGO_BIN_EXE_scp"),
+        "sftp" => env!("CARGO_BIN_EXE_sftp"),
+        other => panic!("no binary {other}"),
+    };
+    PathBuf::from(p)
+}
+
+/// A directory holding only the ssh, scp and sftp shims.
+pub fn shim_dir(parent: &Path) -> PathBuf {
+    let dir = parent.join("shims");
+    std::fs::create_dir_all(&dir).unwrap();
+    for prog in ["ssh", "scp", "sftp"] {
+        let link = dir.join(prog);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(bin(prog), link).unwrap();
+    }
+    dir
+}
+
+/// PATH with `first` in front of the current one.
+pub fn path_with(first: &Path) -> std::ffi::OsString {
+    let mut p = first.as_os_str().to_os_string();
+    p.push(":");
+    p.push(std::env::var_os("PATH").unwrap_or_default());
+    p
+}
+
+pub struct Master {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub shims: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Master {
+    pub fn start() -> Master {
+        Master::start_with(&[])
+    }
+
+    /// Starts `mitossh master` with extra arguments and waits until its socket answers.
+    pub fn start_with(args: &[&str]) -> Master {
+        let dir = tempfile::Builder::new()
+            .prefix("mitossh-test-")
+            .tempdir()
+            .unwrap();
+        let socket = dir.path().join("master.sock");
+        let log = dir.path().join("master.log");
+        let shims = shim_dir(dir.path());
+        let mut cmd = Command::new(bin("mitossh"));
+        cmd.arg("master")
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .env("MITOSSH_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        // SAFETY: setsid is async-signal-safe; the master must not share our terminal.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start mitossh master");
+        let m = Master {
+            child: Some(child),
+            dir,
+            socket,
+            shims,
+            log,
+        };
+        wait_until(Duration::from_secs(20), "the master to listen", || {
+            std::os::unix::net::UnixStream::connect(&m.socket).is_ok()
+        });
+        m
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// A command with the shims first on PATH and the master's socket in the environment.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("PATH", path_with(&self.shims))
+            .env("MITOSSH_SOCKET", &self.socket)
+            .env("MITOSSH_SHIM_DIR", &self.shims)
+            .env("MITOSSH_STRICT", "1");
+        cmd
+    }
+
+    /// The ssh shim with this master.
+    pub fn ssh(&self) -> Command {
+        self.command(bin("ssh"))
+    }
+
+    pub fn status(&self) -> String {
+        let out = self
+            .command(bin("mitossh"))
+            .arg("status")
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then a bounded wait, then SIGKILL.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child by pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            for _ in 0..500 {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

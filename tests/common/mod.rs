@@ -1,0 +1,15 @@
+//! Shared integration-test harness: a real private `sshd` and test user (`sshd`), process inspection for
+//! leak tests (`procs`), and bounded waits (`wait`). Include it from a test file with `mod common;`.
+
+// Each test binary uses its own subset of the harness.
+#![allow(dead_code, unused_imports)]
+
+pub mod procs;
+pub mod sshd;
+pub mod wait;
+
+pub use procs::*;
+pub use sshd::*;
+pub use wait::*;
+pub mod master;
+pub use master::*;
