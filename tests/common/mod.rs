@@ -13,3 +13,5 @@ pub use sshd::*;
 pub use wait::*;
 pub mod master;
 pub use master::*;
+pub mod files;
+pub use files::*;
