@@ -5,7 +5,7 @@
 //! itself into an anonymous memory file (`memfd_create` + `fexecve`) when the kernel
 //! allows, so the running agent depends on no file at all.
 
-use std::ffi::{CString, OsString};
+use std::ffi::CString;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -65,7 +65,7 @@ fn reexec_from_memfd() -> io::Result<()> {
         .collect::<Result<_, _>>()?;
     let mut envp: Vec<CString> = std::env::vars_os()
         .map(|(k, v)| {
-            let mut kv = OsString::from(k);
+            let mut kv = k;
             kv.push("=");
             kv.push(v);
             CString::new(kv.as_bytes().to_vec())

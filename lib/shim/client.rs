@@ -66,7 +66,7 @@ impl MasterConn {
     }
 
     /// The next frame, or `None` at end of connection.
-    pub fn next(&mut self) -> io::Result<Option<Frame>> {
+    pub fn next_frame(&mut self) -> io::Result<Option<Frame>> {
         loop {
             if let Some(frame) = self.codec.decode(&mut self.buf).map_err(io::Error::other)? {
                 return Ok(Some(frame));
@@ -98,7 +98,7 @@ impl MasterConn {
 
     /// The master's reply to a request that carries no stream.
     pub fn reply(&mut self) -> io::Result<Reply> {
-        match self.next()? {
+        match self.next_frame()? {
             Some(Frame {
                 msg: Message::Reply(r),
                 ..
@@ -166,7 +166,7 @@ pub fn relay(mut conn: MasterConn, stdin_window: u32, io: SessionIo) -> i32 {
     let stderr = Output::spawn(2, Fd::Stderr, io.window, conn.writer.clone());
 
     let code = loop {
-        let frame = match conn.next() {
+        let frame = match conn.next_frame() {
             Ok(Some(frame)) => frame,
             Ok(None) | Err(_) => {
                 stdout.finish();

@@ -181,7 +181,7 @@ fn session(mut conn: MasterConn, inv: &Invocation, target: Target, argv: &[OsStr
             .filter(|c| *c != "none")
             .map(|c| c.as_bytes().to_vec())
     });
-    let stdin_null = inv.count('n') > 0 || inv.config("stdinnull").is_some_and(|v| is_yes(v));
+    let stdin_null = inv.count('n') > 0 || inv.config("stdinnull").is_some_and(is_yes);
     let pty = pty_request(inv, command.is_none() && !subsystem);
     let spec = OpenSpec {
         subsystem: if subsystem {
