@@ -116,7 +116,7 @@ fn main() {
 
     // ---- per-invocation latency -------------------------------------------------------
     let master = Master::start();
-    run_ok(&mut shim(&master, &setup).arg("true")); // context up, agent cached
+    run_ok(shim(&master, &setup).arg("true")); // context up, agent cached
     let lat_plain = median(times(n, || {
         let mut c = plain(&setup);
         c.arg("true");
@@ -151,12 +151,12 @@ fn main() {
         clear_agent_cache(&test_user().home);
         let m = Master::start();
         let t = Instant::now();
-        run_ok(&mut shim(&m, &setup).arg("true"));
+        run_ok(shim(&m, &setup).arg("true"));
         cold.push(t.elapsed());
         drop(m);
         let m = Master::start();
         let t = Instant::now();
-        run_ok(&mut shim(&m, &setup).arg("true"));
+        run_ok(shim(&m, &setup).arg("true"));
         cached.push(t.elapsed());
     }
     let (cold, cached) = (median(cold), median(cached));

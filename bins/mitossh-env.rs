@@ -1,5 +1,8 @@
 //! `mitossh-env`: run a command with the mitossh shims first on PATH and a master at hand.
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,5 +1,8 @@
 //! `mitossh`: the master, the agent, and commands to inspect or stop a master.
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,5 +1,8 @@
 //! The `scp` shim: the real scp, with the mitossh `ssh` shim as its transport.
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let code = mitossh::shim::wrap::main("scp", std::env::args_os().skip(1).collect());
     std::process::ExitCode::from(code as u8)

@@ -1,5 +1,8 @@
 //! The `ssh` shim: OpenSSH's `ssh` command line, run through a mitossh master.
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     if std::env::var_os("MITOSSH_LOG").is_some() {
         mitossh::logging::init("warn");

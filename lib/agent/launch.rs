@@ -158,11 +158,18 @@ pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
                 resize,
             }
         }
-        None => LaunchedIo::Pipes {
-            stdin: child.stdin.take().expect("piped"),
-            stdout: child.stdout.take().expect("piped"),
-            stderr: child.stderr.take().expect("piped"),
-        },
+        None => {
+            let stdin = child.stdin.take().expect("piped");
+            let stdout = child.stdout.take().expect("piped");
+            let stderr = child.stderr.take().expect("piped");
+            crate::sys::fdio::grow_pipe(&stdin);
+            crate::sys::fdio::grow_pipe(&stdout);
+            LaunchedIo::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            }
+        }
     };
     Ok(Launched { child, pid, io })
 }

@@ -82,6 +82,8 @@ fn take_stdio() -> io::Result<(OwnedFd, OwnedFd)> {
     };
     let link_in = dup(0)?;
     let link_out = dup(1)?;
+    crate::sys::fdio::grow_pipe(&link_in);
+    crate::sys::fdio::grow_pipe(&link_out);
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

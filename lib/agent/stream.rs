@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures::FutureExt;
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
@@ -234,13 +235,23 @@ async fn pump_output(
             return; // closed: nobody wants the rest
         };
         let mut buf = BytesMut::with_capacity(allowed);
-        let n = match src.read_buf(&mut (&mut buf).limit(allowed)).await {
+        let mut n = match src.read_buf(&mut (&mut buf).limit(allowed)).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::debug!("stream {stream}: reading {fd:?}: {e}");
                 0
             }
         };
+        // Gather what is already in the pipe into the same frame.
+        while n > 0 && n < allowed {
+            match src
+                .read_buf(&mut (&mut buf).limit(allowed - n))
+                .now_or_never()
+            {
+                Some(Ok(more)) if more > 0 => n += more,
+                _ => break,
+            }
+        }
         gate.give_back(allowed - n);
         if n == 0 {
             report.send(Message::Eof { stream, fd });

@@ -116,7 +116,10 @@ pub async fn bootstrap(
         .take()
         .map(|err| tokio::spawn(log_stderr(err, stderr.clone(), ssh.label.clone())));
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    let mut stdout = BufReader::with_capacity(256 * 1024, child.stdout.take().expect("piped"));
+    let stdout = child.stdout.take().expect("piped");
+    crate::sys::fdio::grow_pipe(&stdin);
+    crate::sys::fdio::grow_pipe(&stdout);
+    let mut stdout = BufReader::with_capacity(256 * 1024, stdout);
 
     let handshake = wait_for_agent(&mut stdout, &mut stdin, image, &nonce);
     let outcome = tokio::time::timeout(timeout, handshake).await;

@@ -221,14 +221,15 @@ fn pump_stdin(writer: Arc<Mutex<UnixStream>>, credit: Arc<BlockingCredit>) {
         let Some(allowed) = credit.acquire(MAX_DATA) else {
             return;
         };
-        let n = loop {
-            match stdin.read(&mut buf[..allowed]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // A terminal that went away (EIO) or a closed descriptor: end of input.
-                Err(_) => break 0,
+        let mut n = read_some(&mut stdin, &mut buf[..allowed]);
+        // Gather what is already waiting into one frame: writers like `head` hand over
+        // 8 KiB at a time, and every frame costs a wake-up in each process downstream.
+        while n > 0 && n < allowed && readable_now(0) {
+            match read_some(&mut stdin, &mut buf[n..allowed]) {
+                0 => break,
+                more => n += more,
             }
-        };
+        }
         credit.give_back(allowed - n);
         let frame = if n == 0 {
             Frame::new(
@@ -252,6 +253,34 @@ fn pump_stdin(writer: Arc<Mutex<UnixStream>>, credit: Arc<BlockingCredit>) {
             return;
         }
     }
+}
+
+/// One read; 0 at end of input or on an error that ends input (EIO from a terminal that
+/// went away, a closed descriptor).
+fn read_some(r: &mut impl Read, buf: &mut [u8]) -> usize {
+    loop {
+        match r.read(buf) {
+            Ok(n) => return n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return 0,
+        }
+    }
+}
+
+/// Whether `fd` has input right now (so a read will not block).
+fn readable_now(fd: RawFd) -> bool {
+    // SAFETY: fd is open for the life of the process.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let mut fds = [nix::poll::PollFd::new(
+        borrowed,
+        nix::poll::PollFlags::POLLIN,
+    )];
+    matches!(
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+        Ok(1)
+    ) && fds[0]
+        .revents()
+        .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLIN))
 }
 
 enum Chunk {
