@@ -166,7 +166,10 @@ fn run_master(
         ready: take(ready_fd),
         lifeline: take(lifeline_fd),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mitossh: {e}");

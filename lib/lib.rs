@@ -13,5 +13,7 @@ pub mod logging;
 pub mod master;
 pub mod paths;
 pub mod proto;
+pub mod pump;
+pub mod route;
 pub mod shim;
 pub mod sys;

@@ -143,7 +143,10 @@ mod tests {
         let r = table();
         assert!(r.accepts_up(4, &"a"));
         assert!(!r.accepts_up(4, &"b"), "4 is not behind b");
-        assert!(!r.accepts_up(1, &"a"), "a child cannot speak for its parent");
+        assert!(
+            !r.accepts_up(1, &"a"),
+            "a child cannot speak for its parent"
+        );
         assert!(!r.accepts_up(7, &"a"), "unknown sources are dropped");
     }
 

@@ -22,9 +22,10 @@ use tokio::sync::mpsc;
 use crate::link::{self, LinkSender};
 use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{ContextId, Fd, Frame, Hello, MASTER, Message, PROTOCOL_VERSION, StreamId};
+use crate::pump::Input;
 use crate::sys::fdio::FdIo;
 use launch::Session;
-use stream::{Input, Live, Reporting, StreamHandle};
+use stream::{Live, Reporting, StreamHandle};
 
 /// On shutdown, how long processes get to exit on SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(1);

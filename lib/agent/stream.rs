@@ -10,17 +10,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use futures::FutureExt;
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, mpsc};
 
 use super::launch::{self, Launched, LaunchedIo, Session};
 use crate::credit::CreditGate;
 use crate::link::LinkSender;
-use crate::proto::flow::{DEFAULT_WINDOW, RecvWindow};
-use crate::proto::{ContextId, Fd, Frame, MAX_DATA, Message, OpenSpec, StreamId, WinSize};
+use crate::proto::flow::DEFAULT_WINDOW;
+use crate::proto::{ContextId, Fd, Frame, Message, OpenSpec, StreamId, WinSize};
+use crate::pump::{self, Input};
 use crate::sys::process::{exit_status, kill, kill_group};
 
 /// After `Close`, how long a process may take to exit on SIGHUP before SIGKILL.
@@ -29,13 +28,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(3);
 /// After a pty session's process exits, how long to keep relaying what others write to
 /// the terminal.
 const PTY_DRAIN: Duration = Duration::from_millis(500);
-
-/// Bytes for a process's stdin.
-#[derive(Debug)]
-pub enum Input {
-    Data(Bytes),
-    Eof,
-}
 
 /// Counts processes not yet reaped, so shutdown can wait for them.
 #[derive(Debug, Default)]
@@ -222,7 +214,7 @@ impl StreamHandle {
     }
 }
 
-/// Reads `src` as far as credit allows and sends it up, then `Eof`.
+/// Reads one of the process's outputs as far as the client granted and sends it up.
 async fn pump_output(
     stream: StreamId,
     fd: Fd,
@@ -230,80 +222,37 @@ async fn pump_output(
     gate: Arc<CreditGate>,
     report: Reporting,
 ) {
-    loop {
-        let Some(allowed) = gate.acquire(MAX_DATA).await else {
-            return; // closed: nobody wants the rest
+    pump::read_with_credit(&mut src, &gate, |chunk| {
+        let frame = match chunk {
+            Some(data) => Frame::with_data(report.me, Message::Data { stream, fd }, data),
+            None => Frame::new(report.me, Message::Eof { stream, fd }),
         };
-        let mut buf = BytesMut::with_capacity(allowed);
-        let mut n = match src.read_buf(&mut (&mut buf).limit(allowed)).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::debug!("stream {stream}: reading {fd:?}: {e}");
-                0
-            }
-        };
-        // Gather what is already in the pipe into the same frame.
-        while n > 0 && n < allowed {
-            match src
-                .read_buf(&mut (&mut buf).limit(allowed - n))
-                .now_or_never()
-            {
-                Some(Ok(more)) if more > 0 => n += more,
-                _ => break,
-            }
-        }
-        gate.give_back(allowed - n);
-        if n == 0 {
-            report.send(Message::Eof { stream, fd });
-            return;
-        }
-        let frame = Frame::with_data(report.me, Message::Data { stream, fd }, buf.freeze());
-        if report.up.send(frame).is_err() {
-            return;
-        }
-    }
+        report.up.send(frame).is_ok()
+    })
+    .await;
 }
 
 /// Writes what the master sends to the process's stdin and returns credit as it goes.
-/// After a write error (the process closed its stdin) bytes are discarded but still
-/// credited, as sshd does, so the client never blocks on a reader that is gone.
 async fn pump_input(
     stream: StreamId,
-    mut rx: mpsc::UnboundedReceiver<Input>,
+    rx: mpsc::UnboundedReceiver<Input>,
     dst: impl AsyncWrite + Unpin,
     report: Reporting,
     is_pty: bool,
 ) {
-    let mut window = RecvWindow::new(DEFAULT_WINDOW);
-    let mut dst = Some(dst);
-    while let Some(input) = rx.recv().await {
-        match input {
-            Input::Data(bytes) => {
-                if let Err(e) = window.received(bytes.len()) {
-                    tracing::warn!("stream {stream}: stdin: {e}");
-                }
-                if let Some(w) = dst.as_mut()
-                    && w.write_all(&bytes).await.is_err()
-                {
-                    dst = None;
-                }
-                if let Some(grant) = window.consumed(bytes.len()) {
-                    report.send(Message::Credit {
-                        stream,
-                        fd: Fd::Stdin,
-                        bytes: grant,
-                    });
-                }
-            }
-            // A pty has no half-close: its one descriptor is also the output.
-            Input::Eof if is_pty => {}
-            Input::Eof => {
-                if let Some(mut w) = dst.take() {
-                    let _ = w.shutdown().await;
-                }
-            }
-        }
-    }
+    let sink = pump::Sink {
+        dst: Some(dst),
+        window: DEFAULT_WINDOW,
+        keep_open_on_eof: is_pty,
+    };
+    let grant = |bytes| {
+        report.send(Message::Credit {
+            stream,
+            fd: Fd::Stdin,
+            bytes,
+        })
+    };
+    pump::write_with_credit(rx, sink, grant, || {}).await;
 }
 
 /// Reaps the process, waits for its output to be sent, then reports how it ended.

@@ -4,16 +4,20 @@
 //! socket also lives in a 0700 directory. Each connection carries a `Hello`, one `Request`
 //! and, for sessions, the stream's frames.
 
+use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use bytes::BytesMut;
 use tokio::net::{UnixListener, UnixStream};
+use tokio_util::codec::Decoder;
 
 use super::Master;
 use super::session::{self, fail, reply};
 use crate::link;
-use crate::proto::{Frame, Message, PROTOCOL_VERSION, Reply, Request};
+use crate::proto::{FrameCodec, Hello, Message, PROTOCOL_VERSION, Reply, Request};
+use crate::sys::passfd::recv_with_fds;
 
 /// A client that connects and says nothing is dropped after this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,51 +53,47 @@ pub async fn serve(master: Arc<Master>, listener: UnixListener) {
 }
 
 async fn client(master: Arc<Master>, stream: UnixStream) {
-    let (r, w) = stream.into_split();
-    let mut frames = link::reader(r);
-    let (to_client, _writer) = link::spawn_writer(w);
-
-    let first = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        let hello = frames.next().await;
-        let request = frames.next().await;
-        (hello, request)
-    })
-    .await;
-    let request = match first {
-        Ok((
-            Some(Ok(Frame {
-                msg: Message::Hello(hello),
-                ..
-            })),
-            Some(Ok(Frame {
-                msg: Message::Request(request),
-                ..
-            })),
-        )) => {
-            if hello.protocol != PROTOCOL_VERSION {
-                return fail(
-                    &to_client,
-                    format!(
-                        "mitossh: this program speaks protocol {} (mitossh {}) but the master {} (mitossh {}); restart the master",
-                        hello.protocol,
-                        hello.version,
-                        PROTOCOL_VERSION,
-                        env!("CARGO_PKG_VERSION")
-                    ),
-                );
-            }
-            *request
+    let (first, fds, leftover) = match tokio::time::timeout(REQUEST_TIMEOUT, opening(&stream)).await
+    {
+        Ok(Ok(opening)) => opening,
+        Ok(Err(e)) => {
+            tracing::warn!("dropping a client: {e}");
+            return;
         }
-        _ => {
-            tracing::debug!("dropping a client that sent no valid request");
+        Err(_) => {
+            tracing::warn!("dropping a client that sent no request within {REQUEST_TIMEOUT:?}");
             return;
         }
     };
+    let (r, w) = stream.into_split();
+    let mut frames = link::reader(r);
+    frames.read_buffer_mut().extend_from_slice(&leftover);
+    let (to_client, _writer) = link::spawn_writer(w);
+
+    let (hello, request) = first;
+    if hello.protocol != PROTOCOL_VERSION {
+        return fail(
+            &to_client,
+            format!(
+                "mitossh: this program speaks protocol {} (mitossh {}) but the master {} (mitossh {}); restart the master",
+                hello.protocol,
+                hello.version,
+                PROTOCOL_VERSION,
+                env!("CARGO_PKG_VERSION")
+            ),
+        );
+    }
 
     let pid = std::process::id();
     match request {
         Request::Session { target, spec } => {
-            session::run(master, target, spec, frames, to_client).await;
+            let Ok(stdio) = <[OwnedFd; 3]>::try_from(fds) else {
+                return fail(
+                    &to_client,
+                    "mitossh: a session needs stdin, stdout and stderr".into(),
+                );
+            };
+            session::run(master, target, spec, stdio, frames, to_client).await;
         }
         Request::Check { .. } => reply(
             &to_client,
@@ -136,6 +136,36 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
                 },
             );
             master.shutdown.cancel();
+        }
+    }
+}
+
+/// Reads a client's `Hello` and `Request`, and the descriptors sent along (a session's
+/// stdin, stdout and stderr). Returns them with whatever bytes followed.
+async fn opening(stream: &UnixStream) -> io::Result<((Hello, Request), Vec<OwnedFd>, BytesMut)> {
+    let mut codec = FrameCodec::default();
+    let mut buf = BytesMut::new();
+    let mut fds = Vec::new();
+    let mut hello = None;
+    loop {
+        // Stop decoding right after the request: the rest belongs to the stream's reader,
+        // and a fresh codec must start at a frame boundary.
+        while let Some(frame) = codec.decode(&mut buf).map_err(io::Error::other)? {
+            match (frame.msg, hello.take()) {
+                (Message::Hello(h), None) => hello = Some(h),
+                (Message::Request(r), Some(h)) => return Ok(((h, *r), fds, buf)),
+                (other, _) => {
+                    return Err(io::Error::other(format!(
+                        "expected Hello then Request, got {other:?}"
+                    )));
+                }
+            }
+        }
+        if fds.len() > crate::sys::passfd::MAX_FDS {
+            return Err(io::Error::other("too many descriptors"));
+        }
+        if recv_with_fds(stream, &mut buf, &mut fds).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
 }

@@ -1,19 +1,32 @@
-//! One shim invocation relayed to one stream on a context.
+//! One shim invocation: a stream on a context, pumped straight from and to the stdin,
+//! stdout and stderr the shim handed over.
 //!
-//! The shim speaks the same frames as agents, always with stream 0; the relay renumbers
-//! them and passes them on. Both directions only ever enqueue, never wait on a slow
-//! writer, so a stalled shim cannot hold up its own stdin or anybody else's stream; what
-//! sits in the queues is bounded by the credit each end granted.
+//! Like an OpenSSH ControlMaster, the master does the I/O on the client's own descriptors,
+//! so the bytes of a transfer cross no extra process. The shim stays connected for
+//! control: it forwards signals and window sizes, receives the exit status, and its
+//! disconnection (it was killed) stops the remote process.
+//!
+//! Sending never waits: frames to the agent are queued on its link, bytes for stdout and
+//! stderr are queued to their writer tasks. What sits in those queues is bounded by the
+//! credit each end granted, one window per direction.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use tokio::net::unix::OwnedReadHalf;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::Master;
+use super::context::Context;
 use crate::bootstrap::ssh::ConnectError;
+use crate::credit::CreditGate;
 use crate::link::{LinkReader, LinkSender};
-use crate::proto::{Fd, Frame, MASTER, Message, OpenSpec, Reply, Target};
+use crate::proto::flow::DEFAULT_WINDOW;
+use crate::proto::{Fd, Frame, MASTER, Message, OpenSpec, Reply, StreamId, Target};
+use crate::pump::{self, Input, Sink};
+use crate::sys::adopt;
 
 /// Exit status ssh uses for its own failures.
 pub const SSH_ERROR: i32 = 255;
@@ -37,13 +50,16 @@ pub fn fail(to: &LinkSender, message: String) {
 pub async fn run(
     master: Arc<Master>,
     target: Target,
-    spec: OpenSpec,
+    mut spec: OpenSpec,
+    [stdin, stdout, stderr]: [OwnedFd; 3],
     mut from_shim: LinkReader<OwnedReadHalf>,
     to_shim: LinkSender,
 ) {
     let ctx = match master.registry.get_or_connect(&master, &target).await {
         Ok(ctx) => ctx,
         Err(e) => {
+            // The descriptors are dropped unused, so a shim that falls back to the real
+            // ssh finds its stdin intact.
             let fallback = matches!(e, ConnectError::CannotServe(_));
             return reply(
                 &to_shim,
@@ -56,19 +72,15 @@ pub async fn run(
         }
     };
     let id = master.next_stream_id();
+    spec.window = DEFAULT_WINDOW;
     let mut port = match ctx.open_stream(id, spec) {
         Ok(port) => port,
-        Err(_) => {
-            return fail(
-                &to_shim,
-                format!("mitossh: connection to {} lost", ctx.name),
-            );
-        }
+        Err(_) => return fail(&to_shim, lost(&ctx)),
     };
 
     // The agent answers Open first; anything else before it is a broken agent.
-    match port.rx.recv().await.map(|f| f.msg) {
-        Some(Message::Opened { window, .. }) => reply(&to_shim, Reply::Opened { window }),
+    let stdin_window = match port.rx.recv().await.map(|f| f.msg) {
+        Some(Message::Opened { window, .. }) => window,
         Some(Message::OpenFailed { error, .. }) => {
             return fail(&to_shim, format!("mitossh: {}: {error}", ctx.name));
         }
@@ -79,13 +91,21 @@ pub async fn run(
                 format!("mitossh: {}: agent protocol error", ctx.name),
             );
         }
-        None => {
-            return fail(
-                &to_shim,
-                format!("mitossh: connection to {} lost", ctx.name),
-            );
-        }
-    }
+        None => return fail(&to_shim, lost(&ctx)),
+    };
+    reply(
+        &to_shim,
+        Reply::Opened {
+            window: stdin_window,
+        },
+    );
+
+    let stdin_credit = Arc::new(CreditGate::new(stdin_window));
+    let mut pumps = Pumps {
+        stdin: pump_stdin(ctx.clone(), id, stdin, stdin_credit.clone()),
+        stdout: Some(pump_output(ctx.clone(), id, Fd::Stdout, stdout)),
+        stderr: Some(pump_output(ctx.clone(), id, Fd::Stderr, stderr)),
+    };
 
     loop {
         tokio::select! {
@@ -93,53 +113,165 @@ pub async fn run(
                 let Some(Ok(frame)) = frame else {
                     // The shim is gone (killed, or its process exited): stop the process.
                     let _ = ctx.send(Message::Close { stream: id });
-                    return;
+                    return pumps.abort();
                 };
                 let forwarded = match frame.msg {
-                    Message::Data { fd: Fd::Stdin, .. } => {
-                        ctx.send_data(Message::Data { stream: id, fd: Fd::Stdin }, frame.data)
-                    }
-                    // For stdout and stderr: nobody reads them any more.
-                    Message::Eof { fd, .. } => ctx.send(Message::Eof { stream: id, fd }),
-                    Message::Credit { fd, bytes, .. } => ctx.send(Message::Credit { stream: id, fd, bytes }),
                     Message::Signal { signal, .. } => ctx.send(Message::Signal { stream: id, signal }),
                     Message::Resize { size, .. } => ctx.send(Message::Resize { stream: id, size }),
                     other => {
                         tracing::warn!("shim sent {other:?} mid-session; closing it");
                         let _ = ctx.send(Message::Close { stream: id });
-                        return;
+                        return pumps.abort();
                     }
                 };
                 if forwarded.is_err() {
-                    return fail(&to_shim, format!("mitossh: connection to {} lost", ctx.name));
+                    pumps.abort();
+                    return fail(&to_shim, lost(&ctx));
                 }
             }
             frame = port.rx.recv() => {
-                let Some(mut frame) = frame else {
-                    return fail(&to_shim, format!("mitossh: connection to {} lost", ctx.name));
+                let Some(frame) = frame else {
+                    pumps.abort();
+                    return fail(&to_shim, lost(&ctx));
                 };
-                let exited = matches!(frame.msg, Message::Exit { .. });
-                renumber(&mut frame.msg);
-                frame.ctx = MASTER;
-                if to_shim.send(frame).is_err() {
-                    let _ = ctx.send(Message::Close { stream: id });
-                    return;
-                }
-                if exited {
-                    return;
+                match frame.msg {
+                    Message::Data { fd, .. } => pumps.output(fd, Input::Data(frame.data)),
+                    Message::Eof { fd, .. } => pumps.output(fd, Input::Eof),
+                    Message::Credit { fd: Fd::Stdin, bytes, .. } => stdin_credit.grant(bytes),
+                    Message::Exit { status, .. } => {
+                        // Everything the process wrote goes out before its exit status,
+                        // unless the shim disappears meanwhile.
+                        stdin_credit.close();
+                        tokio::select! {
+                            _ = pumps.drain() => {}
+                            _ = from_shim.next() => return pumps.abort(),
+                        }
+                        let _ = to_shim.send(Frame::new(MASTER, Message::Exit { stream: 0, status }));
+                        return;
+                    }
+                    other => tracing::warn!(host = %ctx.name, "stream {id}: unexpected {other:?}"),
                 }
             }
         }
     }
 }
 
-/// Shims know their one stream as stream 0.
-fn renumber(msg: &mut Message) {
-    match msg {
-        Message::Data { stream, .. }
-        | Message::Eof { stream, .. }
-        | Message::Credit { stream, .. }
-        | Message::Exit { stream, .. } => *stream = 0,
-        _ => {}
+fn lost(ctx: &Context) -> String {
+    format!("mitossh: connection to {} lost", ctx.name)
+}
+
+/// The tasks moving a session's bytes.
+struct Pumps {
+    stdin: JoinHandle<()>,
+    stdout: Option<(mpsc::UnboundedSender<Input>, JoinHandle<()>)>,
+    stderr: Option<(mpsc::UnboundedSender<Input>, JoinHandle<()>)>,
+}
+
+impl Pumps {
+    fn output(&self, fd: Fd, input: Input) {
+        let pump = match fd {
+            Fd::Stdout => &self.stdout,
+            Fd::Stderr => &self.stderr,
+            Fd::Stdin => return,
+        };
+        if let Some((tx, _)) = pump {
+            let _ = tx.send(input);
+        }
     }
+
+    /// Waits until stdout and stderr have written everything queued.
+    async fn drain(&mut self) {
+        for (tx, task) in [self.stdout.take(), self.stderr.take()]
+            .into_iter()
+            .flatten()
+        {
+            drop(tx);
+            let _ = task.await;
+        }
+        self.stdin.abort();
+    }
+
+    fn abort(&mut self) {
+        self.stdin.abort();
+        for (_, task) in [self.stdout.take(), self.stderr.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// Reads the client's stdin as far as the agent's credit allows and sends it on.
+fn pump_stdin(
+    ctx: Arc<Context>,
+    id: StreamId,
+    fd: OwnedFd,
+    credit: Arc<CreditGate>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let eof = Message::Eof {
+            stream: id,
+            fd: Fd::Stdin,
+        };
+        let mut src = match adopt::reader(fd) {
+            Ok(src) => src,
+            Err(e) => {
+                tracing::warn!(host = %ctx.name, "stream {id}: cannot read stdin: {e}");
+                let _ = ctx.send(eof);
+                return;
+            }
+        };
+        pump::read_with_credit(&mut src, &credit, |chunk| match chunk {
+            Some(data) => ctx
+                .send_data(
+                    Message::Data {
+                        stream: id,
+                        fd: Fd::Stdin,
+                    },
+                    data,
+                )
+                .is_ok(),
+            None => ctx.send(eof.clone()).is_ok(),
+        })
+        .await;
+    })
+}
+
+/// Writes one of the process's outputs to the client's descriptor, returning credit.
+/// A client that stops reading (a closed pipe) is reported to the agent, so the process
+/// gets SIGPIPE as under ssh.
+fn pump_output(
+    ctx: Arc<Context>,
+    id: StreamId,
+    fd: Fd,
+    dst: OwnedFd,
+) -> (mpsc::UnboundedSender<Input>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let dst = match adopt::writer(dst) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::debug!(host = %ctx.name, "stream {id}: cannot write {fd:?}: {e}");
+                None
+            }
+        };
+        let sink = Sink {
+            dst,
+            window: DEFAULT_WINDOW,
+            keep_open_on_eof: false,
+        };
+        let grant = |bytes| {
+            let _ = ctx.send(Message::Credit {
+                stream: id,
+                fd,
+                bytes,
+            });
+        };
+        let broken = || {
+            let _ = ctx.send(Message::Eof { stream: id, fd });
+        };
+        pump::write_with_credit(rx, sink, grant, broken).await;
+    });
+    (tx, task)
 }

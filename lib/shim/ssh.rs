@@ -12,11 +12,11 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
 use super::args::{self, Invocation, Opt, TtyRequest};
-use super::client::{self, MasterConn, SSH_ERROR, SessionIo};
+use super::client::{self, MasterConn, SSH_ERROR};
 use super::tty;
 use crate::paths;
 use crate::proto::flow::DEFAULT_WINDOW;
-use crate::proto::{OpenSpec, PtySpec, Reply, Request, Target};
+use crate::proto::{Message, OpenSpec, PtySpec, Reply, Request, Target};
 
 /// Runs the shim; returns the exit status (or does not return, having exec'd ssh).
 pub fn main(argv: Vec<OsString>) -> i32 {
@@ -181,7 +181,10 @@ fn session(mut conn: MasterConn, inv: &Invocation, target: Target, argv: &[OsStr
             .filter(|c| *c != "none")
             .map(|c| c.as_bytes().to_vec())
     });
-    let stdin_null = inv.count('n') > 0 || inv.config("stdinnull").is_some_and(is_yes);
+    // A background job must not take input from the terminal: ssh would be stopped by
+    // SIGTTIN there; the master would silently steal the foreground's keystrokes.
+    let stdin_null =
+        inv.count('n') > 0 || inv.config("stdinnull").is_some_and(is_yes) || tty::in_background();
     let pty = pty_request(inv, command.is_none() && !subsystem);
     let spec = OpenSpec {
         subsystem: if subsystem {
@@ -197,12 +200,20 @@ fn session(mut conn: MasterConn, inv: &Invocation, target: Target, argv: &[OsStr
         pty: pty.clone(),
         window: DEFAULT_WINDOW,
     };
-    if let Err(e) = conn.request(Request::Session { target, spec }) {
+    // Keep the terminal at hand (raw mode, window size) before stdin goes to the master.
+    let terminal = if pty.is_some() {
+        tty::Terminal::stdin()
+    } else {
+        None
+    };
+    let sent = client::Stdio::ours(stdin_null)
+        .and_then(|stdio| conn.request_with_fds(Request::Session { target, spec }, &stdio.raw()));
+    if let Err(e) = sent {
         eprintln!("mitossh: cannot talk to the master: {e}");
         return SSH_ERROR;
     }
-    let window = match conn.reply() {
-        Ok(Reply::Opened { window }) => window,
+    match conn.reply() {
+        Ok(Reply::Opened { .. }) => {}
         Ok(Reply::Failed {
             message,
             exit_code,
@@ -211,9 +222,7 @@ fn session(mut conn: MasterConn, inv: &Invocation, target: Target, argv: &[OsStr
             if fallback {
                 return exec_real(argv, Some(&message));
             }
-            if inv.count('q') == 0 || exit_code == SSH_ERROR {
-                eprintln!("{message}");
-            }
+            eprintln!("{message}");
             return exit_code;
         }
         Ok(other) => {
@@ -224,20 +233,18 @@ fn session(mut conn: MasterConn, inv: &Invocation, target: Target, argv: &[OsStr
             eprintln!("mitossh: {e}");
             return SSH_ERROR;
         }
-    };
-    let raw = pty.is_some() && std::io::stdin().is_terminal();
-    let guard = if raw { tty::RawMode::enter() } else { None };
-    let code = client::relay(
-        conn,
-        window,
-        SessionIo {
-            stdin: !stdin_null,
-            window: DEFAULT_WINDOW,
-            resize: raw,
-        },
-    );
-    drop(guard);
-    code
+    }
+    client::release_stdin_stdout();
+    let _raw = terminal.and_then(|t| {
+        let raw = t.raw_mode();
+        if let Ok(sender) = conn.sender() {
+            tty::handle_signals(t, move |size| {
+                let _ = sender.send(Message::Resize { stream: 0, size });
+            });
+        }
+        raw
+    });
+    client::wait_exit(&mut conn)
 }
 
 /// Whether to ask for a remote pty, as ssh decides: `-t` when stdin is a terminal, `-tt`
@@ -257,7 +264,7 @@ fn pty_request(inv: &Invocation, interactive: bool) -> Option<PtySpec> {
     };
     want.then(|| PtySpec {
         term: std::env::var("TERM").unwrap_or_else(|_| "dumb".into()),
-        size: tty::window_size().unwrap_or_default(),
+        size: tty::stdio_window_size().unwrap_or_default(),
     })
 }
 

@@ -1,6 +1,8 @@
 //! Thin wrappers over the operating system: non-blocking descriptors, process control,
 //! signals and user accounts. Everything `unsafe` in mitossh lives here.
 
+pub mod adopt;
 pub mod fdio;
+pub mod passfd;
 pub mod process;
 pub mod user;

@@ -1,0 +1,176 @@
+//! I/O on descriptors another process handed us (a shim's stdin, stdout and stderr)
+//! without changing them for everyone else who shares them.
+//!
+//! O_NONBLOCK belongs to the open file description, which the shim shares with its parent
+//! and siblings: setting it would break them. So each kind of descriptor gets its own way:
+//!
+//! * pipes and terminals are reopened through `/proc/self/fd`, which yields a *new* open
+//!   file description of the same pipe or terminal, ours to make non-blocking;
+//! * sockets use `MSG_DONTWAIT` per call and leave the flags alone;
+//! * regular files (and other devices) get blocking I/O on tokio's blocking threads, on
+//!   the shared description, so file offsets advance for everyone as with ssh.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::fdio::FdIo;
+
+pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
+pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Adopts `fd` for reading.
+pub fn reader(fd: OwnedFd) -> io::Result<Reader> {
+    Ok(match kind(&fd)? {
+        Kind::Pipe => Box::new(FdIo::new(reopen(&fd, libc::O_RDONLY)?)?),
+        Kind::Terminal => Box::new(FdIo::new(reopen(&fd, libc::O_RDWR)?)?),
+        Kind::Socket => Box::new(SockIo::new(fd)?),
+        Kind::Other => Box::new(tokio::fs::File::from_std(std::fs::File::from(fd))),
+    })
+}
+
+/// Adopts `fd` for writing. A pipe whose reader is gone gives `BrokenPipe`.
+pub fn writer(fd: OwnedFd) -> io::Result<Writer> {
+    Ok(match kind(&fd)? {
+        Kind::Pipe => {
+            Box::new(FdIo::new(reopen(&fd, libc::O_WRONLY).map_err(
+                |e| match e.raw_os_error() {
+                    // Opening a pipe for writing without a reader: what writing would say.
+                    Some(libc::ENXIO) => io::Error::from(io::ErrorKind::BrokenPipe),
+                    _ => e,
+                },
+            )?)?)
+        }
+        Kind::Terminal => Box::new(FdIo::new(reopen(&fd, libc::O_RDWR)?)?),
+        Kind::Socket => Box::new(SockIo::new(fd)?),
+        Kind::Other => Box::new(tokio::fs::File::from_std(std::fs::File::from(fd))),
+    })
+}
+
+enum Kind {
+    Pipe,
+    Terminal,
+    Socket,
+    Other,
+}
+
+fn kind(fd: &OwnedFd) -> io::Result<Kind> {
+    let file_type = std::fs::File::from(fd.try_clone()?).metadata()?.file_type();
+    Ok(if file_type.is_fifo() {
+        Kind::Pipe
+    } else if file_type.is_socket() {
+        Kind::Socket
+    } else if file_type.is_char_device() && nix::unistd::isatty(fd).unwrap_or(false) {
+        Kind::Terminal
+    } else {
+        Kind::Other
+    })
+}
+
+/// A new open file description of what `fd` refers to. `O_NOCTTY`: the master is a
+/// session leader and must never acquire a user's terminal as its own.
+fn reopen(fd: &OwnedFd, access: libc::c_int) -> io::Result<OwnedFd> {
+    let file = OpenOptions::new()
+        .read(access != libc::O_WRONLY)
+        .write(access != libc::O_RDONLY)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    Ok(file.into())
+}
+
+/// A socket used with per-call `MSG_DONTWAIT`, its flags untouched.
+struct SockIo {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl SockIo {
+    fn new(fd: OwnedFd) -> io::Result<SockIo> {
+        // SAFETY: `OwnedFd` keeps the descriptor open and unchanged for the AsyncFd's life.
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
+        Ok(SockIo { fd })
+    }
+}
+
+impl AsyncRead for SockIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            let result = guard.try_io(|inner| {
+                // SAFETY: receiving into an initialised buffer of the given length.
+                let n = unsafe {
+                    libc::recv(
+                        inner.as_raw_fd(),
+                        unfilled.as_mut_ptr().cast(),
+                        unfilled.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match result {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SockIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+            let result = guard.try_io(|inner| {
+                // SAFETY: sending from a valid slice.
+                let n = unsafe {
+                    libc::send(
+                        inner.as_raw_fd(),
+                        data.as_ptr().cast(),
+                        data.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match result {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Never `shutdown(2)`: the socket is shared, and a half-close would be everyone's.
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
