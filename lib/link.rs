@@ -6,13 +6,15 @@
 //! must never stall on a slow pipe while it holds other work. Reading is a plain
 //! `FramedRead` with a large buffer; its owner decides where each frame goes.
 
-use bytes::BytesMut;
+use std::io::IoSlice;
+
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
 
-use crate::proto::{Frame, FrameCodec, frame::encode_into};
+use crate::proto::{Frame, FrameCodec, frame::encode_header};
 
 /// Frames are gathered into writes of about this size.
 const WRITE_BATCH: usize = 256 * 1024;
@@ -72,17 +74,21 @@ async fn write_frames<W>(mut w: W, mut rx: mpsc::UnboundedReceiver<Frame>) -> st
 where
     W: AsyncWrite + Unpin,
 {
-    let mut buf = BytesMut::with_capacity(WRITE_BATCH + crate::proto::MAX_DATA);
+    // Headers are encoded into one buffer; payloads go out as they are, gathered with
+    // writev, so no byte of data is copied in user space on its way out.
+    let mut headers = BytesMut::with_capacity(16 * 1024);
+    let mut batch: Vec<(std::ops::Range<usize>, Bytes)> = Vec::new();
     while let Some(frame) = rx.recv().await {
-        queue(&frame, &mut buf);
-        while buf.len() < WRITE_BATCH {
+        let mut size = queue(frame, &mut headers, &mut batch);
+        while size < WRITE_BATCH && batch.len() < MAX_IOVECS / 2 {
             match rx.try_recv() {
-                Ok(frame) => queue(&frame, &mut buf),
+                Ok(frame) => size += queue(frame, &mut headers, &mut batch),
                 Err(_) => break,
             }
         }
-        let result = w.write_all(&buf).await;
-        buf.clear();
+        let result = write_batch(&mut w, &headers, &batch).await;
+        headers.clear();
+        batch.clear();
         if let Err(e) = result {
             rx.close();
             return Err(e);
@@ -92,11 +98,58 @@ where
     w.shutdown().await
 }
 
-fn queue(frame: &Frame, buf: &mut BytesMut) {
-    if let Err(e) = encode_into(frame, buf) {
+/// iovecs per writev, well below the kernel's IOV_MAX of 1024.
+const MAX_IOVECS: usize = 256;
+
+/// Appends a frame's header to `headers` and remembers where it is, with its payload.
+fn queue(
+    frame: Frame,
+    headers: &mut BytesMut,
+    batch: &mut Vec<(std::ops::Range<usize>, Bytes)>,
+) -> usize {
+    let start = headers.len();
+    if let Err(e) = encode_header(&frame, headers) {
         // Only a bug can produce an unencodable frame; dropping it keeps the link usable.
         tracing::error!("dropping a frame that cannot be encoded: {e}");
+        return 0;
     }
+    let size = headers.len() - start + frame.data.len();
+    batch.push((start..headers.len(), frame.data));
+    size
+}
+
+/// Writes every header and payload of `batch`, in order, coping with partial writes.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    headers: &BytesMut,
+    batch: &[(std::ops::Range<usize>, Bytes)],
+) -> std::io::Result<()> {
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(batch.len() * 2);
+    for (range, data) in batch {
+        parts.push(&headers[range.clone()]);
+        if !data.is_empty() {
+            parts.push(data);
+        }
+    }
+    let mut first = 0;
+    let mut offset = 0;
+    while first < parts.len() {
+        let slices: Vec<IoSlice> = std::iter::once(IoSlice::new(&parts[first][offset..]))
+            .chain(parts[first + 1..].iter().map(|p| IoSlice::new(p)))
+            .collect();
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        // Skip what was written.
+        while first < parts.len() && n >= parts[first].len() - offset {
+            n -= parts[first].len() - offset;
+            first += 1;
+            offset = 0;
+        }
+        offset += n;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

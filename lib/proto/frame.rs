@@ -119,15 +119,22 @@ impl Encoder<&Frame> for FrameCodec {
 
 /// Appends the wire form of `frame` to `dst`. On error `dst` is left as it was.
 pub fn encode_into(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+    encode_header(frame, dst)?;
+    dst.extend_from_slice(&frame.data);
+    Ok(())
+}
+
+/// Appends the length and header of `frame` to `dst`: everything but the payload, which
+/// the caller sends right after (with a vectored write, say). On error `dst` is unchanged.
+pub fn encode_header(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
     let header = postcard::to_stdvec(&(frame.ctx, &frame.msg)).map_err(FrameError::Malformed)?;
     let body = header.len() + frame.data.len();
     if body > MAX_FRAME {
         return Err(FrameError::TooLarge);
     }
-    dst.reserve(4 + body);
+    dst.reserve(4 + header.len());
     dst.put_u32(body as u32);
     dst.extend_from_slice(&header);
-    dst.extend_from_slice(&frame.data);
     Ok(())
 }
 

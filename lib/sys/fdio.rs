@@ -128,6 +128,34 @@ impl AsyncWrite for FdIo {
         }
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let count = bufs.len().min(1024) as libc::c_int;
+        loop {
+            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+            let result = guard.try_io(|inner| {
+                // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive the call.
+                let n = unsafe { libc::writev(inner.as_raw_fd(), bufs.as_ptr().cast(), count) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match result {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
