@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::Read;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -485,4 +486,113 @@ fn the_agent_rejects_malformed_frames_cleanly() {
     assert!(err.contains("malformed frame"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(output.code().is_some(), "exited, not killed: {output:?}");
+}
+
+#[test]
+fn an_unknown_host_is_255_with_ssh_s_own_message() {
+    let master = Master::start();
+    let out = output_within(
+        master
+            .ssh()
+            .args(["-o", "BatchMode=yes", "nosuchhost.invalid", "true"]),
+        b"",
+        T,
+    );
+    assert_eq!(out.status.code(), Some(255));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("ssh: Could not resolve hostname nosuchhost.invalid"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn a_dead_link_fails_its_sessions_with_255_and_the_next_call_reconnects() {
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let mut long = master
+        .ssh()
+        .args(sshd.ssh_args())
+        .arg("echo go; sleep 100")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 3];
+    long.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
+    // The master's own ssh client: its child running /usr/bin/ssh.
+    let ssh_client = processes_matching(|p| {
+        p.ppid == master.pid() && p.exe.as_deref() == Some(Path::new("/usr/bin/ssh"))
+    });
+    assert_eq!(ssh_client.len(), 1, "{ssh_client:?}");
+    // SAFETY: killing a process of this test's master, by pid.
+    unsafe { libc::kill(ssh_client[0].pid, libc::SIGKILL) };
+    let deadline = Instant::now() + T;
+    let status = loop {
+        if let Some(s) = long.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the session hangs on a dead link"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    long.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(255));
+    assert!(
+        err.contains("connection to") && err.contains("lost"),
+        "{err}"
+    );
+    assert_eq!(ssh(&master, &sshd, "echo again").stdout, b"again\n");
+    assert_eq!(sshd.accepted_connections(), 2);
+}
+
+#[test]
+fn a_missing_subsystem_is_a_clear_error() {
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let out = output_within(
+        master
+            .ssh()
+            .arg("-s")
+            .args(sshd.ssh_args())
+            .arg("no-such-subsystem"),
+        b"",
+        T,
+    );
+    assert_eq!(out.status.code(), Some(255));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("subsystem request failed"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn without_a_command_the_login_shell_reads_stdin() {
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let out = output_within(
+        master.ssh().args(sshd.ssh_args()),
+        b"echo from-script; echo $0\n",
+        T,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-script\n-bash\n");
+    // -n: stdin is /dev/null, the command still runs.
+    let out = output_within(
+        master
+            .ssh()
+            .arg("-n")
+            .args(sshd.ssh_args())
+            .arg("cat; echo done"),
+        b"ignored",
+        T,
+    );
+    assert_eq!(out.stdout, b"done\n");
 }
