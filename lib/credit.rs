@@ -1,7 +1,7 @@
 //! Waiting for send credit: [`proto::flow::SendCredit`](crate::proto::flow::SendCredit)
-//! behind an async gate (agent, master) or a blocking one (the shim's stdin thread).
+//! behind an async gate that a pump awaits and the receiver's `Credit` messages open.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
@@ -68,59 +68,6 @@ impl CreditGate {
     }
 }
 
-/// Blocking credit for a thread that reads a descriptor and sends what it read.
-#[derive(Debug)]
-pub struct BlockingCredit {
-    state: Mutex<(SendCredit, bool)>,
-    cond: Condvar,
-}
-
-impl BlockingCredit {
-    pub fn new(window: u32) -> BlockingCredit {
-        BlockingCredit {
-            state: Mutex::new((SendCredit::new(window), false)),
-            cond: Condvar::new(),
-        }
-    }
-
-    /// Blocks until credit is available; reserves up to `max`. `None` once closed.
-    pub fn acquire(&self, max: usize) -> Option<usize> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if state.1 {
-                return None;
-            }
-            let n = state.0.take(max);
-            if n > 0 {
-                return Some(n);
-            }
-            state = self.cond.wait(state).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    pub fn give_back(&self, n: usize) {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .give_back(n);
-    }
-
-    pub fn grant(&self, n: u32) {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .grant(n);
-        self.cond.notify_all();
-    }
-
-    pub fn close(&self) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
-        self.cond.notify_all();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,16 +104,5 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(got, None);
-    }
-
-    #[test]
-    fn blocking_gate_hands_over_between_threads() {
-        let gate = Arc::new(BlockingCredit::new(0));
-        let t = std::thread::spawn({
-            let gate = gate.clone();
-            move || gate.acquire(10)
-        });
-        gate.grant(4);
-        assert_eq!(t.join().unwrap(), Some(4));
     }
 }

@@ -166,13 +166,8 @@ fn fifty_concurrent_invocations_share_one_connection() {
             .unwrap()
             .read_to_string(&mut err)
             .unwrap();
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "invocation {i} hangs");
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let status = wait_child(&mut child, left, &format!("invocation {i} to exit"));
         assert_eq!(out, format!("out-{i}\n"));
         assert_eq!(err, format!("err-{i}\n"));
         assert_eq!(status.code(), Some(i as i32 % 3));

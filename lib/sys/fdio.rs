@@ -6,7 +6,7 @@
 //! alone: callers pass descriptors whose open file description nobody else uses.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -65,41 +65,66 @@ pub fn set_nonblocking(fd: &impl AsRawFd, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Polls a read-like system call until it succeeds or would block: `call` gets the
+/// descriptor and an initialised buffer and returns what read(2) returns.
+pub(crate) fn poll_read_with(
+    fd: &AsyncFd<OwnedFd>,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+    mut call: impl FnMut(RawFd, &mut [u8]) -> isize,
+) -> Poll<io::Result<()>> {
+    loop {
+        let mut guard = ready!(fd.poll_read_ready(cx))?;
+        let unfilled = buf.initialize_unfilled();
+        match guard.try_io(|inner| syscall_result(call(inner.as_raw_fd(), unfilled))) {
+            Ok(Ok(n)) => {
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            Ok(Err(e)) => return Poll::Ready(Err(e)),
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+/// Polls a write-like system call until it succeeds or would block.
+pub(crate) fn poll_write_with(
+    fd: &AsyncFd<OwnedFd>,
+    cx: &mut Context<'_>,
+    mut call: impl FnMut(RawFd) -> isize,
+) -> Poll<io::Result<usize>> {
+    loop {
+        let mut guard = ready!(fd.poll_write_ready(cx))?;
+        match guard.try_io(|inner| syscall_result(call(inner.as_raw_fd()))) {
+            Ok(r) => return Poll::Ready(r),
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+fn syscall_result(n: isize) -> io::Result<usize> {
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 impl AsyncRead for FdIo {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        loop {
-            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
-            let result = guard.try_io(|inner| {
-                // SAFETY: reading into an initialised buffer of the given length.
-                let n = unsafe {
-                    libc::read(
-                        inner.as_raw_fd(),
-                        unfilled.as_mut_ptr().cast(),
-                        unfilled.len(),
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match result {
-                Ok(Ok(n)) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(Err(e)) if self.eio_is_eof && e.raw_os_error() == Some(libc::EIO) => {
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
+        // SAFETY (closure): reading into an initialised buffer of the given length.
+        let polled = poll_read_with(&self.fd, cx, buf, |fd, b| unsafe {
+            libc::read(fd, b.as_mut_ptr().cast(), b.len())
+        });
+        match polled {
+            Poll::Ready(Err(e)) if self.eio_is_eof && e.raw_os_error() == Some(libc::EIO) => {
+                Poll::Ready(Ok(()))
             }
+            other => other,
         }
     }
 }
@@ -110,22 +135,10 @@ impl AsyncWrite for FdIo {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
-            let result = guard.try_io(|inner| {
-                // SAFETY: writing from a valid slice.
-                let n = unsafe { libc::write(inner.as_raw_fd(), data.as_ptr().cast(), data.len()) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match result {
-                Ok(r) => return Poll::Ready(r),
-                Err(_would_block) => continue,
-            }
-        }
+        // SAFETY (closure): writing from a valid slice.
+        poll_write_with(&self.fd, cx, |fd| unsafe {
+            libc::write(fd, data.as_ptr().cast(), data.len())
+        })
     }
 
     fn poll_write_vectored(
@@ -134,22 +147,10 @@ impl AsyncWrite for FdIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let count = bufs.len().min(1024) as libc::c_int;
-        loop {
-            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
-            let result = guard.try_io(|inner| {
-                // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive the call.
-                let n = unsafe { libc::writev(inner.as_raw_fd(), bufs.as_ptr().cast(), count) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match result {
-                Ok(r) => return Poll::Ready(r),
-                Err(_would_block) => continue,
-            }
-        }
+        // SAFETY (closure): IoSlice is ABI-compatible with iovec; the slices outlive the call.
+        poll_write_with(&self.fd, cx, |fd| unsafe {
+            libc::writev(fd, bufs.as_ptr().cast(), count)
+        })
     }
 
     fn is_write_vectored(&self) -> bool {

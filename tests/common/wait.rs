@@ -100,3 +100,17 @@ fn read_in_background(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Ve
     });
     rx
 }
+
+/// Waits (bounded) for a child to exit; panics with `what` if it does not.
+pub fn wait_child(
+    child: &mut std::process::Child,
+    timeout: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until(timeout, what, || {
+        status = child.try_wait().expect("waitpid");
+        status.is_some()
+    });
+    status.expect("exited")
+}
