@@ -20,6 +20,8 @@ use clap::Parser;
         that is stopped when CMD exits. Exits with CMD's status.",
     after_help = "Examples:\n  mitossh-env rsync -a src/ host:dst/\n  \
         mitossh-env ansible-playbook site.yml\n  \
+        mitossh-env --become root rsync -a etc/ web1:/etc/app/\n  \
+        mitossh-env --via bastion ssh db1 uptime\n  \
         mitossh-env --keep bash        # keep the master for later commands"
 )]
 struct Cli {
@@ -35,6 +37,20 @@ struct Cli {
     /// For a started master: give up starting an agent after this long.
     #[arg(long, value_name = "DURATION")]
     connect_timeout: Option<String>,
+    /// Enter every host CMD reaches as USER (through sudo unless --become-method says
+    /// otherwise). The password comes from $MITOSSH_BECOME_PASSWORD_FILE or the terminal.
+    #[arg(long = "become", value_name = "USER")]
+    become_user: Option<String>,
+    /// How to become USER: sudo, su or doas.
+    #[arg(long, value_name = "METHOD", requires = "become_user")]
+    become_method: Option<String>,
+    /// Reach every host through HOST first ([user@]host[:port]); repeat for more hops.
+    #[arg(long, value_name = "HOST")]
+    via: Vec<String>,
+    /// How to go through --via hosts: tcp (the master's ssh through a TCP stream the hop
+    /// opens; keys stay here) or ssh (ssh runs on the hop, with its config and keys).
+    #[arg(long, value_name = "MODE", requires = "via")]
+    via_mode: Option<String>,
     /// The command to run, and its arguments.
     #[arg(
         required = true,
@@ -53,6 +69,10 @@ fn main() -> ExitCode {
         socket: cli.socket,
         idle_timeout: cli.idle_timeout,
         connect_timeout: cli.connect_timeout,
+        become_user: cli.become_user,
+        become_method: cli.become_method,
+        via: cli.via,
+        via_mode: cli.via_mode,
         command: cli.command,
     });
     ExitCode::from(code as u8)

@@ -52,10 +52,26 @@ enum Command {
         #[arg(long, hide = true)]
         lifeline_fd: Option<i32>,
     },
-    /// Show the master's contexts and their streams.
+    /// Show the master's contexts and their streams, one per line.
     Status {
         #[arg(long)]
         socket: Option<PathBuf>,
+    },
+    /// Show the master's contexts as a tree: method, user, host, pid, age, streams, bytes.
+    Tree {
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Connect stdin and stdout to HOST:PORT through context ID's agent (like `ssh -W`);
+    /// the master uses it as the ProxyCommand of hosts reached through another.
+    Proxy {
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// The context whose host makes the connection (see `mitossh tree`).
+        #[arg(long, value_name = "ID")]
+        context: u32,
+        host: String,
+        port: u16,
     },
     /// Stop the master: its agents stop their processes and exit.
     Stop {
@@ -67,6 +83,12 @@ enum Command {
     Agent {
         #[arg(long)]
         nonce: String,
+        /// Started by another agent through sudo/su/doas: the link is the socket on stdout.
+        #[arg(long)]
+        hop: bool,
+        /// Remove this variable from the environment (set by the starter for itself).
+        #[arg(long)]
+        drop_env: Vec<String>,
     },
 }
 
@@ -94,10 +116,46 @@ fn socket_or_default(socket: Option<PathBuf>) -> std::io::Result<PathBuf> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Agent { nonce } => {
+        Command::Agent {
+            nonce,
+            hop,
+            drop_env,
+        } => {
             mitossh::logging::init("warn");
-            mitossh::agent::main(&nonce)
+            mitossh::agent::main(mitossh::agent::Options {
+                nonce,
+                hop,
+                drop_env,
+            })
         }
+        Command::Tree { socket } => {
+            match socket_or_default(socket).and_then(|s| control::ask(&s, Request::Status)) {
+                Ok(Reply::Status(report)) => {
+                    print!("{}", control::format_tree(&report));
+                    0
+                }
+                Ok(other) => {
+                    eprintln!("mitossh: unexpected answer: {other:?}");
+                    1
+                }
+                Err(e) => {
+                    eprintln!("mitossh: {e}");
+                    1
+                }
+            }
+        }
+        Command::Proxy {
+            socket,
+            context,
+            host,
+            port,
+        } => match socket_or_default(socket) {
+            Ok(s) => mitossh::shim::proxy::main(&s, context, host, port),
+            Err(e) => {
+                eprintln!("mitossh: {e}");
+                255
+            }
+        },
         Command::Master {
             socket,
             idle_timeout,

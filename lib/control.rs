@@ -55,6 +55,67 @@ pub fn format_status(report: &StatusReport) -> String {
     out
 }
 
+/// The contexts as a tree, children under their parents.
+pub fn format_tree(report: &StatusReport) -> String {
+    let mut out = format!(
+        "master {} on {} (up {})\n",
+        report.master_pid,
+        report.socket,
+        duration(report.uptime_secs)
+    );
+    let roots: Vec<_> = report
+        .contexts
+        .iter()
+        .filter(|c| !report.contexts.iter().any(|p| p.id == c.parent))
+        .collect();
+    for (i, c) in roots.iter().enumerate() {
+        tree_node(report, c, "", i + 1 == roots.len(), &mut out);
+    }
+    out
+}
+
+fn tree_node(
+    report: &StatusReport,
+    c: &crate::proto::ContextStatus,
+    indent: &str,
+    last: bool,
+    out: &mut String,
+) {
+    let (branch, next) = if last {
+        ("└─ ", "   ")
+    } else {
+        ("├─ ", "│  ")
+    };
+    out.push_str(&format!(
+        "{indent}{branch}[{}] {} {}@{} ({}) pid {} · up {} · streams {} open, {} total · sent {} · received {}\n",
+        c.id,
+        c.method,
+        c.user,
+        c.hostname,
+        c.name,
+        c.agent_pid,
+        duration(c.age_secs),
+        c.open_streams,
+        c.total_streams,
+        bytes(c.bytes_down),
+        bytes(c.bytes_up),
+    ));
+    let children: Vec<_> = report
+        .contexts
+        .iter()
+        .filter(|k| k.parent == c.id)
+        .collect();
+    for (i, k) in children.iter().enumerate() {
+        tree_node(
+            report,
+            k,
+            &format!("{indent}{next}"),
+            i + 1 == children.len(),
+            out,
+        );
+    }
+}
+
 fn duration(secs: u64) -> String {
     match secs {
         s if s < 120 => format!("{s}s"),
@@ -81,6 +142,37 @@ fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tree_puts_children_under_parents() {
+        use crate::proto::ContextStatus;
+        let ctx = |id, parent, method: &str, user: &str| ContextStatus {
+            id,
+            parent,
+            method: method.into(),
+            name: format!("n{id}"),
+            user: user.into(),
+            hostname: "h".into(),
+            ..ContextStatus::default()
+        };
+        let report = StatusReport {
+            master_pid: 1,
+            socket: "/s".into(),
+            uptime_secs: 0,
+            contexts: vec![
+                ctx(1, 0, "ssh", "alice"),
+                ctx(2, 1, "ssh", "bob"),
+                ctx(3, 2, "sudo", "root"),
+                ctx(4, 0, "ssh", "carol"),
+            ],
+        };
+        let tree = format_tree(&report);
+        let lines: Vec<&str> = tree.lines().collect();
+        assert!(lines[1].starts_with("├─ [1] ssh alice@h"), "{tree}");
+        assert!(lines[2].starts_with("│  └─ [2] ssh bob@h"), "{tree}");
+        assert!(lines[3].starts_with("│     └─ [3] sudo root@h"), "{tree}");
+        assert!(lines[4].starts_with("└─ [4] ssh carol@h"), "{tree}");
+    }
 
     #[test]
     fn sizes_and_durations_read_well() {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::paths;
 use crate::proto::{Reply, Request};
 use crate::shim::client::MasterConn;
+use crate::shim::target;
 
 /// Exit status when mitossh-env itself fails, as GNU env uses.
 pub const ENV_FAILED: i32 = 125;
@@ -36,6 +37,12 @@ pub struct Options {
     /// Passed to a started master.
     pub idle_timeout: Option<String>,
     pub connect_timeout: Option<String>,
+    /// Enter every host as this user (`--become`), by this method.
+    pub become_user: Option<String>,
+    pub become_method: Option<String>,
+    /// Reach every host through these hops, in order (`--via`), and how.
+    pub via: Vec<String>,
+    pub via_mode: Option<String>,
     /// The command and its arguments.
     pub command: Vec<OsString>,
 }
@@ -60,6 +67,12 @@ pub fn run(opts: Options) -> i32 {
 }
 
 fn try_run(opts: Options) -> io::Result<i32> {
+    if let Some(m) = &opts.become_method {
+        crate::config::parse_method(m).map_err(io::Error::other)?;
+    }
+    if let Some(m) = &opts.via_mode {
+        crate::config::parse_via_mode(m).map_err(io::Error::other)?;
+    }
     let Some((program, args)) = opts.command.split_first() else {
         return Err(io::Error::other(
             "no command given (usage: mitossh-env [OPTIONS] CMD [ARGS]...)",
@@ -110,6 +123,20 @@ fn with_dir(
         .env(paths::SOCKET_ENV, &socket)
         .env(paths::SHIM_DIR_ENV, &shims)
         .env(paths::real_env("ssh"), real_ssh);
+    let addressing = [
+        (target::BECOME_ENV, opts.become_user.clone()),
+        (target::BECOME_METHOD_ENV, opts.become_method.clone()),
+        (
+            target::VIA_ENV,
+            (!opts.via.is_empty()).then(|| opts.via.join(",")),
+        ),
+        (target::VIA_MODE_ENV, opts.via_mode.clone()),
+    ];
+    for (key, value) in addressing {
+        if let Some(v) = value {
+            cmd.env(key, v);
+        }
+    }
     for prog in ["scp", "sftp"] {
         if let Some(real) = paths::find_real(prog) {
             cmd.env(paths::real_env(prog), real);

@@ -5,12 +5,14 @@
 
 pub mod agent;
 pub mod bootstrap;
+pub mod config;
 pub mod control;
 pub mod credit;
 pub mod env;
 pub mod link;
 pub mod logging;
 pub mod master;
+pub mod method;
 pub mod paths;
 pub mod proto;
 pub mod pump;

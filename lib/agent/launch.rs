@@ -52,9 +52,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn current() -> Session {
+    /// This agent's account and environment, without mitossh's own variables and those in
+    /// `drop` (set by whoever started the agent, for its own purposes).
+    pub fn current(drop: &[String]) -> Session {
         let env = std::env::vars_os()
             .filter(|(k, _)| !crate::bootstrap::image::is_private_env(k.as_bytes()))
+            .filter(|(k, _)| !drop.iter().any(|d| d.as_bytes() == k.as_bytes()))
             .collect();
         Session {
             account: Account::current(),

@@ -1,13 +1,19 @@
-//! The agent: runs on a remote host (or as another user there), starts processes for the
-//! master and relays their stdio over its one link.
+//! The agent: runs on a remote host (or as another user there), starts processes and child
+//! contexts for the master, and relays their stdio over its one link.
 //!
-//! The link is the agent's own stdin and stdout, moved to private descriptors at startup
-//! so that nothing the agent starts can write into the protocol. When the link ends (the
-//! master died, the ssh connection dropped) the agent sends SIGTERM to every process group
-//! it started, SIGKILL to whatever is left a second later, and exits.
+//! - [`launch`]: starting a process the way sshd starts a session;
+//! - [`stream`]: one process (or TCP connection) and its pumps;
+//! - [`tree`]: child contexts and the routes to them.
+//!
+//! The link is the agent's own stdin and stdout (or, under sudo/su/doas, a socket on
+//! stdout), moved to private descriptors at startup so that nothing the agent starts can
+//! write into the protocol. When the link ends (the master died, the ssh connection
+//! dropped) the agent SIGTERMs every process group and child it started, SIGKILLs what is
+//! left a second later, and exits.
 
 pub mod launch;
 pub mod stream;
+pub mod tree;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -17,23 +23,38 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use nix::sys::signal::Signal;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::link::{self, LinkSender};
 use crate::proto::flow::DEFAULT_WINDOW;
-use crate::proto::{ContextId, Fd, Frame, Hello, MASTER, Message, PROTOCOL_VERSION, StreamId};
+use crate::proto::{Fd, Frame, Hello, MASTER, Message, PROTOCOL_VERSION, StreamId};
 use crate::pump::Input;
 use crate::sys::fdio::FdIo;
 use launch::Session;
 use stream::{Live, Reporting, StreamHandle};
+use tree::{Tree, TreeEvent};
 
-/// On shutdown, how long processes get to exit on SIGTERM before SIGKILL.
+/// On shutdown, how long processes get to exit on SIGTERM before SIGKILL. Child agents
+/// use the same grace for their own processes, so everything is gone within about this
+/// long plus a little, at every depth.
 const TERM_GRACE: Duration = Duration::from_secs(1);
 
+/// How an agent was started.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Echoed in the ready marker.
+    pub nonce: String,
+    /// Started by another agent through sudo/su/doas: the link is the socket on stdout.
+    pub hop: bool,
+    /// Variables the starter set for its own purposes, to remove from the environment.
+    pub drop_env: Vec<String>,
+}
+
 /// Entry point of `mitossh agent`. Returns the process exit status.
-pub fn main(nonce: &str) -> i32 {
+pub fn main(opts: Options) -> i32 {
     crate::bootstrap::image::run_from_memory();
-    let (link_in, link_out) = match take_stdio() {
+    let (link_in, link_out) = match take_stdio(opts.hop) {
         Ok(fds) => fds,
         Err(e) => {
             eprintln!("mitossh agent: cannot set up its link: {e}");
@@ -41,8 +62,9 @@ pub fn main(nonce: &str) -> i32 {
         }
     };
     let ready = format!(
-        "{} {nonce} {}\n",
+        "{} {} {}\n",
         crate::bootstrap::READY_MARKER,
+        opts.nonce,
         env!("CARGO_PKG_VERSION")
     );
     let mut out = std::fs::File::from(link_out);
@@ -59,8 +81,9 @@ pub fn main(nonce: &str) -> i32 {
             return 1;
         }
     };
+    let session = Session::current(&opts.drop_env);
     runtime.block_on(async move {
-        match Agent::run(link_in, OwnedFd::from(out)).await {
+        match Agent::run(link_in, OwnedFd::from(out), session).await {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("mitossh agent: {e}");
@@ -71,7 +94,8 @@ pub fn main(nonce: &str) -> i32 {
 }
 
 /// Moves the link off fds 0 and 1 (to close-on-exec descriptors) and puts /dev/null there.
-fn take_stdio() -> io::Result<(OwnedFd, OwnedFd)> {
+/// A hop agent's link is the socket on stdout (both ways); its stdin was its own image.
+fn take_stdio(hop: bool) -> io::Result<(OwnedFd, OwnedFd)> {
     let dup = |fd: i32| -> io::Result<OwnedFd> {
         // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that we then own.
         let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
@@ -81,8 +105,11 @@ fn take_stdio() -> io::Result<(OwnedFd, OwnedFd)> {
         // SAFETY: `new` is a fresh descriptor owned by nobody else.
         Ok(unsafe { OwnedFd::from_raw_fd(new) })
     };
-    let link_in = dup(0)?;
-    let link_out = dup(1)?;
+    let (link_in, link_out) = if hop {
+        (dup(1)?, dup(1)?)
+    } else {
+        (dup(0)?, dup(1)?)
+    };
     crate::sys::fdio::grow_pipe(&link_in);
     crate::sys::fdio::grow_pipe(&link_out);
     let null = std::fs::OpenOptions::new()
@@ -98,20 +125,26 @@ fn take_stdio() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((link_in, link_out))
 }
 
+/// What the agent's loop waits on besides its link.
+enum Event {
+    StreamDone(StreamId),
+    Tree(TreeEvent),
+}
+
 struct Agent {
-    me: ContextId,
     up: LinkSender,
     session: Session,
     streams: HashMap<StreamId, StreamHandle>,
-    done_tx: mpsc::UnboundedSender<StreamId>,
+    tree: Tree,
+    events: mpsc::UnboundedSender<StreamId>,
     live: Arc<Live>,
+    greeted: bool,
 }
 
 impl Agent {
-    async fn run(link_in: OwnedFd, link_out: OwnedFd) -> io::Result<()> {
+    async fn run(link_in: OwnedFd, link_out: OwnedFd, session: Session) -> io::Result<()> {
         let mut frames = link::reader(FdIo::new(link_in)?);
         let (up, writer) = link::spawn_writer(FdIo::new(link_out)?);
-        let session = Session::current();
         up.send(Frame::new(
             MASTER,
             Message::Hello(Hello {
@@ -125,21 +158,31 @@ impl Agent {
         ))
         .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let (tree_tx, mut tree_rx) = mpsc::unbounded_channel();
+        let live = Arc::new(Live::default());
         let mut agent = Agent {
-            me: MASTER,
+            tree: Tree::new(MASTER, up.clone(), tree_tx, live.clone()),
             up,
             session,
             streams: HashMap::new(),
-            done_tx,
-            live: Arc::new(Live::default()),
+            events: done_tx,
+            live,
+            greeted: false,
         };
+        // sudo passes SIGTERM on to a hop agent, and a hung-up terminal sends SIGHUP:
+        // either way, stop everything in order rather than die and orphan processes.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
         loop {
-            tokio::select! {
+            let event = tokio::select! {
+                _ = term.recv() => break,
+                _ = hup.recv() => break,
                 frame = frames.next() => match frame {
                     Some(Ok(frame)) => {
-                        if !agent.handle(frame) {
+                        if !agent.from_above(frame) {
                             break;
                         }
+                        continue;
                     }
                     Some(Err(e)) => {
                         eprintln!("mitossh agent: dropping the link: {e}");
@@ -147,9 +190,14 @@ impl Agent {
                     }
                     None => break,
                 },
-                Some(id) = done_rx.recv() => {
+                Some(id) = done_rx.recv() => Event::StreamDone(id),
+                Some(e) = tree_rx.recv() => Event::Tree(e),
+            };
+            match event {
+                Event::StreamDone(id) => {
                     agent.streams.remove(&id);
                 }
+                Event::Tree(e) => agent.tree.event(e),
             }
         }
         agent.shutdown().await;
@@ -158,44 +206,36 @@ impl Agent {
         Ok(())
     }
 
-    /// Handles one frame from the master; false ends the agent.
+    /// Handles one frame from the master's side; false ends the agent.
+    fn from_above(&mut self, frame: Frame) -> bool {
+        // The first frame names this agent; until then there is nothing to route by.
+        if !self.greeted {
+            let Message::Hello(hello) = frame.msg else {
+                eprintln!("mitossh agent: expected Hello, got {:?}", frame.msg);
+                return false;
+            };
+            if hello.protocol != PROTOCOL_VERSION {
+                eprintln!(
+                    "mitossh agent: the master speaks protocol {} (mitossh {}), this agent {}",
+                    hello.protocol, hello.version, PROTOCOL_VERSION
+                );
+                return false;
+            }
+            self.tree.set_me(hello.ctx);
+            self.greeted = true;
+            return true;
+        }
+        match self.tree.route_down(frame) {
+            Some(frame) => self.handle(frame),
+            None => true,
+        }
+    }
+
+    /// Handles a frame addressed to this agent; false ends the agent.
     fn handle(&mut self, frame: Frame) -> bool {
         match frame.msg {
-            Message::Hello(hello) => {
-                if hello.protocol != PROTOCOL_VERSION {
-                    eprintln!(
-                        "mitossh agent: the master speaks protocol {} (mitossh {}), this agent {}",
-                        hello.protocol, hello.version, PROTOCOL_VERSION
-                    );
-                    return false;
-                }
-                self.me = hello.ctx;
-            }
             Message::Shutdown => return false,
-            Message::Open { stream, spec } => {
-                let report = Reporting {
-                    me: self.me,
-                    up: self.up.clone(),
-                    done: self.done_tx.clone(),
-                    live: self.live.clone(),
-                };
-                let reply = match StreamHandle::start(stream, &spec, &self.session, report) {
-                    Ok(handle) => {
-                        let pid = handle.pid;
-                        self.streams.insert(stream, handle);
-                        Message::Opened {
-                            stream,
-                            pid,
-                            window: DEFAULT_WINDOW,
-                        }
-                    }
-                    Err(e) => Message::OpenFailed {
-                        stream,
-                        error: e.to_string(),
-                    },
-                };
-                self.send(reply);
-            }
+            Message::Open { stream, spec } => self.open(stream, *spec),
             Message::Data {
                 stream,
                 fd: Fd::Stdin,
@@ -216,9 +256,41 @@ impl Agent {
             }
             Message::Resize { stream, size } => self.with_stream(stream, |s| s.resize(size)),
             Message::Close { stream } => self.with_stream(stream, StreamHandle::close),
+            Message::Spawn { child, method } => self.tree.spawn(child, *method),
+            Message::Password { child, secret } => self.tree.password(child, secret),
             other => eprintln!("mitossh agent: ignoring unexpected message {other:?}"),
         }
         true
+    }
+
+    fn open(&mut self, stream: StreamId, spec: crate::proto::OpenSpec) {
+        let report = Reporting {
+            me: self.tree.me(),
+            up: self.up.clone(),
+            done: self.events.clone(),
+            live: self.live.clone(),
+        };
+        if let Some(endpoint) = spec.connect {
+            let handle = StreamHandle::connect(stream, endpoint, spec.window, report);
+            self.streams.insert(stream, handle);
+            return;
+        }
+        let reply = match StreamHandle::start(stream, &spec, &self.session, report) {
+            Ok(handle) => {
+                let pid = handle.pid.unwrap_or(0);
+                self.streams.insert(stream, handle);
+                Message::Opened {
+                    stream,
+                    pid,
+                    window: DEFAULT_WINDOW,
+                }
+            }
+            Err(e) => Message::OpenFailed {
+                stream,
+                error: e.to_string(),
+            },
+        };
+        let _ = self.up.send(Frame::new(self.tree.me(), reply));
     }
 
     fn with_stream(&mut self, stream: StreamId, f: impl FnOnce(&mut StreamHandle)) {
@@ -228,15 +300,12 @@ impl Agent {
         }
     }
 
-    fn send(&self, msg: Message) {
-        let _ = self.up.send(Frame::new(self.me, msg));
-    }
-
-    /// Stops every process: SIGTERM to each group, SIGKILL to what is left after the grace.
+    /// Stops every process and child: SIGTERM, then SIGKILL to what is left after the grace.
     async fn shutdown(&mut self) {
         for s in self.streams.values_mut() {
             s.terminate(Signal::SIGTERM);
         }
+        self.tree.shutdown(Signal::SIGTERM);
         if !self.live.wait_empty(TERM_GRACE).await {
             tracing::debug!("killing processes that ignored SIGTERM");
         }
@@ -244,5 +313,6 @@ impl Agent {
         for s in self.streams.values_mut() {
             s.terminate(Signal::SIGKILL);
         }
+        self.tree.shutdown(Signal::SIGKILL);
     }
 }

@@ -13,12 +13,13 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use super::launch::{self, Launched, LaunchedIo, Session};
 use crate::credit::CreditGate;
 use crate::link::LinkSender;
 use crate::proto::flow::DEFAULT_WINDOW;
-use crate::proto::{ContextId, Fd, Frame, Message, OpenSpec, StreamId, WinSize};
+use crate::proto::{ContextId, Endpoint, Fd, Frame, Message, OpenSpec, StreamId, WinSize};
 use crate::pump::{self, Input};
 use crate::sys::process::{exit_status, kill, kill_group};
 
@@ -37,11 +38,11 @@ pub struct Live {
 }
 
 impl Live {
-    fn add(&self) {
+    pub fn add(&self) {
         self.count.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn remove(&self) {
+    pub fn remove(&self) {
         self.count.fetch_sub(1, Ordering::SeqCst);
         self.changed.notify_waiters();
     }
@@ -63,11 +64,14 @@ impl Live {
 
 /// The agent's handle on one stream.
 pub struct StreamHandle {
-    pub pid: u32,
+    /// The process (and its process group); `None` for a TCP stream.
+    pub pid: Option<u32>,
     input: Option<mpsc::UnboundedSender<Input>>,
     stdout: Arc<CreditGate>,
     stderr: Arc<CreditGate>,
     pty: Option<OwnedFd>,
+    /// Ends a TCP stream at once.
+    cancel: CancellationToken,
 }
 
 /// Where a stream reports.
@@ -83,6 +87,10 @@ pub struct Reporting {
 impl Reporting {
     fn send(&self, msg: Message) {
         let _ = self.up.send(Frame::new(self.me, msg));
+    }
+
+    fn finished(&self, stream: StreamId) {
+        let _ = self.done.send(stream);
     }
 }
 
@@ -144,12 +152,44 @@ impl StreamHandle {
         let is_pty = pty.is_some();
         tokio::spawn(supervise(stream, child, outputs, is_pty, report));
         Ok(StreamHandle {
-            pid,
+            pid: Some(pid),
             input: Some(input_tx),
             stdout,
             stderr,
             pty,
+            cancel: CancellationToken::new(),
         })
+    }
+
+    /// A TCP connection from this host to `endpoint`, as `ssh -W` opens: its bytes are
+    /// the stream's stdin and stdout. Answers `Opened` or `OpenFailed` itself, once the
+    /// connection is made or refused.
+    pub fn connect(
+        stream: StreamId,
+        endpoint: Endpoint,
+        window: u32,
+        report: Reporting,
+    ) -> StreamHandle {
+        let stdout = Arc::new(CreditGate::new(window));
+        let stderr = Arc::new(CreditGate::new(window));
+        let (input_tx, input_rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        tokio::spawn(run_tcp(
+            stream,
+            endpoint,
+            input_rx,
+            stdout.clone(),
+            cancel.clone(),
+            report,
+        ));
+        StreamHandle {
+            pid: None,
+            input: Some(input_tx),
+            stdout,
+            stderr,
+            pty: None,
+            cancel,
+        }
     }
 
     pub fn input(&self, input: Input) {
@@ -178,7 +218,9 @@ impl StreamHandle {
 
     /// ssh delivers signals to the session's process itself, not its group.
     pub fn signal(&self, sig: Signal) {
-        kill(self.pid, sig);
+        if let Some(pid) = self.pid {
+            kill(pid, sig);
+        }
     }
 
     pub fn resize(&self, size: WinSize) {
@@ -193,9 +235,10 @@ impl StreamHandle {
         self.input = None;
         self.stdout.close();
         self.stderr.close();
-        kill_group(self.pid, Signal::SIGHUP);
-        kill_group(self.pid, Signal::SIGCONT);
-        let pid = self.pid;
+        self.cancel.cancel();
+        let Some(pid) = self.pid else { return };
+        kill_group(pid, Signal::SIGHUP);
+        kill_group(pid, Signal::SIGCONT);
         tokio::spawn(async move {
             tokio::time::sleep(CLOSE_GRACE).await;
             kill_group(pid, Signal::SIGKILL);
@@ -207,9 +250,11 @@ impl StreamHandle {
         self.input = None;
         self.stdout.close();
         self.stderr.close();
-        kill_group(self.pid, sig);
+        self.cancel.cancel();
+        let Some(pid) = self.pid else { return };
+        kill_group(pid, sig);
         if sig != Signal::SIGKILL {
-            kill_group(self.pid, Signal::SIGCONT);
+            kill_group(pid, Signal::SIGCONT);
         }
     }
 }
@@ -255,6 +300,61 @@ async fn pump_input(
     pump::write_with_credit(rx, sink, grant, || {}).await;
 }
 
+/// How long a TCP connection may take to be made.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A TCP stream from start to end: connect, pump both ways until the far side closes or
+/// the stream is cancelled, report.
+async fn run_tcp(
+    stream: StreamId,
+    endpoint: Endpoint,
+    input: mpsc::UnboundedReceiver<Input>,
+    gate: Arc<CreditGate>,
+    cancel: CancellationToken,
+    report: Reporting,
+) {
+    let to = format!("{}:{}", endpoint.host, endpoint.port);
+    let connect = tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port));
+    let sock = tokio::select! {
+        r = tokio::time::timeout(CONNECT_TIMEOUT, connect) => match r {
+            Ok(Ok(sock)) => sock,
+            Ok(Err(e)) => {
+                report.send(Message::OpenFailed { stream, error: format!("connect to {to}: {e}") });
+                return report.finished(stream);
+            }
+            Err(_) => {
+                report.send(Message::OpenFailed { stream, error: format!("connect to {to}: timed out") });
+                return report.finished(stream);
+            }
+        },
+        _ = cancel.cancelled() => return report.finished(stream),
+    };
+    let _ = sock.set_nodelay(true);
+    report.send(Message::Opened {
+        stream,
+        pid: 0,
+        window: DEFAULT_WINDOW,
+    });
+    report.send(Message::Eof {
+        stream,
+        fd: Fd::Stderr,
+    });
+    let (r, w) = sock.into_split();
+    let writer = tokio::spawn(pump_input(stream, input, w, report.clone(), false));
+    // The stream ends when the far side closes (or on cancel); the client may half-close
+    // its direction earlier without ending it.
+    tokio::select! {
+        _ = pump_output(stream, Fd::Stdout, r, gate, report.clone()) => {}
+        _ = cancel.cancelled() => {}
+    }
+    writer.abort();
+    report.send(Message::Exit {
+        stream,
+        status: crate::proto::ExitStatus::Code(0),
+    });
+    report.finished(stream);
+}
+
 /// Reaps the process, waits for its output to be sent, then reports how it ended.
 async fn supervise(
     stream: StreamId,
@@ -285,5 +385,5 @@ async fn supervise(
         }
     };
     report.send(Message::Exit { stream, status });
-    let _ = report.done.send(stream);
+    report.finished(stream);
 }

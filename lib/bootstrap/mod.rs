@@ -21,7 +21,62 @@ pub mod image;
 pub mod ssh;
 pub mod stage1;
 
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::io::AsyncRead;
+
+use crate::link::{LinkReader, LinkSender};
+use crate::proto::{ContextId, Frame, Hello, Message, PROTOCOL_VERSION};
+
 /// Marker line: stage 1 wants the image.
 pub const UPLOAD_MARKER: &str = "MITOSSH-UPLOAD";
 /// Marker line: the agent runs; frames follow the newline.
 pub const READY_MARKER: &str = "MITOSSH-READY";
+
+/// How long a new agent has to introduce itself once its ready marker arrived.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The first frames on a new link: tells the agent its id, and returns its own `Hello`.
+/// Errors are one line for the user.
+pub async fn handshake<R: AsyncRead + Unpin>(
+    reader: &mut LinkReader<R>,
+    writer: &LinkSender,
+    ctx: ContextId,
+) -> Result<Hello, String> {
+    let _ = writer.send(Frame::new(
+        ctx,
+        Message::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            version: env!("CARGO_PKG_VERSION").into(),
+            ctx,
+            pid: std::process::id(),
+            user: crate::sys::user::Account::current().name,
+            hostname: crate::sys::user::hostname(),
+        }),
+    ));
+    let first = tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await;
+    match first {
+        Ok(Some(Ok(Frame {
+            msg: Message::Hello(h),
+            ..
+        }))) if h.protocol == PROTOCOL_VERSION => Ok(h),
+        Ok(Some(Ok(Frame {
+            msg: Message::Hello(h),
+            ..
+        }))) => Err(format!(
+            "the agent speaks protocol {} (mitossh {}), this side {} (mitossh {})",
+            h.protocol,
+            h.version,
+            PROTOCOL_VERSION,
+            env!("CARGO_PKG_VERSION")
+        )),
+        Ok(Some(Ok(f))) => Err(format!("agent handshake failed: unexpected {:?}", f.msg)),
+        Ok(Some(Err(e))) => Err(format!("agent handshake failed: {e}")),
+        Ok(None) => Err("agent handshake failed: the connection closed".into()),
+        Err(_) => Err(format!(
+            "agent handshake failed: no answer within {}s",
+            HELLO_TIMEOUT.as_secs()
+        )),
+    }
+}

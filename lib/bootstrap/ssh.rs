@@ -18,7 +18,6 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use super::image::AgentImage;
 use super::stage1::{CANNOT_SERVE, Stage1};
 use super::{READY_MARKER, UPLOAD_MARKER};
-use crate::link::{self, LinkReader};
 
 /// Output before the markers (from login scripts, say) tolerated before giving up.
 const MAX_NOISE: usize = 1 << 20;
@@ -38,7 +37,8 @@ pub struct SshCommand {
 #[derive(Debug)]
 pub struct Bootstrapped {
     pub child: Child,
-    pub reader: LinkReader<BufReader<ChildStdout>>,
+    /// The agent's output; frames start at its read position.
+    pub reader: BufReader<ChildStdout>,
     pub writer: ChildStdin,
     /// Whether the image had to be uploaded (no cached copy).
     pub uploaded: bool,
@@ -126,7 +126,7 @@ pub async fn bootstrap(
     match outcome {
         Ok(Ok(uploaded)) => Ok(Bootstrapped {
             child,
-            reader: link::reader(stdout),
+            reader: stdout,
             writer: stdin,
             uploaded,
             stderr,

@@ -1,57 +1,105 @@
-//! A context as the master sees it: one agent, its link, and the streams open on it.
+//! Contexts as the master sees them, and the links that carry them.
 //!
-//! A dispatcher task per context reads the link and hands each frame to the session that
-//! owns its stream. Senders never block: the queues are bounded by flow control. When the
-//! link ends, the dispatcher drops every stream's queue, which tells each waiting session
-//! that its connection is gone, and removes the context from the registry.
+//! A [`Link`] is one transport the master holds: an ssh connection to an agent. It
+//! carries the context at its end and every context started below that one (sudo on that
+//! host, a host reached by ssh from there). A dispatcher task per link reads it and hands
+//! each frame to its context: stream frames to the session that owns the stream, reports
+//! about a child being started to whoever waits for that child. When the link ends, every
+//! context on it dies, which tells each waiting session and spawner.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use tokio::io::{AsyncRead, BufReader};
+use tokio::io::AsyncRead;
 use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Master;
 use super::key::ContextKey;
+use crate::bootstrap::handshake;
 use crate::bootstrap::ssh::{ConnectError, SshCommand, bootstrap};
 use crate::link::{self, LinkClosed, LinkReader, LinkSender};
 use crate::proto::{
-    ContextId, ContextStatus, Frame, Hello, MASTER, Message, OpenSpec, PROTOCOL_VERSION, StreamId,
+    ContextId, ContextStatus, Frame, Hello, MASTER, Message, OpenSpec, Secret, StreamId,
 };
-
-/// How long an agent has to introduce itself once its ready marker arrived.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long ssh may take to exit after its agent was told to shut down.
 const EXIT_GRACE: Duration = Duration::from_secs(3);
 
-/// One agent and its link.
+/// One transport and the contexts it carries.
+#[derive(Debug)]
+pub struct Link {
+    sender: LinkSender,
+    contexts: Mutex<HashMap<ContextId, Arc<Context>>>,
+    /// Cancelled once the transport is gone.
+    pub dead: CancellationToken,
+}
+
+impl Link {
+    fn context(&self, id: ContextId) -> Option<Arc<Context>> {
+        self.contexts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    fn add(&self, ctx: Arc<Context>) {
+        self.contexts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ctx.id, ctx);
+    }
+
+    fn take(&self, id: ContextId) -> Option<Arc<Context>> {
+        self.contexts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+    }
+}
+
+/// What a spawner hears about the child it waits for.
+#[derive(Debug)]
+pub enum SpawnEvent {
+    NeedPassword(String),
+    Spawned(Hello),
+    Failed(String),
+}
+
+/// One agent, at the end of a link or somewhere below it.
 #[derive(Debug)]
 pub struct Context {
     pub id: ContextId,
+    /// The context this one was started from (`MASTER` for a first ssh hop). A host reached
+    /// through another's TCP stream has that one as parent, though its link is its own.
     pub parent: ContextId,
     pub key: ContextKey,
-    /// `user@host:port` as addressed, for messages.
+    /// The last step as people write it: `user@host:port`, `sudo:root`.
     pub name: String,
     pub method: &'static str,
     pub agent: Hello,
-    link: LinkSender,
+    link: Arc<Link>,
     streams: Mutex<HashMap<StreamId, mpsc::UnboundedSender<Frame>>>,
-    /// Number of open streams; the idle watcher follows it.
+    spawns: Mutex<HashMap<ContextId, mpsc::UnboundedSender<SpawnEvent>>>,
+    /// Open streams plus live children; the idle watcher follows it.
     active: watch::Sender<usize>,
+    children: AtomicUsize,
     total_streams: AtomicU64,
     bytes_down: AtomicU64,
     bytes_up: AtomicU64,
     opened: Instant,
     last_used: Mutex<Instant>,
-    /// `ssh -O stop`: take no new streams, close when the last one ends.
+    /// `ssh -O stop`, or shutting down: take no new streams.
     draining: AtomicBool,
-    /// Cancelled once the link is gone.
+    /// Passwords that worked for children of this context, by method and user, kept
+    /// for as long as this context lives (sudo asks for the same one every time).
+    passwords: Mutex<HashMap<(String, String), Secret>>,
+    /// Cancelled once this context is gone.
     pub dead: CancellationToken,
 }
 
@@ -71,9 +119,47 @@ impl Drop for StreamPort {
 }
 
 impl Context {
-    /// Whether new streams may be opened here.
+    fn new(
+        id: ContextId,
+        parent: ContextId,
+        key: ContextKey,
+        method: &'static str,
+        agent: Hello,
+        link: Arc<Link>,
+    ) -> Arc<Context> {
+        let (active, _) = watch::channel(0);
+        Arc::new(Context {
+            id,
+            parent,
+            name: key.label(),
+            key,
+            method,
+            agent,
+            dead: link.dead.child_token(),
+            link,
+            streams: Mutex::default(),
+            spawns: Mutex::default(),
+            active,
+            children: AtomicUsize::new(0),
+            total_streams: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            bytes_up: AtomicU64::new(0),
+            opened: Instant::now(),
+            last_used: Mutex::new(Instant::now()),
+            draining: AtomicBool::new(false),
+            passwords: Mutex::default(),
+        })
+    }
+
+    /// Whether new streams (and children) may be started here.
     pub fn usable(&self) -> bool {
         !self.dead.is_cancelled() && !self.draining.load(Ordering::SeqCst)
+    }
+
+    fn recount(&self) {
+        let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner()).len();
+        self.active
+            .send_replace(streams + self.children.load(Ordering::SeqCst));
     }
 
     /// Registers stream `id` and asks the agent to start it.
@@ -89,8 +175,8 @@ impl Context {
                 return Err(LinkClosed);
             }
             streams.insert(id, tx);
-            self.active.send_replace(streams.len());
         }
+        self.recount();
         self.total_streams.fetch_add(1, Ordering::Relaxed);
         self.touch();
         let port = StreamPort {
@@ -106,28 +192,38 @@ impl Context {
     }
 
     fn forget(&self, id: StreamId) {
-        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-        if streams.remove(&id).is_some() {
-            self.active.send_replace(streams.len());
+        let removed = self
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+            .is_some();
+        if removed {
+            self.recount();
         }
-        drop(streams);
         self.touch();
     }
 
-    /// Sends a message to the agent.
+    /// Sends a message to this context's agent.
     pub fn send(&self, msg: Message) -> Result<(), LinkClosed> {
-        self.link.send(Frame::new(self.id, msg))
+        if self.dead.is_cancelled() {
+            return Err(LinkClosed);
+        }
+        self.link.sender.send(Frame::new(self.id, msg))
     }
 
     /// Sends stdin bytes to the agent.
     pub fn send_data(&self, msg: Message, data: bytes::Bytes) -> Result<(), LinkClosed> {
         self.bytes_down
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.link.send(Frame::with_data(self.id, msg, data))
+        if self.dead.is_cancelled() {
+            return Err(LinkClosed);
+        }
+        self.link.sender.send(Frame::with_data(self.id, msg, data))
     }
 
-    /// Asks the agent to stop everything and exit; the dispatcher cleans up after it.
-    /// From here on the registry hands out a new context for the same key.
+    /// Asks the agent to stop everything and exit. From here on the registry hands out a
+    /// new context for the same key.
     pub fn shutdown(&self) {
         self.draining.store(true, Ordering::SeqCst);
         let _ = self.send(Message::Shutdown);
@@ -143,6 +239,94 @@ impl Context {
         *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
+    /// A password that worked here before for `method` and `user`.
+    pub fn known_password(&self, method: &str, user: &str) -> Option<Secret> {
+        self.passwords
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(method.to_string(), user.to_string()))
+            .cloned()
+    }
+
+    pub fn remember_password(&self, method: &str, user: &str, secret: Option<Secret>) {
+        let mut passwords = self.passwords.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (method.to_string(), user.to_string());
+        match secret {
+            Some(s) => passwords.insert(key, s),
+            None => passwords.remove(&key),
+        };
+    }
+
+    /// Starts child `id` below this context by `msg` (a `Spawn`), and returns what the
+    /// agent says about it, in order.
+    pub fn spawn(
+        &self,
+        id: ContextId,
+        msg: Message,
+    ) -> Result<mpsc::UnboundedReceiver<SpawnEvent>, LinkClosed> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.spawns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        self.send(msg)?;
+        Ok(rx)
+    }
+
+    fn spawn_event(&self, child: ContextId, event: SpawnEvent) {
+        let mut spawns = self.spawns.lock().unwrap_or_else(|p| p.into_inner());
+        let done = matches!(event, SpawnEvent::Spawned(_) | SpawnEvent::Failed(_));
+        if let Some(tx) = spawns.get(&child) {
+            let _ = tx.send(event);
+        }
+        if done {
+            spawns.remove(&child);
+        }
+    }
+
+    /// A child of this context now runs on `link`.
+    pub fn adopt(
+        self: &Arc<Self>,
+        id: ContextId,
+        key: ContextKey,
+        method: &'static str,
+        hello: Hello,
+    ) -> Arc<Context> {
+        let child = Context::new(id, self.id, key, method, hello, self.link.clone());
+        self.link.add(child.clone());
+        self.children.fetch_add(1, Ordering::SeqCst);
+        self.recount();
+        child
+    }
+
+    fn child_gone(&self) {
+        self.children.fetch_sub(1, Ordering::SeqCst);
+        self.recount();
+    }
+
+    /// This context is gone: its streams and spawns learn it by their channels closing.
+    fn die(&self) {
+        self.dead.cancel();
+        let streams = std::mem::take(&mut *self.streams.lock().unwrap_or_else(|p| p.into_inner()));
+        if !streams.is_empty() {
+            tracing::warn!(
+                context = self.id,
+                "{}: lost with {} open streams",
+                self.name,
+                streams.len()
+            );
+        }
+        self.spawns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.passwords
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.recount();
+    }
+
     pub fn status(&self) -> ContextStatus {
         let now = Instant::now();
         let last = *self.last_used.lock().unwrap_or_else(|p| p.into_inner());
@@ -156,7 +340,7 @@ impl Context {
             agent_pid: self.agent.pid,
             age_secs: now.duration_since(self.opened).as_secs(),
             idle_secs: now.duration_since(last).as_secs(),
-            open_streams: *self.active.borrow() as u32,
+            open_streams: self.streams.lock().unwrap_or_else(|p| p.into_inner()).len() as u32,
             total_streams: self.total_streams.load(Ordering::Relaxed),
             bytes_down: self.bytes_down.load(Ordering::Relaxed),
             bytes_up: self.bytes_up.load(Ordering::Relaxed),
@@ -164,12 +348,14 @@ impl Context {
     }
 }
 
-/// Connects a new context over ssh: bootstrap, hello exchange, then the dispatcher.
+/// Connects a context over an ssh the master runs: bootstrap, hello, then the link's
+/// dispatcher. `parent` is the context whose TCP stream ssh goes through, if any.
 pub async fn connect_ssh(
     master: &Arc<Master>,
     id: ContextId,
     key: ContextKey,
     ssh: SshCommand,
+    parent: ContextId,
 ) -> Result<Arc<Context>, ConnectError> {
     let boot = bootstrap(&ssh, &master.image, master.config.connect_timeout).await?;
     tracing::info!(
@@ -177,83 +363,32 @@ pub async fn connect_ssh(
         "agent started ({})",
         if boot.uploaded { "uploaded" } else { "cached" }
     );
-    let (link, writer) = link::spawn_writer(boot.writer);
-    let mut reader = boot.reader;
-    let _ = link.send(Frame::new(
-        id,
-        Message::Hello(Hello {
-            protocol: PROTOCOL_VERSION,
-            version: env!("CARGO_PKG_VERSION").into(),
-            ctx: id,
-            pid: std::process::id(),
-            user: crate::sys::user::Account::current().name,
-            hostname: crate::sys::user::hostname(),
-        }),
-    ));
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
-        Ok(Some(Ok(Frame {
-            msg: Message::Hello(h),
-            ..
-        }))) if h.protocol == PROTOCOL_VERSION => h,
-        Ok(Some(Ok(Frame {
-            msg: Message::Hello(h),
-            ..
-        }))) => {
-            return Err(ConnectError::CannotServe(format!(
-                "{}: the agent speaks protocol {} (mitossh {}), the master {}",
-                ssh.label, h.protocol, h.version, PROTOCOL_VERSION
-            )));
-        }
-        other => {
-            let why = match other {
-                Err(_) => "timed out".to_string(),
-                Ok(None) => boot
-                    .stderr
-                    .last()
-                    .unwrap_or_else(|| "the connection closed".into()),
-                Ok(Some(Err(e))) => e.to_string(),
-                Ok(Some(Ok(f))) => format!("unexpected {:?}", f.msg),
-            };
-            return Err(ConnectError::Other(format!(
-                "{}: agent handshake failed: {why}",
-                ssh.label
-            )));
-        }
-    };
-    let (active, _) = watch::channel(0);
-    let ctx = Arc::new(Context {
-        id,
-        parent: MASTER,
-        key,
-        name: ssh.label.clone(),
-        method: "ssh",
-        agent: hello,
-        link,
-        streams: Mutex::new(HashMap::new()),
-        active,
-        total_streams: AtomicU64::new(0),
-        bytes_down: AtomicU64::new(0),
-        bytes_up: AtomicU64::new(0),
-        opened: Instant::now(),
-        last_used: Mutex::new(Instant::now()),
-        draining: AtomicBool::new(false),
+    let (sender, writer) = link::spawn_writer(boot.writer);
+    let mut reader = link::reader(boot.reader);
+    let hello = handshake(&mut reader, &sender, id)
+        .await
+        .map_err(|why| ConnectError::Other(format!("{}: {why}", ssh.label)))?;
+    let link = Arc::new(Link {
+        sender,
+        contexts: Mutex::default(),
         dead: CancellationToken::new(),
     });
+    let ctx = Context::new(id, parent, key, "ssh", hello, link.clone());
+    link.add(ctx.clone());
     master.tasks.spawn(dispatch(
-        ctx.clone(),
+        link,
         reader,
         boot.child,
         writer,
         Arc::downgrade(master),
     ));
-    tokio::spawn(watch_idle(ctx.clone(), master.config.idle_timeout));
     Ok(ctx)
 }
 
-/// Routes frames from the agent to their streams until the link ends, then cleans up.
+/// Routes frames from the link to their contexts until it ends, then cleans up.
 async fn dispatch<R: AsyncRead + Unpin>(
-    ctx: Arc<Context>,
-    mut reader: LinkReader<BufReader<R>>,
+    link: Arc<Link>,
+    mut reader: LinkReader<R>,
     mut child: Child,
     writer: tokio::task::JoinHandle<std::io::Result<()>>,
     master: Weak<Master>,
@@ -262,25 +397,27 @@ async fn dispatch<R: AsyncRead + Unpin>(
         let frame = tokio::select! {
             f = reader.next() => f,
             // The writer failing means the pipe to ssh broke: the link is gone too.
-            _ = ctx.link.closed() => None,
+            _ = link.sender.closed() => None,
         };
         match frame {
-            Some(Ok(frame)) => route_up(&ctx, frame),
+            Some(Ok(frame)) => route_up(&link, &master, frame),
             Some(Err(e)) => {
-                tracing::error!(host = %ctx.name, "dropping the link: {e}");
+                tracing::error!("dropping a link: {e}");
                 break;
             }
             None => break,
         }
     }
-    ctx.dead.cancel();
-    let orphaned = std::mem::take(&mut *ctx.streams.lock().unwrap_or_else(|p| p.into_inner()));
-    if !orphaned.is_empty() {
-        tracing::warn!(host = %ctx.name, "link lost with {} open streams", orphaned.len());
-    }
-    drop(orphaned);
-    if let Some(master) = master.upgrade() {
-        master.registry.remove(&ctx);
+    link.dead.cancel();
+    let contexts: Vec<Arc<Context>> = link
+        .contexts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain()
+        .map(|(_, c)| c)
+        .collect();
+    for ctx in &contexts {
+        lose(ctx, &master);
     }
     // Closing ssh's stdin ends the agent if it still runs; then ssh exits.
     writer.abort();
@@ -291,23 +428,60 @@ async fn dispatch<R: AsyncRead + Unpin>(
         let _ = child.start_kill();
         let _ = child.wait().await;
     }
-    tracing::info!(host = %ctx.name, "context {} closed", ctx.id);
+    let names: Vec<&str> = contexts.iter().map(|c| c.name.as_str()).collect();
+    tracing::info!("link closed (contexts {names:?})");
 }
 
-fn route_up(ctx: &Context, frame: Frame) {
-    let stream = match &frame.msg {
+/// A context is gone: tell its waiters, its parent and the registry.
+fn lose(ctx: &Arc<Context>, master: &Weak<Master>) {
+    ctx.die();
+    if let Some(master) = master.upgrade() {
+        master.registry.remove(ctx);
+        if ctx.parent != MASTER
+            && let Some(parent) = master.registry.by_id(ctx.parent)
+        {
+            parent.child_gone();
+        }
+    }
+    tracing::info!(context = ctx.id, "{} closed", ctx.name);
+}
+
+fn route_up(link: &Link, master: &Weak<Master>, frame: Frame) {
+    let Some(ctx) = link.context(frame.ctx) else {
+        tracing::debug!("frame from unknown context {}: {:?}", frame.ctx, frame.msg);
+        return;
+    };
+    let stream = match frame.msg {
         Message::Data { stream, .. } => {
             ctx.bytes_up
                 .fetch_add(frame.data.len() as u64, Ordering::Relaxed);
-            *stream
+            stream
         }
         Message::Opened { stream, .. }
         | Message::OpenFailed { stream, .. }
         | Message::Exit { stream, .. }
         | Message::Eof { stream, .. }
-        | Message::Credit { stream, .. } => *stream,
+        | Message::Credit { stream, .. } => stream,
+        Message::NeedPassword { child, prompt } => {
+            return ctx.spawn_event(child, SpawnEvent::NeedPassword(prompt));
+        }
+        Message::Spawned { child, hello } => {
+            return ctx.spawn_event(child, SpawnEvent::Spawned(hello));
+        }
+        Message::SpawnFailed { child, error } => {
+            return ctx.spawn_event(child, SpawnEvent::Failed(error));
+        }
+        Message::ContextLost { ctx: lost, reason } => {
+            tracing::info!(context = lost, "lost: {reason}");
+            // A child that never finished starting: its spawner hears it failed.
+            ctx.spawn_event(lost, SpawnEvent::Failed(reason));
+            if let Some(gone) = link.take(lost) {
+                lose(&gone, master);
+            }
+            return;
+        }
         other => {
-            tracing::warn!(host = %ctx.name, "ignoring unexpected {other:?} from the agent");
+            tracing::warn!(context = ctx.id, "ignoring unexpected {other:?}");
             return;
         }
     };
@@ -317,30 +491,24 @@ fn route_up(ctx: &Context, frame: Frame) {
     }
 }
 
-/// Closes the context after `idle` without streams, or at once when draining and empty.
-async fn watch_idle(ctx: Arc<Context>, idle: Duration) {
+/// Closes the context after `idle` without streams or children, or at once when
+/// draining and empty.
+pub async fn watch_idle(ctx: Arc<Context>, idle: Duration) {
     let mut active = ctx.active.subscribe();
     loop {
-        let open = *active.borrow_and_update();
-        if open == 0 && ctx.draining.load(Ordering::SeqCst) {
+        let busy = *active.borrow_and_update() > 0;
+        if !busy && ctx.draining.load(Ordering::SeqCst) {
             ctx.shutdown();
             return;
         }
-        if open == 0 {
-            tokio::select! {
-                _ = tokio::time::sleep(idle) => {
-                    tracing::info!(host = %ctx.name, "closing after {}s idle", idle.as_secs());
-                    ctx.shutdown();
-                    return;
-                }
-                r = active.changed() => if r.is_err() { return },
-                _ = ctx.dead.cancelled() => return,
+        tokio::select! {
+            _ = tokio::time::sleep(idle), if !busy => {
+                tracing::info!(context = ctx.id, "{}: closing after {}s idle", ctx.name, idle.as_secs());
+                ctx.shutdown();
+                return;
             }
-        } else {
-            tokio::select! {
-                r = active.changed() => if r.is_err() { return },
-                _ = ctx.dead.cancelled() => return,
-            }
+            r = active.changed() => if r.is_err() { return },
+            _ = ctx.dead.cancelled() => return,
         }
     }
 }

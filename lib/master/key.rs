@@ -1,6 +1,11 @@
-//! Which invocations share a context, and the ssh command that opens one.
+//! Which invocations share a context, how the path to a context is made, and the ssh
+//! command lines the master runs.
 //!
-//! Like an OpenSSH ControlMaster, a context is shared by every invocation for the same
+//! A context is identified by its path from the master: ssh to a host, perhaps further
+//! ssh hops, perhaps becoming another user at the end. Every prefix of a path is a context
+//! of its own (the parent), so `web1 ⇒ sudo root` reuses the connection `web1` already has.
+//!
+//! Like an OpenSSH ControlMaster, an ssh step is shared by every invocation for the same
 //! user, host and port; unlike it, options that change *where* the connection goes
 //! (config file, HostName, ProxyJump, ProxyCommand, bind address, address family, host key
 //! alias) also separate contexts. Options that only affect authentication or timing do not:
@@ -11,7 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::bootstrap::ssh::SshCommand;
-use crate::proto::Target;
+use crate::proto::{Become, ContextId, SshHop, Target, ViaMode};
 use crate::shim::args::{self, Opt};
 
 /// `-o` keywords (lower case) that change where a connection goes.
@@ -50,9 +55,9 @@ const DEFAULTS: &[&str] = &[
     "-oLogLevel=ERROR",
 ];
 
-/// What identifies a context.
+/// What identifies an ssh step.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ContextKey {
+pub struct SshKey {
     pub user: Option<Vec<u8>>,
     pub host: Vec<u8>,
     pub port: Option<u16>,
@@ -60,91 +65,234 @@ pub struct ContextKey {
     pub routing: Vec<(String, Vec<u8>)>,
 }
 
+/// One step of a path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StepKey {
+    /// ssh by the master: directly (first step) or through a TCP stream that the previous
+    /// context opens.
+    Ssh(SshKey),
+    /// ssh run on the previous context's host.
+    SshOnHop(SshKey),
+    /// Another user on the previous context's host.
+    Become(Become),
+}
+
+/// What identifies a context: its path from the master.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContextKey {
+    pub steps: Vec<StepKey>,
+}
+
 impl ContextKey {
-    pub fn for_target(target: &Target) -> ContextKey {
-        let words: Vec<OsString> = target
-            .ssh_args
-            .iter()
-            .map(|w| OsStr::from_bytes(w).to_os_string())
-            .chain([
-                OsString::from("--"),
-                OsStr::from_bytes(&target.host).to_os_string(),
-            ])
-            .collect();
-        let mut routing = Vec::new();
-        if let Ok(inv) = args::parse(&words) {
-            for opt in &inv.options {
-                let (key, value) = match opt {
-                    Opt::Arg('F', v) => ("configfile", v.as_bytes().to_vec()),
-                    Opt::Arg('J', v) => ("proxyjump", v.as_bytes().to_vec()),
-                    Opt::Arg('b', v) => ("bindaddress", v.as_bytes().to_vec()),
-                    Opt::Arg('B', v) => ("bindinterface", v.as_bytes().to_vec()),
-                    Opt::Flag('4') => ("addressfamily", b"inet".to_vec()),
-                    Opt::Flag('6') => ("addressfamily", b"inet6".to_vec()),
-                    Opt::Config { key, value, .. } if ROUTING_KEYWORDS.contains(&key.as_str()) => {
-                        (key.as_str(), value.as_bytes().to_vec())
-                    }
-                    _ => continue,
-                };
-                routing.push((key.to_string(), value));
-            }
-        }
-        ContextKey {
-            user: target.user.clone(),
-            host: target.host.clone(),
-            port: target.port,
-            routing,
+    /// The context this one is started from; `None` for a first ssh step.
+    pub fn parent(&self) -> Option<ContextKey> {
+        (self.steps.len() > 1).then(|| ContextKey {
+            steps: self.steps[..self.steps.len() - 1].to_vec(),
+        })
+    }
+
+    /// The last step as people write it: `user@host:port`, or `sudo:root`.
+    pub fn label(&self) -> String {
+        match self.steps.last() {
+            Some(StepKey::Ssh(k) | StepKey::SshOnHop(k)) => ssh_label(k),
+            Some(StepKey::Become(b)) => format!("{}:{}", b.method.name(), b.user),
+            None => String::new(),
         }
     }
 
-    /// `user@host:port`, showing only what was given.
-    pub fn label(&self) -> String {
-        let mut s = String::new();
-        if let Some(u) = &self.user {
-            s.push_str(&String::from_utf8_lossy(u));
-            s.push('@');
-        }
-        s.push_str(&String::from_utf8_lossy(&self.host));
-        if let Some(p) = self.port {
-            s.push_str(&format!(":{p}"));
-        }
-        s
+    /// The whole path, for messages: `bastion => web1 => sudo:root`.
+    pub fn path_label(&self) -> String {
+        (1..=self.steps.len())
+            .map(|n| {
+                ContextKey {
+                    steps: self.steps[..n].to_vec(),
+                }
+                .label()
+            })
+            .collect::<Vec<_>>()
+            .join(" => ")
+    }
+
+    /// The host an ssh path ends on, for messages about become steps.
+    pub fn host_label(&self) -> String {
+        self.steps
+            .iter()
+            .rev()
+            .find_map(|s| match s {
+                StepKey::Ssh(k) | StepKey::SshOnHop(k) => {
+                    Some(String::from_utf8_lossy(&k.host).into_owned())
+                }
+                StepKey::Become(_) => None,
+            })
+            .unwrap_or_default()
     }
 }
 
-/// The real ssh command that opens a context for `target`.
-pub fn ssh_command(program: &Path, target: &Target, key: &ContextKey) -> SshCommand {
+fn ssh_label(k: &SshKey) -> String {
+    let mut s = String::new();
+    if let Some(u) = &k.user {
+        s.push_str(&String::from_utf8_lossy(u));
+        s.push('@');
+    }
+    s.push_str(&String::from_utf8_lossy(&k.host));
+    if let Some(p) = k.port {
+        s.push_str(&format!(":{p}"));
+    }
+    s
+}
+
+/// How to make the last step of a path.
+#[derive(Debug, Clone)]
+pub enum How {
+    Ssh(SshHop),
+    SshOnHop(SshHop),
+    Become(Become),
+}
+
+/// The path to a target's context, one entry per context on the way: its key, and how
+/// to make it from the one before.
+pub fn plan(target: &Target) -> Vec<(ContextKey, How)> {
+    let mut steps: Vec<StepKey> = Vec::new();
+    let mut out = Vec::new();
+    for (i, hop) in target.hops.iter().enumerate() {
+        let key = ssh_key(hop);
+        let (step, how) = if i == 0 || target.via == ViaMode::Tcp {
+            (StepKey::Ssh(key), How::Ssh(hop.clone()))
+        } else {
+            (StepKey::SshOnHop(key), How::SshOnHop(hop.clone()))
+        };
+        steps.push(step);
+        out.push((
+            ContextKey {
+                steps: steps.clone(),
+            },
+            how,
+        ));
+    }
+    if let Some(b) = &target.become_as {
+        steps.push(StepKey::Become(b.clone()));
+        out.push((ContextKey { steps }, How::Become(b.clone())));
+    }
+    out
+}
+
+/// The key of the context a target runs in.
+pub fn key_of(target: &Target) -> Option<ContextKey> {
+    plan(target).pop().map(|(k, _)| k)
+}
+
+/// The identity of one ssh destination.
+pub fn ssh_key(hop: &SshHop) -> SshKey {
+    let words: Vec<OsString> = hop
+        .ssh_args
+        .iter()
+        .map(|w| OsStr::from_bytes(w).to_os_string())
+        .chain([
+            OsString::from("--"),
+            OsStr::from_bytes(&hop.host).to_os_string(),
+        ])
+        .collect();
+    let mut routing = Vec::new();
+    if let Ok(inv) = args::parse(&words) {
+        for opt in &inv.options {
+            let (key, value) = match opt {
+                Opt::Arg('F', v) => ("configfile", v.as_bytes().to_vec()),
+                Opt::Arg('J', v) => ("proxyjump", v.as_bytes().to_vec()),
+                Opt::Arg('b', v) => ("bindaddress", v.as_bytes().to_vec()),
+                Opt::Arg('B', v) => ("bindinterface", v.as_bytes().to_vec()),
+                Opt::Flag('4') => ("addressfamily", b"inet".to_vec()),
+                Opt::Flag('6') => ("addressfamily", b"inet6".to_vec()),
+                Opt::Config { key, value, .. } if ROUTING_KEYWORDS.contains(&key.as_str()) => {
+                    (key.as_str(), value.as_bytes().to_vec())
+                }
+                _ => continue,
+            };
+            routing.push((key.to_string(), value));
+        }
+    }
+    SshKey {
+        user: hop.user.clone(),
+        host: hop.host.clone(),
+        port: hop.port,
+        routing,
+    }
+}
+
+/// The arguments for an ssh that opens a context for `hop` (everything between the
+/// program and the remote command). `proxy`: reach the host through a TCP stream that
+/// context `ctx` opens, via `mitossh proxy` on the master's socket.
+pub fn ssh_args(hop: &SshHop, proxy: Option<(&Path, &Path, ContextId)>) -> Vec<OsString> {
     let mut args: Vec<OsString> = FORCED.iter().map(OsString::from).collect();
-    args.extend(
-        target
-            .ssh_args
-            .iter()
-            .map(|w| OsStr::from_bytes(w).to_os_string()),
-    );
-    if let Some(user) = &target.user {
+    let user_args: Vec<OsString> = hop
+        .ssh_args
+        .iter()
+        .map(|w| OsStr::from_bytes(w).to_os_string())
+        .collect();
+    match proxy {
+        None => args.extend(user_args),
+        Some((exe, socket, ctx)) => {
+            args.push(
+                format!(
+                    "-oProxyCommand={} proxy --socket {} --context {ctx} %h %p",
+                    shell_quote(&exe.to_string_lossy()),
+                    shell_quote(&socket.to_string_lossy())
+                )
+                .into(),
+            );
+            // The user's ProxyJump/ProxyCommand say how the *master* would reach the host;
+            // through the hop they do not apply (and ssh refuses both at once).
+            args.extend(without_proxies(user_args));
+        }
+    }
+    if let Some(user) = &hop.user {
         args.push("-l".into());
         args.push(OsStr::from_bytes(user).to_os_string());
     }
-    if let Some(port) = target.port {
+    if let Some(port) = hop.port {
         args.push("-p".into());
         args.push(port.to_string().into());
     }
     args.extend(DEFAULTS.iter().map(OsString::from));
     args.push("--".into());
-    args.push(OsStr::from_bytes(&target.host).to_os_string());
+    args.push(OsStr::from_bytes(&hop.host).to_os_string());
+    args
+}
+
+/// `words` (ssh options) without -J, ProxyJump and ProxyCommand.
+fn without_proxies(words: Vec<OsString>) -> Vec<OsString> {
+    args::filter_options(&words, |o| match o {
+        Opt::Arg('J', _) => false,
+        Opt::Config { key, .. } => key != "proxyjump" && key != "proxycommand",
+        _ => true,
+    })
+}
+
+/// The ssh command the master runs for a first step.
+pub fn ssh_command(
+    program: &Path,
+    hop: &SshHop,
+    label: String,
+    proxy: Option<(&Path, &Path, ContextId)>,
+) -> SshCommand {
     SshCommand {
         program: program.to_path_buf(),
-        args,
-        label: key.label(),
+        args: ssh_args(hop, proxy),
+        label,
     }
+}
+
+/// Quotes a word for `/bin/sh` (ssh runs ProxyCommand through it).
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::BecomeMethod;
 
-    fn target(args: &[&str], host: &str) -> Target {
-        Target {
+    fn hop(args: &[&str], host: &str) -> SshHop {
+        SshHop {
             ssh_args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
             host: host.as_bytes().to_vec(),
             user: Some(b"bob".to_vec()),
@@ -152,10 +300,14 @@ mod tests {
         }
     }
 
+    fn key(h: SshHop) -> ContextKey {
+        key_of(&Target::ssh(h)).unwrap()
+    }
+
     #[test]
     fn authentication_options_do_not_split_contexts() {
         // Ansible's own connection and its synchronize module, for the same host.
-        let ansible = target(
+        let ansible = hop(
             &[
                 "-C",
                 "-o",
@@ -169,7 +321,7 @@ mod tests {
             ],
             "web1",
         );
-        let synchronize = target(
+        let synchronize = hop(
             &[
                 "-i",
                 "/k/id",
@@ -180,15 +332,12 @@ mod tests {
             ],
             "web1",
         );
-        assert_eq!(
-            ContextKey::for_target(&ansible),
-            ContextKey::for_target(&synchronize)
-        );
+        assert_eq!(key(ansible), key(synchronize));
     }
 
     #[test]
     fn routing_options_split_contexts() {
-        let plain = ContextKey::for_target(&target(&[], "web1"));
+        let plain = key(hop(&[], "web1"));
         for args in [
             &["-J", "bastion"][..],
             &["-F", "/other/config"][..],
@@ -196,21 +345,50 @@ mod tests {
             &["-oProxyCommand nc %h %p"][..],
             &["-6"][..],
         ] {
-            assert_ne!(
-                plain,
-                ContextKey::for_target(&target(args, "web1")),
-                "{args:?}"
-            );
+            assert_ne!(plain, key(hop(args, "web1")), "{args:?}");
         }
-        assert_ne!(plain, ContextKey::for_target(&target(&[], "web2")));
+        assert_ne!(plain, key(hop(&[], "web2")));
+    }
+
+    #[test]
+    fn a_path_is_a_chain_of_parents() {
+        let target = Target {
+            hops: vec![hop(&[], "bastion"), hop(&[], "web1")],
+            via: ViaMode::Tcp,
+            become_as: Some(Become {
+                method: BecomeMethod::Sudo,
+                user: "root".into(),
+            }),
+        };
+        let plan = plan(&target);
+        assert_eq!(plan.len(), 3);
+        let leaf = &plan[2].0;
+        assert_eq!(leaf.parent().as_ref(), Some(&plan[1].0));
+        assert_eq!(plan[1].0.parent().as_ref(), Some(&plan[0].0));
+        assert_eq!(plan[0].0.parent(), None);
+        assert_eq!(
+            leaf.path_label(),
+            "bob@bastion:2222 => bob@web1:2222 => sudo:root"
+        );
+        assert_eq!(leaf.host_label(), "web1");
+        // The same destination without become shares the ssh context.
+        let plain = Target {
+            become_as: None,
+            ..target.clone()
+        };
+        assert_eq!(key_of(&plain).as_ref(), Some(&plan[1].0));
+        // ssh on the hop is a different path from the master's own ssh through it.
+        let on_hop = Target {
+            via: ViaMode::Ssh,
+            ..target
+        };
+        assert_ne!(key_of(&on_hop), Some(leaf.clone()));
     }
 
     #[test]
     fn forced_options_come_first_and_defaults_last() {
-        let t = target(&["-o", "ServerAliveInterval=5"], "web1");
-        let cmd = ssh_command(Path::new("/usr/bin/ssh"), &t, &ContextKey::for_target(&t));
-        let args: Vec<String> = cmd
-            .args
+        let h = hop(&["-o", "ServerAliveInterval=5"], "web1");
+        let args: Vec<String> = ssh_args(&h, None)
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
@@ -230,6 +408,30 @@ mod tests {
         assert_eq!(&args[args.len() - 2..], ["--", "web1"]);
         assert!(args.windows(2).any(|w| w == ["-l", "bob"]));
         assert!(args.windows(2).any(|w| w == ["-p", "2222"]));
-        assert_eq!(cmd.label, "bob@web1:2222");
+    }
+
+    #[test]
+    fn a_proxied_hop_goes_through_mitossh_proxy() {
+        let h = hop(&["-J", "elsewhere"], "web1");
+        let args: Vec<String> = ssh_args(
+            &h,
+            Some((
+                Path::new("/opt/my tools/mitossh"),
+                Path::new("/run/m.sock"),
+                3,
+            )),
+        )
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+        let proxy = args
+            .iter()
+            .position(|a| a.starts_with("-oProxyCommand="))
+            .unwrap();
+        assert_eq!(
+            args[proxy],
+            "-oProxyCommand='/opt/my tools/mitossh' proxy --socket '/run/m.sock' --context 3 %h %p"
+        );
+        assert!(!args.iter().any(|a| a == "-J"), "no other proxy: {args:?}");
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod context;
 pub mod key;
+pub mod prompt;
 pub mod registry;
 pub mod server;
 pub mod session;

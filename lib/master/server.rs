@@ -14,9 +14,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::codec::Decoder;
 
 use super::Master;
-use super::session::{self, fail, reply};
+use super::session::{self, Place, fail, reply};
 use crate::link;
-use crate::proto::{FrameCodec, Hello, Message, PROTOCOL_VERSION, Reply, Request};
+use crate::proto::{FrameCodec, Hello, Message, OpenSpec, PROTOCOL_VERSION, Reply, Request};
 use crate::sys::passfd::recv_with_fds;
 
 /// A client that connects and says nothing is dropped after this long.
@@ -93,7 +93,28 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
                     "mitossh: a session needs stdin, stdout and stderr".into(),
                 );
             };
-            session::run(master, target, spec, stdio, frames, to_client).await;
+            session::run(
+                master,
+                Place::Target(target),
+                spec,
+                stdio,
+                frames,
+                to_client,
+            )
+            .await;
+        }
+        Request::Proxy { ctx, endpoint } => {
+            let Ok(stdio) = <[OwnedFd; 3]>::try_from(fds) else {
+                return fail(
+                    &to_client,
+                    "mitossh: a proxy needs stdin, stdout and stderr".into(),
+                );
+            };
+            let spec = OpenSpec {
+                connect: Some(endpoint),
+                ..OpenSpec::default()
+            };
+            session::run(master, Place::Context(ctx), spec, stdio, frames, to_client).await;
         }
         Request::Check { .. } => reply(
             &to_client,

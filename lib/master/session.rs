@@ -20,11 +20,12 @@ use tokio::task::JoinHandle;
 
 use super::Master;
 use super::context::Context;
+use super::prompt::Prompter;
 use crate::bootstrap::ssh::ConnectError;
 use crate::credit::CreditGate;
 use crate::link::{LinkReader, LinkSender};
 use crate::proto::flow::DEFAULT_WINDOW;
-use crate::proto::{Fd, Frame, MASTER, Message, OpenSpec, Reply, StreamId, Target};
+use crate::proto::{ContextId, Fd, Frame, MASTER, Message, OpenSpec, Reply, StreamId, Target};
 use crate::pump::{self, Input, Sink};
 use crate::sys::adopt;
 
@@ -46,20 +47,58 @@ pub fn fail(to: &LinkSender, message: String) {
     );
 }
 
+/// Where a session runs.
+#[derive(Debug)]
+pub enum Place {
+    /// The context of a target, made if missing.
+    Target(Target),
+    /// An existing context, by id (`mitossh proxy`).
+    Context(ContextId),
+}
+
 /// Runs a session until the remote process exits or the shim goes away.
 pub async fn run(
     master: Arc<Master>,
-    target: Target,
+    place: Place,
     mut spec: OpenSpec,
     [stdin, stdout, stderr]: [OwnedFd; 3],
     mut from_shim: LinkReader<OwnedReadHalf>,
     to_shim: LinkSender,
 ) {
-    let ctx = match master.registry.get_or_connect(&master, &target).await {
+    let prompter = Prompter::for_shim(to_shim.clone());
+    let found = {
+        let connect = async {
+            match place {
+                Place::Target(target) => {
+                    master
+                        .registry
+                        .get_or_connect(&master, &target, &prompter)
+                        .await
+                }
+                Place::Context(id) => master.registry.by_id(id).ok_or_else(|| {
+                    ConnectError::Other(format!("mitossh: no context {id} (it closed?)"))
+                }),
+            }
+        };
+        tokio::pin!(connect);
+        // While connecting, the shim may be asked for passwords.
+        loop {
+            tokio::select! {
+                found = &mut connect => break found,
+                frame = from_shim.next() => match frame {
+                    Some(Ok(Frame { msg: Message::PromptReply { secret }, .. })) => prompter.answer(secret),
+                    Some(Ok(frame)) => tracing::warn!("shim sent {:?} before its session started", frame.msg),
+                    // The shim is gone; the attempt carries on for others in its own task.
+                    _ => return,
+                },
+            }
+        }
+    };
+    // The descriptors are dropped unused on failure, so a shim that falls back to the
+    // real ssh finds its stdin intact.
+    let ctx = match found {
         Ok(ctx) => ctx,
         Err(e) => {
-            // The descriptors are dropped unused, so a shim that falls back to the real
-            // ssh finds its stdin intact.
             let fallback = matches!(e, ConnectError::CannotServe(_));
             return reply(
                 &to_shim,

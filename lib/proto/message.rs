@@ -47,12 +47,20 @@ pub enum Message {
         spec: Box<OpenSpec>,
     },
     /// Deliver a signal (name without `SIG`, as ssh does) to the stream's process.
-    Signal { stream: StreamId, signal: String },
+    Signal {
+        stream: StreamId,
+        signal: String,
+    },
     /// The local terminal changed size.
-    Resize { stream: StreamId, size: WinSize },
+    Resize {
+        stream: StreamId,
+        size: WinSize,
+    },
     /// The stream's client went away: stop the process (SIGHUP to its process group,
     /// SIGKILL after a grace period) and forget the stream.
-    Close { stream: StreamId },
+    Close {
+        stream: StreamId,
+    },
 
     // ----- streams: agent → master -----
     /// The process runs. `window` is the initial credit for its stdin.
@@ -62,7 +70,10 @@ pub enum Message {
         window: u32,
     },
     /// The process could not be started; `error` is one line for the user.
-    OpenFailed { stream: StreamId, error: String },
+    OpenFailed {
+        stream: StreamId,
+        error: String,
+    },
     /// The process ended and all of its output has been sent.
     Exit {
         stream: StreamId,
@@ -71,9 +82,15 @@ pub enum Message {
 
     // ----- streams: both ways -----
     /// Bytes for `fd`; the payload follows the header in the frame.
-    Data { stream: StreamId, fd: Fd },
+    Data {
+        stream: StreamId,
+        fd: Fd,
+    },
     /// No more bytes will follow for `fd` (half-close).
-    Eof { stream: StreamId, fd: Fd },
+    Eof {
+        stream: StreamId,
+        fd: Fd,
+    },
     /// The receiver of `fd`'s bytes consumed `bytes` more: the sender may send that much more.
     Credit {
         stream: StreamId,
@@ -81,11 +98,129 @@ pub enum Message {
         bytes: u32,
     },
 
+    // ----- contexts: master → agent -----
+    /// Start a child context below the receiver. Answered, up, by `Spawned` or
+    /// `SpawnFailed`, perhaps after a `NeedPassword` and its `Password`.
+    Spawn {
+        child: ContextId,
+        method: Box<Method>,
+    },
+    /// The answer to `NeedPassword`; `None`: there is none to be had, give up.
+    Password {
+        child: ContextId,
+        secret: Option<Secret>,
+    },
+
+    // ----- contexts: agent → master -----
+    /// Starting `child` met a password prompt.
+    NeedPassword {
+        child: ContextId,
+        prompt: String,
+    },
+    /// `child` runs. Each agent this passes on its way up learns that `child` lives below
+    /// the link it arrived on.
+    Spawned {
+        child: ContextId,
+        hello: Hello,
+    },
+    /// `child` could not be started; `error` is one line for the user.
+    SpawnFailed {
+        child: ContextId,
+        error: String,
+    },
+    /// A context below the sender is gone; each agent this passes forgets its route.
+    ContextLost {
+        ctx: ContextId,
+        reason: String,
+    },
+
     // ----- shim ↔ master -----
     /// What a shim (or the `mitossh` command) asks the master. Shim → master, first frame.
     Request(Box<Request>),
     /// The master's answer to a `Request`.
     Reply(Box<Reply>),
+    /// Master → shim, while a session request waits: a password is needed; ask the user
+    /// (or the password file). Answered by `PromptReply`.
+    Prompt {
+        text: String,
+    },
+    PromptReply {
+        secret: Option<Secret>,
+    },
+}
+
+/// How a child context is started by its parent agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Method {
+    /// `sudo -u USER`, `su USER` or `doas -u USER` on the parent's host.
+    Become(Become),
+    /// The parent's host runs ssh (its own client, configuration and keys) to reach the
+    /// child: `args` are everything between `ssh` and the remote command.
+    Ssh { args: Vec<Vec<u8>>, label: String },
+}
+
+/// Becoming another user on the same host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Become {
+    pub method: BecomeMethod,
+    pub user: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BecomeMethod {
+    Sudo,
+    Su,
+    Doas,
+}
+
+impl BecomeMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            BecomeMethod::Sudo => "sudo",
+            BecomeMethod::Su => "su",
+            BecomeMethod::Doas => "doas",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BecomeMethod> {
+        match s {
+            "sudo" => Some(BecomeMethod::Sudo),
+            "su" => Some(BecomeMethod::Su),
+            "doas" => Some(BecomeMethod::Doas),
+            _ => None,
+        }
+    }
+}
+
+/// A password. Its `Debug` says nothing, and its bytes are wiped when it is dropped, so
+/// it cannot end up in a log line or an error message by accident.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Secret {
+        Secret(bytes)
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        for b in self.0.iter_mut() {
+            // SAFETY: a valid, aligned byte we own; volatile so the wipe is not optimised out.
+            unsafe { std::ptr::write_volatile(b, 0) };
+        }
+    }
 }
 
 /// Introduces a peer.
@@ -118,6 +253,16 @@ pub struct OpenSpec {
     pub pty: Option<PtySpec>,
     /// Initial credit the opener grants for each of stdout and stderr.
     pub window: u32,
+    /// Instead of a process: a TCP connection from the agent's host (as `ssh -W`); its
+    /// bytes are the stream's stdin and stdout.
+    pub connect: Option<Endpoint>,
+}
+
+/// A TCP destination, resolved on the agent's host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
 }
 
 /// A pseudo-terminal request.
@@ -147,15 +292,48 @@ pub enum ExitStatus {
     },
 }
 
-/// Where a session should run: the destination exactly as the shim was given it.
+/// Where a session should run, as the shim (or the configuration) describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Target {
+    /// ssh hops: the first is reached from the master, the last is the destination.
+    pub hops: Vec<SshHop>,
+    /// How each hop after the first is reached from the one before.
+    pub via: ViaMode,
+    /// Then become another user on the destination.
+    pub become_as: Option<Become>,
+}
+
+impl Target {
+    /// A plain destination: one hop, no become.
+    pub fn ssh(hop: SshHop) -> Target {
+        Target {
+            hops: vec![hop],
+            ..Target::default()
+        }
+    }
+}
+
+/// One ssh destination exactly as given.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct SshHop {
     /// The ssh options (as argv words, in order) that matter for the connection.
     pub ssh_args: Vec<Vec<u8>>,
     /// The destination host as written (an alias, a name or an address).
     pub host: Vec<u8>,
     pub user: Option<Vec<u8>>,
     pub port: Option<u16>,
+}
+
+/// How a hop behind another is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum ViaMode {
+    /// The master's own ssh, through a TCP connection the previous hop's agent opens (as
+    /// `ssh -W` does): keys and agent stay on the master.
+    #[default]
+    Tcp,
+    /// ssh runs on the previous hop, with that host's configuration and keys: for names
+    /// only the hop can resolve or reach.
+    Ssh,
 }
 
 /// What the master is asked to do.
@@ -169,6 +347,9 @@ pub enum Request {
     ExitContext { target: Target },
     /// `ssh -O stop`: close the context once its streams are done.
     StopContext { target: Target },
+    /// A TCP stream from context `ctx`'s host to `host:port`, on the descriptors sent
+    /// along (`mitossh proxy`, the ProxyCommand of hops reached through another).
+    Proxy { ctx: ContextId, endpoint: Endpoint },
     /// `mitossh status`.
     Status,
     /// `mitossh stop`: shut the master down.

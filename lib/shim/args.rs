@@ -627,6 +627,33 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, ArgError> {
     Ok(invocation)
 }
 
+impl Opt {
+    /// The option as argv words again (`-o` options in their original spelling).
+    pub fn to_words(&self) -> Vec<OsString> {
+        match self {
+            Opt::Flag(c) => vec![format!("-{c}").into()],
+            Opt::Arg(c, v) => vec![format!("-{c}").into(), v.clone()],
+            Opt::Config { raw, .. } => vec!["-o".into(), raw.clone()],
+        }
+    }
+}
+
+/// Parses option words (without a destination), keeps the options `keep` accepts and
+/// renders them back as argv words. Words that do not parse come back unchanged.
+pub fn filter_options(words: &[OsString], keep: impl Fn(&Opt) -> bool) -> Vec<OsString> {
+    let mut parsed = words.to_vec();
+    parsed.extend([OsString::from("--"), OsString::from("h")]);
+    match parse(&parsed) {
+        Ok(inv) => inv
+            .options
+            .iter()
+            .filter(|o| keep(o))
+            .flat_map(Opt::to_words)
+            .collect(),
+        Err(_) => words.to_vec(),
+    }
+}
+
 impl Invocation {
     /// The checks ssh makes once argv is read and before it reads any file.
     fn check(&self, syslog_and_logfile: bool) -> Result<(), ArgError> {

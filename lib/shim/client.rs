@@ -127,6 +127,63 @@ impl MasterConn {
     }
 }
 
+/// How an opening request ended, when it did not open.
+pub struct NotOpened {
+    pub message: String,
+    pub exit_code: i32,
+    /// mitossh cannot serve the host; the real ssh may.
+    pub fallback: bool,
+}
+
+/// Sends a request that opens a stream, with the descriptors attached, and waits for the
+/// master's answer, answering password questions on the way (from `password_file`, or
+/// the terminal).
+pub fn open(
+    conn: &mut MasterConn,
+    request: Request,
+    fds: &[RawFd],
+    password_file: Option<&std::path::Path>,
+) -> Result<(), NotOpened> {
+    let broken = |e: io::Error| NotOpened {
+        message: format!("mitossh: cannot talk to the master: {e}"),
+        exit_code: SSH_ERROR,
+        fallback: false,
+    };
+    conn.request_with_fds(request, fds).map_err(broken)?;
+    loop {
+        let frame = conn
+            .next_frame()
+            .map_err(broken)?
+            .ok_or_else(|| broken(io::ErrorKind::UnexpectedEof.into()))?;
+        match frame.msg {
+            Message::Prompt { text } => {
+                let secret = super::askpass::answer(&text, password_file);
+                conn.send(Message::PromptReply { secret }).map_err(broken)?;
+            }
+            Message::Reply(reply) => {
+                return match *reply {
+                    Reply::Opened { .. } => Ok(()),
+                    Reply::Failed {
+                        message,
+                        exit_code,
+                        fallback,
+                    } => Err(NotOpened {
+                        message,
+                        exit_code,
+                        fallback,
+                    }),
+                    other => Err(NotOpened {
+                        message: format!("mitossh: unexpected answer from the master: {other:?}"),
+                        exit_code: SSH_ERROR,
+                        fallback: false,
+                    }),
+                };
+            }
+            other => tracing::debug!("ignoring {other:?}"),
+        }
+    }
+}
+
 /// The three descriptors a session hands over. Closed ones (and stdin under `-n`) are
 /// replaced by /dev/null.
 pub struct Stdio {

@@ -3,11 +3,17 @@
 //! - [`args`]: OpenSSH's command-line grammar;
 //! - [`ssh`]: the `ssh` shim;
 //! - [`wrap`]: `scp` and `sftp`, which run the real programs with `-S <ssh shim>`;
-//! - [`client`]: the connection to the master and the stdio relay;
+//! - [`target`]: named contexts, `--become`/`--via`, a leading `sudo` in the command;
+//! - [`client`]: the connection to the master and the descriptor hand-over;
+//! - [`askpass`]: answering password questions (file or terminal);
+//! - [`proxy`]: `mitossh proxy`, the ProxyCommand for hosts reached through another;
 //! - [`tty`]: the local terminal under `-t`.
 
 pub mod args;
+pub mod askpass;
 pub mod client;
+pub mod proxy;
 pub mod ssh;
+pub mod target;
 pub mod tty;
 pub mod wrap;

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 
 use super::args::{self, Invocation, Opt, TtyRequest};
 use super::client::{self, MasterConn, SSH_ERROR};
+use super::target::{self, Resolved};
 use super::tty;
+use crate::config;
 use crate::paths;
 use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{Message, OpenSpec, PtySpec, Reply, Request, Target};
@@ -38,9 +40,28 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     if let Some(why) = unsupported(&inv) {
         return exec_real(&argv, Some(&why));
     }
-    let Some(target) = target(&inv) else {
+    if inv.host().is_none() {
         eprintln!("{}", args::USAGE);
         return SSH_ERROR;
+    }
+    let config = match config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mitossh: {e}");
+            return SSH_ERROR;
+        }
+    };
+    let command = inv.remote_command().or_else(|| {
+        inv.config("remotecommand")
+            .filter(|c| *c != "none")
+            .map(|c| c.as_bytes().to_vec())
+    });
+    let resolved = match target::resolve(&inv, command, &config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mitossh: {e}");
+            return SSH_ERROR;
+        }
     };
     let conn = match MasterConn::connect(&socket) {
         Ok(c) => c,
@@ -53,9 +74,9 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         }
     };
     if let Some(ctl) = inv.arg('O') {
-        return control(conn, ctl, target);
+        return control(conn, ctl, resolved.target);
     }
-    session(conn, &inv, target, &argv)
+    session(conn, &inv, resolved, &argv)
 }
 
 /// What the master cannot do for this invocation, if anything.
@@ -84,52 +105,6 @@ fn unsupported(inv: &Invocation) -> Option<String> {
 
 fn is_yes(value: &OsStr) -> bool {
     !matches!(value.as_bytes(), b"no" | b"false" | b"none")
-}
-
-/// The master's view of where to connect. `None` without a destination.
-fn target(inv: &Invocation) -> Option<Target> {
-    let host = inv.host()?;
-    let ssh_args = inv
-        .connection_args()
-        .into_iter()
-        .map(|w| w.as_bytes().to_vec())
-        .collect::<Vec<_>>();
-    Some(Target {
-        ssh_args: strip_user_and_port(ssh_args),
-        host: host.as_bytes().to_vec(),
-        user: inv.user().map(|u| u.as_bytes().to_vec()),
-        port: inv.port().ok().flatten(),
-    })
-}
-
-/// Removes -l, -p, User= and Port= from connection arguments: the master passes the
-/// effective values (resolved here with ssh's precedence rules) explicitly.
-fn strip_user_and_port(words: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-    let parsed: Vec<OsString> = words
-        .iter()
-        .map(|w| OsStr::from_bytes(w).to_os_string())
-        .chain([OsString::from("--"), OsString::from("h")])
-        .collect();
-    let Ok(inv) = args::parse(&parsed) else {
-        return words;
-    };
-    let mut out = Vec::new();
-    for opt in inv.options {
-        match opt {
-            Opt::Arg('l' | 'p', _) => {}
-            Opt::Config { key, .. } if key == "user" || key == "port" => {}
-            Opt::Flag(c) => out.push(format!("-{c}").into_bytes()),
-            Opt::Arg(c, v) => {
-                out.push(format!("-{c}").into_bytes());
-                out.push(v.as_bytes().to_vec());
-            }
-            Opt::Config { raw, .. } => {
-                out.push(b"-o".to_vec());
-                out.push(raw.as_bytes().to_vec());
-            }
-        }
-    }
-    out
 }
 
 /// `ssh -O check|exit|stop|…`.
@@ -174,13 +149,9 @@ fn control(mut conn: MasterConn, ctl: &OsStr, target: Target) -> i32 {
     }
 }
 
-fn session(mut conn: MasterConn, inv: &Invocation, target: Target, argv: &[OsString]) -> i32 {
+fn session(mut conn: MasterConn, inv: &Invocation, resolved: Resolved, argv: &[OsString]) -> i32 {
     let subsystem = inv.subsystem();
-    let command = inv.remote_command().or_else(|| {
-        inv.config("remotecommand")
-            .filter(|c| *c != "none")
-            .map(|c| c.as_bytes().to_vec())
-    });
+    let command = resolved.command;
     // A background job must not take input from the terminal: ssh would be stopped by
     // SIGTTIN there; the master would silently steal the foreground's keystrokes.
     let stdin_null =
@@ -196,9 +167,9 @@ fn session(mut conn: MasterConn, inv: &Invocation, target: Target, argv: &[OsStr
         },
         command: if subsystem { None } else { command },
         env: forwarded_env(inv),
-        cwd: None,
         pty: pty.clone(),
         window: DEFAULT_WINDOW,
+        ..OpenSpec::default()
     };
     // Keep the terminal at hand (raw mode, window size) before stdin goes to the master.
     let terminal = if pty.is_some() {
@@ -206,33 +177,30 @@ fn session(mut conn: MasterConn, inv: &Invocation, target: Target, argv: &[OsStr
     } else {
         None
     };
-    let sent = client::Stdio::ours(stdin_null)
-        .and_then(|stdio| conn.request_with_fds(Request::Session { target, spec }, &stdio.raw()));
-    if let Err(e) = sent {
-        eprintln!("mitossh: cannot talk to the master: {e}");
-        return SSH_ERROR;
-    }
-    match conn.reply() {
-        Ok(Reply::Opened { .. }) => {}
-        Ok(Reply::Failed {
-            message,
-            exit_code,
-            fallback,
-        }) => {
-            if fallback {
-                return exec_real(argv, Some(&message));
-            }
-            eprintln!("{message}");
-            return exit_code;
+    let request = Request::Session {
+        target: resolved.target,
+        spec,
+    };
+    let opened = client::Stdio::ours(stdin_null)
+        .map_err(|e| client::NotOpened {
+            message: format!("mitossh: {e}"),
+            exit_code: SSH_ERROR,
+            fallback: false,
+        })
+        .and_then(|stdio| {
+            client::open(
+                &mut conn,
+                request,
+                &stdio.raw(),
+                resolved.password_file.as_deref(),
+            )
+        });
+    if let Err(e) = opened {
+        if e.fallback {
+            return exec_real(argv, Some(&e.message));
         }
-        Ok(other) => {
-            eprintln!("mitossh: unexpected answer from the master: {other:?}");
-            return SSH_ERROR;
-        }
-        Err(e) => {
-            eprintln!("mitossh: {e}");
-            return SSH_ERROR;
-        }
+        eprintln!("{}", e.message);
+        return e.exit_code;
     }
     client::release_stdin_stdout();
     let _raw = terminal.and_then(|t| {
@@ -343,29 +311,5 @@ mod tests {
         assert!(glob(b"L?NG", b"LANG"));
         assert!(glob(b"*", b""));
         assert!(!glob(b"A*B", b"AC"));
-    }
-
-    #[test]
-    fn user_and_port_are_left_to_the_master() {
-        let words: Vec<Vec<u8>> = [
-            "-l",
-            "bob",
-            "-p",
-            "22",
-            "-o",
-            "User=x",
-            "-oPort 3",
-            "-C",
-            "-o",
-            "IdentityFile=\"/k\"",
-        ]
-        .iter()
-        .map(|w| w.as_bytes().to_vec())
-        .collect();
-        let out: Vec<String> = strip_user_and_port(words)
-            .into_iter()
-            .map(|w| String::from_utf8(w).unwrap())
-            .collect();
-        assert_eq!(out, ["-C", "-o", "IdentityFile=\"/k\""]);
     }
 }

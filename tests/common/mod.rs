@@ -15,3 +15,5 @@ pub mod master;
 pub use master::*;
 pub mod files;
 pub use files::*;
+pub mod escalation;
+pub use escalation::*;

@@ -1,0 +1,269 @@
+//! The agent's children: contexts it started (sudo, su, doas, ssh from here) and the
+//! routes to every context below them.
+//!
+//! Frames from above for a context below go down the child link it lives behind. Frames
+//! from a child link go up only if their source lives behind that link (the reverse-path
+//! check). `Spawned` and `ContextLost` messages on their way up teach the routes, so a
+//! grandchild is reachable as soon as its parent reports it. A child link that ends takes
+//! its whole subtree with it, and each lost context is reported upward so that nobody
+//! waits on it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, oneshot};
+
+use super::stream::Live;
+use crate::link::{LinkReader, LinkSender};
+use crate::method::{self, AskPassword, BoxReader, SpawnError};
+use crate::proto::{ContextId, Frame, Message, Method, Secret};
+use crate::route::{Hop, Routes};
+use crate::sys::process::kill;
+
+/// Names one child link of this agent.
+pub type LinkId = u32;
+
+/// What the tree's tasks report to the agent's loop.
+pub enum TreeEvent {
+    /// A child started and said hello.
+    Up {
+        child: ContextId,
+        spawned: method::Child,
+    },
+    Failed {
+        child: ContextId,
+        error: SpawnError,
+    },
+    /// A child link ended.
+    Gone {
+        link: LinkId,
+    },
+}
+
+struct ChildLink {
+    sender: LinkSender,
+    /// sudo, su, doas or ssh: the process that holds the child.
+    pid: Option<u32>,
+}
+
+type Passwords = Arc<Mutex<HashMap<ContextId, oneshot::Sender<Option<Secret>>>>>;
+
+/// The children of one agent.
+pub struct Tree {
+    routes: Arc<Mutex<Routes<LinkId>>>,
+    links: HashMap<LinkId, ChildLink>,
+    next_link: LinkId,
+    up: LinkSender,
+    events: mpsc::UnboundedSender<TreeEvent>,
+    passwords: Passwords,
+    live: Arc<Live>,
+}
+
+impl Tree {
+    pub fn new(
+        me: ContextId,
+        up: LinkSender,
+        events: mpsc::UnboundedSender<TreeEvent>,
+        live: Arc<Live>,
+    ) -> Tree {
+        Tree {
+            routes: Arc::new(Mutex::new(Routes::new(me))),
+            links: HashMap::new(),
+            next_link: 0,
+            up,
+            events,
+            passwords: Arc::default(),
+            live,
+        }
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes<LinkId>> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn me(&self) -> ContextId {
+        self.routes().me()
+    }
+
+    pub fn set_me(&self, me: ContextId) {
+        self.routes().set_me(me);
+    }
+
+    fn send_up(&self, msg: Message) {
+        let _ = self.up.send(Frame::new(self.me(), msg));
+    }
+
+    /// Where a frame from above goes: returned if it is for this agent, passed down
+    /// otherwise. A frame for a context that is not (or no longer) below is answered with
+    /// `ContextLost`, so its sender stops waiting.
+    pub fn route_down(&self, frame: Frame) -> Option<Frame> {
+        let hop = self.routes().down(frame.ctx);
+        match hop {
+            Hop::Local => Some(frame),
+            Hop::Down(link) => {
+                if let Some(child) = self.links.get(&link) {
+                    let _ = child.sender.send(frame);
+                }
+                None
+            }
+            Hop::Unknown => {
+                self.send_up(Message::ContextLost {
+                    ctx: frame.ctx,
+                    reason: "no such context below this agent".into(),
+                });
+                None
+            }
+        }
+    }
+
+    /// Starts child `child` by `method`, in the background.
+    pub fn spawn(&self, child: ContextId, method: Method) {
+        let me = self.me();
+        let up = self.up.clone();
+        let passwords = self.passwords.clone();
+        let events = self.events.clone();
+        let ask: AskPassword = Box::new(move |prompt| {
+            let (tx, rx) = oneshot::channel();
+            passwords
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(child, tx);
+            let _ = up.send(Frame::new(me, Message::NeedPassword { child, prompt }));
+            Box::pin(async move { rx.await.ok().flatten() })
+        });
+        tokio::spawn(async move {
+            let started = match method {
+                Method::Become(role) => method::escalate::start(child, &role, ask).await,
+                Method::Ssh { args, label } => method::ssh::start(child, &args, &label).await,
+            };
+            let _ = events.send(match started {
+                Ok(spawned) => TreeEvent::Up { child, spawned },
+                Err(error) => TreeEvent::Failed { child, error },
+            });
+        });
+    }
+
+    /// The master's answer to a password question.
+    pub fn password(&self, child: ContextId, secret: Option<Secret>) {
+        let waiting = self
+            .passwords
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&child);
+        if let Some(tx) = waiting {
+            let _ = tx.send(secret);
+        }
+    }
+
+    pub fn event(&mut self, event: TreeEvent) {
+        match event {
+            TreeEvent::Up { child, spawned } => self.adopt(child, spawned),
+            TreeEvent::Failed { child, error } => self.send_up(Message::SpawnFailed {
+                child,
+                error: error.to_string(),
+            }),
+            TreeEvent::Gone { link } => {
+                let lost = self.routes().remove_link(&link);
+                for ctx in lost {
+                    self.send_up(Message::ContextLost {
+                        ctx,
+                        reason: "its agent exited".into(),
+                    });
+                }
+                self.links.remove(&link);
+            }
+        }
+    }
+
+    fn adopt(&mut self, child: ContextId, spawned: method::Child) {
+        let link = self.next_link;
+        self.next_link += 1;
+        let method::Child {
+            reader,
+            sender,
+            mut process,
+            hello,
+        } = spawned;
+        if !self.routes().add(child, link) {
+            tracing::warn!("context {child} already exists; refusing a second one");
+            return;
+        }
+        let pid = process.id();
+        self.live.add();
+        let live = self.live.clone();
+        tokio::spawn(async move {
+            let _ = process.wait().await;
+            live.remove();
+        });
+        tokio::spawn(forward_up(
+            reader,
+            link,
+            self.routes.clone(),
+            self.up.clone(),
+            self.events.clone(),
+        ));
+        self.links.insert(link, ChildLink { sender, pid });
+        self.send_up(Message::Spawned { child, hello });
+    }
+
+    /// Asks every child to stop: SIGTERM to the process holding it (sudo passes it on)
+    /// and the end of its link.
+    pub fn shutdown(&mut self, sig: Signal) {
+        for child in self.links.values() {
+            if let Some(pid) = child.pid {
+                kill(pid, sig);
+            }
+        }
+        if sig == Signal::SIGKILL {
+            self.links.clear();
+        }
+    }
+}
+
+/// Passes a child's frames up, checking where they claim to come from.
+async fn forward_up(
+    mut reader: LinkReader<BoxReader>,
+    link: LinkId,
+    routes: Arc<Mutex<Routes<LinkId>>>,
+    up: LinkSender,
+    events: mpsc::UnboundedSender<TreeEvent>,
+) {
+    while let Some(item) = reader.next().await {
+        let frame = match item {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::warn!("dropping child link {link}: {e}");
+                break;
+            }
+        };
+        let accepted = {
+            let mut routes = routes.lock().unwrap_or_else(|p| p.into_inner());
+            let ok = routes.accepts_up(frame.ctx, &link);
+            if ok {
+                match &frame.msg {
+                    Message::Spawned { child, .. } => {
+                        routes.add(*child, link);
+                    }
+                    Message::ContextLost { ctx, .. } => {
+                        routes.remove(*ctx);
+                    }
+                    _ => {}
+                }
+            }
+            ok
+        };
+        if !accepted {
+            tracing::warn!(
+                "dropping a frame claiming to come from context {} on child link {link}",
+                frame.ctx
+            );
+            continue;
+        }
+        if up.send(frame).is_err() {
+            break;
+        }
+    }
+    let _ = events.send(TreeEvent::Gone { link });
+}

@@ -1,0 +1,58 @@
+//! Starting a child context from an agent: another user on this host (`sudo`, `su`,
+//! `doas`) or an ssh connection made from this host.
+//!
+//! - [`escalate`]: the become methods, each run with a pty as nothing but its controlling
+//!   terminal (for its prompt), while the new agent speaks over a socket;
+//! - [`dialect`]: what those tools print, and what it means;
+//! - [`ssh`]: ssh from the agent's host, with that host's configuration and keys.
+//!
+//! Either way the new agent is this agent's own image, so nothing is installed or
+//! uploaded to disk on the host.
+
+pub mod dialect;
+pub mod escalate;
+pub mod ssh;
+
+use futures::future::BoxFuture;
+use tokio::io::AsyncRead;
+
+use crate::link::{LinkReader, LinkSender};
+use crate::proto::{Hello, Secret};
+
+/// How long a child has to start, password dialogue aside.
+pub const SPAWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a password may take to arrive (a person typing it on a terminal).
+pub const PASSWORD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+pub type BoxReader = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A child agent that runs and has introduced itself.
+pub struct Child {
+    pub reader: LinkReader<BoxReader>,
+    pub sender: LinkSender,
+    /// sudo, su, doas or ssh: killed when dropped.
+    pub process: tokio::process::Child,
+    pub hello: Hello,
+}
+
+/// Asks for a password; `None` when there is none to be had.
+pub type AskPassword = Box<dyn FnMut(String) -> BoxFuture<'static, Option<Secret>> + Send>;
+
+/// Why a child did not start. The text is one line for the user (the host and method are
+/// added by the master) and never contains a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpawnError {
+    #[error("incorrect password")]
+    Incorrect,
+    #[error(
+        "a password is needed and none was given (set MITOSSH_BECOME_PASSWORD_FILE or run from a terminal)"
+    )]
+    NoPassword,
+    #[error("{0}")]
+    Refused(String),
+    #[error("no answer within {0}s")]
+    Timeout(u64),
+    #[error("{0}")]
+    Failed(String),
+}

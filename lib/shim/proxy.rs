@@ -1,0 +1,38 @@
+//! `mitossh proxy --context ID HOST PORT`: a TCP connection made by context ID's agent,
+//! on this process's stdin and stdout. The master uses it as the ProxyCommand of an ssh
+//! that reaches a host through another (`--via`), like `ssh -W` through that host.
+
+use std::path::Path;
+
+use super::client::{self, MasterConn, SSH_ERROR, Stdio};
+use crate::proto::{ContextId, Endpoint, Request};
+
+pub fn main(socket: &Path, ctx: ContextId, host: String, port: u16) -> i32 {
+    let mut conn = match MasterConn::connect(socket) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "mitossh proxy: cannot reach the master at {}: {e}",
+                socket.display()
+            );
+            return SSH_ERROR;
+        }
+    };
+    let request = Request::Proxy {
+        ctx,
+        endpoint: Endpoint { host, port },
+    };
+    let opened = Stdio::ours(false)
+        .map_err(|e| client::NotOpened {
+            message: format!("mitossh proxy: {e}"),
+            exit_code: SSH_ERROR,
+            fallback: false,
+        })
+        .and_then(|stdio| client::open(&mut conn, request, &stdio.raw(), None));
+    if let Err(e) = opened {
+        eprintln!("{}", e.message);
+        return e.exit_code;
+    }
+    client::release_stdin_stdout();
+    client::wait_exit(&mut conn)
+}
