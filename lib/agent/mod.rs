@@ -179,7 +179,7 @@ impl Agent {
                 _ = hup.recv() => break,
                 frame = frames.next() => match frame {
                     Some(Ok(frame)) => {
-                        if !agent.from_above(frame) {
+                        if !agent.on_frame(frame) {
                             break;
                         }
                         continue;
@@ -207,7 +207,7 @@ impl Agent {
     }
 
     /// Handles one frame from the master's side; false ends the agent.
-    fn from_above(&mut self, frame: Frame) -> bool {
+    fn on_frame(&mut self, frame: Frame) -> bool {
         // The first frame names this agent; until then there is nothing to route by.
         if !self.greeted {
             let Message::Hello(hello) = frame.msg else {

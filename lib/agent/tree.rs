@@ -30,7 +30,7 @@ pub enum TreeEvent {
     /// A child started and said hello.
     Up {
         child: ContextId,
-        spawned: method::Child,
+        spawned: Box<method::Child>,
     },
     Failed {
         child: ContextId,
@@ -139,7 +139,10 @@ impl Tree {
                 Method::Ssh { args, label } => method::ssh::start(child, &args, &label).await,
             };
             let _ = events.send(match started {
-                Ok(spawned) => TreeEvent::Up { child, spawned },
+                Ok(spawned) => TreeEvent::Up {
+                    child,
+                    spawned: Box::new(spawned),
+                },
                 Err(error) => TreeEvent::Failed { child, error },
             });
         });
@@ -159,7 +162,7 @@ impl Tree {
 
     pub fn event(&mut self, event: TreeEvent) {
         match event {
-            TreeEvent::Up { child, spawned } => self.adopt(child, spawned),
+            TreeEvent::Up { child, spawned } => self.adopt(child, *spawned),
             TreeEvent::Failed { child, error } => self.send_up(Message::SpawnFailed {
                 child,
                 error: error.to_string(),

@@ -162,7 +162,7 @@ pub fn sudo_prefix(command: &[u8]) -> Option<(String, &[u8])> {
             return None;
         }
         match word {
-            b"--" => return (!rest.is_empty()).then(|| (user, rest)),
+            b"--" => return (!rest.is_empty()).then_some((user, rest)),
             b"-u" | b"--user" => user = String::from_utf8(next_word(&mut rest)?.to_vec()).ok()?,
             w if w.starts_with(b"--user=") => user = String::from_utf8(w[7..].to_vec()).ok()?,
             w if w.starts_with(b"-u") => user = String::from_utf8(w[2..].to_vec()).ok()?,
