@@ -2,7 +2,8 @@
 //!
 //! The tool runs with
 //! - **stdin**: this agent's own image (`/proc/self/exe`, a memfd when the agent runs from
-//!   memory), which the new agent is started from: `exec /proc/self/fd/0 agent --hop`;
+//!   memory), which the new agent is started from: `exec /proc/self/fd/0 agent --hop`
+//!   (su reads its password from stdin, so for su stdin is the pty and the image is fd 3);
 //! - **stdout**: one end of a socketpair, which becomes the new agent's link, both ways;
 //! - **stderr**: a pty slave, which is also its controlling terminal (so `requiretty` is
 //!   met) and where it prompts for the password.
@@ -13,7 +14,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::process::Stdio;
 use std::time::Duration;
@@ -77,6 +78,9 @@ pub async fn start(
                             Ok(None) => break SpawnError::NoPassword,
                             Err(_) => break SpawnError::Timeout(PASSWORD_TIMEOUT.as_secs()),
                         };
+                        // Tools print the prompt, then turn echo off with TCSAFLUSH, which
+                        // discards anything typed before: answer only once echo is off.
+                        wait_for_echo_off(&launched.pty).await;
                         let mut answer = secret.expose().to_vec();
                         answer.push(b'\n');
                         let written = launched.pty.write_all(&answer).await;
@@ -123,11 +127,19 @@ struct Launched {
 
 /// Runs the tool as described in the module documentation.
 fn launch(role: &Become, dialect: &Dialect, nonce: &str) -> io::Result<Launched> {
+    // sudo and doas read the password from /dev/tty and close descriptors above 2, so the
+    // image rides on stdin. su asks through PAM, which reads stdin: there stdin is the
+    // terminal and the image rides on descriptor 3, which su leaves alone.
+    let image_fd = if role.method == BecomeMethod::Su {
+        3
+    } else {
+        0
+    };
     // su and doas cannot be given a prompt: ask for their C-locale wording, and have the
     // agent drop the variable again so the user's commands do not inherit it.
     let plain_words = matches!(role.method, BecomeMethod::Su | BecomeMethod::Doas);
     let agent = format!(
-        "exec /proc/self/fd/0 agent --nonce {nonce} --hop{}",
+        "exec /proc/self/fd/{image_fd} agent --nonce {nonce} --hop{}",
         if plain_words {
             " --drop-env LC_ALL"
         } else {
@@ -166,13 +178,27 @@ fn launch(role: &Become, dialect: &Dialect, nonce: &str) -> io::Result<Launched>
     let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
     let (ours, theirs) = StdUnixStream::pair()?;
     let image = File::open("/proc/self/exe")?;
-    cmd.stdin(Stdio::from(image))
-        .stdout(Stdio::from(OwnedFd::from(theirs)))
+    let image_raw = image.as_raw_fd();
+    if image_fd == 0 {
+        cmd.stdin(Stdio::from(image));
+    } else {
+        cmd.stdin(Stdio::from(pty.slave.try_clone()?));
+    }
+    cmd.stdout(Stdio::from(OwnedFd::from(theirs)))
         .stderr(Stdio::from(pty.slave))
         .kill_on_drop(true);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
+            if image_fd == 3 {
+                // dup2 clears close-on-exec on the copy; a descriptor already at 3 keeps
+                // it, so clear it by hand.
+                if image_raw == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0);
+                } else if libc::dup2(image_raw, 3) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -222,6 +248,21 @@ async fn finish(child: ContextId, launched: Launched) -> Result<Child, SpawnErro
         process,
         hello,
     })
+}
+
+/// Waits (briefly, bounded) until the terminal no longer echoes: the tool is reading the
+/// password. The pty master reports the slave's settings.
+async fn wait_for_echo_off(pty: &FdIo) {
+    use nix::sys::termios::{LocalFlags, tcgetattr};
+    use std::os::fd::AsFd;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < deadline {
+        match tcgetattr(pty.get_ref().as_fd()) {
+            Ok(t) if !t.local_flags.contains(LocalFlags::ECHO) => return,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(_) => return,
+        }
+    }
 }
 
 /// Reads what is left on the pty until EOF.

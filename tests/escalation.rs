@@ -1,0 +1,248 @@
+//! Becoming another user and reaching hosts through others, against real sshd, sudo
+//! (with `requiretty` and a password), su and doas.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const T: Duration = Duration::from_secs(120);
+
+/// A password file readable only by us.
+fn password_file(dir: &Path, password: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("become-password");
+    std::fs::write(&p, format!("{password}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+fn check(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn sudo_with_requiretty_and_a_password_runs_as_root() {
+    escalation();
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = password_file(dir.path(), TEST_PASSWORD);
+    let out = output_within(
+        master
+            .ssh()
+            .args(sshd.ssh_args())
+            .arg("id -un; tty || true")
+            .env("MITOSSH_BECOME", "root")
+            .env("MITOSSH_BECOME_PASSWORD_FILE", &pw),
+        b"",
+        T,
+    );
+    let said = check(&out);
+    assert!(said.starts_with("root\n"), "{said}\n{}", master.log());
+    // The same context serves again without asking (no password file this time).
+    let out = output_within(
+        master
+            .ssh()
+            .args(sshd.ssh_args())
+            .arg("id -u")
+            .env("MITOSSH_BECOME", "root"),
+        b"",
+        T,
+    );
+    assert_eq!(check(&out), "0\n");
+    assert_eq!(sshd.accepted_connections(), 1);
+}
+
+/// Runs `script` under `mitossh-env` with extra arguments (a fresh master, stopped after).
+fn under_env(env_args: &[&str], script: &str) -> Command {
+    let mut cmd = Command::new(bin("mitossh-env"));
+    cmd.args(env_args)
+        .args(["sh", "-ec", script])
+        .env("MITOSSH_STRICT", "1")
+        .env_remove("MITOSSH_SOCKET");
+    cmd
+}
+
+/// Owner uid and content digest of every file under `root`.
+fn owners_and_digests(root: &Path) -> Vec<(PathBuf, u32, String)> {
+    use std::os::unix::fs::MetadataExt;
+    tree_digest(root)
+        .into_iter()
+        .map(|(rel, digest)| {
+            let uid = std::fs::metadata(root.join(&rel)).unwrap().uid();
+            (rel, uid, digest)
+        })
+        .collect()
+}
+
+#[test]
+fn rsync_as_root_three_ways_over_one_connection() {
+    escalation();
+    let sshd = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src, 3 << 20, 40);
+    let pw = password_file(work.path(), TEST_PASSWORD);
+    let marker = unique_marker();
+    let dst: Vec<PathBuf> = (1..=3)
+        .map(|i| PathBuf::from(format!("/root/{marker}-{i}")))
+        .collect();
+    let config = work.path().join("config.toml");
+    let cfg = sshd.ssh_config().display().to_string();
+    std::fs::write(
+        &config,
+        format!(
+            "[contexts.{alias}-root]\nhost = \"{alias}\"\nssh_args = [\"-F\", \"{cfg}\"]\nbecome = \"root\"\n",
+            alias = sshd.alias()
+        ),
+    )
+    .unwrap();
+    let host = sshd.alias();
+    let src_s = src.display();
+    let script = format!(
+        r#"
+        # 1. --become root: every host is entered as root.
+        MITOSSH_BECOME=root rsync -a -e "ssh -F {cfg}" {src_s}/ {host}:{d1}/
+        # 2. a named context from the configuration file.
+        rsync -a -e ssh {src_s}/ {host}-root:{d2}/
+        # 3. rsync's own sudo, as people write it.
+        rsync -a -e "ssh -F {cfg}" --rsync-path="sudo rsync" {src_s}/ {host}:{d3}/
+        "#,
+        d1 = dst[0].display(),
+        d2 = dst[1].display(),
+        d3 = dst[2].display(),
+    );
+    let out = output_within(
+        under_env(&[], &script)
+            .env("MITOSSH_BECOME_PASSWORD_FILE", &pw)
+            .env("MITOSSH_CONFIG", &config),
+        b"",
+        T,
+    );
+    check(&out);
+    let expected: Vec<(PathBuf, String)> = tree_digest(&src).into_iter().collect();
+    for d in &dst {
+        let got = owners_and_digests(d);
+        assert_eq!(got.len(), expected.len(), "{}", d.display());
+        for ((rel, uid, digest), (erel, edigest)) in got.iter().zip(&expected) {
+            assert_eq!((rel, digest), (erel, edigest), "{}", d.display());
+            assert_eq!(*uid, 0, "{} must be owned by root", d.join(rel).display());
+        }
+        std::fs::remove_dir_all(d).unwrap();
+    }
+    assert_eq!(sshd.accepted_connections(), 1, "{}", sshd.log());
+}
+
+#[test]
+fn a_wrong_password_fails_fast_and_leaks_nowhere() {
+    escalation();
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = format!("wrong-{}", unique_marker());
+    let pw = password_file(dir.path(), &wrong);
+    let started = Instant::now();
+    let out = output_within(
+        master
+            .ssh()
+            .args(sshd.ssh_args())
+            .arg("id -un")
+            .env("MITOSSH_BECOME", "root")
+            .env("MITOSSH_BECOME_PASSWORD_FILE", &pw),
+        b"",
+        T,
+    );
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!("mitossh: sudo on {}: incorrect password", sshd.alias())
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // Neither the wrong nor the right password appears in any log or message.
+    for (what, text) in [
+        ("master log", master.log()),
+        ("sshd log", sshd.log()),
+        ("stderr", err.to_string()),
+        ("stdout", String::from_utf8_lossy(&out.stdout).into_owned()),
+    ] {
+        assert!(!text.contains(&wrong), "the password is in the {what}");
+        assert!(!text.contains(TEST_PASSWORD), "a password is in the {what}");
+    }
+    // The login context is fine, and a right password afterwards works.
+    let right = password_file(dir.path(), TEST_PASSWORD);
+    let out = output_within(
+        master
+            .ssh()
+            .args(sshd.ssh_args())
+            .arg("id -un")
+            .env("MITOSSH_BECOME", "root")
+            .env("MITOSSH_BECOME_PASSWORD_FILE", &right),
+        b"",
+        T,
+    );
+    assert_eq!(check(&out), "root\n");
+}
+
+#[test]
+fn nopasswd_su_and_doas() {
+    let e = escalation();
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = password_file(dir.path(), TEST_PASSWORD);
+    let run = |user: &str, method: &str, pw: Option<&Path>| {
+        let mut cmd = master.ssh();
+        cmd.args(sshd.ssh_args())
+            .arg("id -un; echo $HOME; pwd")
+            .env("MITOSSH_BECOME", user)
+            .env("MITOSSH_BECOME_METHOD", method);
+        if let Some(pw) = pw {
+            cmd.env("MITOSSH_BECOME_PASSWORD_FILE", pw);
+        }
+        output_within(&mut cmd, b"", T)
+    };
+    let home = e.other.home.display().to_string();
+    // NOPASSWD: no password file and no terminal, and it still works.
+    let said = check(&run(&e.other.name, "sudo", None));
+    assert_eq!(said, format!("{}\n{home}\n{home}\n", e.other.name));
+    // su asks for the target's password.
+    let said = check(&run(&e.other.name, "su", Some(&pw)));
+    assert_eq!(said, format!("{}\n{home}\n{home}\n", e.other.name));
+    // doas asks for our own.
+    let said = check(&run("root", "doas", Some(&pw)));
+    assert!(said.starts_with("root\n"), "{said}");
+    assert_eq!(sshd.accepted_connections(), 1);
+}
+
+#[test]
+fn without_a_password_or_terminal_the_error_says_what_to_do() {
+    escalation();
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let out = output_within(
+        master
+            .ssh()
+            .args(sshd.ssh_args())
+            .arg("true")
+            .env("MITOSSH_BECOME", "root")
+            .env_remove("MITOSSH_BECOME_PASSWORD_FILE"),
+        b"",
+        T,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert!(err.contains("MITOSSH_BECOME_PASSWORD_FILE"), "{err}");
+}
