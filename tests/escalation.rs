@@ -246,3 +246,216 @@ fn without_a_password_or_terminal_the_error_says_what_to_do() {
     assert_eq!(out.status.code(), Some(255), "{err}");
     assert!(err.contains("MITOSSH_BECOME_PASSWORD_FILE"), "{err}");
 }
+
+/// One client configuration naming several test sshds (each harness config names one).
+fn joint_config(dir: &Path, servers: &[&Sshd]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let text: String = servers
+        .iter()
+        .map(|s| std::fs::read_to_string(s.ssh_config()).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let p = dir.join("ssh_config");
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    p
+}
+
+fn tree(master: &Master) -> String {
+    let out = master
+        .command(bin("mitossh"))
+        .args(["tree", "--socket"])
+        .arg(&master.socket)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_chain_through_a_bastion_with_sudo_at_the_end_and_nothing_left_after_a_kill() {
+    escalation();
+    let a = Sshd::start();
+    let b = Sshd::start();
+    let mut master = Master::start();
+    let work = tempfile::tempdir().unwrap();
+    let cfg = joint_config(work.path(), &[&a, &b]);
+    let pw = password_file(work.path(), TEST_PASSWORD);
+    let src = work.path().join("src");
+    make_tree(&src, 2 << 20, 30);
+    let remote = format!("chain-{}", unique_marker());
+
+    // rsync to B through A: the master's own ssh (and key) talks to B over a TCP stream
+    // that A's agent opens.
+    let out = output_within(
+        master
+            .command("rsync")
+            .args(["-a", "-e"])
+            .arg(format!("ssh -F {}", cfg.display()))
+            .arg(format!("{}/", src.display()))
+            .arg(format!("{}:{remote}/", b.alias()))
+            .env("MITOSSH_VIA", a.alias()),
+        b"",
+        T,
+    );
+    check(&out);
+    let landed = b.user().home.join(&remote);
+    assert_eq!(tree_digest(&src), tree_digest(&landed));
+    std::fs::remove_dir_all(&landed).unwrap();
+
+    // A sudo context under B, and a long command at every level.
+    let long = |via: Option<&str>, host: &str, as_root: bool| {
+        let mut cmd = master.ssh();
+        cmd.arg("-F")
+            .arg(&cfg)
+            .arg(host)
+            .arg("echo ready; exec sleep 1000")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(v) = via {
+            cmd.env("MITOSSH_VIA", v);
+        }
+        if as_root {
+            cmd.env("MITOSSH_BECOME", "root")
+                .env("MITOSSH_BECOME_PASSWORD_FILE", &pw);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "ready\n");
+        child
+    };
+    let mut sessions = vec![
+        long(None, a.alias(), false),
+        long(Some(a.alias()), b.alias(), false),
+        long(Some(a.alias()), b.alias(), true),
+    ];
+
+    let shown = tree(&master);
+    let lines: Vec<&str> = shown.lines().collect();
+    let find = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle} in the tree:\n{shown}"))
+    };
+    let (ia, ib, is) = (
+        find(&format!("({})", a.alias())),
+        find(&format!("({})", b.alias())),
+        find("sudo root@"),
+    );
+    assert!(
+        ia < ib && ib < is,
+        "A, then B under it, then sudo under B:\n{shown}"
+    );
+    let depth = |i: usize| lines[i].find('[').unwrap();
+    assert!(
+        depth(ia) < depth(ib) && depth(ib) < depth(is),
+        "nesting:\n{shown}"
+    );
+    assert_eq!(a.accepted_connections(), 1, "{}", a.log());
+    assert_eq!(b.accepted_connections(), 1, "{}", b.log());
+
+    // Everything that exists now because of the master, on every level, root's included.
+    let mut doomed = descendants(master.pid());
+    doomed.extend(descendants(a.pid()));
+    doomed.extend(descendants(b.pid()));
+    let root_sleep = doomed
+        .iter()
+        .any(|p| p.uid == 0 && p.cmdline == ["sleep", "1000"]);
+    assert!(root_sleep, "the root command runs: {doomed:?}");
+    let root_agent = doomed
+        .iter()
+        .any(|p| p.uid == 0 && p.cmdline.iter().any(|a| a == "--hop"));
+    assert!(root_agent, "the root agent runs: {doomed:?}");
+    master.kill9();
+    wait_until_none(Duration::from_secs(5), "processes of the chain", |p| {
+        doomed
+            .iter()
+            .any(|d| d.pid == p.pid && d.start_time == p.start_time)
+    });
+    for s in &mut sessions {
+        wait_child(s, T, "a session to end with its master");
+    }
+}
+
+#[test]
+fn ssh_can_run_on_the_hop_instead() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    escalation();
+    let a = Sshd::start();
+    let b = Sshd::start();
+    let master = Master::start();
+    let work = tempfile::Builder::new()
+        .prefix("mitossh-hop-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The hop's ssh runs as the test user with its own copy of B's key; the master only
+    // needs A's.
+    let user = test_user();
+    let hop_key = work.path().join("hop_key");
+    std::fs::copy(b.key(), &hop_key).unwrap();
+    chown(&hop_key, Some(user.uid), Some(user.gid)).unwrap();
+    std::fs::set_permissions(&hop_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let b_cfg = std::fs::read_to_string(b.ssh_config()).unwrap().replace(
+        &b.key().display().to_string(),
+        &hop_key.display().to_string(),
+    );
+    let cfg = work.path().join("ssh_config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n{b_cfg}",
+            std::fs::read_to_string(a.ssh_config()).unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let out = output_within(
+        master
+            .ssh()
+            .arg("-F")
+            .arg(&cfg)
+            .arg(b.alias())
+            .arg("id -un")
+            .env("MITOSSH_VIA", a.alias())
+            .env("MITOSSH_VIA_MODE", "ssh"),
+        b"",
+        T,
+    );
+    assert_eq!(check(&out), format!("{}\n", user.name));
+    let shown = tree(&master);
+    assert!(shown.contains(&format!("({})", b.alias())), "{shown}");
+    assert_eq!(a.accepted_connections(), 1);
+    assert_eq!(b.accepted_connections(), 1);
+}
+
+#[test]
+fn the_password_is_asked_on_the_commands_terminal() {
+    escalation();
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let mut cmd = master.ssh();
+    cmd.args(sshd.ssh_args())
+        .arg("id -un")
+        .env("MITOSSH_BECOME", "root")
+        .env_remove("MITOSSH_BECOME_PASSWORD_FILE");
+    let (mut term, mut child) = Terminal::spawn(&mut cmd, 24, 80);
+    let prompt = format!("[mitossh] sudo password for root on {}: ", sshd.alias());
+    term.expect(&prompt, T);
+    term.send(format!("{TEST_PASSWORD}\n").as_bytes());
+    let status = wait_child(&mut child, T, "the command to finish");
+    term.expect("root", T);
+    let said = term.text();
+    assert!(status.success(), "{said}\n{}", master.log());
+    assert!(
+        !said.contains(TEST_PASSWORD),
+        "the password was echoed: {said}"
+    );
+}

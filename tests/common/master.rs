@@ -73,10 +73,19 @@ impl Master {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
-        // SAFETY: setsid is async-signal-safe; the master must not share our terminal.
+        // SAFETY: setsid and prctl are async-signal-safe. The master must not share our
+        // terminal, and must not outlive the test thread that started it (a killed test
+        // never runs Drop).
         unsafe {
             cmd.pre_exec(|| {
                 libc::setsid();
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGTERM as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
                 Ok(())
             });
         }

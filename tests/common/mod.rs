@@ -17,3 +17,5 @@ pub mod files;
 pub use files::*;
 pub mod escalation;
 pub use escalation::*;
+pub mod terminal;
+pub use terminal::*;

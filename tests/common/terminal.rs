@@ -1,0 +1,81 @@
+//! A pseudo-terminal for tests that need a program to believe a person is at the keyboard:
+//! the program gets the slave as stdin, stdout, stderr and controlling terminal; a thread
+//! collects everything it writes, and waits on that are bounded.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::wait::wait_until;
+
+pub struct Terminal {
+    writer: std::fs::File,
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Terminal {
+    /// Spawns `cmd` on a new pty (rows × cols) and starts collecting its output.
+    pub fn spawn(cmd: &mut Command, rows: u16, cols: u16) -> (Terminal, Child) {
+        let size = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).unwrap();
+        cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stderr(Stdio::from(pty.slave));
+        // SAFETY: setsid and TIOCSCTTY between fork and exec: the pty becomes /dev/tty.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY as _, 0);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        let master = OwnedFd::from(pty.master);
+        let writer = std::fs::File::from(master.try_clone().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let collected = seen.clone();
+        std::thread::spawn(move || {
+            let mut reader = std::fs::File::from(master);
+            let mut buf = [0u8; 4096];
+            // EIO once the slave is closed everywhere: the program is gone.
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                collected.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        (Terminal { writer, seen }, child)
+    }
+
+    /// Everything the program wrote so far, lossily decoded.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned()
+    }
+
+    /// Waits (bounded) until the output contains `needle`.
+    pub fn expect(&self, needle: &str, timeout: Duration) {
+        let mut last = String::new();
+        wait_until(timeout, &format!("{needle:?} on the terminal"), || {
+            last = self.text();
+            last.contains(needle)
+        });
+    }
+
+    /// Types `keys`.
+    pub fn send(&mut self, keys: &[u8]) {
+        self.writer.write_all(keys).unwrap();
+    }
+
+    pub fn fd(&self) -> i32 {
+        self.writer.as_raw_fd()
+    }
+}
