@@ -38,7 +38,7 @@ impl Terminal {
             });
         }
         let child = cmd.spawn().unwrap();
-        let master = OwnedFd::from(pty.master);
+        let master = pty.master;
         let writer = std::fs::File::from(master.try_clone().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let collected = seen.clone();
