@@ -102,7 +102,7 @@ impl Dialect {
                 !l.is_empty()
                     && !l
                         .to_ascii_lowercase()
-                        .contains(&self.prompt.to_ascii_lowercase())
+                        .contains(self.prompt.trim_end().to_ascii_lowercase().as_str())
             })
             .unwrap_or_else(|| format!("{} exited without saying why", self.method.name()))
     }
