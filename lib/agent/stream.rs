@@ -136,17 +136,16 @@ impl StreamHandle {
                 pty = Some(resize);
                 let (r, w) = tokio::io::split(master);
                 tokio::spawn(pump_input(stream, input_rx, w, report.clone(), true));
-                report.send(Message::Eof {
-                    stream,
-                    fd: Fd::Stderr,
-                });
-                vec![tokio::spawn(pump_output(
-                    stream,
-                    Fd::Stdout,
-                    r,
-                    stdout.clone(),
-                    report.clone(),
-                ))]
+                let (gate, report) = (stdout.clone(), report.clone());
+                // A pty merges stderr into its output: say so up front. From a task, so
+                // that it follows the `Opened` the caller sends once this returns.
+                vec![tokio::spawn(async move {
+                    report.send(Message::Eof {
+                        stream,
+                        fd: Fd::Stderr,
+                    });
+                    pump_output(stream, Fd::Stdout, r, gate, report).await
+                })]
             }
         };
         let is_pty = pty.is_some();

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
@@ -26,7 +27,13 @@ type Attempt = Shared<BoxFuture<'static, Result<Arc<Context>, ConnectError>>>;
 enum Entry {
     Connecting(ContextId, Attempt),
     Ready(Arc<Context>),
+    /// ssh works but an agent cannot run there (a restricted shell, say): shims use the
+    /// real ssh for a while instead of trying again on every call.
+    CannotServe(ConnectError, Instant),
 }
+
+/// How long "cannot serve this host" is remembered.
+const CANNOT_SERVE_MEMORY: Duration = Duration::from_secs(60);
 
 /// All contexts of a master.
 #[derive(Default)]
@@ -65,6 +72,9 @@ impl Registry {
             match entries.get(&key) {
                 Some(Entry::Ready(ctx)) if ctx.usable() => return Ok(ctx.clone()),
                 Some(Entry::Connecting(id, attempt)) => (*id, attempt.clone()),
+                Some(Entry::CannotServe(e, at)) if at.elapsed() < CANNOT_SERVE_MEMORY => {
+                    return Err(e.clone());
+                }
                 _ => {
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
                     let task = tokio::spawn(make(
@@ -95,6 +105,9 @@ impl Registry {
         match &result {
             Ok(ctx) if ours && !ctx.dead.is_cancelled() => {
                 entries.insert(key, Entry::Ready(ctx.clone()));
+            }
+            Err(e @ ConnectError::CannotServe(_)) if ours => {
+                entries.insert(key, Entry::CannotServe(e.clone(), Instant::now()));
             }
             _ if ours => {
                 entries.remove(&key);
@@ -138,7 +151,7 @@ impl Registry {
             .values()
             .filter_map(|e| match e {
                 Entry::Ready(ctx) => Some(ctx.clone()),
-                Entry::Connecting(..) => None,
+                Entry::Connecting(..) | Entry::CannotServe(..) => None,
             })
             .collect();
         all.sort_by_key(|c| c.id);

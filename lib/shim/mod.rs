@@ -7,11 +7,13 @@
 //! - [`client`]: the connection to the master and the descriptor hand-over;
 //! - [`askpass`]: answering password questions (file or terminal);
 //! - [`proxy`]: `mitossh proxy`, the ProxyCommand for hosts reached through another;
+//! - [`forward`]: `-W` and `-L`, TCP connections made by the context's agent;
 //! - [`tty`]: the local terminal under `-t`.
 
 pub mod args;
 pub mod askpass;
 pub mod client;
+pub mod forward;
 pub mod proxy;
 pub mod ssh;
 pub mod target;

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use super::args::{self, Invocation, Opt, TtyRequest};
 use super::client::{self, MasterConn, SSH_ERROR};
+use super::forward;
 use super::target::{self, Resolved};
 use super::tty;
 use crate::config;
@@ -76,6 +77,21 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     if let Some(ctl) = inv.arg('O') {
         return control(conn, ctl, resolved.target);
     }
+    let forwards = local_forwards(&inv);
+    if !forwards.is_empty()
+        && !forward::start(&forwards, &socket, &resolved.target)
+        && inv.config("exitonforwardfailure").is_some_and(is_yes)
+    {
+        return SSH_ERROR;
+    }
+    let no_command = inv.count('N') > 0 || inv.session_type() == args::SessionType::None;
+    if no_command && inv.arg('W').is_none() {
+        // Like ssh -N: the forwards serve until we are killed.
+        drop(conn);
+        loop {
+            std::thread::park();
+        }
+    }
     session(conn, &inv, resolved, &argv)
 }
 
@@ -83,17 +99,21 @@ pub fn main(argv: Vec<OsString>) -> i32 {
 fn unsupported(inv: &Invocation) -> Option<String> {
     for opt in &inv.options {
         let why = match opt {
-            Opt::Flag(c @ ('A' | 'X' | 'Y' | 'M' | 'f' | 'N')) => format!("-{c}"),
-            Opt::Arg(c @ ('L' | 'R' | 'D' | 'W' | 'w'), _) => format!("-{c}"),
-            Opt::Arg('S', path) if path != "none" && inv.arg('O').is_none() => {
-                // A ControlPath with ControlMaster use is the user's own multiplexing.
-                continue;
+            Opt::Flag(c @ ('A' | 'X' | 'Y' | 'M' | 'f')) => format!("-{c}"),
+            Opt::Arg(c @ ('R' | 'D' | 'w'), _) => format!("-{c}"),
+            Opt::Arg('L', spec) if forward::parse_local(&spec.to_string_lossy()).is_none() => {
+                format!("-L {}", spec.to_string_lossy())
+            }
+            Opt::Arg('W', spec) if forward::parse_endpoint(&spec.to_string_lossy()).is_none() => {
+                format!("-W {}", spec.to_string_lossy())
             }
             Opt::Config { key, value, .. } => match key.as_str() {
-                "localforward" | "remoteforward" | "dynamicforward" | "tunnel" => key.clone(),
+                "remoteforward" | "dynamicforward" | "tunnel" => key.clone(),
+                "localforward" if forward::parse_local(&value.to_string_lossy()).is_none() => {
+                    key.clone()
+                }
                 "forwardagent" | "forwardx11" if is_yes(value) => key.clone(),
                 "forkafterauthentication" if is_yes(value) => key.clone(),
-                "sessiontype" if value == "none" => key.clone(),
                 _ => continue,
             },
             _ => continue,
@@ -101,6 +121,15 @@ fn unsupported(inv: &Invocation) -> Option<String> {
         return Some(format!("{why} is not supported through a mitossh master"));
     }
     None
+}
+
+/// The `-L` and `LocalForward` forwards of an invocation (all parse: see `unsupported`).
+fn local_forwards(inv: &Invocation) -> Vec<forward::LocalForward> {
+    inv.args('L')
+        .into_iter()
+        .chain(inv.configs("localforward"))
+        .filter_map(|s| forward::parse_local(&s.to_string_lossy()))
+        .collect()
 }
 
 fn is_yes(value: &OsStr) -> bool {
@@ -156,8 +185,16 @@ fn session(mut conn: MasterConn, inv: &Invocation, resolved: Resolved, argv: &[O
     // SIGTTIN there; the master would silently steal the foreground's keystrokes.
     let stdin_null =
         inv.count('n') > 0 || inv.config("stdinnull").is_some_and(is_yes) || tty::in_background();
-    let pty = pty_request(inv, command.is_none() && !subsystem);
+    let stdio_forward = inv
+        .arg('W')
+        .and_then(|w| forward::parse_endpoint(&w.to_string_lossy()));
+    let pty = if stdio_forward.is_some() {
+        None
+    } else {
+        pty_request(inv, command.is_none() && !subsystem)
+    };
     let spec = OpenSpec {
+        connect: stdio_forward,
         subsystem: if subsystem {
             command
                 .as_ref()

@@ -19,3 +19,5 @@ pub mod escalation;
 pub use escalation::*;
 pub mod terminal;
 pub use terminal::*;
+pub mod tmux;
+pub use tmux::*;
