@@ -215,6 +215,46 @@ fn main() {
         ratio(mbps(t_shim), mbps(t_cm))
     );
 
+    // ---- a legacy script ---------------------------------------------------------------
+    let (loops, concurrent) = if quick() { (20, 10) } else { (200, 50) };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scripts/legacy.sh");
+    let cfg = setup.sshd.ssh_config().display().to_string();
+    let run_script = |mut cmd: Command, opts: String| -> Duration {
+        let out_dir = tempfile::tempdir().unwrap();
+        let t = Instant::now();
+        run_ok(
+            cmd.args([
+                script,
+                setup.sshd.alias(),
+                &loops.to_string(),
+                &concurrent.to_string(),
+            ])
+            .arg(out_dir.path())
+            .env("SSH_OPTS", opts),
+        );
+        t.elapsed()
+    };
+    let mut plain_sh = Command::new("sh");
+    plain_sh.env("PATH", "/usr/bin:/bin");
+    let s_plain = run_script(plain_sh, format!("-F {cfg}"));
+    let mut cm_sh = Command::new("sh");
+    cm_sh.env("PATH", "/usr/bin:/bin");
+    let s_cm = run_script(
+        cm_sh,
+        format!("-F {cfg} -S {}", setup.control_path.display()),
+    );
+    let s_shim = run_script(master.command("sh"), format!("-F {cfg}"));
+    println!();
+    println!("a script with {loops} `ssh host cmd` in a loop and {concurrent} in the background:");
+    println!("  plain ssh      {:>8.2} s", s_plain.as_secs_f64());
+    println!("  ControlMaster  {:>8.2} s", s_cm.as_secs_f64());
+    println!(
+        "  mitossh        {:>8.2} s   = {} of ControlMaster, {} of plain ssh",
+        s_shim.as_secs_f64(),
+        ratio(s_shim.as_secs_f64(), s_cm.as_secs_f64()),
+        ratio(s_shim.as_secs_f64(), s_plain.as_secs_f64())
+    );
+
     // ---- done ----------------------------------------------------------------------
     let _ = Command::new("/usr/bin/ssh")
         .args(["-O", "exit", "-S"])

@@ -199,3 +199,23 @@ fn a_killed_mitossh_env_takes_its_master_along() {
     // SAFETY: signalling the process this test started.
     unsafe { libc::kill(cmd_pid, libc::SIGKILL) };
 }
+
+#[test]
+fn a_legacy_script_runs_unchanged_over_one_connection() {
+    let sshd = Sshd::start();
+    let out_dir = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scripts/legacy.sh");
+    let out = output_within(
+        Command::new(bin("mitossh-env"))
+            .args(["sh", script, sshd.alias(), "200", "50"])
+            .arg(out_dir.path())
+            .env("SSH_OPTS", format!("-F {}", sshd.ssh_config().display()))
+            .env("MITOSSH_STRICT", "1")
+            .env_remove("MITOSSH_SOCKET"),
+        b"",
+        T,
+    );
+    check(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "all-good\n");
+    assert_eq!(sshd.accepted_connections(), 1, "{}", sshd.log());
+}
