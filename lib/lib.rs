@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod control;
 pub mod credit;
+pub mod daemon;
 pub mod env;
 pub mod link;
 pub mod logging;

@@ -30,7 +30,14 @@ pub struct Launched {
     pub child: Child,
     pub pid: u32,
     pub io: LaunchedIo,
+    /// For a held process: writing a line here lets it run its command.
+    pub go: Option<OwnedFd>,
 }
+
+/// How a held process waits: `/bin/sh` reads a line from descriptor 3, then becomes the
+/// user's shell running the command (`$0` and `$1`). End of file instead of a line (the
+/// agent died) means it never runs.
+const HOLD: &str = r#"read _ <&3 && exec 3<&- && exec "$0" -c "$1""#;
 
 /// The agent's ends of a process's stdio.
 pub enum LaunchedIo {
@@ -84,10 +91,24 @@ pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
             })?;
             cmd.arg0(&shell_name).arg("-c").arg(program);
         }
+        (None, Some(command)) if spec.hold => {
+            cmd = Command::new("/bin/sh");
+            cmd.arg0("sh")
+                .arg("-c")
+                .arg(HOLD)
+                .arg(shell)
+                .arg(OsStr::from_bytes(command));
+        }
         (None, Some(command)) => {
             cmd.arg0(&shell_name)
                 .arg("-c")
                 .arg(OsStr::from_bytes(command));
+        }
+        (None, None) if spec.hold => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "only a command can be held",
+            ));
         }
         (None, None) => {
             let mut login = OsString::from("-");
@@ -115,6 +136,17 @@ pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
             Some(open_pty(p.size)?)
         }
         None => None,
+    };
+    let go = if spec.hold {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+        let raw = r.as_raw_fd();
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || crate::sys::process::place_fd(raw, 3));
+        }
+        Some((r, w))
+    } else {
+        None
     };
     let parent = std::process::id() as libc::pid_t;
     match &pty {
@@ -152,6 +184,8 @@ pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
         .spawn()
         .map_err(|e| io::Error::new(e.kind(), format!("cannot run {}: {e}", shell.display())))?;
     let pid = child.id().unwrap_or(0);
+    // The read end now lives in the child only.
+    let go = go.map(|(_, w)| w);
     let io = match pty {
         Some((master, slave)) => {
             drop(slave);
@@ -174,7 +208,7 @@ pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
             }
         }
     };
-    Ok(Launched { child, pid, io })
+    Ok(Launched { child, pid, io, go })
 }
 
 /// A new session and process group, as sshd gives every session: signals to the group

@@ -256,6 +256,18 @@ impl Agent {
             }
             Message::Resize { stream, size } => self.with_stream(stream, |s| s.resize(size)),
             Message::Close { stream } => self.with_stream(stream, StreamHandle::close),
+            Message::Release { stream } => {
+                let mut released = false;
+                self.with_stream(stream, |s| released = s.release());
+                if released {
+                    let _ = self
+                        .up
+                        .send(Frame::new(self.tree.me(), Message::Released { stream }));
+                }
+            }
+            Message::Stop { stream, grace_ms } => {
+                self.with_stream(stream, |s| s.stop(Duration::from_millis(grace_ms)))
+            }
             Message::Spawn { child, method } => self.tree.spawn(child, *method),
             Message::Password { child, secret } => self.tree.password(child, secret),
             other => eprintln!("mitossh agent: ignoring unexpected message {other:?}"),

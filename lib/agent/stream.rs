@@ -72,6 +72,8 @@ pub struct StreamHandle {
     pty: Option<OwnedFd>,
     /// Ends a TCP stream at once.
     cancel: CancellationToken,
+    /// A held process's go signal.
+    go: Option<OwnedFd>,
 }
 
 /// Where a stream reports.
@@ -102,7 +104,7 @@ impl StreamHandle {
         session: &Session,
         report: Reporting,
     ) -> std::io::Result<StreamHandle> {
-        let Launched { child, pid, io } = launch::launch(spec, session)?;
+        let Launched { child, pid, io, go } = launch::launch(spec, session)?;
         report.live.add();
         let stdout = Arc::new(CreditGate::new(spec.window));
         let stderr = Arc::new(CreditGate::new(spec.window));
@@ -157,6 +159,7 @@ impl StreamHandle {
             stderr,
             pty,
             cancel: CancellationToken::new(),
+            go,
         })
     }
 
@@ -188,7 +191,35 @@ impl StreamHandle {
             stderr,
             pty: None,
             cancel,
+            go: None,
         }
+    }
+
+    /// Lets a held process run its command. False if it was not held (or already let go).
+    pub fn release(&mut self) -> bool {
+        match self.go.take() {
+            Some(go) => {
+                let mut go = std::fs::File::from(go);
+                std::io::Write::write_all(&mut go, b"\n").is_ok()
+            }
+            None => false,
+        }
+    }
+
+    /// SIGTERM to the process group now, SIGKILL after `grace` to whatever is left.
+    pub fn stop(&mut self, grace: Duration) {
+        // A held process that is stopped must never start.
+        self.go = None;
+        let Some(pid) = self.pid else {
+            self.cancel.cancel();
+            return;
+        };
+        kill_group(pid, Signal::SIGTERM);
+        kill_group(pid, Signal::SIGCONT);
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            kill_group(pid, Signal::SIGKILL);
+        });
     }
 
     pub fn input(&self, input: Input) {

@@ -459,6 +459,7 @@ fn route_up(link: &Link, master: &Weak<Master>, frame: Frame) {
         }
         Message::Opened { stream, .. }
         | Message::OpenFailed { stream, .. }
+        | Message::Released { stream }
         | Message::Exit { stream, .. }
         | Message::Eof { stream, .. }
         | Message::Credit { stream, .. } => stream,

@@ -157,6 +157,8 @@ pub async fn run(
                 let forwarded = match frame.msg {
                     Message::Signal { signal, .. } => ctx.send(Message::Signal { stream: id, signal }),
                     Message::Resize { size, .. } => ctx.send(Message::Resize { stream: id, size }),
+                    Message::Release { .. } => ctx.send(Message::Release { stream: id }),
+                    Message::Stop { grace_ms, .. } => ctx.send(Message::Stop { stream: id, grace_ms }),
                     other => {
                         tracing::warn!("shim sent {other:?} mid-session; closing it");
                         let _ = ctx.send(Message::Close { stream: id });
@@ -177,6 +179,9 @@ pub async fn run(
                     Message::Data { fd, .. } => pumps.output(fd, Input::Data(frame.data)),
                     Message::Eof { fd, .. } => pumps.output(fd, Input::Eof),
                     Message::Credit { fd: Fd::Stdin, bytes, .. } => stdin_credit.grant(bytes),
+                    Message::Released { .. } => {
+                        let _ = to_shim.send(Frame::new(MASTER, Message::Released { stream: 0 }));
+                    }
                     Message::Exit { status, .. } => {
                         // Everything the process wrote goes out before its exit status,
                         // unless the shim disappears meanwhile.

@@ -191,13 +191,7 @@ fn launch(role: &Become, dialect: &Dialect, nonce: &str) -> io::Result<Launched>
     unsafe {
         cmd.pre_exec(move || {
             if image_fd == 3 {
-                // dup2 clears close-on-exec on the copy; a descriptor already at 3 keeps
-                // it, so clear it by hand.
-                if image_raw == 3 {
-                    libc::fcntl(3, libc::F_SETFD, 0);
-                } else if libc::dup2(image_raw, 3) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                crate::sys::process::place_fd(image_raw, 3)?;
             }
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());

@@ -61,6 +61,17 @@ pub enum Message {
     Close {
         stream: StreamId,
     },
+    /// Start a process opened with `hold` (the barrier of `mitossh run`). Answered by
+    /// `Released`.
+    Release {
+        stream: StreamId,
+    },
+    /// Stop the process: SIGTERM to its process group, SIGKILL after `grace_ms`. Its
+    /// `Exit` follows as usual.
+    Stop {
+        stream: StreamId,
+        grace_ms: u64,
+    },
 
     // ----- streams: agent → master -----
     /// The process runs. `window` is the initial credit for its stdin.
@@ -73,6 +84,10 @@ pub enum Message {
     OpenFailed {
         stream: StreamId,
         error: String,
+    },
+    /// A held process was let go.
+    Released {
+        stream: StreamId,
     },
     /// The process ended and all of its output has been sent.
     Exit {
@@ -256,6 +271,8 @@ pub struct OpenSpec {
     /// Instead of a process: a TCP connection from the agent's host (as `ssh -W`); its
     /// bytes are the stream's stdin and stdout.
     pub connect: Option<Endpoint>,
+    /// Start the process but hold it just before it runs the command, until `Release`.
+    pub hold: bool,
 }
 
 /// A TCP destination, resolved on the agent's host.

@@ -28,6 +28,27 @@ pub unsafe fn set_parent_death_signal(
     Ok(())
 }
 
+/// In a `pre_exec` hook: makes `fd` descriptor number `at` in the new program, open across
+/// exec. (dup2 clears close-on-exec on the copy, but does nothing if `fd == at`.)
+///
+/// # Safety
+/// Only async-signal-safe calls; meant for use between fork and exec.
+pub unsafe fn place_fd(fd: libc::c_int, at: libc::c_int) -> io::Result<()> {
+    // SAFETY: fcntl and dup2 are async-signal-safe.
+    let ok = unsafe {
+        if fd == at {
+            libc::fcntl(at, libc::F_SETFD, 0) >= 0
+        } else {
+            libc::dup2(fd, at) >= 0
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Sends `sig` to every process of the group `pgid`. A group that no longer exists is fine.
 pub fn kill_group(pgid: u32, sig: Signal) {
     let _ = nix::sys::signal::killpg(Pid::from_raw(pgid as i32), sig);
