@@ -78,6 +78,50 @@ enum Command {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
+    /// Start many processes on many hosts together, interleave their output, stop them
+    /// together, fetch their files, and summarise.
+    #[command(after_help = "Examples:\n  mitossh run plan.toml\n  \
+            mitossh run -H node1,node2 -n 4 -d 30s -- 'worker --id {i} --on {host}'\n\n\
+            In commands, {i} is a unique index per process name, {n} the index on its host,\n\
+            {host} the host, {name} the process name, and plan variables by name.\n\
+            Exit status: 0 when every process did its job, 1 when one failed, 130 on ^C.")]
+    Run {
+        /// A TOML plan: hosts, processes per host, duration, files to fetch.
+        #[arg(required_unless_present = "hosts", conflicts_with = "hosts")]
+        plan: Option<PathBuf>,
+        /// Short form: these hosts (comma separated) …
+        #[arg(short = 'H', long, value_delimiter = ',', requires = "command")]
+        hosts: Vec<String>,
+        /// … each running this many copies of COMMAND.
+        #[arg(short = 'n', long, default_value_t = 1)]
+        count: u32,
+        /// Stop everything after this long (e.g. 30s, 5m); overrides the plan.
+        #[arg(short = 'd', long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Between SIGTERM and SIGKILL when stopping; overrides the plan.
+        #[arg(long, value_parser = parse_duration)]
+        grace: Option<Duration>,
+        /// Keep going when a process fails (default: stop everything).
+        #[arg(long)]
+        continue_on_failure: bool,
+        /// Short form: an ssh config file for every host.
+        #[arg(short = 'F', long = "ssh-config", value_name = "FILE")]
+        ssh_config: Option<PathBuf>,
+        /// Also write each process's stdout and stderr to DIR/<host>/<name>-<i>.out|.err.
+        #[arg(long, value_name = "DIR")]
+        output_dir: Option<PathBuf>,
+        /// Where fetched files go (DIR/<host>/<name>-<i>/).
+        #[arg(long, value_name = "DIR")]
+        fetch_dir: Option<PathBuf>,
+        /// Print the summary as JSON on stdout (output lines go to stderr).
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Short form: the command template.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// Run as an agent on the far side of a pipe (started by a master, not by hand).
     #[command(hide = true)]
     Agent {
@@ -93,17 +137,7 @@ enum Command {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (examples: 30, 30s, 5m, 1h)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m or h)")),
-    };
-    Ok(Duration::from_secs(secs))
+    mitossh::config::parse_duration(s)
 }
 
 fn socket_or_default(socket: Option<PathBuf>) -> std::io::Result<PathBuf> {
@@ -127,6 +161,73 @@ fn main() -> ExitCode {
                 hop,
                 drop_env,
             })
+        }
+        Command::Run {
+            plan,
+            hosts,
+            count,
+            duration,
+            grace,
+            continue_on_failure,
+            ssh_config,
+            output_dir,
+            fetch_dir,
+            json,
+            socket,
+            command,
+        } => {
+            let loaded = match plan {
+                Some(path) => std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+                    .and_then(|text| {
+                        mitossh::run::plan::parse(&text)
+                            .map_err(|e| format!("{}: {e}", path.display()))
+                    }),
+                None => {
+                    let ssh_args: Vec<String> = ssh_config
+                        .iter()
+                        .flat_map(|f| ["-F".to_string(), f.display().to_string()])
+                        .collect();
+                    mitossh::run::plan::short(
+                        &hosts,
+                        count,
+                        &command.join(" "),
+                        &ssh_args,
+                        duration,
+                    )
+                }
+            };
+            match loaded {
+                Ok(mut plan) => {
+                    if duration.is_some() {
+                        plan.duration = duration;
+                    }
+                    if let Some(g) = grace {
+                        plan.grace = g;
+                    }
+                    if continue_on_failure {
+                        plan.stop_on_failure = false;
+                    }
+                    if output_dir.is_some() {
+                        plan.output_dir = output_dir;
+                    }
+                    if let Some(d) = fetch_dir {
+                        plan.fetch_dir = d;
+                    }
+                    mitossh::run::main(mitossh::run::Options {
+                        plan,
+                        json,
+                        master: mitossh::daemon::MasterOptions {
+                            socket,
+                            ..Default::default()
+                        },
+                    })
+                }
+                Err(e) => {
+                    eprintln!("mitossh run: {e}");
+                    mitossh::run::RUN_FAILED
+                }
+            }
         }
         Command::Tree { socket } => {
             match socket_or_default(socket).and_then(|s| control::ask(&s, Request::Status)) {

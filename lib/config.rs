@@ -67,6 +67,24 @@ impl NamedContext {
     }
 }
 
+/// A duration as people write it: `30`, `30s`, `500ms`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 30, 30s, 500ms, 5m, 1h)"))?;
+    let ms = match unit {
+        "ms" => n,
+        "" | "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Ok(std::time::Duration::from_millis(ms))
+}
+
 pub fn parse_via_mode(s: &str) -> Result<ViaMode, String> {
     match s {
         "tcp" => Ok(ViaMode::Tcp),
@@ -127,6 +145,17 @@ pub fn parse(text: &str) -> Result<Config, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
 
     #[test]
     fn parses_a_named_context() {

@@ -18,5 +18,6 @@ pub mod paths;
 pub mod proto;
 pub mod pump;
 pub mod route;
+pub mod run;
 pub mod shim;
 pub mod sys;

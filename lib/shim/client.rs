@@ -68,6 +68,13 @@ impl MasterConn {
         (&self.stream).write_all(&buf)
     }
 
+    /// The socket itself, for a caller that continues asynchronously. Only valid before
+    /// any frame was read (nothing may be buffered here).
+    pub fn into_stream(self) -> UnixStream {
+        debug_assert!(self.buf.is_empty());
+        self.stream
+    }
+
     /// A second handle for sending from another thread.
     pub fn sender(&self) -> io::Result<MasterConn> {
         Ok(MasterConn {
