@@ -38,6 +38,9 @@ pub enum Ending {
     Lost(String),
 }
 
+/// A fetched file: its remote path, and where it landed or why not.
+pub type Fetched = (String, Result<PathBuf, String>);
+
 /// Why everything was stopped, if it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopReason {
@@ -61,8 +64,7 @@ pub struct ProcReport {
     pub runtime: Option<Duration>,
     pub bytes_out: u64,
     pub bytes_err: u64,
-    /// Remote path, and where it landed or why not.
-    pub fetched: Vec<(String, Result<PathBuf, String>)>,
+    pub fetched: Vec<Fetched>,
 }
 
 impl ProcReport {
@@ -508,7 +510,7 @@ async fn fetch_all(plan: &Plan, targets: &[Target], socket: &Path, reports: &mut
             });
         }
     }
-    let mut fetched: HashMap<usize, Vec<(String, Result<PathBuf, String>)>> = HashMap::new();
+    let mut fetched: HashMap<usize, Vec<Fetched>> = HashMap::new();
     while let Some(Ok((i, remote, got))) = jobs.join_next().await {
         fetched.entry(i).or_default().push((remote, got));
     }
