@@ -16,7 +16,7 @@ pub const MAX_FRAME: usize = 1 << 20;
 
 /// Largest payload of one `Data` frame. Small enough that a fat transfer interleaves finely
 /// with other streams on the same link, large enough to keep per-frame costs negligible.
-pub const MAX_DATA: usize = 64 * 1024;
+pub const MAX_DATA: usize = 256 * 1024;
 
 /// One frame: which context it concerns, what it says and, for data, the bytes.
 ///
