@@ -1,9 +1,10 @@
 //! Ansible end to end through mitossh: `mitossh-env ansible-playbook` runs a play with
-//! command, shell, file, copy, template, synchronize (push, pull, and with become into a
-//! root-owned path) and reset_connection against a host whose sudo has `requiretty` and a
-//! password, with pipelining off and on. Every ssh and sftp call Ansible makes (and the
-//! ssh that synchronize's rsync runs) goes through the shims (`MITOSSH_STRICT=1`: none may
-//! fall back to the real ssh), over one SSH connection.
+//! command, shell, file, copy, template, fetch, synchronize (push, pull, and with become
+//! into a root-owned path), Ansible's own become and reset_connection against a host whose
+//! sudo has `requiretty` and a password, with pipelining off (files by `sftp -b -`) and on
+//! (files by scp). Every ssh, sftp and scp call Ansible makes (and the ssh that
+//! synchronize's rsync runs) goes through the shims (`MITOSSH_STRICT=1`: none may fall back
+//! to the real ssh), over one SSH connection.
 //!
 //! Ansible (ansible-core 2.19 with ansible.posix, from PyPI) comes from a venv cached
 //! outside the repository (`common::ansible`).
@@ -45,7 +46,7 @@ const PLAYBOOK: &str = r#"
         state: directory
         mode: "0750"
 
-    - name: copy (sftp -b -)
+    - name: copy
       ansible.builtin.copy:
         src: "{{ src }}/a.txt"
         dest: "{{ rdir }}/copied.txt"
@@ -56,6 +57,12 @@ const PLAYBOOK: &str = r#"
         src: "{{ template }}"
         dest: "{{ rdir }}/templated.txt"
         mode: "0644"
+
+    - name: fetch
+      ansible.builtin.fetch:
+        src: "{{ rdir }}/templated.txt"
+        dest: "{{ fetched }}"
+        flat: true
 
     - name: synchronize, push
       ansible.posix.synchronize:
@@ -195,10 +202,11 @@ impl Project {
         std::fs::write(
             p.path("vars.yml"),
             format!(
-                "src: {src}\npulled: {pulled}\ntemplate: {template}\nrdir: {rdir}\n\
-                 root_dir: {root_dir}\nmarker: {marker}\npipelining: {pipelining}\n",
+                "src: {src}\npulled: {pulled}\nfetched: {fetched}\ntemplate: {template}\n\
+                 rdir: {rdir}\nroot_dir: {root_dir}\nmarker: {marker}\npipelining: {pipelining}\n",
                 src = p.path("src").display(),
                 pulled = p.path("pulled").display(),
+                fetched = p.path("fetched.txt").display(),
                 template = p.path("greeting.j2").display(),
                 rdir = p.rdir.display(),
                 root_dir = p.root_dir.display(),
@@ -241,6 +249,11 @@ impl Project {
             .env(
                 "ANSIBLE_PIPELINING",
                 if self.pipelining { "True" } else { "False" },
+            )
+            // Files go by `sftp -b -` in one run and by scp in the other.
+            .env(
+                "ANSIBLE_SSH_TRANSFER_METHOD",
+                if self.pipelining { "scp" } else { "sftp" },
             );
         cmd
     }
@@ -319,9 +332,15 @@ fn play_through_mitossh(pipelining: bool) {
     );
     eprintln!("pipelining {pipelining}: the play took {took:?} through mitossh");
 
-    // What Ansible passed was taken: sftp batch transfers, -tt without pipelining, and for
-    // reset_connection `-O check` answered "running" (else no stop is sent) and `-O stop`.
-    assert!(stdout.contains("SSH: EXEC sftp -b - "), "{}", context());
+    // What Ansible passed was taken: sftp batch transfers (or scp), -tt without pipelining,
+    // and for reset_connection `-O check` answered "running" (else no stop is sent) and
+    // `-O stop`.
+    let transfer = if pipelining {
+        "SSH: EXEC scp -C "
+    } else {
+        "SSH: EXEC sftp -b - -C "
+    };
+    assert!(stdout.contains(transfer), "{}", context());
     assert_eq!(
         stdout.contains(" -tt 127.0.0.1 "),
         !pipelining,
@@ -358,9 +377,14 @@ fn play_through_mitossh(pipelining: bool) {
         format!("copied {}\n", project.marker)
     );
     assert_eq!(std::fs::metadata(&copied).unwrap().mode() & 0o7777, 0o640);
+    let greeting = format!("Hello from target, {}\n", project.marker);
     assert_eq!(
         std::fs::read_to_string(project.rdir.join("templated.txt")).unwrap(),
-        format!("Hello from target, {}\n", project.marker)
+        greeting
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.path("fetched.txt")).unwrap(),
+        greeting
     );
     let src = tree_digest(&project.path("src"));
     assert_eq!(tree_digest(&project.rdir.join("pushed")), src, "pushed");
