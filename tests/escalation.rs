@@ -196,6 +196,46 @@ fn a_wrong_password_fails_fast_and_leaks_nowhere() {
     assert_eq!(check(&out), "root\n");
 }
 
+/// `ssh -O stop` (Ansible's reset_connection) retires the host's connection *and* the sudo
+/// context on it: open sessions finish, and the next call, become or not, logs in afresh.
+#[test]
+fn stop_retires_the_host_and_its_sudo_context() {
+    escalation();
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = password_file(dir.path(), TEST_PASSWORD);
+    let as_root = |command: &str| {
+        let out = output_within(
+            master
+                .ssh()
+                .args(sshd.ssh_args())
+                .arg(command)
+                .env("MITOSSH_BECOME", "root")
+                .env("MITOSSH_BECOME_PASSWORD_FILE", &pw),
+            b"",
+            T,
+        );
+        check(&out)
+    };
+    assert_eq!(as_root("id -u"), "0\n");
+    let tree_before = tree(&master);
+    assert!(tree_before.contains("sudo:root"), "{tree_before}");
+
+    let out = output_within(
+        master.ssh().args(["-O", "stop"]).args(sshd.ssh_args()),
+        b"",
+        T,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stderr, b"Stop listening request sent.\r\n");
+    wait_until(T, "both contexts to close", || {
+        master.status().contains("no contexts")
+    });
+    assert_eq!(as_root("id -u"), "0\n");
+    assert_eq!(sshd.accepted_connections(), 2, "{}", sshd.log());
+}
+
 #[test]
 fn nopasswd_su_and_doas() {
     let e = escalation();

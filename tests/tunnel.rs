@@ -591,3 +591,37 @@ fn without_a_command_the_login_shell_reads_stdin() {
     );
     assert_eq!(out.stdout, b"done\n");
 }
+
+/// `ssh -tt` with a pipe for stdin, as Ansible's module runs and scripts send it: the remote
+/// side has a terminal (which echoes the input and turns `\n` into `\r\n`), and everything
+/// matches the real ssh byte for byte.
+#[test]
+fn a_forced_pty_fed_from_a_pipe_behaves_like_ssh() {
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let command = "read l; echo got $l; tty >/dev/null && echo tty; exit 3";
+    let ours = output_within(
+        master.ssh().arg("-tt").args(sshd.ssh_args()).arg(command),
+        b"hi\n",
+        T,
+    );
+    let real = output_within(
+        Command::new("/usr/bin/ssh")
+            .arg("-tt")
+            .args(sshd.ssh_args())
+            .arg(command),
+        b"hi\n",
+        T,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ours.stdout),
+        "hi\r\ngot hi\r\ntty\r\n",
+        "stderr: {}\n{}",
+        String::from_utf8_lossy(&ours.stderr),
+        master.log()
+    );
+    assert_eq!(ours.stdout, real.stdout);
+    assert_eq!(ours.stderr, real.stderr);
+    assert_eq!(ours.status.code(), Some(3));
+    assert_eq!(real.status.code(), Some(3));
+}

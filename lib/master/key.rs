@@ -91,6 +91,11 @@ impl ContextKey {
         })
     }
 
+    /// Whether `other` is this context or one started from it (directly or further down).
+    pub fn leads_to(&self, other: &ContextKey) -> bool {
+        other.steps.starts_with(&self.steps)
+    }
+
     /// The last step as people write it: `user@host:port`, or `sudo:root`.
     pub fn label(&self) -> String {
         match self.steps.last() {
@@ -371,6 +376,11 @@ mod tests {
             "bob@bastion:2222 => bob@web1:2222 => sudo:root"
         );
         assert_eq!(leaf.host_label(), "web1");
+        // `ssh -O stop` for a host retires what was started from it, and nothing else.
+        assert!(plan[1].0.leads_to(leaf));
+        assert!(plan[1].0.leads_to(&plan[1].0));
+        assert!(!leaf.leads_to(&plan[1].0));
+        assert!(!key(hop(&[], "web2")).leads_to(leaf));
         // The same destination without become shares the ssh context.
         let plain = Target {
             become_as: None,

@@ -127,6 +127,24 @@ impl Registry {
         }
     }
 
+    /// The live context for `target` and every live context started from it (sudo on
+    /// that host, hosts reached through it); never connects.
+    pub fn find_with_descendants(&self, target: &Target) -> Vec<Arc<Context>> {
+        let Some(key) = key::key_of(target) else {
+            return Vec::new();
+        };
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .iter()
+            .filter_map(|(k, e)| match e {
+                Entry::Ready(ctx) if key.leads_to(k) && !ctx.dead.is_cancelled() => {
+                    Some(ctx.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The live context with id `id`.
     pub fn by_id(&self, id: ContextId) -> Option<Arc<Context>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());

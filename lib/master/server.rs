@@ -136,7 +136,10 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
             );
         }
         Request::StopContext { target } => {
-            if let Some(ctx) = master.registry.find(&target) {
+            // Like a stopped ControlMaster, the host's connection takes no new sessions;
+            // neither do the contexts started from it (sudo there), which live on it. So
+            // the next call, become or not, logs in afresh (Ansible's reset_connection).
+            for ctx in master.registry.find_with_descendants(&target) {
                 ctx.drain();
             }
             reply(

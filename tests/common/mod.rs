@@ -21,3 +21,5 @@ pub mod terminal;
 pub use terminal::*;
 pub mod tmux;
 pub use tmux::*;
+pub mod ansible;
+pub use ansible::*;
