@@ -64,8 +64,7 @@ fn try_run(opts: Options) -> io::Result<i32> {
             "ssh was not found on PATH; install openssh-client or set MITOSSH_REAL_SSH",
         )
     })?;
-    let dir = paths::runtime_dir()?.join(format!("env-{}", std::process::id()));
-    paths::private_dir(&dir)?;
+    let dir = paths::scratch_dir("env")?;
     let result = with_dir(&opts, &dir, &real_ssh, program, args);
     let _ = std::fs::remove_dir_all(&dir);
     result

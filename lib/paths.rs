@@ -63,6 +63,49 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The directory for a socket someone named: created 0700 if missing, left exactly as it
+/// is otherwise (it may be a shared directory such as /tmp; the socket itself is 0600 and
+/// the master checks every peer's uid).
+pub fn socket_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display())))
+}
+
+/// A private directory for this process under the runtime directory (`env-<pid>`,
+/// `run-<pid>`). Leftovers of processes that were killed before they could clean up are
+/// removed on the way.
+pub fn scratch_dir(kind: &str) -> io::Result<PathBuf> {
+    let runtime = runtime_dir()?;
+    if let Ok(entries) = std::fs::read_dir(&runtime) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(kind))
+                .and_then(|n| n.strip_prefix('-'))
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // SAFETY: kill with signal 0 only asks whether the process exists.
+            let alive = unsafe { libc::kill(pid, 0) } == 0
+                || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+            if !alive {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = runtime.join(format!("{kind}-{}", std::process::id()));
+    private_dir(&dir)?;
+    Ok(dir)
+}
+
 /// The socket a shim should use: `$MITOSSH_SOCKET`, if set and non-empty.
 pub fn socket_from_env() -> Option<PathBuf> {
     std::env::var_os(SOCKET_ENV)

@@ -219,3 +219,46 @@ fn a_legacy_script_runs_unchanged_over_one_connection() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "all-good\n");
     assert_eq!(sshd.accepted_connections(), 1, "{}", sshd.log());
 }
+
+#[test]
+fn a_named_socket_directory_keeps_its_mode_and_stale_runs_are_swept() {
+    use std::os::unix::fs::PermissionsExt;
+    // A shared directory for the socket: the master must not make it private.
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = shared.path().join("m.sock");
+    let out = output_within(
+        Command::new(bin("mitossh-env"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(["sh", "-c", "test -S \"$MITOSSH_SOCKET\""]),
+        b"",
+        T,
+    );
+    check(&out);
+    let mode = std::fs::metadata(shared.path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o755);
+
+    // The directory of a mitossh-env that was killed (its pid is gone) is removed by the next.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let runtime = std::path::PathBuf::from(format!("/tmp/mitossh-{}", unsafe { libc::getuid() }));
+    let stale = runtime.join(format!("env-{dead_pid}"));
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("master.log"), "old").unwrap();
+    let out = output_within(
+        Command::new(bin("mitossh-env"))
+            .arg("true")
+            .env_remove("MITOSSH_SOCKET")
+            .env_remove("XDG_RUNTIME_DIR"),
+        b"",
+        T,
+    );
+    check(&out);
+    assert!(!stale.exists(), "{} was left", stale.display());
+}

@@ -141,7 +141,7 @@ pub async fn run(mut config: Config) -> io::Result<()> {
 /// Binds the socket, refusing to take over from a live master and cleaning up a stale file.
 async fn bind(path: &std::path::Path) -> io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
-        crate::paths::private_dir(dir)?;
+        crate::paths::socket_dir(dir)?;
     }
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {

@@ -51,10 +51,7 @@ fn try_main(opts: Options) -> Result<i32, String> {
         .map(|h| host_target(&h.address, &h.ssh_args, &config))
         .collect::<Result<_, _>>()?;
     let real_ssh = paths::find_real("ssh").ok_or("ssh was not found on PATH")?;
-    let dir = paths::runtime_dir()
-        .map_err(|e| e.to_string())?
-        .join(format!("run-{}", std::process::id()));
-    paths::private_dir(&dir).map_err(|e| e.to_string())?;
+    let dir = paths::scratch_dir("run").map_err(|e| e.to_string())?;
     let master = daemon::ensure(&opts.master, &dir, &real_ssh).map_err(|e| e.to_string())?;
     let terminal = if opts.json {
         std::io::stderr().is_terminal()
