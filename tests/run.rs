@@ -203,3 +203,57 @@ fn a_failure_stops_everything_and_the_status_says_so() {
     });
     let _ = std::fs::remove_dir_all(format!("/tmp/{marker}"));
 }
+
+#[test]
+fn interrupt_stops_everything_and_output_files_keep_each_stream() {
+    let a = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let outputs = work.path().join("out");
+    let mut run = Command::new(bin("mitossh"))
+        .args(["run", "-H", a.alias(), "-n", "3", "-F"])
+        .arg(a.ssh_config())
+        .arg("--output-dir")
+        .arg(&outputs)
+        .args([
+            "--",
+            "echo ready {i}; echo err {i} >&2; while :; do sleep 0.2; done",
+        ])
+        .env_remove("MITOSSH_SOCKET")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once all three said they are ready, press ^C.
+    let mut seen = String::new();
+    let mut reader = std::io::BufReader::new(run.stdout.take().unwrap());
+    while seen.matches("ready").count() < 3 {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut reader, &mut line).unwrap() > 0,
+            "{seen}"
+        );
+        seen.push_str(&line);
+    }
+    // SAFETY: signalling the process this test started.
+    unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
+    let status = wait_child(&mut run, T, "mitossh run to stop on ^C");
+    let mut summary = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut summary).unwrap();
+    assert_eq!(status.code(), Some(130), "{summary}");
+    assert!(summary.contains("stopped because interrupted"), "{summary}");
+    let uid = test_user().uid;
+    wait_until_none(Duration::from_secs(5), "processes of the run", |p| {
+        p.uid == uid && p.cmdline.iter().any(|a| a.contains("ready"))
+    });
+    for i in 0..3 {
+        let dir = outputs.join(a.alias());
+        assert_eq!(
+            std::fs::read_to_string(dir.join(format!("p-{i}.out"))).unwrap(),
+            format!("ready {i}\n")
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join(format!("p-{i}.err"))).unwrap(),
+            format!("err {i}\n")
+        );
+    }
+}
