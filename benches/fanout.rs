@@ -110,16 +110,7 @@ fn main() {
     let a = Sshd::start();
     let b = Sshd::start();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("ssh_config");
-    std::fs::write(
-        &cfg,
-        [&a, &b]
-            .iter()
-            .map(|s| std::fs::read_to_string(s.ssh_config()).unwrap())
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
-    .unwrap();
+    let cfg = joint_config(dir.path(), &[&a, &b]);
     let hosts = [&a, &b];
     let n = 2 * per_host;
     let _ = epoch_ns();

@@ -18,16 +18,6 @@ fn under_env(script: &str) -> Command {
     cmd
 }
 
-fn check(out: &std::process::Output) {
-    assert!(
-        out.status.success(),
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn rsync_push_pull_and_twenty_more_calls_use_one_connection() {
     let sshd = Sshd::start();

@@ -20,17 +20,6 @@ fn password_file(dir: &Path, password: &str) -> PathBuf {
     p
 }
 
-fn check(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn sudo_with_requiretty_and_a_password_runs_as_root() {
     escalation();
@@ -285,20 +274,6 @@ fn without_a_password_or_terminal_the_error_says_what_to_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(255), "{err}");
     assert!(err.contains("MITOSSH_BECOME_PASSWORD_FILE"), "{err}");
-}
-
-/// One client configuration naming several test sshds (each harness config names one).
-fn joint_config(dir: &Path, servers: &[&Sshd]) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let text: String = servers
-        .iter()
-        .map(|s| std::fs::read_to_string(s.ssh_config()).unwrap())
-        .collect::<Vec<_>>()
-        .join("\n");
-    let p = dir.join("ssh_config");
-    std::fs::write(&p, text).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-    p
 }
 
 fn tree(master: &Master) -> String {

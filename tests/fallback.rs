@@ -82,21 +82,8 @@ fn a_host_whose_shell_cannot_run_an_agent_gets_the_real_ssh() {
         .unwrap();
     assert!(ok.success());
     let sshd = Sshd::start_for(&user);
-    let repo = user.home.join("served.git");
-    if !repo.exists() {
-        let ok = Command::new("git")
-            .args(["init", "-q", "--bare"])
-            .arg(&repo)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let ok = Command::new("chown")
-            .arg("-R")
-            .arg(format!("{}:{}", user.uid, user.gid))
-            .arg(&repo)
-            .status()
-            .unwrap();
-        assert!(ok.success());
+    if !user.home.join("served.git").exists() {
+        bare_repo(&user, "served.git");
     }
     let master = Master::start();
     let work = tempfile::tempdir().unwrap();

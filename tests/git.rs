@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -41,20 +40,7 @@ fn clone_push_and_fetch_over_one_connection() {
     let master = Master::start();
     let user = sshd.user();
     let name = format!("repo-{}.git", unique_marker());
-    let bare = user.home.join(&name);
-    let ok = Command::new("git")
-        .args(["init", "-q", "--bare", "-b", "main"])
-        .arg(&bare)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let ok = Command::new("chown")
-        .arg("-R")
-        .arg(format!("{}:{}", user.uid, user.gid))
-        .arg(&bare)
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    let bare = bare_repo(user, &name);
 
     let work = tempfile::tempdir().unwrap();
     let url = format!("{}:{name}", sshd.alias());

@@ -41,17 +41,6 @@ command = "echo start {{i}} load target={{host}} n={{n}} >&2; while :; do echo t
     text
 }
 
-fn joint_config(dir: &Path, servers: &[&Sshd]) -> std::path::PathBuf {
-    let text: String = servers
-        .iter()
-        .map(|s| std::fs::read_to_string(s.ssh_config()).unwrap())
-        .collect::<Vec<_>>()
-        .join("\n");
-    let p = dir.join("ssh_config");
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
 #[test]
 fn forty_eight_processes_start_together_and_stop_together() {
     let a = Sshd::start();

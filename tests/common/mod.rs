@@ -23,3 +23,5 @@ pub mod tmux;
 pub use tmux::*;
 pub mod ansible;
 pub use ansible::*;
+pub mod helpers;
+pub use helpers::*;
