@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use mitossh::proto::{Reply, Request};
+use mitossh::proto::{Reply, Request, StatusReport};
 use mitossh::{control, master, paths};
 
 #[derive(Parser)]
@@ -140,6 +140,24 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     mitossh::config::parse_duration(s)
 }
 
+/// `mitossh status` and `mitossh tree`: the master's report, printed by `format`.
+fn show_status(socket: Option<PathBuf>, format: fn(&StatusReport) -> String) -> i32 {
+    match socket_or_default(socket).and_then(|s| control::ask(&s, Request::Status)) {
+        Ok(Reply::Status(report)) => {
+            print!("{}", format(&report));
+            0
+        }
+        Ok(other) => {
+            eprintln!("mitossh: unexpected answer: {other:?}");
+            1
+        }
+        Err(e) => {
+            eprintln!("mitossh: {e}");
+            1
+        }
+    }
+}
+
 fn socket_or_default(socket: Option<PathBuf>) -> std::io::Result<PathBuf> {
     match socket.or_else(paths::socket_from_env) {
         Some(s) => Ok(s),
@@ -229,22 +247,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Tree { socket } => {
-            match socket_or_default(socket).and_then(|s| control::ask(&s, Request::Status)) {
-                Ok(Reply::Status(report)) => {
-                    print!("{}", control::format_tree(&report));
-                    0
-                }
-                Ok(other) => {
-                    eprintln!("mitossh: unexpected answer: {other:?}");
-                    1
-                }
-                Err(e) => {
-                    eprintln!("mitossh: {e}");
-                    1
-                }
-            }
-        }
+        Command::Tree { socket } => show_status(socket, control::format_tree),
         Command::Proxy {
             socket,
             context,
@@ -264,22 +267,7 @@ fn main() -> ExitCode {
             ready_fd,
             lifeline_fd,
         } => run_master(socket, idle_timeout, connect_timeout, ready_fd, lifeline_fd),
-        Command::Status { socket } => {
-            match socket_or_default(socket).and_then(|s| control::ask(&s, Request::Status)) {
-                Ok(Reply::Status(report)) => {
-                    print!("{}", control::format_status(&report));
-                    0
-                }
-                Ok(other) => {
-                    eprintln!("mitossh: unexpected answer: {other:?}");
-                    1
-                }
-                Err(e) => {
-                    eprintln!("mitossh: {e}");
-                    1
-                }
-            }
-        }
+        Command::Status { socket } => show_status(socket, control::format_status),
         Command::Stop { socket } => {
             match socket_or_default(socket).and_then(|s| control::ask(&s, Request::Shutdown)) {
                 Ok(_) => 0,

@@ -29,11 +29,14 @@ pub async fn read_with_credit<R>(
 ) where
     R: AsyncRead + Unpin + ?Sized,
 {
+    // One buffer for the whole stream: each chunk is split off its front, so chunks share
+    // allocations and a small read pins only what it holds, not a whole fresh buffer.
+    let mut buf = BytesMut::new();
     loop {
         let Some(allowed) = gate.acquire(MAX_DATA).await else {
             return; // closed: nobody wants the rest
         };
-        let mut buf = BytesMut::with_capacity(allowed);
+        buf.reserve(allowed);
         let mut n = match src.read_buf(&mut (&mut buf).limit(allowed)).await {
             Ok(n) => n,
             Err(e) => {
@@ -57,7 +60,7 @@ pub async fn read_with_credit<R>(
             emit(None);
             return;
         }
-        if !emit(Some(buf.freeze())) {
+        if !emit(Some(buf.split().freeze())) {
             return;
         }
     }

@@ -285,17 +285,6 @@ fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Owner uid and content digest of every file under `root`.
-fn owners_and_digests(root: &Path) -> Vec<(PathBuf, u32, String)> {
-    tree_digest(root)
-        .into_iter()
-        .map(|(rel, digest)| {
-            let uid = std::fs::metadata(root.join(&rel)).unwrap().uid();
-            (rel, uid, digest)
-        })
-        .collect()
-}
-
 /// Runs the play through `mitossh-env` against a fresh sshd and checks what it did.
 fn play_through_mitossh(pipelining: bool) {
     let sshd = Sshd::start();

@@ -20,6 +20,17 @@ fn password_file(dir: &Path, password: &str) -> PathBuf {
     p
 }
 
+/// The ssh shim, run through `master`, entering `sshd`'s host as root with the password in
+/// `pw`.
+fn as_root(master: &Master, sshd: &Sshd, command: &str, pw: &Path) -> Command {
+    let mut cmd = master.ssh();
+    cmd.args(sshd.ssh_args())
+        .arg(command)
+        .env("MITOSSH_BECOME", "root")
+        .env("MITOSSH_BECOME_PASSWORD_FILE", pw);
+    cmd
+}
+
 #[test]
 fn sudo_with_requiretty_and_a_password_runs_as_root() {
     escalation();
@@ -28,12 +39,7 @@ fn sudo_with_requiretty_and_a_password_runs_as_root() {
     let dir = tempfile::tempdir().unwrap();
     let pw = password_file(dir.path(), TEST_PASSWORD);
     let out = output_within(
-        master
-            .ssh()
-            .args(sshd.ssh_args())
-            .arg("id -un; tty || true")
-            .env("MITOSSH_BECOME", "root")
-            .env("MITOSSH_BECOME_PASSWORD_FILE", &pw),
+        &mut as_root(&master, &sshd, "id -un; tty || true", &pw),
         b"",
         T,
     );
@@ -61,18 +67,6 @@ fn under_env(env_args: &[&str], script: &str) -> Command {
         .env("MITOSSH_STRICT", "1")
         .env_remove("MITOSSH_SOCKET");
     cmd
-}
-
-/// Owner uid and content digest of every file under `root`.
-fn owners_and_digests(root: &Path) -> Vec<(PathBuf, u32, String)> {
-    use std::os::unix::fs::MetadataExt;
-    tree_digest(root)
-        .into_iter()
-        .map(|(rel, digest)| {
-            let uid = std::fs::metadata(root.join(&rel)).unwrap().uid();
-            (rel, uid, digest)
-        })
-        .collect()
 }
 
 #[test]
@@ -142,16 +136,7 @@ fn a_wrong_password_fails_fast_and_leaks_nowhere() {
     let wrong = format!("wrong-{}", unique_marker());
     let pw = password_file(dir.path(), &wrong);
     let started = Instant::now();
-    let out = output_within(
-        master
-            .ssh()
-            .args(sshd.ssh_args())
-            .arg("id -un")
-            .env("MITOSSH_BECOME", "root")
-            .env("MITOSSH_BECOME_PASSWORD_FILE", &pw),
-        b"",
-        T,
-    );
+    let out = output_within(&mut as_root(&master, &sshd, "id -un", &pw), b"", T);
     let took = started.elapsed();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(255), "{err}");
@@ -172,16 +157,7 @@ fn a_wrong_password_fails_fast_and_leaks_nowhere() {
     }
     // The login context is fine, and a right password afterwards works.
     let right = password_file(dir.path(), TEST_PASSWORD);
-    let out = output_within(
-        master
-            .ssh()
-            .args(sshd.ssh_args())
-            .arg("id -un")
-            .env("MITOSSH_BECOME", "root")
-            .env("MITOSSH_BECOME_PASSWORD_FILE", &right),
-        b"",
-        T,
-    );
+    let out = output_within(&mut as_root(&master, &sshd, "id -un", &right), b"", T);
     assert_eq!(check(&out), "root\n");
 }
 

@@ -41,14 +41,45 @@ command = "echo start {{i}} load target={{host}} n={{n}} >&2; while :; do echo t
     text
 }
 
+/// Two hosts, a client config naming both, a scratch directory and a unique marker.
+struct Setup {
+    a: Sshd,
+    b: Sshd,
+    work: tempfile::TempDir,
+    cfg: std::path::PathBuf,
+    marker: String,
+    plan_file: std::path::PathBuf,
+}
+
+impl Setup {
+    /// Call from the test's own thread: the sshds live as long as it.
+    fn new() -> Setup {
+        let a = Sshd::start();
+        let b = Sshd::start();
+        let work = tempfile::tempdir().unwrap();
+        let cfg = joint_config(work.path(), &[&a, &b]);
+        let plan_file = work.path().join("plan.toml");
+        Setup {
+            a,
+            b,
+            work,
+            cfg,
+            marker: unique_marker(),
+            plan_file,
+        }
+    }
+}
+
 #[test]
 fn forty_eight_processes_start_together_and_stop_together() {
-    let a = Sshd::start();
-    let b = Sshd::start();
-    let work = tempfile::tempdir().unwrap();
-    let cfg = joint_config(work.path(), &[&a, &b]);
-    let marker = unique_marker();
-    let plan_file = work.path().join("plan.toml");
+    let Setup {
+        a,
+        b,
+        work,
+        cfg,
+        marker,
+        plan_file,
+    } = Setup::new();
     std::fs::write(&plan_file, plan(&a, &b, &cfg, &marker, "")).unwrap();
     let fetched = work.path().join("fetched");
     let out = output_within(
@@ -139,12 +170,14 @@ fn forty_eight_processes_start_together_and_stop_together() {
 
 #[test]
 fn a_failure_stops_everything_and_the_status_says_so() {
-    let a = Sshd::start();
-    let b = Sshd::start();
-    let work = tempfile::tempdir().unwrap();
-    let cfg = joint_config(work.path(), &[&a, &b]);
-    let marker = unique_marker();
-    let plan_file = work.path().join("plan.toml");
+    let Setup {
+        a,
+        b,
+        work,
+        cfg,
+        marker,
+        plan_file,
+    } = Setup::new();
     let mut text =
         plan(&a, &b, &cfg, &marker, "").replace("duration = \"3s\"", "duration = \"60s\"");
     text.push_str(&format!(

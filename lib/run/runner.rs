@@ -317,48 +317,33 @@ async fn open(socket: &Path, target: Target, command: String) -> Result<Opened, 
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string());
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
-    let conn = MasterConn::connect(socket).map_err(|e| format!("cannot reach the master: {e}"))?;
-    let spec = OpenSpec {
-        command: Some(command.into_bytes()),
-        hold: true,
-        window: DEFAULT_WINDOW,
-        ..OpenSpec::default()
-    };
-    conn.request_with_fds(
-        Request::Session { target, spec },
-        &[null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
-    )
-    .map_err(|e| e.to_string())?;
-    // The master has its own copies now; ours would keep the pipes from ever ending.
-    drop((out_w, err_w, null));
-    let stream = conn.into_stream();
+    let socket = socket.to_path_buf();
+    // The request and its password dialogue are the shim's own, done on a blocking thread.
+    let (stream, leftover) = tokio::task::spawn_blocking(move || {
+        let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
+        let mut conn =
+            MasterConn::connect(&socket).map_err(|e| format!("cannot reach the master: {e}"))?;
+        let spec = OpenSpec {
+            command: Some(command.into_bytes()),
+            hold: true,
+            window: DEFAULT_WINDOW,
+            ..OpenSpec::default()
+        };
+        let fds = [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+        client::open(&mut conn, Request::Session { target, spec }, &fds, None)
+            .map_err(|e| e.message)?;
+        // The master has its own copies of the write ends; ours would keep the pipes open.
+        drop((out_w, err_w, null));
+        Ok::<_, String>(conn.into_parts())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     stream.set_nonblocking(true).map_err(|e| e.to_string())?;
     let stream = tokio::net::UnixStream::from_std(stream).map_err(|e| e.to_string())?;
     let (r, w) = stream.into_split();
     let mut frames = link::reader(r);
+    frames.read_buffer_mut().extend_from_slice(&leftover);
     let (control, _writer) = link::spawn_writer(w);
-    loop {
-        let frame = frames.next().await;
-        match frame.map(|f| f.map(|f| f.msg)) {
-            Some(Ok(Message::Reply(reply))) => match *reply {
-                Reply::Opened { .. } => break,
-                Reply::Failed { message, .. } => return Err(message),
-                other => return Err(format!("unexpected answer {other:?}")),
-            },
-            Some(Ok(Message::Prompt { text })) => {
-                let secret =
-                    tokio::task::spawn_blocking(move || crate::shim::askpass::answer(&text, None))
-                        .await
-                        .ok()
-                        .flatten();
-                let _ = control.send(Frame::new(MASTER, Message::PromptReply { secret }));
-            }
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(e.to_string()),
-            None => return Err("the master closed the connection".into()),
-        }
-    }
     Ok(Opened {
         control,
         frames,

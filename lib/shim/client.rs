@@ -68,11 +68,10 @@ impl MasterConn {
         (&self.stream).write_all(&buf)
     }
 
-    /// The socket itself, for a caller that continues asynchronously. Only valid before
-    /// any frame was read (nothing may be buffered here).
-    pub fn into_stream(self) -> UnixStream {
-        debug_assert!(self.buf.is_empty());
-        self.stream
+    /// The socket itself, for a caller that continues asynchronously, with the bytes
+    /// already read from it but not yet decoded.
+    pub fn into_parts(self) -> (UnixStream, BytesMut) {
+        (self.stream, self.buf)
     }
 
     /// A second handle for sending from another thread.

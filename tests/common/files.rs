@@ -70,3 +70,15 @@ pub fn tree_digest(root: &Path) -> BTreeMap<PathBuf, String> {
     }
     out
 }
+
+/// Relative path, owner uid and SHA-256 of every regular file under `root`.
+pub fn owners_and_digests(root: &Path) -> Vec<(PathBuf, u32, String)> {
+    use std::os::unix::fs::MetadataExt;
+    tree_digest(root)
+        .into_iter()
+        .map(|(rel, digest)| {
+            let uid = std::fs::metadata(root.join(&rel)).unwrap().uid();
+            (rel, uid, digest)
+        })
+        .collect()
+}
