@@ -60,7 +60,7 @@ pub struct ProcReport {
     pub ending: Ending,
     /// Stopped by us (deadline, ^C, another's failure): its signal death is no failure.
     pub stopped: bool,
-    /// From its release to its exit.
+    /// From the release of all processes to its exit.
     pub runtime: Option<Duration>,
     pub bytes_out: u64,
     pub bytes_err: u64,
@@ -247,7 +247,9 @@ pub async fn run(
             event = events.recv() => match event {
                 Some(Event::Released(i, at)) => released[i] = Some(at),
                 Some(Event::Exited(i, status, at)) => {
-                    reports[i].runtime = released[i].map(|r| at.duration_since(r));
+                    // Counted from the barrier's fall, as the deadline is: a late
+                    // `Released` reply says nothing about when the process began.
+                    reports[i].runtime = released[i].map(|_| at.duration_since(release_time));
                     reports[i].ending = Ending::Exited(status);
                     controls[i] = None;
                     running -= 1;
