@@ -166,6 +166,11 @@ fn socket_or_default(socket: Option<PathBuf>) -> std::io::Result<PathBuf> {
 }
 
 fn main() -> ExitCode {
+    // Run by a master's ssh as its SSH_ASKPASS: one argument, the prompt.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(prompt) = mitossh::askpass::invoked(&argv) {
+        return ExitCode::from(mitossh::askpass::main(&prompt) as u8);
+    }
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Agent {

@@ -4,6 +4,7 @@
 //! See `ARCHITECTURE.md` for the map of modules and their invariants.
 
 pub mod agent;
+pub mod askpass;
 pub mod bootstrap;
 pub mod config;
 pub mod control;
@@ -20,4 +21,5 @@ pub mod pump;
 pub mod route;
 pub mod run;
 pub mod shim;
+pub mod sshconfig;
 pub mod sys;

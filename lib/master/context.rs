@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::Master;
 use super::key::ContextKey;
 use crate::bootstrap::handshake;
-use crate::bootstrap::ssh::{ConnectError, SshCommand, bootstrap};
+use crate::bootstrap::ssh::{ConnectError, ConnectHooks, SshCommand, bootstrap};
 use crate::link::{self, LinkClosed, LinkReader, LinkSender};
 use crate::proto::{
     ContextId, ContextStatus, Frame, Hello, MASTER, Message, OpenSpec, Secret, StreamId,
@@ -356,8 +356,9 @@ pub async fn connect_ssh(
     key: ContextKey,
     ssh: SshCommand,
     parent: ContextId,
+    hooks: ConnectHooks,
 ) -> Result<Arc<Context>, ConnectError> {
-    let boot = bootstrap(&ssh, &master.image, master.config.connect_timeout).await?;
+    let boot = bootstrap(&ssh, &master.image, hooks).await?;
     tracing::info!(
         host = %ssh.label,
         "agent started ({})",

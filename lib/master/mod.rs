@@ -5,16 +5,21 @@
 //! - [`session`]: one shim invocation relayed to one stream;
 //! - [`registry`]: contexts by key, shared connection attempts;
 //! - [`context`]: one agent's link and the streams on it;
-//! - [`key`]: which invocations share a context, and the ssh command line.
+//! - [`key`]: which invocations share a context, and the ssh command line;
+//! - [`attempt`]: what the requests waiting for one connection attempt share (questions,
+//!   ssh's output);
+//! - [`resolve`]: the cache of `ssh -G` answers that contexts are keyed by.
 //!
 //! Shutdown (SIGTERM, SIGINT, SIGHUP, `mitossh stop`, or the lifeline closing) is one
 //! cancellation token: the listener stops, every agent is told to stop its processes and
 //! exit, and the master waits (bounded) for the ssh clients to end before it returns.
 
+pub mod attempt;
 pub mod context;
 pub mod key;
 pub mod prompt;
 pub mod registry;
+pub mod resolve;
 pub mod server;
 pub mod session;
 
@@ -34,6 +39,7 @@ use tokio_util::task::TaskTracker;
 use crate::bootstrap::image::AgentImage;
 use crate::proto::{StatusReport, StreamId};
 use registry::Registry;
+use resolve::Resolutions;
 
 /// How long shutdown waits for agents and ssh clients to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -60,6 +66,7 @@ pub struct Master {
     pub ssh: PathBuf,
     pub image: AgentImage,
     pub registry: Registry,
+    pub resolutions: Resolutions,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     started: Instant,
@@ -100,6 +107,7 @@ pub async fn run(mut config: Config) -> io::Result<()> {
         config,
         image,
         registry: Registry::default(),
+        resolutions: Resolutions::new(crate::sys::user::Account::current().home),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         started: Instant::now(),

@@ -21,11 +21,14 @@ use tokio::task::JoinHandle;
 use super::Master;
 use super::context::Context;
 use super::prompt::Prompter;
+use super::registry::Found;
 use crate::bootstrap::ssh::ConnectError;
 use crate::credit::CreditGate;
 use crate::link::{LinkReader, LinkSender};
 use crate::proto::flow::DEFAULT_WINDOW;
-use crate::proto::{ContextId, Fd, Frame, MASTER, Message, OpenSpec, Reply, StreamId, Target};
+use crate::proto::{
+    Caller, ContextId, Fd, Frame, MASTER, Message, OpenSpec, Reply, StreamId, Target,
+};
 use crate::pump::{self, Input, Sink};
 use crate::sys::adopt;
 
@@ -43,6 +46,7 @@ pub fn fail(to: &LinkSender, message: String) {
             message,
             exit_code: SSH_ERROR,
             fallback: false,
+            shown: false,
         },
     );
 }
@@ -61,27 +65,18 @@ pub async fn run(
     master: Arc<Master>,
     place: Place,
     mut spec: OpenSpec,
+    caller: Caller,
     [stdin, stdout, stderr]: [OwnedFd; 3],
     mut from_shim: LinkReader<OwnedReadHalf>,
     to_shim: LinkSender,
 ) {
-    let prompter = Prompter::for_shim(to_shim.clone());
+    let prompter = Prompter::for_shim(to_shim.clone(), caller.can_prompt);
+    // However this ends, questions to this shim are not answered any more.
+    let _closed = ClosePrompter(prompter.clone());
     let found = {
-        let connect = async {
-            match place {
-                Place::Target(target) => {
-                    master
-                        .registry
-                        .get_or_connect(&master, &target, &prompter)
-                        .await
-                }
-                Place::Context(id) => master.registry.by_id(id).ok_or_else(|| {
-                    ConnectError::Other(format!("mitossh: no context {id} (it closed?)"))
-                }),
-            }
-        };
+        let connect = find(&master, place, &prompter);
         tokio::pin!(connect);
-        // While connecting, the shim may be asked for passwords.
+        // While connecting, the shim may be asked questions.
         loop {
             tokio::select! {
                 found = &mut connect => break found,
@@ -97,15 +92,27 @@ pub async fn run(
     // The descriptors are dropped unused on failure, so a shim that falls back to the
     // real ssh finds its stdin intact.
     let ctx = match found {
-        Ok(ctx) => ctx,
+        Ok(Found { ctx, waited }) => {
+            if !waited && !caller.preamble.is_empty() {
+                reused(
+                    &prompter,
+                    &caller.preamble,
+                    &ctx,
+                    master.config.socket.as_path(),
+                );
+            }
+            ctx
+        }
         Err(e) => {
             let fallback = matches!(e, ConnectError::CannotServe(_));
+            let shown = matches!(e, ConnectError::Ssh(_));
             return reply(
                 &to_shim,
                 Reply::Failed {
                     message: e.to_string(),
                     exit_code: SSH_ERROR,
                     fallback,
+                    shown,
                 },
             );
         }
@@ -197,6 +204,54 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// Finds or makes the context a session runs in.
+async fn find(
+    master: &Arc<Master>,
+    place: Place,
+    prompter: &Prompter,
+) -> Result<Found, ConnectError> {
+    match place {
+        Place::Target(mut target) => {
+            master.resolutions.complete(&master.ssh, &mut target).await;
+            master
+                .registry
+                .get_or_connect(master, &target, prompter)
+                .await
+        }
+        Place::Context(id) => master
+            .registry
+            .by_id(id)
+            .map(|ctx| Found { ctx, waited: false })
+            .ok_or_else(|| ConnectError::Other(format!("mitossh: no context {id} (it closed?)"))),
+    }
+}
+
+/// What a ControlMaster client prints at `-v` when it uses an existing master: ssh's own
+/// lines about its configuration (the shim's `ssh -G -v`), then which connection it uses.
+fn reused(prompter: &Prompter, preamble: &[u8], ctx: &Context, socket: &std::path::Path) {
+    for line in preamble.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        prompter.say(crate::bootstrap::ssh::printable(line).as_bytes());
+    }
+    prompter.say(
+        format!(
+            "debug1: mitossh: using the connection to {} of the master at {} (context {})",
+            ctx.name,
+            socket.display(),
+            ctx.id
+        )
+        .as_bytes(),
+    );
+}
+
+/// Closes a session's prompter when the session ends.
+struct ClosePrompter(Prompter);
+
+impl Drop for ClosePrompter {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 

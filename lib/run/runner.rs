@@ -22,7 +22,7 @@ use super::lines::{LineBuffer, Prefix};
 use super::plan::{Plan, Proc};
 use crate::link::{self, LinkSender};
 use crate::proto::flow::DEFAULT_WINDOW;
-use crate::proto::{ExitStatus, Frame, MASTER, Message, OpenSpec, Reply, Request, Target};
+use crate::proto::{Caller, ExitStatus, Frame, MASTER, Message, OpenSpec, Reply, Request, Target};
 use crate::shim::client::{self, MasterConn};
 
 /// After stopping, how long beyond the grace to wait for processes to report back.
@@ -332,8 +332,17 @@ async fn open(socket: &Path, target: Target, command: String) -> Result<Opened, 
             ..OpenSpec::default()
         };
         let fds = [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
-        client::open(&mut conn, Request::Session { target, spec }, &fds, None)
-            .map_err(|e| e.message)?;
+        client::open(
+            &mut conn,
+            Request::Session {
+                target,
+                spec,
+                caller: Caller::default(),
+            },
+            &fds,
+            None,
+        )
+        .map_err(|e| e.message)?;
         // The master has its own copies of the write ends; ours would keep the pipes open.
         drop((out_w, err_w, null));
         Ok::<_, String>(conn.into_parts())
@@ -523,7 +532,11 @@ fn fetch(socket: &Path, target: Target, remote: &str, local: &Path) -> Result<()
     };
     client::open(
         &mut conn,
-        Request::Session { target, spec },
+        Request::Session {
+            target,
+            spec,
+            caller: Caller::default(),
+        },
         &[null.as_raw_fd(), file.as_raw_fd(), errors.0.as_raw_fd()],
         None,
     )

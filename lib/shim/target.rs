@@ -71,6 +71,7 @@ pub fn resolve(
         host: host.as_bytes().to_vec(),
         user: inv.user().map(|u| u.as_bytes().to_vec()),
         port: inv.port().ok().flatten(),
+        config: None,
     };
     let mut hops = Vec::new();
     if let Some(via) = env(VIA_ENV) {
@@ -141,6 +142,7 @@ fn hop_from(spec: &str, port: Option<u16>, ssh_args: &[Vec<u8>]) -> Result<SshHo
         host: dest.host.as_bytes().to_vec(),
         user: dest.user.map(|u| OsStr::as_bytes(&u).to_vec()),
         port: port.or(port_in_spec).or(dest.port),
+        config: None,
     })
 }
 
