@@ -643,3 +643,31 @@ fn send_env_from_the_configuration_is_applied_as_ssh_applies_it() {
         assert_eq!(stdout.trim(), format!("{lang}|unset"), "real={real}");
     }
 }
+
+#[test]
+fn remote_command_and_set_env_from_the_configuration_apply() {
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sshd.plain_client_config(
+        dir.path(),
+        Path::new("/dev/null"),
+        &format!(
+            "{NO_HOST_KEY_CHECKS}{}  SetEnv LC_MITOSSH=seven\n  \
+             RemoteCommand echo from-config-$((1+2)) \"$LC_MITOSSH\"\n  RequestTTY no\n",
+            key_lines(&sshd)
+        ),
+    );
+    for real in [false, true] {
+        let mut cmd = if real {
+            Command::new(REAL_SSH)
+        } else {
+            master.ssh()
+        };
+        cmd.arg("-F").arg(&cfg).arg(sshd.alias());
+        let out = output_within(&mut cmd, b"", T);
+        let (stdout, stderr) = text_of(&out);
+        assert!(out.status.success(), "real={real}: {stderr}");
+        assert_eq!(stdout.trim(), "from-config-3 seven", "real={real}");
+    }
+}
