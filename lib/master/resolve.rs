@@ -73,7 +73,10 @@ impl Resolutions {
                 continue;
             }
             if let Some(config) = &hop.config {
-                self.store(hop, config);
+                // The caller ran `ssh -G` because the cache had nothing (still) true.
+                if self.lookup(hop).is_none() {
+                    self.store(hop, config);
+                }
                 continue;
             }
             if let Some(config) = self.lookup(hop) {
