@@ -13,10 +13,12 @@ use bytes::BytesMut;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::codec::Decoder;
 
-use super::Master;
 use super::session::{self, Place, fail, reply};
+use super::{Master, key};
 use crate::link;
-use crate::proto::{FrameCodec, Hello, Message, OpenSpec, PROTOCOL_VERSION, Reply, Request};
+use crate::proto::{
+    FrameCodec, Hello, Message, OpenSpec, PROTOCOL_VERSION, Reply, Request, Target,
+};
 use crate::sys::passfd::recv_with_fds;
 
 /// A client that connects and says nothing is dropped after this long.
@@ -116,15 +118,24 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
             };
             session::run(master, Place::Context(ctx), spec, stdio, frames, to_client).await;
         }
-        Request::Check { .. } => reply(
-            &to_client,
-            Reply::Done {
-                master_pid: pid,
-                message: format!("Master running (pid={pid})"),
-            },
-        ),
+        // Like ssh -O, these ask about the connection to a destination: the host's
+        // context, whatever user the invocation would become there.
+        Request::Check { target } => match master.registry.find(&connection(&target)) {
+            Some(_) => reply(
+                &to_client,
+                Reply::Done {
+                    master_pid: pid,
+                    message: format!("Master running (pid={pid})"),
+                },
+            ),
+            None => no_connection(&to_client, &target),
+        },
         Request::ExitContext { target } => {
-            if let Some(ctx) = master.registry.find(&target) {
+            let found = master.registry.find_with_descendants(&connection(&target));
+            if found.is_empty() {
+                return no_connection(&to_client, &target);
+            }
+            for ctx in found {
                 ctx.shutdown();
             }
             reply(
@@ -139,7 +150,11 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
             // Like a stopped ControlMaster, the host's connection takes no new sessions;
             // neither do the contexts started from it (sudo there), which live on it. So
             // the next call, become or not, logs in afresh (Ansible's reset_connection).
-            for ctx in master.registry.find_with_descendants(&target) {
+            let found = master.registry.find_with_descendants(&connection(&target));
+            if found.is_empty() {
+                return no_connection(&to_client, &target);
+            }
+            for ctx in found {
                 ctx.drain();
             }
             reply(
@@ -162,6 +177,31 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
             master.shutdown.cancel();
         }
     }
+}
+
+/// The connection a target's context lives on: the target without a user to become.
+fn connection(target: &Target) -> Target {
+    Target {
+        become_as: None,
+        ..target.clone()
+    }
+}
+
+/// The answer to `ssh -O` for a destination the master has no connection to: a failure
+/// the shim hands to the real ssh, which answers for a ControlMaster of the user's own
+/// if there is one, and otherwise fails with its own message, as it would without mitossh.
+fn no_connection(to_client: &link::LinkSender, target: &Target) {
+    let label = key::key_of(&connection(target))
+        .map(|k| k.path_label())
+        .unwrap_or_default();
+    reply(
+        to_client,
+        Reply::Failed {
+            message: format!("no mitossh connection to {label}"),
+            exit_code: crate::shim::client::SSH_ERROR,
+            fallback: true,
+        },
+    );
 }
 
 /// Reads a client's `Hello` and `Request`, and the descriptors sent along (a session's
