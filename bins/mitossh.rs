@@ -133,6 +133,10 @@ enum Command {
         /// Remove this variable from the environment (set by the starter for itself).
         #[arg(long)]
         drop_env: Vec<String>,
+        /// Run commands with this shell rather than the account's login shell (started by
+        /// sudo or doas, which run commands themselves).
+        #[arg(long, value_name = "PATH")]
+        command_shell: Option<PathBuf>,
     },
 }
 
@@ -172,12 +176,14 @@ fn main() -> ExitCode {
             nonce,
             hop,
             drop_env,
+            command_shell,
         } => {
             mitossh::logging::init("warn");
             mitossh::agent::main(mitossh::agent::Options {
                 nonce,
                 hop,
                 drop_env,
+                command_shell,
             })
         }
         Command::Run {

@@ -225,6 +225,14 @@ async fn make(
     Ok(ctx)
 }
 
+/// What the user is asked: where, to become whom, and whose password it is (sudo wants
+/// the user's own by default, su the target's), as the tool's own prompt says.
+fn password_prompt(method: &str, role: &str, host: &str, whose: &str) -> String {
+    // `whose` comes from the agent: one short line of printable text only.
+    let whose: String = whose.chars().filter(|c| !c.is_control()).take(64).collect();
+    format!("[mitossh] {method} to {role} on {host}: password for {whose}: ")
+}
+
 /// Starts a child below `parent` and sees the password dialogue through.
 async fn spawn(
     parent: &Arc<Context>,
@@ -257,15 +265,13 @@ async fn spawn(
             _ = parent.dead.cancelled() => None,
         };
         match event {
-            Some(SpawnEvent::NeedPassword(_)) => {
+            Some(SpawnEvent::NeedPassword(whose)) => {
                 // A password that worked before on this host, else ask the user.
                 let secret = match (tried.is_none(), parent.known_password(method_name, &role)) {
                     (true, Some(known)) => Some(known),
                     _ => {
                         prompter
-                            .ask(format!(
-                                "[mitossh] {method_name} password for {role} on {host}: "
-                            ))
+                            .ask(password_prompt(method_name, &role, &host, &whose))
                             .await
                     }
                 };
