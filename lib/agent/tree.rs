@@ -118,24 +118,25 @@ impl Tree {
         }
     }
 
-    /// Starts child `child` by `method`, in the background.
-    pub fn spawn(&self, child: ContextId, method: Method) {
+    /// Starts child `child` by `method`, in the background. `shell`: this agent's command
+    /// shell, which a sudo or doas child keeps.
+    pub fn spawn(&self, child: ContextId, method: Method, shell: std::path::PathBuf) {
         let me = self.me();
         let up = self.up.clone();
         let passwords = self.passwords.clone();
         let events = self.events.clone();
-        let ask: AskPassword = Box::new(move |prompt| {
+        let ask: AskPassword = Box::new(move |whose| {
             let (tx, rx) = oneshot::channel();
             passwords
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(child, tx);
-            let _ = up.send(Frame::new(me, Message::NeedPassword { child, prompt }));
+            let _ = up.send(Frame::new(me, Message::NeedPassword { child, whose }));
             Box::pin(async move { rx.await.ok().flatten() })
         });
         tokio::spawn(async move {
             let started = match method {
-                Method::Become(role) => method::escalate::start(child, &role, ask).await,
+                Method::Become(role) => method::escalate::start(child, &role, &shell, ask).await,
                 Method::Ssh { args, label } => method::ssh::start(child, &args, &label).await,
             };
             let _ = events.send(match started {

@@ -66,6 +66,7 @@ impl Link {
 /// What a spawner hears about the child it waits for.
 #[derive(Debug)]
 pub enum SpawnEvent {
+    /// A password is needed: whose (an account name, untrusted).
     NeedPassword(String),
     Spawned(Hello),
     Failed(String),
@@ -464,8 +465,8 @@ fn route_up(link: &Link, master: &Weak<Master>, frame: Frame) {
         | Message::Exit { stream, .. }
         | Message::Eof { stream, .. }
         | Message::Credit { stream, .. } => stream,
-        Message::NeedPassword { child, prompt } => {
-            return ctx.spawn_event(child, SpawnEvent::NeedPassword(prompt));
+        Message::NeedPassword { child, whose } => {
+            return ctx.spawn_event(child, SpawnEvent::NeedPassword(whose));
         }
         Message::Spawned { child, hello } => {
             return ctx.spawn_event(child, SpawnEvent::Spawned(hello));

@@ -326,6 +326,14 @@ async fn connect_ssh(
     context::connect_ssh(master, id, key, ssh, parent_id, hooks).await
 }
 
+/// What the user is asked: where, to become whom, and whose password it is (sudo wants
+/// the user's own by default, su the target's), as the tool's own prompt says.
+fn password_prompt(method: &str, role: &str, host: &str, whose: &str) -> String {
+    // `whose` comes from the agent: one short line of printable text only.
+    let whose: String = whose.chars().filter(|c| !c.is_control()).take(64).collect();
+    format!("[mitossh] {method} to {role} on {host}: password for {whose}: ")
+}
+
 /// Starts a child below `parent` and sees the password dialogue through.
 async fn spawn(
     parent: &Arc<Context>,
@@ -358,13 +366,12 @@ async fn spawn(
             _ = parent.dead.cancelled() => None,
         };
         match event {
-            Some(SpawnEvent::NeedPassword(_)) => {
+            Some(SpawnEvent::NeedPassword(whose)) => {
                 // A password that worked before on this host, else ask the user.
                 let secret = match (tried.is_none(), parent.known_password(method_name, &role)) {
                     (true, Some(known)) => Some(known),
                     _ => {
-                        let text =
-                            format!("[mitossh] {method_name} password for {role} on {host}: ");
+                        let text = password_prompt(method_name, &role, &host, &whose);
                         attempt.ask(&text, PromptKind::Become).await
                     }
                 };

@@ -13,12 +13,12 @@ use bytes::BytesMut;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::codec::Decoder;
 
-use super::Master;
 use super::session::{self, Place, fail, reply};
+use super::{Master, key};
 use crate::link;
 use crate::proto::{
     Caller, FrameCodec, Hello, Message, OpenSpec, PROTOCOL_VERSION, PromptKind, Reply, Request,
-    Secret,
+    Secret, Target,
 };
 use crate::sys::passfd::recv_with_fds;
 
@@ -134,15 +134,24 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
             )
             .await;
         }
-        Request::Check { .. } => reply(
-            &to_client,
-            Reply::Done {
-                master_pid: pid,
-                message: format!("Master running (pid={pid})"),
-            },
-        ),
+        // Like ssh -O, these ask about the connection to a destination: the host's
+        // context, whatever user the invocation would become there.
+        Request::Check { target } => match master.registry.find(&connection(&target)) {
+            Some(_) => reply(
+                &to_client,
+                Reply::Done {
+                    master_pid: pid,
+                    message: format!("Master running (pid={pid})"),
+                },
+            ),
+            None => no_connection(&to_client, &target),
+        },
         Request::ExitContext { target } => {
-            if let Some(ctx) = master.registry.find(&target) {
+            let found = master.registry.find_with_descendants(&connection(&target));
+            if found.is_empty() {
+                return no_connection(&to_client, &target);
+            }
+            for ctx in found {
                 ctx.shutdown();
             }
             reply(
@@ -157,7 +166,11 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
             // Like a stopped ControlMaster, the host's connection takes no new sessions;
             // neither do the contexts started from it (sudo there), which live on it. So
             // the next call, become or not, logs in afresh (Ansible's reset_connection).
-            for ctx in master.registry.find_with_descendants(&target) {
+            let found = master.registry.find_with_descendants(&connection(&target));
+            if found.is_empty() {
+                return no_connection(&to_client, &target);
+            }
+            for ctx in found {
                 ctx.drain();
             }
             reply(
@@ -205,6 +218,32 @@ async fn askpass(master: &Master, token: &str, prompt: &str) -> Option<Secret> {
         attempt.abandoned.cancel();
     }
     answer
+}
+
+/// The connection a target's context lives on: the target without a user to become.
+fn connection(target: &Target) -> Target {
+    Target {
+        become_as: None,
+        ..target.clone()
+    }
+}
+
+/// The answer to `ssh -O` for a destination the master has no connection to: a failure
+/// the shim hands to the real ssh, which answers for a ControlMaster of the user's own
+/// if there is one, and otherwise fails with its own message, as it would without mitossh.
+fn no_connection(to_client: &link::LinkSender, target: &Target) {
+    let label = key::key_of(&connection(target))
+        .map(|k| k.path_label())
+        .unwrap_or_default();
+    reply(
+        to_client,
+        Reply::Failed {
+            message: format!("no mitossh connection to {label}"),
+            exit_code: crate::shim::client::SSH_ERROR,
+            fallback: true,
+            shown: false,
+        },
+    );
 }
 
 /// Reads a client's `Hello` and `Request`, and the descriptors sent along (a session's

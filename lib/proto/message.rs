@@ -127,10 +127,11 @@ pub enum Message {
     },
 
     // ----- contexts: agent → master -----
-    /// Starting `child` met a password prompt.
+    /// Starting `child` met a password prompt, for the password of the account `whose`
+    /// (as the tool's prompt names it: sudo's and doas's own user by default, su's target).
     NeedPassword {
         child: ContextId,
-        prompt: String,
+        whose: String,
     },
     /// `child` runs. Each agent this passes on its way up learns that `child` lives below
     /// the link it arrived on.

@@ -180,10 +180,16 @@ fn from_terminal(prompt: &str, echo: bool) -> Option<Secret> {
         quiet.local_flags.insert(LocalFlags::ECHONL);
     }
     (&tty).write_all(prompt.as_bytes()).ok()?;
-    termios::tcsetattr(tty.as_fd(), SetArg::TCSAFLUSH, &quiet).ok()?;
+    // A signal during the prompt must not leave echo off (see shim::signals).
+    super::tty::remember(tty.as_fd(), saved.clone());
+    if termios::tcsetattr(tty.as_fd(), SetArg::TCSAFLUSH, &quiet).is_err() {
+        super::tty::forget();
+        return None;
+    }
     let mut line = Vec::new();
     let read = BufReader::new(&tty).read_until(b'\n', &mut line);
     let _ = termios::tcsetattr(tty.as_fd(), SetArg::TCSAFLUSH, &saved);
+    super::tty::forget();
     read.ok()?;
     if line.is_empty() {
         return None; // end of input (^D): nothing typed, nothing to send

@@ -10,13 +10,14 @@ use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::args::{self, Invocation, Opt, SessionType, TtyRequest};
 use super::askpass;
 use super::client::{self, MasterConn, SSH_ERROR};
 use super::forward;
 use super::target::{self, Resolved};
-use super::tty;
+use super::{signals, tty};
 use crate::config;
 use crate::paths;
 use crate::proto::flow::DEFAULT_WINDOW;
@@ -78,12 +79,18 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         Err(code) => return code,
     };
     if let Some(ctl) = inv.arg('O') {
-        return control(conn, ctl, resolved.target);
+        return control(conn, ctl, resolved.target, &argv);
     }
     let settings = Settings::of(
         &inv,
         resolved.target.hops.last().and_then(|h| h.config.as_ref()),
     );
+    let forwards_only = settings.session_type == SessionType::None && inv.arg('W').is_none();
+    if forwards_only {
+        // Like ssh -N: the forwards serve until a signal ends them.
+        signals::handle(ending(&inv), None, |_| {});
+        signals::session_started();
+    }
     if resolved.command.is_none() {
         resolved.command = settings.remote_command.clone();
     }
@@ -94,8 +101,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     {
         return SSH_ERROR;
     }
-    if settings.session_type == SessionType::None && inv.arg('W').is_none() {
-        // Like ssh -N: the forwards serve until we are killed.
+    if forwards_only {
         drop(conn);
         loop {
             std::thread::park();
@@ -268,8 +274,9 @@ fn is_yes(value: &OsStr) -> bool {
     !matches!(value.as_bytes(), b"no" | b"false" | b"none")
 }
 
-/// `ssh -O check|exit|stop|…`.
-fn control(mut conn: MasterConn, ctl: &OsStr, target: Target) -> i32 {
+/// `ssh -O check|exit|stop|…`, for the connection to the destination. When the master has
+/// none, the real ssh answers (for a ControlMaster of the user's, or with its own error).
+fn control(mut conn: MasterConn, ctl: &OsStr, target: Target, argv: &[OsString]) -> i32 {
     let request = match ctl.as_bytes() {
         b"check" => Request::Check { target },
         b"exit" => Request::ExitContext { target },
@@ -293,6 +300,11 @@ fn control(mut conn: MasterConn, ctl: &OsStr, target: Target) -> i32 {
             eprint!("{message}\r\n");
             0
         }
+        Ok(Reply::Failed {
+            message,
+            fallback: true,
+            ..
+        }) => exec_real(argv, Some(&message)),
         Ok(Reply::Failed {
             message, exit_code, ..
         }) => {
@@ -349,10 +361,16 @@ fn session(
     };
     // Keep the terminal at hand (raw mode, window size) before stdin goes to the master.
     let terminal = if pty.is_some() {
-        tty::Terminal::stdin()
+        tty::Terminal::stdin().map(Arc::new)
     } else {
         None
     };
+    let resizes = conn.sender().ok();
+    signals::handle(ending(inv), terminal.clone(), move |size| {
+        if let Some(to) = &resizes {
+            let _ = to.send(Message::Resize { stream: 0, size });
+        }
+    });
     let request = Request::Session {
         target: resolved.target,
         spec,
@@ -376,16 +394,23 @@ fn session(
         return e.exit_code;
     }
     client::release_stdin_stdout();
-    let _raw = terminal.and_then(|t| {
-        let raw = t.raw_mode();
-        if let Ok(sender) = conn.sender() {
-            tty::handle_signals(t, move |size| {
-                let _ = sender.send(Message::Resize { stream: 0, size });
-            });
-        }
-        raw
-    });
+    let _raw = terminal.as_deref().and_then(tty::Terminal::raw_mode);
+    signals::session_started();
     client::wait_exit(&mut conn)
+}
+
+/// How a signal ends this invocation (see [`signals`]).
+fn ending(inv: &Invocation) -> signals::Ending {
+    let level = inv
+        .config("loglevel")
+        .map(|l| l.to_string_lossy().to_ascii_lowercase());
+    let verbose_level = level.is_some_and(|l| l == "verbose" || l.starts_with("debug"));
+    signals::Ending {
+        verbose: (inv.count('v') > 0 || verbose_level) && inv.count('q') == 0,
+        no_shell: inv.count('N') > 0
+            || inv.arg('W').is_some()
+            || inv.session_type() == args::SessionType::None,
+    }
 }
 
 /// Whether to ask for a remote pty, as ssh decides: `-t` when stdin is a terminal, `-tt`

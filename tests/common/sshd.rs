@@ -47,6 +47,12 @@ pub fn test_user() -> &'static TestUser {
 /// password the account is locked ("!" in /etc/shadow) and sshd with `UsePAM no` refuses it even by key.
 /// Idempotent, and safe across threads and processes (an flock on [`USER_LOCK`]).
 pub fn ensure_user(name: &str) -> TestUser {
+    ensure_account(name, &["-m", "-s", "/bin/bash"])
+}
+
+/// Like [`ensure_user`], with `useradd_args` for a new account (a service account's
+/// nologin shell and system home, say).
+pub fn ensure_account(name: &str, useradd_args: &[&str]) -> TestUser {
     require_root();
     let lock = OpenOptions::new()
         .create(true)
@@ -63,7 +69,9 @@ pub fn ensure_user(name: &str) -> TestUser {
     );
     if lookup_user(name).is_none() {
         run(
-            Command::new("/usr/sbin/useradd").args(["-m", "-s", "/bin/bash", name]),
+            Command::new("/usr/sbin/useradd")
+                .args(useradd_args)
+                .arg(name),
             b"",
         );
     }
