@@ -623,7 +623,11 @@ fn send_env_from_the_configuration_is_applied_as_ssh_applies_it() {
     let cfg = sshd.plain_client_config(
         dir.path(),
         Path::new("/dev/null"),
-        &format!("{NO_HOST_KEY_CHECKS}{}  SendEnv LANG\n", key_lines(&sshd)),
+        // sshd's AcceptEnv (the harness's: LANG LC_* GIT_PROTOCOL) refuses the second.
+        &format!(
+            "{NO_HOST_KEY_CHECKS}{}  SendEnv LANG MITOSSH_REFUSED\n",
+            key_lines(&sshd)
+        ),
     );
     let lang = format!("C.UTF-8-{}", unique_marker());
     for real in [false, true] {
@@ -634,13 +638,21 @@ fn send_env_from_the_configuration_is_applied_as_ssh_applies_it() {
         };
         cmd.env("LANG", &lang)
             .env("MITOSSH_NOT_SENT", "x")
+            .env("MITOSSH_REFUSED", "x")
             .arg("-F")
             .arg(&cfg)
-            .args([sshd.alias(), "echo \"$LANG|${MITOSSH_NOT_SENT:-unset}\""]);
+            .args([
+                sshd.alias(),
+                "echo \"$LANG|${MITOSSH_NOT_SENT:-unset}|${MITOSSH_REFUSED:-refused}\"",
+            ]);
         let out = output_within(&mut cmd, b"", T);
         let (stdout, stderr) = text_of(&out);
         assert!(out.status.success(), "real={real}: {stderr}");
-        assert_eq!(stdout.trim(), format!("{lang}|unset"), "real={real}");
+        assert_eq!(
+            stdout.trim(),
+            format!("{lang}|unset|refused"),
+            "real={real}"
+        );
     }
 }
 

@@ -10,6 +10,7 @@ use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
+use super::acceptenv::Policy;
 use crate::proto::{OpenSpec, WinSize};
 use crate::sys::fdio::FdIo;
 use crate::sys::user::Account;
@@ -62,6 +63,8 @@ pub struct Session {
     pub command_shell: PathBuf,
     /// The agent's own environment as sshd (or sudo) gave it, minus mitossh's variables.
     pub env: Vec<(OsString, OsString)>,
+    /// Which of a call's SendEnv/SetEnv variables sshd would have taken.
+    pub accept_env: Policy,
 }
 
 impl Session {
@@ -83,6 +86,7 @@ impl Session {
             account,
             command_shell,
             env,
+            accept_env: Policy::discover(),
         }
     }
 }
@@ -143,7 +147,11 @@ pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
 
     cmd.env_clear();
     cmd.envs(session.env.iter().map(|(k, v)| (k, v)));
-    for (k, v) in &spec.env {
+    let sent = spec
+        .ssh_env
+        .iter()
+        .filter(|(k, _)| session.accept_env.allows(k));
+    for (k, v) in spec.env.iter().chain(sent) {
         cmd.env(OsStr::from_bytes(k), OsStr::from_bytes(v));
     }
     let home = &session.account.home;

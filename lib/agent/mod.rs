@@ -11,6 +11,7 @@
 //! dropped) the agent SIGTERMs every process group and child it started, SIGKILLs what is
 //! left a second later, and exits.
 
+pub mod acceptenv;
 pub mod launch;
 pub mod stream;
 pub mod tree;

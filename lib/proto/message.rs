@@ -282,8 +282,11 @@ pub struct OpenSpec {
     pub command: Option<Vec<u8>>,
     /// A subsystem such as `sftp`; takes precedence over `command`.
     pub subsystem: Option<String>,
-    /// Extra environment (ssh's SendEnv/SetEnv).
+    /// Extra environment, set as given (`mitossh run`'s per-process `env`).
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// What an ssh call sends (SendEnv/SetEnv): set only as far as the `AcceptEnv` of the
+    /// sshd the agent came through allows, when the agent can read it.
+    pub ssh_env: Vec<(Vec<u8>, Vec<u8>)>,
     /// Working directory; `None` means the user's home, as sshd does.
     pub cwd: Option<Vec<u8>>,
     /// A pseudo-terminal for the process, as `ssh -t` asks.

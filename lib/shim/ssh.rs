@@ -354,7 +354,7 @@ fn session(
             None
         },
         command: if subsystem { None } else { command },
-        env: settings.env.clone(),
+        ssh_env: settings.env.clone(),
         pty: pty.clone(),
         window: DEFAULT_WINDOW,
         ..OpenSpec::default()
