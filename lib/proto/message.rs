@@ -164,6 +164,39 @@ pub enum Message {
     },
 }
 
+impl Message {
+    /// The variant's name, for log lines and errors that must not quote what a peer sent.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "Hello",
+            Message::Shutdown => "Shutdown",
+            Message::Open { .. } => "Open",
+            Message::Signal { .. } => "Signal",
+            Message::Resize { .. } => "Resize",
+            Message::Close { .. } => "Close",
+            Message::Release { .. } => "Release",
+            Message::Stop { .. } => "Stop",
+            Message::Opened { .. } => "Opened",
+            Message::OpenFailed { .. } => "OpenFailed",
+            Message::Released { .. } => "Released",
+            Message::Exit { .. } => "Exit",
+            Message::Data { .. } => "Data",
+            Message::Eof { .. } => "Eof",
+            Message::Credit { .. } => "Credit",
+            Message::Spawn { .. } => "Spawn",
+            Message::Password { .. } => "Password",
+            Message::NeedPassword { .. } => "NeedPassword",
+            Message::Spawned { .. } => "Spawned",
+            Message::SpawnFailed { .. } => "SpawnFailed",
+            Message::ContextLost { .. } => "ContextLost",
+            Message::Request(_) => "Request",
+            Message::Reply(_) => "Reply",
+            Message::Prompt { .. } => "Prompt",
+            Message::PromptReply { .. } => "PromptReply",
+        }
+    }
+}
+
 /// How a child context is started by its parent agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Method {

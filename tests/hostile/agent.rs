@@ -348,7 +348,8 @@ impl Peer {
         }
         let mut received = 0usize;
         while let Some(frame) = self.recv() {
-            let stdin = matches!(frame.msg, Message::Data { stream: s, fd: Fd::Stdin } if s == stream);
+            let stdin =
+                matches!(frame.msg, Message::Data { stream: s, fd: Fd::Stdin } if s == stream);
             if !stdin {
                 continue;
             }

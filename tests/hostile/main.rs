@@ -47,7 +47,10 @@ fn main() {
     }
     let tests: [(&str, fn()); 3] = [
         ("attacks_from_a_host_cost_only_its_link", root_attacks),
-        ("a_hostile_agent_below_a_genuine_one_is_cut_off", child_attacks),
+        (
+            "a_hostile_agent_below_a_genuine_one_is_cut_off",
+            child_attacks,
+        ),
         ("what_an_agent_says_about_itself_is_shown_escaped", escapes),
     ];
     std::process::exit(run_tests(&args[1..], &tests));
@@ -205,7 +208,10 @@ impl Echo {
         let status = wait_child(&mut self.child, T, "the echo to end");
         self.reader.take().unwrap().join().unwrap();
         let got = self.got.lock().unwrap();
-        assert!(status.success(), "the echo on the genuine host failed: {status}");
+        assert!(
+            status.success(),
+            "the echo on the genuine host failed: {status}"
+        );
         assert_eq!(got.len(), self.sent.len(), "echoed length");
         assert!(*got == self.sent, "the echo differs from its input");
     }
@@ -472,7 +478,11 @@ fn child_attacks() {
         }
         echo.feed(&random_bytes(4 << 20, 2 * i as u64 + 2));
         echo.finish();
-        rows.push((attack, peak, format!("hop agent peak {hop_peak} KiB; {error}")));
+        rows.push((
+            attack,
+            peak,
+            format!("hop agent peak {hop_peak} KiB; {error}"),
+        ));
     }
     assert_eq!(
         hop.accepted_connections(),
@@ -514,8 +524,15 @@ fn escapes() {
             line.contains(r"evil\x1b]0;pwned\x07\x0a   9"),
             "the hostname escaped in {view}: {line}"
         );
-        assert!(line.contains(r"mallory\x1b[31m\x1b[2J\u{9b}1m\u{202e}"), "{line}");
-        assert!(line.len() < 1000, "long names are cut short: {} bytes", line.len());
+        assert!(
+            line.contains(r"mallory\x1b[31m\x1b[2J\u{9b}1m\u{202e}"),
+            "{line}"
+        );
+        assert!(
+            line.len() < 1000,
+            "long names are cut short: {} bytes",
+            line.len()
+        );
     }
 
     let out = output_within(
