@@ -46,6 +46,23 @@ pub fn clean(text: &str, max: usize) -> String {
     out
 }
 
+/// Like [`clean`] for text of several lines (ssh's own messages): newlines stay, each line
+/// is cleaned, and at most `max` characters are kept in all.
+pub fn clean_lines(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, line) in text.split('\n').enumerate() {
+        let room = max.saturating_sub(out.chars().count() + usize::from(i > 0));
+        if room == 0 {
+            break;
+        }
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&clean(line, room));
+    }
+    out
+}
+
 /// Cleans `text` in place (see [`clean`]).
 pub fn clean_in_place(text: &mut String, max: usize) {
     if needs_cleaning(text, max) {
@@ -121,6 +138,15 @@ mod tests {
             r"a\u{9b}1m\u{202e}b\x7f"
         );
         assert_eq!(clean("tab\there", 64), r"tab\x09here");
+    }
+
+    #[test]
+    fn several_lines_keep_their_newlines_only() {
+        assert_eq!(
+            clean_lines("ssh: one\n\u{1b}[2Jtwo\r\n", 100),
+            "ssh: one\n\\x1b[2Jtwo\\x0d\n"
+        );
+        assert!(clean_lines(&"line\n".repeat(1000), 50).chars().count() <= 50);
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! disconnection (it was killed) stops the remote process.
 //!
 //! Sending never waits: frames to the agent are queued on its link, bytes for stdout and
-//! stderr are queued to their writer tasks. What sits in those queues is bounded by the
-//! credit each end granted, one window per direction.
+//! stderr are queued (by the link's dispatcher) to their writer tasks. What sits in those
+//! queues is bounded by the credit each end granted, one window per direction, which is
+//! checked as the agent's frames arrive (see [`crate::guard`]).
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{ContextId, Fd, Frame, MASTER, Message, OpenSpec, Reply, StreamId, Target};
 use crate::pump::{self, Inbox, Sink};
 use crate::sys::adopt;
+use crate::untrusted;
 
 /// Exit status ssh uses for its own failures.
 pub const SSH_ERROR: i32 = 255;
@@ -34,7 +36,12 @@ pub const SSH_ERROR: i32 = 255;
 /// How long an agent may take to answer `Open`: it connects a TCP stream within 30 s.
 const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-pub fn reply(to: &LinkSender, reply: Reply) {
+pub fn reply(to: &LinkSender, mut reply: Reply) {
+    // A failure goes to the user's terminal, and its text may quote a remote host (an
+    // agent's error, a line the remote shell wrote on ssh's stderr).
+    if let Reply::Failed { message, .. } = &mut reply {
+        *message = untrusted::clean_lines(message, 8 * untrusted::MAX_TEXT);
+    }
     let _ = to.send(Frame::new(MASTER, Message::Reply(Box::new(reply))));
 }
 
