@@ -297,16 +297,18 @@ impl Peer {
                 self.data(me, stream.wrapping_add(1000), INJECTED);
             }
             Attack::ForeignContext => {
-                // Speaking as every other context there is, the master included.
-                for ctx in (0..me).rev().take(64) {
+                // Speaking as every other context there is: the master, then the first
+                // contexts (the other host, or the hop this agent was reached from).
+                for ctx in (0..me).take(64) {
                     for s in (1..=stream).rev().take(4) {
                         self.data(ctx, s, INJECTED);
                     }
                 }
             }
             Attack::ForgedLost => {
-                // Every other context there is (its parent, its neighbours), then itself.
-                for ctx in (1..me).rev().take(63).chain([me]) {
+                // Every other context there is, the first ones first (the other host, or
+                // the hop this agent was reached from: its parent), then itself.
+                for ctx in (1..me).take(63).chain([me]) {
                     self.send(
                         me,
                         Message::ContextLost {
