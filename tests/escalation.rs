@@ -374,6 +374,66 @@ fn a_chain_through_a_bastion_with_sudo_at_the_end_and_nothing_left_after_a_kill(
     }
 }
 
+/// Starts `cmd` with stdout piped and waits for its first line, which must be `ready`.
+fn started(cmd: &mut Command) -> std::process::Child {
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ready\n");
+    child
+}
+
+#[test]
+fn a_bastion_stays_open_while_a_host_behind_it_works() {
+    // A host behind a bastion is reached through one of the bastion's TCP streams, which
+    // keeps the bastion busy; it is not a child of the bastion's agent. Its close used to
+    // be counted as a child's all the same, wrapping the bastion's count of children, so
+    // that a later stream through the bastion looked idle and the bastion closed under it.
+    let a = Sshd::start();
+    let b = Sshd::start();
+    let master = Master::start_with(&["--idle-timeout", "2s"]);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = joint_config(work.path(), &[&a, &b]);
+    let on = |host: &Sshd, via: Option<&Sshd>, command: &str| {
+        let mut cmd = master.ssh();
+        cmd.arg("-F").arg(&cfg).arg(host.alias()).arg(command);
+        if let Some(v) = via {
+            cmd.env("MITOSSH_VIA", v.alias());
+        }
+        cmd
+    };
+    // The bastion stays busy with a stream of its own while B comes and goes (idle).
+    let mut hold = started(&mut on(&a, None, "echo ready; cat >/dev/null"));
+    check(&output_within(&mut on(&b, Some(&a), "true"), b"", T));
+    wait_until(T, "B's context to close when idle", || {
+        !tree(&master).contains(&format!("({})", b.alias()))
+    });
+    // Now a stream through the bastion that outlives its idle timeout, after which
+    // the bastion has nothing else to do.
+    let mut long = started(&mut on(&b, Some(&a), "echo ready; sleep 6; echo done"));
+    drop(hold.stdin.take());
+    let status = wait_child(&mut hold, T, "the bastion's own stream to end");
+    assert!(status.success());
+    let status = wait_child(&mut long, T, "the stream behind the bastion to end");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(long.stdout.as_mut().unwrap(), &mut rest).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(long.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status}: {err}\n{}", master.log());
+    assert_eq!(rest, "done\n");
+    assert_eq!(a.accepted_connections(), 1, "the bastion never closed");
+    assert_eq!(b.accepted_connections(), 2);
+}
+
 #[test]
 fn ssh_can_run_on_the_hop_instead() {
     use std::os::unix::fs::{PermissionsExt, chown};

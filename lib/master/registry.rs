@@ -44,6 +44,12 @@ enum Entry {
     CannotServe(ConnectError, Instant),
 }
 
+/// How long an agent may take to say how starting a child goes: its own limit for starting
+/// one (sudo, or ssh from the hop), then for the child's hello, and some slack.
+const SPAWN_ANSWER_TIMEOUT: Duration = Duration::from_secs(
+    crate::method::SPAWN_TIMEOUT.as_secs() + crate::bootstrap::HELLO_TIMEOUT.as_secs() + 20,
+);
+
 /// How long "cannot serve this host" is remembered.
 const CANNOT_SERVE_MEMORY: Duration = Duration::from_secs(60);
 
@@ -361,8 +367,16 @@ async fn spawn(
         .map_err(|_| failed("the connection to the host is gone".into()))?;
     let mut tried = None;
     loop {
+        // The agent answers within its own limits (starting the tool, then its hello);
+        // time spent asking the user is not spent here.
         let event = tokio::select! {
-            e = events.recv() => e,
+            e = tokio::time::timeout(SPAWN_ANSWER_TIMEOUT, events.recv()) => match e {
+                Ok(e) => e,
+                Err(_) => return Err(failed(format!(
+                    "the agent did not answer within {}s",
+                    SPAWN_ANSWER_TIMEOUT.as_secs()
+                ))),
+            },
             _ = parent.dead.cancelled() => None,
         };
         match event {

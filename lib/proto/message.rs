@@ -186,6 +186,40 @@ pub enum PromptKind {
     Ssh { echo: bool },
 }
 
+impl Message {
+    /// The variant's name, for log lines and errors that must not quote what a peer sent.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "Hello",
+            Message::Shutdown => "Shutdown",
+            Message::Open { .. } => "Open",
+            Message::Signal { .. } => "Signal",
+            Message::Resize { .. } => "Resize",
+            Message::Close { .. } => "Close",
+            Message::Release { .. } => "Release",
+            Message::Stop { .. } => "Stop",
+            Message::Opened { .. } => "Opened",
+            Message::OpenFailed { .. } => "OpenFailed",
+            Message::Released { .. } => "Released",
+            Message::Exit { .. } => "Exit",
+            Message::Data { .. } => "Data",
+            Message::Eof { .. } => "Eof",
+            Message::Credit { .. } => "Credit",
+            Message::Spawn { .. } => "Spawn",
+            Message::Password { .. } => "Password",
+            Message::NeedPassword { .. } => "NeedPassword",
+            Message::Spawned { .. } => "Spawned",
+            Message::SpawnFailed { .. } => "SpawnFailed",
+            Message::ContextLost { .. } => "ContextLost",
+            Message::Request(_) => "Request",
+            Message::Reply(_) => "Reply",
+            Message::Prompt { .. } => "Prompt",
+            Message::PromptReply { .. } => "PromptReply",
+            Message::Diagnostic { .. } => "Diagnostic",
+        }
+    }
+}
+
 /// How a child context is started by its parent agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Method {
@@ -410,7 +444,9 @@ pub enum ViaMode {
     Ssh,
 }
 
-/// What the master is asked to do.
+/// What the master is asked to do. (Made once per connection: boxing the large
+/// `Session` would buy nothing.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// Run a process in the context for `target`; the stream frames that follow use stream 0.

@@ -136,11 +136,21 @@ impl Sshd {
 
     /// Starts a private sshd that logs `user` in by key, on a free loopback port.
     pub fn start_for(user: &TestUser) -> Sshd {
-        Sshd::start_with(user, Logins::default())
+        Sshd::launch_with(user, Logins::default(), "")
     }
 
     /// Starts a private sshd that also accepts the given logins.
     pub fn start_with(user: &TestUser, logins: Logins) -> Sshd {
+        Sshd::launch_with(user, logins, "")
+    }
+
+    /// Like [`Sshd::start_for`], with `extra` appended to sshd_config (e.g. `SetEnv NAME=value`
+    /// lines, which sshd puts into every session's environment).
+    pub fn start_with_config(user: &TestUser, extra: &str) -> Sshd {
+        Sshd::launch_with(user, Logins::default(), extra)
+    }
+
+    fn launch_with(user: &TestUser, logins: Logins, extra: &str) -> Sshd {
         require_root();
         for (path, package) in [(SSHD, "openssh-server"), (SSH_KEYGEN, "openssh-client")] {
             assert!(
@@ -152,7 +162,7 @@ impl Sshd {
         fs::create_dir_all("/run/sshd").expect("cannot create /run/sshd");
         // Another test may take the port between our probe and sshd's bind: then retry with a new one.
         for _ in 0..PORT_ATTEMPTS {
-            let mut sshd = Sshd::launch(user, free_port(), logins);
+            let mut sshd = Sshd::launch(user, free_port(), logins, extra);
             if sshd.wait_ready() {
                 return sshd;
             }
@@ -302,7 +312,7 @@ impl Sshd {
     }
 
     /// Writes keys and configs into a fresh directory and spawns sshd on `port`, without waiting for it.
-    fn launch(user: &TestUser, port: u16, logins: Logins) -> Sshd {
+    fn launch(user: &TestUser, port: u16, logins: Logins, extra: &str) -> Sshd {
         let dir = tempfile::Builder::new()
             .prefix("mitossh-sshd-")
             // Not $TMPDIR: sshd reads authorized_keys as the test user, who must be able to reach it.
@@ -327,7 +337,7 @@ impl Sshd {
         let sshd_config = path("sshd_config");
         write_file(
             &sshd_config,
-            &sshd_config_text(port, &host_key, &authorized_keys, logins),
+            &(sshd_config_text(port, &host_key, &authorized_keys, logins) + extra),
             0o644,
         );
         // Validate first: on a bad config this shows sshd's own complaint.
