@@ -362,19 +362,11 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
     }
 }
 
-/// A line fit for a terminal and a log: invalid UTF-8 replaced, control characters other
-/// than tab shown as `\xNN`, a trailing carriage return dropped.
+/// A line fit for a terminal and a log: invalid UTF-8 replaced, a trailing carriage
+/// return dropped, the rest cleaned as any untrusted text.
 pub fn printable(line: &[u8]) -> String {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let mut out = String::with_capacity(line.len());
-    for c in String::from_utf8_lossy(line).chars() {
-        if c.is_control() && c != '\t' {
-            out.push_str(&format!("\\x{:02x}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::untrusted::clean(&String::from_utf8_lossy(line), MAX_LINE)
 }
 
 /// A token bucket for log lines: `per_sec` a second, bursts of twice that.

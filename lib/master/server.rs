@@ -207,11 +207,7 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
 async fn askpass(master: &Master, token: &str, prompt: &str) -> Option<Secret> {
     let attempt = master.registry.askpass_attempt(token)?;
     let echo = crate::askpass::is_confirmation(prompt);
-    let text = prompt
-        .split('\n')
-        .map(|line| crate::bootstrap::ssh::printable(line.as_bytes()))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let text = crate::untrusted::clean_lines(prompt, crate::untrusted::MAX_TEXT * 4);
     let answer = attempt.ask(&text, PromptKind::Ssh { echo }).await;
     if answer.is_none() {
         tracing::warn!("nobody can answer ssh's question {text:?}; giving up the connection");
