@@ -380,7 +380,11 @@ fn a_sweep_runs_phases_on_the_same_connections_and_resumes_after_an_interrupt() 
     } = Setup::new();
     let tools = experiment_tools(&marker);
     let results = work.path().join("results");
-    std::fs::write(&plan_file, sweep_plan(&a, &b, &cfg, &results, &marker, &tools)).unwrap();
+    std::fs::write(
+        &plan_file,
+        sweep_plan(&a, &b, &cfg, &results, &marker, &tools),
+    )
+    .unwrap();
     // One master for both runs, as a user keeps one across an interrupted sweep.
     let master = Master::start();
 
@@ -415,8 +419,16 @@ fn a_sweep_runs_phases_on_the_same_connections_and_resumes_after_an_interrupt() 
     let status = wait_child(&mut run, T, "mitossh run to stop on ^C");
     let said = said.join().unwrap();
     assert_eq!(status.code(), Some(130), "{said}");
-    assert_eq!(point_json(&results, "clients-1")["status"], "completed", "{said}");
-    assert_eq!(point_json(&results, "clients-2")["status"], "interrupted", "{said}");
+    assert_eq!(
+        point_json(&results, "clients-1")["status"],
+        "completed",
+        "{said}"
+    );
+    assert_eq!(
+        point_json(&results, "clients-2")["status"],
+        "interrupted",
+        "{said}"
+    );
     assert!(!results.join("clients-3").exists(), "{said}");
     let first = std::fs::read(results.join("clients-1").join("point.json")).unwrap();
 
@@ -433,13 +445,24 @@ fn a_sweep_runs_phases_on_the_same_connections_and_resumes_after_an_interrupt() 
     );
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(0), "{said}");
-    assert!(said.contains("point 1/3 clients-1: completed earlier, skipped"), "{said}");
+    assert!(
+        said.contains("point 1/3 clients-1: completed earlier, skipped"),
+        "{said}"
+    );
     assert!(said.contains("point 2/3 clients-2 starts"), "{said}");
     assert!(said.contains("point 3/3 clients-3 starts"), "{said}");
     assert!(!said.contains("point 1/3 clients-1 starts"), "{said}");
-    assert_eq!(std::fs::read(results.join("clients-1").join("point.json")).unwrap(), first);
+    assert_eq!(
+        std::fs::read(results.join("clients-1").join("point.json")).unwrap(),
+        first
+    );
     // The interrupted attempt is kept, not removed.
-    assert!(results.join("clients-2.attempt-1").join("point.json").exists());
+    assert!(
+        results
+            .join("clients-2.attempt-1")
+            .join("point.json")
+            .exists()
+    );
     let sweep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(sweep["points"].as_array().unwrap().len(), 3);
 
@@ -490,11 +513,17 @@ fn a_sweep_runs_phases_on_the_same_connections_and_resumes_after_an_interrupt() 
     let rows: Vec<Vec<&str>> = rows.map(|r| r.split(',').collect()).collect();
     assert_eq!(rows.len(), 4 + 6 + 8, "{csv}");
     for r in &rows {
-        assert_eq!(r[col("point")], format!("clients-{}", r[col("clients")]), "{csv}");
+        assert_eq!(
+            r[col("point")],
+            format!("clients-{}", r[col("clients")]),
+            "{csv}"
+        );
         assert_eq!(r[col("point_status")], "completed");
     }
     assert_eq!(
-        rows.iter().filter(|r| r[col("process")] == "client").count(),
+        rows.iter()
+            .filter(|r| r[col("process")] == "client")
+            .count(),
         2 + 4 + 6
     );
 
@@ -558,7 +587,10 @@ command = "echo {marker} should not run"
         a.alias()
     );
     assert!(said.contains(&expected), "{said}");
-    assert!(said.contains("phase 2 (client, after replica) never started"), "{said}");
+    assert!(
+        said.contains("phase 2 (client, after replica) never started"),
+        "{said}"
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("should not run"));
     let p = point_json(&results, "run");
     assert_eq!(p["status"], "failed", "{p}");
@@ -586,7 +618,7 @@ k = [1, 2]
 address = "{host}"
 [[host.process]]
 name = "noisy"
-command = "printf 'clear\033[2Jscreen\nover\rwrite\n'; sleep 30"
+command = '''printf 'clear\033[2Jscreen\nover\rwrite\n'; sleep 30'''
 "#,
             cfg = a.ssh_config().display(),
             results = dir.join("results").display(),
@@ -608,7 +640,10 @@ fn the_status_line_shows_on_a_terminal_only_and_remote_control_codes_are_escaped
     let mut cmd = Command::new(bin("mitossh"));
     cmd.arg("run").arg(&plan).env_remove("MITOSSH_SOCKET");
     let (term, mut child) = Terminal::spawn(&mut cmd, 30, 120);
-    term.expect("point 1/2 k-1 · 1 running · 0 failed", T);
+    term.expect(
+        "point 1/2 k-1 · 1 running · 0 failed",
+        Duration::from_secs(20),
+    );
     term.expect("points completed", T);
     let status = wait_child(&mut child, T, "mitossh run on a terminal");
     let shown = term.text();
