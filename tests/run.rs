@@ -696,3 +696,82 @@ fn the_status_line_shows_on_a_terminal_only_and_remote_control_codes_are_escaped
     .unwrap();
     assert_eq!(kept, "clear\x1b[2Jscreen\nover\rwrite\n");
 }
+
+#[test]
+fn without_phases_the_clients_start_too_early_and_fail() {
+    // The control for the sweep test: its clients really need the replicas first.
+    let Setup {
+        a,
+        b,
+        work,
+        cfg,
+        marker,
+        plan_file,
+    } = Setup::new();
+    let tools = experiment_tools(&marker);
+    let results = work.path().join("results");
+    let text =
+        sweep_plan(&a, &b, &cfg, &results, &marker, &tools).replace("after = \"replica\"\n", "");
+    std::fs::write(&plan_file, text).unwrap();
+    let out = output_within(
+        Command::new(bin("mitossh"))
+            .arg("run")
+            .arg(&plan_file)
+            .args(["--points", "1"])
+            .env_remove("MITOSSH_SOCKET"),
+        b"",
+        T,
+    );
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let p = point_json(&results, "clients-1");
+    assert_eq!(p["status"], "failed", "{p}");
+    assert_eq!(p["phases"].as_array().unwrap().len(), 1, "{p}");
+    assert!(
+        p["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "client" && c["exit_code"] == 1),
+        "{p}"
+    );
+    let _ = std::fs::remove_dir_all(format!("/tmp/{marker}"));
+    let _ = std::fs::remove_dir_all(&tools);
+}
+
+#[test]
+fn a_missing_working_directory_is_a_clear_error() {
+    let a = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let plan_file = work.path().join("plan.toml");
+    let missing = format!("/nonexistent-{}", unique_marker());
+    std::fs::write(
+        &plan_file,
+        format!(
+            "ssh_args = [\"-F\", \"{}\"]\n[[host]]\naddress = \"{}\"\n[[host.process]]\nname = \"p\"\ncwd = \"{missing}\"\ncommand = \"pwd\"\n",
+            a.ssh_config().display(),
+            a.alias()
+        ),
+    )
+    .unwrap();
+    let out = output_within(
+        Command::new(bin("mitossh"))
+            .arg("run")
+            .arg(&plan_file)
+            .env_remove("MITOSSH_SOCKET"),
+        b"",
+        T,
+    );
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "cannot change to directory {missing}: not a directory here"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("some processes could not be started"),
+        "{said}"
+    );
+}
