@@ -1079,4 +1079,21 @@ mod tests {
                 .starts_with("point c-1: x command: unknown {nope}")
         );
     }
+
+    #[test]
+    fn the_readme_seed_scenario_is_a_valid_plan() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("# experiment.toml\n").unwrap();
+        let end = start + readme[start..].find("```").unwrap();
+        let e = parse(&readme[start..end]).unwrap();
+        assert_eq!(e.points.len(), 12);
+        assert_eq!(e.points[11].name, "clients-24-r2");
+        let last = &e.points[11].plan;
+        let count = |name: &str| last.procs.iter().filter(|p| p.name == name).count();
+        assert_eq!((count("replica"), count("client")), (24, 24));
+        assert_eq!(last.phases.len(), 2);
+        assert_eq!(last.hosts.len(), 4);
+        let c = last.procs.iter().find(|p| p.name == "client").unwrap();
+        assert_eq!(c.env, [("SEED".to_string(), "02".to_string())]);
+    }
 }
