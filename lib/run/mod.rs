@@ -36,6 +36,9 @@ use report::PointSummary;
 
 /// Exit status when the run itself could not be set up.
 pub const RUN_FAILED: i32 = 2;
+/// Threads for blocking work (opening sessions, readiness probes, fetches): each costs its
+/// allocator's heap, so 48 at once made `mitossh run` 80 MiB; these few keep up.
+const BLOCKING_THREADS: usize = 8;
 /// A point's summary in its directory.
 pub const POINT_FILE: &str = "point.json";
 
@@ -111,6 +114,7 @@ fn try_main(mut opts: Options) -> Result<i32, String> {
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .map_err(|e| e.to_string())?;
     let code = runtime.block_on(async {

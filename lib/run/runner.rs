@@ -28,12 +28,15 @@ use super::progress::Progress;
 use crate::link::{self, LinkSender};
 use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{
-    Endpoint, ExitStatus, Frame, MASTER, Message, OpenSpec, Reply, Request, Target,
+    Endpoint, ExitStatus, Frame, FrameCodec, MASTER, Message, OpenSpec, Reply, Request, Target,
 };
 use crate::shim::client::{self, MasterConn};
 
 /// After stopping, how long beyond the grace to wait for processes to report back.
 const STOP_SLACK: Duration = Duration::from_secs(10);
+/// Read buffers per process: its control connection, and each of its output pipes.
+const CONTROL_BUFFER: usize = 4 * 1024;
+const OUTPUT_BUFFER: usize = 16 * 1024;
 /// Between attempts to connect to a readiness port: from the first to the last.
 const PROBE_FIRST: Duration = Duration::from_millis(20);
 const PROBE_MAX: Duration = Duration::from_millis(250);
@@ -667,7 +670,8 @@ async fn open(socket: &Path, target: Target, spec: OpenSpec) -> Result<Opened, S
     stream.set_nonblocking(true).map_err(|e| e.to_string())?;
     let stream = tokio::net::UnixStream::from_std(stream).map_err(|e| e.to_string())?;
     let (r, w) = stream.into_split();
-    let mut frames = link::reader(r);
+    // Only small control frames come here: no need for a link's large read buffer.
+    let mut frames = link::LinkReader::with_capacity(r, FrameCodec::default(), CONTROL_BUFFER);
     frames.read_buffer_mut().extend_from_slice(&leftover);
     let (control, _writer) = link::spawn_writer(w);
     Ok(Opened {
@@ -724,7 +728,7 @@ async fn read_lines(
     let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
         return;
     };
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; OUTPUT_BUFFER];
     let mut cut = LineBuffer::default();
     let mut check = |line: &[u8]| {
         if let Some((re, events)) = &ready {
