@@ -136,6 +136,29 @@ mod tests {
     }
 
     #[test]
+    fn a_sequence_split_across_reads_is_still_escaped_and_never_reaches_a_prefix() {
+        use super::super::lines::{LineBuffer, Prefix};
+        let prefix = Prefix::new("node1", "replica[0]", 0, None);
+        let mut cut = LineBuffer::default();
+        let mut printed = Vec::new();
+        for chunk in [
+            &b"ok\x1b["[..],
+            b"1A\x1b[2K",
+            b"\rnode2 fake | x\n",
+            b"tail\r",
+        ] {
+            for l in cut.push(chunk) {
+                printed.extend(prefix.line(&line(&l), false));
+            }
+        }
+        printed.extend(prefix.line(&line(&cut.finish().unwrap()), false));
+        assert_eq!(
+            String::from_utf8(printed).unwrap(),
+            "node1 replica[0] | ok\\e[1A\\e[2K\\rnode2 fake | x\nnode1 replica[0] | tail\r\n"
+        );
+    }
+
+    #[test]
     fn messages_stay_on_one_line() {
         assert_eq!(message("cat: x\nno\x1b[2J"), "cat: x\\nno\\e[2J");
     }

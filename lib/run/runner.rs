@@ -564,13 +564,17 @@ async fn probe_port(
     let mut wait = PROBE_FIRST;
     loop {
         let (s, t, e) = (socket.clone(), target.clone(), endpoint.clone());
-        let last = match tokio::task::spawn_blocking(move || connect_once(&s, t, e)).await {
-            Ok(Ok(())) => {
+        // An attempt that hangs (a filtered port) must not outlast the timeout.
+        let left = give_up.saturating_duration_since(Instant::now());
+        let attempt = tokio::task::spawn_blocking(move || connect_once(&s, t, e));
+        let last = match tokio::time::timeout(left, attempt).await {
+            Ok(Ok(Ok(()))) => {
                 let _ = events.send(Event::Ready(i));
                 return;
             }
-            Ok(Err(why)) => why,
-            Err(e) => e.to_string(),
+            Ok(Ok(Err(why))) => why,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "the last attempt did not finish".into(),
         };
         if Instant::now() + wait >= give_up {
             let why = format!(
