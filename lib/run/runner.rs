@@ -39,7 +39,7 @@ const CONTROL_BUFFER: usize = 4 * 1024;
 const OUTPUT_BUFFER: usize = 16 * 1024;
 /// Between attempts to connect to a readiness port: from the first to the last.
 const PROBE_FIRST: Duration = Duration::from_millis(20);
-const PROBE_MAX: Duration = Duration::from_millis(250);
+const PROBE_MAX: Duration = Duration::from_millis(100);
 
 /// How a process ended up.
 #[derive(Debug, Clone, PartialEq, Eq)]
