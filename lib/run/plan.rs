@@ -25,7 +25,8 @@
 //! vars = { port = "70{i}" }
 //! env = { RUST_LOG = "info" }
 //! cwd = "/srv/replica"      # relative: to the home directory
-//! ready = { port = "{port}" }  # or { line = "REGEX" } or { delay = "2s" }
+//! ready = { port = "{port}" }  # accepts on localhost (or host = "…"), from its host;
+//!                              # or { line = "REGEX" } (of its output), or { delay = "2s" }
 //! ready_timeout = "60s"
 //! fetch = ["/tmp/replica-{i}.log"]
 //!
