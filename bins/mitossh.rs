@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::StyledStr;
 use clap::{Parser, Subcommand};
 use mitossh::proto::{Reply, Request, StatusReport};
 use mitossh::{control, master, paths};
@@ -54,37 +55,43 @@ enum Command {
     },
     /// Show the master's contexts and their streams, one per line.
     Status {
+        /// The master's socket [default: $MITOSSH_SOCKET, else the default of `master`].
         #[arg(long)]
         socket: Option<PathBuf>,
     },
     /// Show the master's contexts as a tree: method, user, host, pid, age, streams, bytes.
     Tree {
+        /// The master's socket [default: $MITOSSH_SOCKET, else the default of `master`].
         #[arg(long)]
         socket: Option<PathBuf>,
     },
     /// Connect stdin and stdout to HOST:PORT through context ID's agent (like `ssh -W`);
     /// the master uses it as the ProxyCommand of hosts reached through another.
     Proxy {
+        /// The master's socket [default: $MITOSSH_SOCKET, else the default of `master`].
         #[arg(long)]
         socket: Option<PathBuf>,
         /// The context whose host makes the connection (see `mitossh tree`).
         #[arg(long, value_name = "ID")]
         context: u32,
+        /// The host to connect to, as seen from the context's host.
         host: String,
+        /// The TCP port to connect to.
         port: u16,
     },
     /// Stop the master: its agents stop their processes and exit.
     Stop {
+        /// The master's socket [default: $MITOSSH_SOCKET, else the default of `master`].
         #[arg(long)]
         socket: Option<PathBuf>,
     },
     /// Start many processes on many hosts together, interleave their output, stop them
     /// together, fetch their files, and summarise.
-    #[command(after_help = "Examples:\n  mitossh run plan.toml\n  \
+    #[command(after_help = verbatim("Examples:\n  mitossh run plan.toml\n  \
             mitossh run -H node1,node2 -n 4 -d 30s -- 'worker --id {i} --on {host}'\n\n\
             In commands, {i} is a unique index per process name, {n} the index on its host,\n\
             {host} the host, {name} the process name, and plan variables by name.\n\
-            Exit status: 0 when every process did its job, 1 when one failed, 130 on ^C.")]
+            Exit status: 0 when every process did its job, 1 when one failed, 130 on ^C."))]
     Run {
         /// A TOML plan: hosts, processes per host, duration, files to fetch.
         #[arg(required_unless_present = "hosts", conflicts_with = "hosts")]
@@ -132,6 +139,8 @@ enum Command {
         /// Pass remote output to the terminal as it is, control characters included.
         #[arg(long)]
         raw: bool,
+        /// Use (or start) the master at this socket [default: $MITOSSH_SOCKET, else a
+        /// master of its own for the run].
         #[arg(long)]
         socket: Option<PathBuf>,
         /// Short form: the command template.
@@ -149,7 +158,19 @@ enum Command {
         /// Remove this variable from the environment (set by the starter for itself).
         #[arg(long)]
         drop_env: Vec<String>,
+        /// Run commands with this shell rather than the account's login shell (started by
+        /// sudo or doas, which run commands themselves).
+        #[arg(long, value_name = "PATH")]
+        command_shell: Option<PathBuf>,
     },
+}
+
+/// Help text shown as written. clap turns `{n}` into a line break wherever it appears (a
+/// clap 2 leftover), and `mitossh run` has a `{n}` placeholder: an empty style between
+/// `{` and `n}` keeps it (escapes are dropped when help does not go to a terminal).
+fn verbatim(text: &str) -> StyledStr {
+    let reset = clap::builder::styling::Reset.render().to_string();
+    StyledStr::from(text.replace("{n}", &format!("{{{reset}n}}")))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -182,18 +203,25 @@ fn socket_or_default(socket: Option<PathBuf>) -> std::io::Result<PathBuf> {
 }
 
 fn main() -> ExitCode {
+    // Run by a master's ssh as its SSH_ASKPASS: one argument, the prompt.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(prompt) = mitossh::askpass::invoked(&argv) {
+        return ExitCode::from(mitossh::askpass::main(&prompt) as u8);
+    }
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Agent {
             nonce,
             hop,
             drop_env,
+            command_shell,
         } => {
             mitossh::logging::init("warn");
             mitossh::agent::main(mitossh::agent::Options {
                 nonce,
                 hop,
                 drop_env,
+                command_shell,
             })
         }
         Command::Run {

@@ -3,8 +3,9 @@
 use std::io;
 use std::path::Path;
 
-use crate::proto::{Reply, Request, StatusReport};
+use crate::proto::{ContextStatus, Reply, Request, StatusReport};
 use crate::shim::client::MasterConn;
+use crate::untrusted::{MAX_NAME, clean};
 
 /// Sends one request and returns the master's reply.
 pub fn ask(socket: &Path, request: Request) -> io::Result<Reply> {
@@ -38,6 +39,7 @@ pub fn format_status(report: &StatusReport) -> String {
         "ID", "PARENT", "METHOD", "NAME", "PID", "AGE", "IDLE", "STREAMS", "SENT", "RECEIVED"
     ));
     for c in &report.contexts {
+        let c = &shown(c);
         out.push_str(&format!(
             "{:>4} {:>6} {:<6} {:<28} {:>8} {:>7} {:>7} {:>7} {:>10} {:>10}\n",
             c.id,
@@ -81,6 +83,7 @@ fn tree_node(
     last: bool,
     out: &mut String,
 ) {
+    let shown = shown(c);
     let (branch, next) = if last {
         ("└─ ", "   ")
     } else {
@@ -89,10 +92,10 @@ fn tree_node(
     out.push_str(&format!(
         "{indent}{branch}[{}] {} {}@{} ({}) pid {} · up {} · streams {} open, {} total · sent {} · received {}\n",
         c.id,
-        c.method,
-        c.user,
-        c.hostname,
-        c.name,
+        shown.method,
+        shown.user,
+        shown.hostname,
+        shown.name,
         c.agent_pid,
         duration(c.age_secs),
         c.open_streams,
@@ -113,6 +116,18 @@ fn tree_node(
             i + 1 == children.len(),
             out,
         );
+    }
+}
+
+/// A context's texts as they may be printed. The master cleans what agents say when it
+/// arrives; this makes sure of it, whatever master answers.
+fn shown(c: &ContextStatus) -> ContextStatus {
+    ContextStatus {
+        method: clean(&c.method, MAX_NAME),
+        name: clean(&c.name, MAX_NAME * 2),
+        user: clean(&c.user, MAX_NAME),
+        hostname: clean(&c.hostname, MAX_NAME),
+        ..c.clone()
     }
 }
 
@@ -172,6 +187,30 @@ mod tests {
         assert!(lines[2].starts_with("│  └─ [2] ssh bob@h"), "{tree}");
         assert!(lines[3].starts_with("│     └─ [3] sudo root@h"), "{tree}");
         assert!(lines[4].starts_with("└─ [4] ssh carol@h"), "{tree}");
+    }
+
+    #[test]
+    fn what_agents_say_is_printed_escaped() {
+        use crate::proto::ContextStatus;
+        let report = StatusReport {
+            contexts: vec![ContextStatus {
+                id: 1,
+                method: "ssh".into(),
+                name: "web1".into(),
+                user: "u\u{1b}[31m".into(),
+                hostname: "h\u{1b}]0;x\u{7}\n   2 fake".into(),
+                ..ContextStatus::default()
+            }],
+            ..StatusReport::default()
+        };
+        for text in [format_status(&report), format_tree(&report)] {
+            assert!(!text.contains('\u{1b}'), "{text}");
+            assert!(
+                text.contains(r"u\x1b[31m@h\x1b]0;x\x07\x0a   2 fake"),
+                "{text}"
+            );
+            assert!(!text.contains("\n   2 fake"), "{text}");
+        }
     }
 
     #[test]

@@ -53,10 +53,12 @@ pub fn ensure(opts: &MasterOptions, dir: &Path, real_ssh: &Path) -> io::Result<M
     let requested = opts.socket.clone().or_else(paths::socket_from_env);
     let (socket, started) = match requested {
         Some(s) if master_answers(&s) => (s, None),
-        Some(s) => {
-            let m = start(opts, &s, dir, real_ssh)?;
-            (s, Some(m))
-        }
+        Some(s) => match start(opts, &s, dir, real_ssh) {
+            Ok(m) => (s, Some(m)),
+            // Another process started one there meanwhile: use it.
+            Err(_) if master_answers(&s) => (s, None),
+            Err(e) => return Err(e),
+        },
         None => {
             let s = dir.join("master.sock");
             let m = start(opts, &s, dir, real_ssh)?;
@@ -75,21 +77,25 @@ impl MasterGuard {
         &self.socket
     }
 
-    /// Stops a master started here (unless asked to keep it, then says where it is).
-    pub fn finish(mut self) {
+    /// Stops a master started here, unless asked to keep it: then says where it is and
+    /// returns true (its socket and log must stay where they are).
+    pub fn finish(mut self) -> bool {
         let Some(master) = self.started.take() else {
-            return;
+            return false;
         };
         if self.keep {
             eprintln!(
-                "mitossh: master {} keeps running; export MITOSSH_SOCKET={}",
+                "mitossh: master {} keeps running (log: {}); export MITOSSH_SOCKET={}",
                 master.child.id(),
-                self.socket.display()
+                master.log.display(),
+                shell_word(&self.socket.to_string_lossy())
             );
             // Without a lifeline; forget the child without waiting for it.
             std::mem::forget(master.child);
+            true
         } else {
             stop(master, &self.socket);
+            false
         }
     }
 }
@@ -179,6 +185,7 @@ fn start(opts: &MasterOptions, socket: &Path, dir: &Path, real_ssh: &Path) -> io
                     .find(|l| !l.trim().is_empty())
                     .map(str::to_string)
             })
+            .map(|l| l.strip_prefix("mitossh: ").unwrap_or(&l).to_string())
             .unwrap_or_else(|| "it exited without a message".into());
         return Err(io::Error::other(format!("the master did not start: {why}")));
     }
@@ -187,6 +194,16 @@ fn start(opts: &MasterOptions, socket: &Path, dir: &Path, real_ssh: &Path) -> io
         lifeline,
         log,
     })
+}
+
+/// `word` as one word for a POSIX shell, quoted only if it needs to be.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 /// Reads one line with a deadline (poll, then read).

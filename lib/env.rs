@@ -65,8 +65,13 @@ fn try_run(opts: Options) -> io::Result<i32> {
         )
     })?;
     let dir = paths::scratch_dir("env")?;
-    let result = with_dir(&opts, &dir, &real_ssh, program, args);
-    let _ = std::fs::remove_dir_all(&dir);
+    let mut kept = false;
+    let result = with_dir(&opts, &dir, &real_ssh, program, args, &mut kept);
+    // A kept master lives on in this directory (its socket and log); a later
+    // mitossh-env removes it once that master is gone.
+    if !kept {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     result
 }
 
@@ -76,6 +81,7 @@ fn with_dir(
     real_ssh: &Path,
     program: &OsString,
     args: &[OsString],
+    kept: &mut bool,
 ) -> io::Result<i32> {
     let master = daemon::ensure(
         &daemon::MasterOptions {
@@ -139,16 +145,17 @@ fn with_dir(
         }
     };
 
-    master.finish();
+    *kept = master.finish();
     status
 }
 
-/// A directory with only `ssh`, `scp` and `sftp` in it, pointing at the shims built next
-/// to this executable, to put first on PATH.
+/// A directory with only the `ssh`, `scp` and `sftp` shims and `mitossh` itself (and
+/// `mitossh-env`) in it, pointing at the programs built next to this executable, to put
+/// first on PATH.
 fn make_shim_dir(dir: &Path) -> io::Result<PathBuf> {
     let bin = dir.join("bin");
     paths::private_dir(&bin)?;
-    for prog in ["ssh", "scp", "sftp"] {
+    for &prog in paths::SHIM_DIR_PROGRAMS {
         let target = paths::sibling(prog)?;
         let link = bin.join(prog);
         let _ = std::fs::remove_file(&link);

@@ -4,12 +4,14 @@
 //! See `ARCHITECTURE.md` for the map of modules and their invariants.
 
 pub mod agent;
+pub mod askpass;
 pub mod bootstrap;
 pub mod config;
 pub mod control;
 pub mod credit;
 pub mod daemon;
 pub mod env;
+pub mod guard;
 pub mod link;
 pub mod logging;
 pub mod master;
@@ -20,4 +22,6 @@ pub mod pump;
 pub mod route;
 pub mod run;
 pub mod shim;
+pub mod sshconfig;
 pub mod sys;
+pub mod untrusted;

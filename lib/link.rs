@@ -1,16 +1,21 @@
 //! A link: one framed, bidirectional byte pipe between two mitossh processes.
 //!
 //! Any task sends on a link through a cheap, cloneable [`LinkSender`]; one writer task per
-//! link drains the queue and batches frames into large writes. The queue is unbounded on
-//! purpose: flow control bounds the data in it (see [`crate::proto::flow`]), and a task
-//! must never stall on a slow pipe while it holds other work. Reading is a plain
-//! `FramedRead` with a large buffer; its owner decides where each frame goes.
+//! link drains the queue and batches frames into large writes. Sending never waits: a
+//! task must never stall on a slow pipe while it holds other work. What the queue holds
+//! is bounded in bytes all the same: flow control bounds each stream's data (see
+//! [`crate::proto::flow`]), and whatever produces data in bulk (a pump, an agent relaying
+//! a child's frames) first waits for [`LinkSender::ready`], which holds it back while the
+//! queue is above [`QUEUE_LIMIT`]. Reading is a plain `FramedRead` with a large buffer;
+//! its owner decides where each frame goes.
 
 use std::io::IoSlice;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
 
@@ -22,6 +27,13 @@ const WRITE_BATCH: usize = 256 * 1024;
 /// Read buffer size: a few data frames per read system call.
 const READ_BUFFER: usize = 256 * 1024;
 
+/// Bytes queued on a link above which [`LinkSender::ready`] holds producers back: a few
+/// large writes' worth, enough to keep the pipe busy.
+pub const QUEUE_LIMIT: usize = 4 << 20;
+
+/// What a queued frame counts for besides its payload (its header and bookkeeping).
+const FRAME_COST: usize = 64;
+
 /// The link's writer is gone; nothing more can be sent on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("link closed")]
@@ -32,12 +44,60 @@ pub struct LinkClosed;
 #[derive(Debug, Clone)]
 pub struct LinkSender {
     tx: mpsc::UnboundedSender<Frame>,
+    backlog: Arc<Backlog>,
+}
+
+/// Bytes queued and not yet written, and a wake-up for producers waiting for room.
+#[derive(Debug, Default)]
+struct Backlog {
+    bytes: AtomicUsize,
+    room: Notify,
+}
+
+impl Backlog {
+    fn sub(&self, n: usize) {
+        let before = self.bytes.fetch_sub(n, Ordering::SeqCst);
+        if before >= QUEUE_LIMIT && before - n < QUEUE_LIMIT {
+            self.room.notify_waiters();
+        }
+    }
+}
+
+fn cost(frame: &Frame) -> usize {
+    frame.data.len() + FRAME_COST
 }
 
 impl LinkSender {
     /// Queues `frame`. Frames from one sender leave in the order they were queued.
     pub fn send(&self, frame: Frame) -> Result<(), LinkClosed> {
-        self.tx.send(frame).map_err(|_| LinkClosed)
+        let n = cost(&frame);
+        self.backlog.bytes.fetch_add(n, Ordering::SeqCst);
+        self.tx.send(frame).map_err(|_| {
+            self.backlog.sub(n);
+            LinkClosed
+        })
+    }
+
+    /// Waits while more than [`QUEUE_LIMIT`] bytes are queued (or returns at once when the
+    /// link is closed: sending then fails).
+    pub async fn ready(&self) {
+        loop {
+            let room = self.backlog.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.backlog.bytes.load(Ordering::SeqCst) < QUEUE_LIMIT || self.tx.is_closed() {
+                return;
+            }
+            tokio::select! {
+                _ = room => {}
+                _ = self.tx.closed() => return,
+            }
+        }
+    }
+
+    /// Bytes queued and not yet written (payloads plus a little per frame).
+    pub fn queued(&self) -> usize {
+        self.backlog.bytes.load(Ordering::SeqCst)
     }
 
     /// True once the writer has stopped (the pipe broke or the link was shut down).
@@ -66,11 +126,16 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(write_frames(w, rx));
-    (LinkSender { tx }, task)
+    let backlog = Arc::new(Backlog::default());
+    let task = tokio::spawn(write_frames(w, rx, backlog.clone()));
+    (LinkSender { tx, backlog }, task)
 }
 
-async fn write_frames<W>(mut w: W, mut rx: mpsc::UnboundedReceiver<Frame>) -> std::io::Result<()>
+async fn write_frames<W>(
+    mut w: W,
+    mut rx: mpsc::UnboundedReceiver<Frame>,
+    backlog: Arc<Backlog>,
+) -> std::io::Result<()>
 where
     W: AsyncWrite + Unpin,
 {
@@ -79,18 +144,24 @@ where
     let mut headers = BytesMut::with_capacity(16 * 1024);
     let mut batch: Vec<(std::ops::Range<usize>, Bytes)> = Vec::new();
     while let Some(frame) = rx.recv().await {
+        let mut costs = cost(&frame);
         let mut size = queue(frame, &mut headers, &mut batch);
         while size < WRITE_BATCH && batch.len() < MAX_IOVECS / 2 {
             match rx.try_recv() {
-                Ok(frame) => size += queue(frame, &mut headers, &mut batch),
+                Ok(frame) => {
+                    costs += cost(&frame);
+                    size += queue(frame, &mut headers, &mut batch);
+                }
                 Err(_) => break,
             }
         }
         let result = write_batch(&mut w, &headers, &batch).await;
         headers.clear();
         batch.clear();
+        backlog.sub(costs);
         if let Err(e) = result {
             rx.close();
+            backlog.room.notify_waiters();
             return Err(e);
         }
     }
@@ -188,6 +259,47 @@ mod tests {
             "EOF after the last sender is dropped"
         );
         writer.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn producers_wait_while_the_queue_is_full() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (tx, _writer) = spawn_writer(a);
+        let chunk = Bytes::from(vec![7u8; 256 * 1024]);
+        let frame = || {
+            Frame::with_data(
+                1,
+                Message::Data {
+                    stream: 1,
+                    fd: Fd::Stdout,
+                },
+                chunk.clone(),
+            )
+        };
+        // Nobody reads `b`: the queue fills past the limit, and `ready` holds back.
+        while tx.queued() < QUEUE_LIMIT {
+            tx.send(frame()).unwrap();
+        }
+        use futures::FutureExt;
+        assert!(
+            tx.ready().now_or_never().is_none(),
+            "ready() must wait while the queue is full"
+        );
+        // Reading lets it go on.
+        let mut rx = reader(b);
+        let reading = async {
+            loop {
+                rx.next().await.unwrap().unwrap();
+            }
+        };
+        let ready = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            tokio::select! {
+                _ = tx.ready() => {}
+                _ = reading => {}
+            }
+        });
+        assert!(ready.await.is_ok(), "ready() returns once the queue drains");
+        assert!(tx.queued() < QUEUE_LIMIT);
     }
 
     #[tokio::test]

@@ -63,23 +63,34 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The directory for a socket someone named: created 0700 if missing, left exactly as it
-/// is otherwise (it may be a shared directory such as /tmp; the socket itself is 0600 and
-/// the master checks every peer's uid).
+/// Checks that the directory of a socket someone named exists. It is left exactly as it
+/// is (it may be a shared directory such as /tmp; the socket itself is 0600 and the master
+/// checks every peer's uid), and never created: mitossh makes only its own directories.
 pub fn socket_dir(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", dir.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(io::Error::new(
+            e.kind(),
+            format!(
+                "the directory {} does not exist; create it first (mitossh creates only its own directories)",
+                dir.display()
+            ),
+        )),
+        Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display())))
 }
+
+/// The files mitossh puts in a scratch directory (the shims are symlinks in `bin`).
+const SCRATCH_FILES: &[&str] = &["master.sock", "master.log", "bin"];
 
 /// A private directory for this process under the runtime directory (`env-<pid>`,
 /// `run-<pid>`). Leftovers of processes that were killed before they could clean up are
-/// removed on the way.
+/// removed on the way: only directories holding nothing but what mitossh puts there, whose
+/// process is gone and whose socket no master answers (`mitossh-env --keep` leaves one).
 pub fn scratch_dir(kind: &str) -> io::Result<PathBuf> {
     let runtime = runtime_dir()?;
     if let Ok(entries) = std::fs::read_dir(&runtime) {
@@ -93,10 +104,7 @@ pub fn scratch_dir(kind: &str) -> io::Result<PathBuf> {
             else {
                 continue;
             };
-            // SAFETY: kill with signal 0 only asks whether the process exists.
-            let alive = unsafe { libc::kill(pid, 0) } == 0
-                || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-            if !alive {
+            if !process_exists(pid) && is_leftover(&entry.path()) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
@@ -105,6 +113,43 @@ pub fn scratch_dir(kind: &str) -> io::Result<PathBuf> {
     private_dir(&dir)?;
     Ok(dir)
 }
+
+fn process_exists(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only asks whether the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    alive || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Whether `dir` is a scratch directory of ours that nothing uses any more.
+fn is_leftover(dir: &Path) -> bool {
+    let ours = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .is_ok_and(|m| m.is_dir() && m.uid() == nix::unistd::getuid().as_raw())
+    };
+    let only = |p: &Path, allowed: &dyn Fn(&std::fs::DirEntry) -> bool| {
+        std::fs::read_dir(p).is_ok_and(|entries| entries.flatten().all(|e| allowed(&e)))
+    };
+    let shims_only = |e: &std::fs::DirEntry| {
+        e.file_type().is_ok_and(|t| t.is_symlink())
+            && e.file_name()
+                .to_str()
+                .is_some_and(|n| SHIM_DIR_PROGRAMS.contains(&n))
+    };
+    let scratch_only = |e: &std::fs::DirEntry| {
+        let name = e.file_name();
+        match name.to_str() {
+            Some("bin") => ours(&e.path()) && only(&e.path(), &shims_only),
+            Some(n) => SCRATCH_FILES.contains(&n) && !e.file_type().is_ok_and(|t| t.is_dir()),
+            None => false,
+        }
+    };
+    let socket = dir.join("master.sock");
+    let in_use = std::os::unix::net::UnixStream::connect(&socket).is_ok();
+    ours(dir) && !in_use && only(dir, &scratch_only)
+}
+
+/// The programs `mitossh-env` puts first on PATH (symlinks to its siblings).
+pub const SHIM_DIR_PROGRAMS: &[&str] = &["ssh", "scp", "sftp", "mitossh", "mitossh-env"];
 
 /// The socket a shim should use: `$MITOSSH_SOCKET`, if set and non-empty.
 pub fn socket_from_env() -> Option<PathBuf> {

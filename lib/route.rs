@@ -3,10 +3,10 @@
 //! Contexts form a tree rooted at the master (id 0). A frame travelling down carries its
 //! destination's id; each agent delivers it locally, passes it to the child link the
 //! destination lies behind, or drops it. A frame travelling up carries its source's id and
-//! always goes to the parent, but only if it arrived on the link that leads back to that
-//! source (the reverse-path check): a confused or hostile child cannot speak for contexts
-//! that are not below it. Routes are learnt when a child link announces a context below it
-//! and forgotten, all at once, when that link dies.
+//! goes to the parent, once the child link's [`crate::guard::Guard`] has judged it (a
+//! confused or hostile child cannot speak for contexts that are not below it). Routes are
+//! learnt when a child link announces a context below it and forgotten, all at once, when
+//! that link dies.
 //!
 //! The table is generic over the link identifier so it stays a pure data structure; its
 //! owner maps identifiers to actual senders.
@@ -98,11 +98,6 @@ impl<L: Clone + Eq + Hash> Routes<L> {
         }
     }
 
-    /// Whether a frame from `src` that arrived on child link `from` may be passed up.
-    pub fn accepts_up(&self, src: ContextId, from: &L) -> bool {
-        self.below.get(&src) == Some(from)
-    }
-
     /// Number of contexts below this one.
     pub fn len(&self) -> usize {
         self.below.len()
@@ -136,18 +131,6 @@ mod tests {
         assert_eq!(r.down(3), Hop::Down("b"));
         assert_eq!(r.down(0), Hop::Unknown, "the master is never below");
         assert_eq!(r.down(9), Hop::Unknown);
-    }
-
-    #[test]
-    fn reverse_path_check_rejects_spoofed_sources() {
-        let r = table();
-        assert!(r.accepts_up(4, &"a"));
-        assert!(!r.accepts_up(4, &"b"), "4 is not behind b");
-        assert!(
-            !r.accepts_up(1, &"a"),
-            "a child cannot speak for its parent"
-        );
-        assert!(!r.accepts_up(7, &"a"), "unknown sources are dropped");
     }
 
     #[test]

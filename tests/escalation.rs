@@ -374,6 +374,66 @@ fn a_chain_through_a_bastion_with_sudo_at_the_end_and_nothing_left_after_a_kill(
     }
 }
 
+/// Starts `cmd` with stdout piped and waits for its first line, which must be `ready`.
+fn started(cmd: &mut Command) -> std::process::Child {
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ready\n");
+    child
+}
+
+#[test]
+fn a_bastion_stays_open_while_a_host_behind_it_works() {
+    // A host behind a bastion is reached through one of the bastion's TCP streams, which
+    // keeps the bastion busy; it is not a child of the bastion's agent. Its close used to
+    // be counted as a child's all the same, wrapping the bastion's count of children, so
+    // that a later stream through the bastion looked idle and the bastion closed under it.
+    let a = Sshd::start();
+    let b = Sshd::start();
+    let master = Master::start_with(&["--idle-timeout", "2s"]);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = joint_config(work.path(), &[&a, &b]);
+    let on = |host: &Sshd, via: Option<&Sshd>, command: &str| {
+        let mut cmd = master.ssh();
+        cmd.arg("-F").arg(&cfg).arg(host.alias()).arg(command);
+        if let Some(v) = via {
+            cmd.env("MITOSSH_VIA", v.alias());
+        }
+        cmd
+    };
+    // The bastion stays busy with a stream of its own while B comes and goes (idle).
+    let mut hold = started(&mut on(&a, None, "echo ready; cat >/dev/null"));
+    check(&output_within(&mut on(&b, Some(&a), "true"), b"", T));
+    wait_until(T, "B's context to close when idle", || {
+        !tree(&master).contains(&format!("({})", b.alias()))
+    });
+    // Now a stream through the bastion that outlives its idle timeout, after which
+    // the bastion has nothing else to do.
+    let mut long = started(&mut on(&b, Some(&a), "echo ready; sleep 6; echo done"));
+    drop(hold.stdin.take());
+    let status = wait_child(&mut hold, T, "the bastion's own stream to end");
+    assert!(status.success());
+    let status = wait_child(&mut long, T, "the stream behind the bastion to end");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(long.stdout.as_mut().unwrap(), &mut rest).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(long.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status}: {err}\n{}", master.log());
+    assert_eq!(rest, "done\n");
+    assert_eq!(a.accepted_connections(), 1, "the bastion never closed");
+    assert_eq!(b.accepted_connections(), 2);
+}
+
 #[test]
 fn ssh_can_run_on_the_hop_instead() {
     use std::os::unix::fs::{PermissionsExt, chown};
@@ -427,18 +487,36 @@ fn ssh_can_run_on_the_hop_instead() {
     assert_eq!(b.accepted_connections(), 1);
 }
 
+/// The prompt says whose password it wants, as sudo's own does: the login user's, not
+/// root's.
 #[test]
-fn the_password_is_asked_on_the_commands_terminal() {
-    escalation();
+fn the_password_is_asked_on_the_commands_terminal_naming_whose_it_is() {
+    let e = escalation();
     let sshd = Sshd::start();
     let master = Master::start();
+
+    // sudo's own prompt, through the real ssh with a terminal.
+    let mut real = Command::new("/usr/bin/ssh");
+    real.arg("-tt")
+        .args(sshd.ssh_args())
+        .arg("sudo -u root id -un");
+    let (mut term, mut child) = Terminal::spawn(&mut real, 24, 80);
+    let sudo_prompt = format!("[sudo] password for {}: ", e.user.name);
+    term.expect(&sudo_prompt, T);
+    term.send(format!("{TEST_PASSWORD}\n").as_bytes());
+    assert!(wait_child(&mut child, T, "the real ssh").success());
+
     let mut cmd = master.ssh();
     cmd.args(sshd.ssh_args())
         .arg("id -un")
         .env("MITOSSH_BECOME", "root")
         .env_remove("MITOSSH_BECOME_PASSWORD_FILE");
     let (mut term, mut child) = Terminal::spawn(&mut cmd, 24, 80);
-    let prompt = format!("[mitossh] sudo password for root on {}: ", sshd.alias());
+    let prompt = format!(
+        "[mitossh] sudo to root on {}: password for {}: ",
+        sshd.alias(),
+        e.user.name
+    );
     term.expect(&prompt, T);
     term.send(format!("{TEST_PASSWORD}\n").as_bytes());
     let status = wait_child(&mut child, T, "the command to finish");
@@ -449,4 +527,171 @@ fn the_password_is_asked_on_the_commands_terminal() {
         !said.contains(TEST_PASSWORD),
         "the password was echoed: {said}"
     );
+}
+
+/// ^C at the password prompt ends the shim by SIGINT with echo back on, as ssh's own
+/// prompt does (so a script's loop stops there too).
+#[test]
+fn ctrl_c_at_the_password_prompt_restores_the_terminal_and_interrupts() {
+    use nix::sys::termios::{LocalFlags, tcgetattr};
+    use std::os::fd::BorrowedFd;
+    use std::os::unix::process::ExitStatusExt;
+    escalation();
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let mut cmd = master.ssh();
+    cmd.args(sshd.ssh_args())
+        .arg("id -un")
+        .env("MITOSSH_BECOME", "root")
+        .env_remove("MITOSSH_BECOME_PASSWORD_FILE");
+    let (mut term, mut child) = Terminal::spawn(&mut cmd, 24, 80);
+    term.expect("password for ", T);
+    // SAFETY: the terminal's descriptor stays open while `term` lives.
+    let pty = unsafe { BorrowedFd::borrow_raw(term.fd()) };
+    wait_until(T, "echo off at the prompt", || {
+        !tcgetattr(pty)
+            .unwrap()
+            .local_flags
+            .contains(LocalFlags::ECHO)
+    });
+    term.send(b"\x03");
+    let status = wait_child(&mut child, T, "the shim to end on ^C");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGINT),
+        "{status:?}: {}",
+        term.text()
+    );
+    let flags = tcgetattr(pty).unwrap().local_flags;
+    assert!(flags.contains(LocalFlags::ECHO), "echo left off");
+}
+
+/// Service accounts have nologin as their shell. sudo runs a command without it (only
+/// `-i`/`-s` ask for the target's shell), so through mitossh it must work too: a leading
+/// `sudo -u`, `--become`, rsync into the account's home, sftp as the account. su does run
+/// the target's shell, and says so.
+#[test]
+fn nologin_service_accounts_run_commands_as_with_sudo() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let e = escalation();
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let svc = &e.service;
+
+    // `sudo -u nobody id -un` as people type it; plain ssh needs -tt for requiretty.
+    let out = output_within(
+        master
+            .ssh()
+            .args(sshd.ssh_args())
+            .arg("sudo -u nobody id -un"),
+        b"",
+        T,
+    );
+    let ours = check(&out);
+    let real = output_within(
+        Command::new("/usr/bin/ssh")
+            .arg("-tt")
+            .args(sshd.ssh_args())
+            .arg("sudo -u nobody id -un"),
+        b"",
+        T,
+    );
+    assert_eq!(ours, "nobody\n");
+    assert_eq!(check(&real).replace('\r', ""), ours, "vs the real ssh -tt");
+
+    // --become, for a command, an sftp session, and rsync into the account's home.
+    let work = tempfile::tempdir().unwrap();
+    let secret = svc.home.join(format!("secret-{}", unique_marker()));
+    std::fs::write(&secret, "only mitossh-svc reads this\n").unwrap();
+    std::os::unix::fs::chown(&secret, Some(svc.uid), Some(svc.gid)).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let src = work.path().join("src");
+    make_tree(&src, 1 << 20, 20);
+    let dst = svc.home.join(format!("dst-{}", unique_marker()));
+    let dst2 = svc.home.join(format!("dst2-{}", unique_marker()));
+    let got = work.path().join("got");
+    let cfg = sshd.ssh_config().display();
+    let host = sshd.alias();
+    let script = format!(
+        r#"
+        test "$(ssh -F {cfg} {host} id -un)" = {svc_name}
+        test "$(MITOSSH_BECOME=nobody ssh -F {cfg} {host} id -un)" = nobody
+        echo 'get {secret} {got}' | sftp -q -F {cfg} -b - {host} >/dev/null
+        rsync -a -e "ssh -F {cfg}" {src}/ {host}:{dst}/
+        MITOSSH_BECOME= rsync -a -e "ssh -F {cfg}" --rsync-path="sudo -u {svc_name} rsync" {src}/ {host}:{dst2}/
+        "#,
+        svc_name = svc.name,
+        secret = secret.display(),
+        got = got.display(),
+        src = src.display(),
+        dst = dst.display(),
+        dst2 = dst2.display(),
+    );
+    let out = output_within(&mut under_env(&["--become", &svc.name], &script), b"", T);
+    check(&out);
+    assert_eq!(
+        std::fs::read_to_string(&got).unwrap(),
+        "only mitossh-svc reads this\n"
+    );
+    for d in [&dst, &dst2] {
+        assert_eq!(tree_digest(&src), tree_digest(d), "{}", d.display());
+        for (rel, uid, _) in owners_and_digests(d) {
+            assert_eq!(uid, svc.uid, "{} owned by {}", rel.display(), svc.name);
+        }
+        assert_eq!(std::fs::metadata(d).unwrap().uid(), svc.uid);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+    std::fs::remove_file(&secret).unwrap();
+    // The shim's master, the real ssh, and mitossh-env's master: one each.
+    assert_eq!(sshd.accepted_connections(), 3, "{}", sshd.log());
+
+    // su runs the target's login shell: nologin refuses, and the error says it.
+    let pw = password_file(work.path(), TEST_PASSWORD);
+    let out = output_within(
+        master
+            .ssh()
+            .args(sshd.ssh_args())
+            .arg("id -un")
+            .env("MITOSSH_BECOME", &svc.name)
+            .env("MITOSSH_BECOME_METHOD", "su")
+            .env("MITOSSH_BECOME_PASSWORD_FILE", &pw),
+        b"",
+        T,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "mitossh: su on {}: This account is currently not available.",
+            sshd.alias()
+        )
+    );
+}
+
+/// sudo takes a user as `#uid` too, in a leading `sudo -u '#0'` (quoted, as the remote
+/// shell needs it) and in `--become`.
+#[test]
+fn sudo_takes_a_user_by_uid() {
+    let e = escalation();
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = password_file(dir.path(), TEST_PASSWORD);
+    let run = |command: &str, become_user: Option<&str>| {
+        let mut cmd = master.ssh();
+        cmd.args(sshd.ssh_args())
+            .arg(command)
+            .env("MITOSSH_BECOME_PASSWORD_FILE", &pw);
+        if let Some(u) = become_user {
+            cmd.env("MITOSSH_BECOME", u);
+        }
+        check(&output_within(&mut cmd, b"", T))
+    };
+    assert_eq!(run("sudo -u '#0' id -un", None), "root\n");
+    assert_eq!(run("sudo -nu#0 id -un", None), "root\n");
+    let other = format!("sudo -u '#{}' id -un", e.other.uid);
+    assert_eq!(run(&other, None), format!("{}\n", e.other.name));
+    assert_eq!(run("id -un", Some("#0")), "root\n");
+    assert_eq!(sshd.accepted_connections(), 1);
 }

@@ -10,6 +10,7 @@ use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
+use super::acceptenv::Policy;
 use crate::proto::{OpenSpec, WinSize};
 use crate::sys::fdio::FdIo;
 use crate::sys::user::Account;
@@ -54,28 +55,55 @@ pub enum LaunchedIo {
 #[derive(Debug, Clone)]
 pub struct Session {
     pub account: Account,
+    /// The shell that runs commands (`-c`), subsystems and held processes. Under sshd and
+    /// su, the account's login shell. Under sudo and doas, which run a command themselves
+    /// rather than through the target's shell, the shell of whoever ran them: the one that
+    /// read the command line before sudo saw it. So a service account whose login shell
+    /// is nologin can still run commands, as with sudo.
+    pub command_shell: PathBuf,
     /// The agent's own environment as sshd (or sudo) gave it, minus mitossh's variables.
     pub env: Vec<(OsString, OsString)>,
+    /// Which of a call's SendEnv/SetEnv variables sshd would have taken.
+    pub accept_env: Policy,
 }
 
 impl Session {
     /// This agent's account and environment, without mitossh's own variables and those in
-    /// `drop` (set by whoever started the agent, for its own purposes).
-    pub fn current(drop: &[String]) -> Session {
+    /// `drop` (set by whoever started the agent, for its own purposes). `command_shell`:
+    /// the shell its starter ran commands with, for an agent started by sudo or doas.
+    pub fn current(drop: &[String], command_shell: Option<PathBuf>) -> Session {
         let env = std::env::vars_os()
             .filter(|(k, _)| !crate::bootstrap::image::is_private_env(k.as_bytes()))
             .filter(|(k, _)| !drop.iter().any(|d| d.as_bytes() == k.as_bytes()))
             .collect();
+        let account = Account::current();
+        let command_shell = match command_shell {
+            Some(shell) if executable(&shell) => shell,
+            Some(_) => PathBuf::from("/bin/sh"),
+            None => account.shell.clone(),
+        };
         Session {
-            account: Account::current(),
+            account,
+            command_shell,
             env,
+            accept_env: Policy::discover(),
         }
     }
 }
 
+/// Whether this process may execute `path`.
+fn executable(path: &Path) -> bool {
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok()
+}
+
 /// Starts the process `spec` describes.
 pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
-    let shell = &session.account.shell;
+    let interactive = spec.subsystem.is_none() && spec.command.is_none();
+    let shell = if interactive {
+        &session.account.shell
+    } else {
+        &session.command_shell
+    };
     let shell_name = shell
         .file_name()
         .map(OsStr::to_os_string)
@@ -119,7 +147,11 @@ pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
 
     cmd.env_clear();
     cmd.envs(session.env.iter().map(|(k, v)| (k, v)));
-    for (k, v) in &spec.env {
+    let sent = spec
+        .ssh_env
+        .iter()
+        .filter(|(k, _)| session.accept_env.allows(k));
+    for (k, v) in spec.env.iter().chain(sent) {
         cmd.env(OsStr::from_bytes(k), OsStr::from_bytes(v));
     }
     let home = &session.account.home;

@@ -11,6 +11,7 @@
 //! dropped) the agent SIGTERMs every process group and child it started, SIGKILLs what is
 //! left a second later, and exits.
 
+pub mod acceptenv;
 pub mod launch;
 pub mod stream;
 pub mod tree;
@@ -49,6 +50,8 @@ pub struct Options {
     pub hop: bool,
     /// Variables the starter set for its own purposes, to remove from the environment.
     pub drop_env: Vec<String>,
+    /// Started by sudo or doas: the shell that runs commands (see [`launch::Session`]).
+    pub command_shell: Option<std::path::PathBuf>,
 }
 
 /// Entry point of `mitossh agent`. Returns the process exit status.
@@ -81,7 +84,7 @@ pub fn main(opts: Options) -> i32 {
             return 1;
         }
     };
-    let session = Session::current(&opts.drop_env);
+    let session = Session::current(&opts.drop_env, opts.command_shell);
     runtime.block_on(async move {
         match Agent::run(link_in, OwnedFd::from(out), session).await {
             Ok(()) => 0,
@@ -268,7 +271,10 @@ impl Agent {
             Message::Stop { stream, grace_ms } => {
                 self.with_stream(stream, |s| s.stop(Duration::from_millis(grace_ms)))
             }
-            Message::Spawn { child, method } => self.tree.spawn(child, *method),
+            Message::Spawn { child, method } => {
+                self.tree
+                    .spawn(child, *method, self.session.command_shell.clone())
+            }
             Message::Password { child, secret } => self.tree.password(child, secret),
             other => eprintln!("mitossh agent: ignoring unexpected message {other:?}"),
         }

@@ -20,7 +20,7 @@ use crate::credit::CreditGate;
 use crate::link::LinkSender;
 use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{ContextId, Endpoint, Fd, Frame, Message, OpenSpec, StreamId, WinSize};
-use crate::pump::{self, Input};
+use crate::pump::{self, Feed, Inbox, Input};
 use crate::sys::process::{exit_status, kill, kill_group};
 
 /// After `Close`, how long a process may take to exit on SIGHUP before SIGKILL.
@@ -66,7 +66,7 @@ impl Live {
 pub struct StreamHandle {
     /// The process (and its process group); `None` for a TCP stream.
     pub pid: Option<u32>,
-    input: Option<mpsc::UnboundedSender<Input>>,
+    input: Option<Feed>,
     stdout: Arc<CreditGate>,
     stderr: Arc<CreditGate>,
     pty: Option<OwnedFd>,
@@ -108,50 +108,57 @@ impl StreamHandle {
         report.live.add();
         let stdout = Arc::new(CreditGate::new(spec.window));
         let stderr = Arc::new(CreditGate::new(spec.window));
-        let (input_tx, input_rx) = mpsc::unbounded_channel();
+        let (input_tx, input_rx) = pump::inbox();
         let mut pty = None;
-        let outputs = match io {
+        let (input, outputs) = match io {
             LaunchedIo::Pipes {
                 stdin,
                 stdout: out,
                 stderr: err,
             } => {
-                tokio::spawn(pump_input(stream, input_rx, stdin, report.clone(), false));
-                vec![
-                    tokio::spawn(pump_output(
-                        stream,
-                        Fd::Stdout,
-                        out,
-                        stdout.clone(),
-                        report.clone(),
-                    )),
-                    tokio::spawn(pump_output(
-                        stream,
-                        Fd::Stderr,
-                        err,
-                        stderr.clone(),
-                        report.clone(),
-                    )),
-                ]
+                let input =
+                    tokio::spawn(pump_input(stream, input_rx, stdin, report.clone(), false));
+                (
+                    input,
+                    vec![
+                        tokio::spawn(pump_output(
+                            stream,
+                            Fd::Stdout,
+                            out,
+                            stdout.clone(),
+                            report.clone(),
+                        )),
+                        tokio::spawn(pump_output(
+                            stream,
+                            Fd::Stderr,
+                            err,
+                            stderr.clone(),
+                            report.clone(),
+                        )),
+                    ],
+                )
             }
             LaunchedIo::Pty { master, resize } => {
                 pty = Some(resize);
                 let (r, w) = tokio::io::split(master);
-                tokio::spawn(pump_input(stream, input_rx, w, report.clone(), true));
+                let input = tokio::spawn(pump_input(stream, input_rx, w, report.clone(), true));
                 let (gate, report) = (stdout.clone(), report.clone());
                 // A pty merges stderr into its output: say so up front. From a task, so
                 // that it follows the `Opened` the caller sends once this returns.
-                vec![tokio::spawn(async move {
-                    report.send(Message::Eof {
-                        stream,
-                        fd: Fd::Stderr,
-                    });
-                    pump_output(stream, Fd::Stdout, r, gate, report).await
-                })]
+                (
+                    input,
+                    vec![tokio::spawn(async move {
+                        report.send(Message::Eof {
+                            stream,
+                            fd: Fd::Stderr,
+                        });
+                        pump_output(stream, Fd::Stdout, r, gate, report).await
+                    })],
+                )
             }
         };
         let is_pty = pty.is_some();
-        tokio::spawn(supervise(stream, child, outputs, is_pty, report));
+        tokio::spawn(supervise(stream, child, outputs, input, is_pty, report));
         Ok(StreamHandle {
             pid: Some(pid),
             input: Some(input_tx),
@@ -174,7 +181,7 @@ impl StreamHandle {
     ) -> StreamHandle {
         let stdout = Arc::new(CreditGate::new(window));
         let stderr = Arc::new(CreditGate::new(window));
-        let (input_tx, input_rx) = mpsc::unbounded_channel();
+        let (input_tx, input_rx) = pump::inbox();
         let cancel = CancellationToken::new();
         tokio::spawn(run_tcp(
             stream,
@@ -224,7 +231,7 @@ impl StreamHandle {
 
     pub fn input(&self, input: Input) {
         if let Some(tx) = &self.input {
-            let _ = tx.send(input);
+            tx.send(input);
         }
     }
 
@@ -297,7 +304,7 @@ async fn pump_output(
     gate: Arc<CreditGate>,
     report: Reporting,
 ) {
-    pump::read_with_credit(&mut src, &gate, |chunk| {
+    pump::read_with_credit(&mut src, &gate, &report.up, |chunk| {
         let frame = match chunk {
             Some(data) => Frame::with_data(report.me, Message::Data { stream, fd }, data),
             None => Frame::new(report.me, Message::Eof { stream, fd }),
@@ -310,7 +317,7 @@ async fn pump_output(
 /// Writes what the master sends to the process's stdin and returns credit as it goes.
 async fn pump_input(
     stream: StreamId,
-    rx: mpsc::UnboundedReceiver<Input>,
+    rx: Inbox,
     dst: impl AsyncWrite + Unpin,
     report: Reporting,
     is_pty: bool,
@@ -338,7 +345,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 async fn run_tcp(
     stream: StreamId,
     endpoint: Endpoint,
-    input: mpsc::UnboundedReceiver<Input>,
+    input: Inbox,
     gate: Arc<CreditGate>,
     cancel: CancellationToken,
     report: Reporting,
@@ -357,7 +364,11 @@ async fn run_tcp(
                 return report.finished(stream);
             }
         },
-        _ = cancel.cancelled() => return report.finished(stream),
+        _ = cancel.cancelled() => {
+            // Closed before it was made: the stream still ends with an answer.
+            report.send(Message::OpenFailed { stream, error: format!("connect to {to}: closed") });
+            return report.finished(stream);
+        }
     };
     let _ = sock.set_nodelay(true);
     report.send(Message::Opened {
@@ -390,6 +401,7 @@ async fn supervise(
     stream: StreamId,
     mut child: tokio::process::Child,
     outputs: Vec<tokio::task::JoinHandle<()>>,
+    input: tokio::task::JoinHandle<()>,
     is_pty: bool,
     report: Reporting,
 ) {
@@ -407,6 +419,8 @@ async fn supervise(
             });
         }
     }
+    // Nothing of the stream's may follow its Exit, not even stdin credit.
+    input.abort();
     let status = match status {
         Ok(s) => exit_status(s),
         Err(e) => {

@@ -2,11 +2,13 @@
 //! routes to every context below them.
 //!
 //! Frames from above for a context below go down the child link it lives behind. Frames
-//! from a child link go up only if their source lives behind that link (the reverse-path
-//! check). `Spawned` and `ContextLost` messages on their way up teach the routes, so a
-//! grandchild is reachable as soon as its parent reports it. A child link that ends takes
-//! its whole subtree with it, and each lost context is reported upward so that nobody
-//! waits on it.
+//! from a child link are untrusted (the child may run as another user, or on a host of
+//! its own): each child link has a [`Guard`] that sees what went down and judges what
+//! comes up, so a child speaks only for itself and the contexts below it, within the
+//! credit it was given. A breach drops that child link, and only it. `Spawned` and
+//! `ContextLost` messages that pass teach the routes, so a grandchild is reachable as soon
+//! as its parent reports it. A child link that ends takes its whole subtree with it, and
+//! each lost context is reported upward so that nobody waits on it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +18,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 
 use super::stream::Live;
+use crate::guard::{Guard, Verdict};
 use crate::link::{LinkReader, LinkSender};
 use crate::method::{self, AskPassword, BoxReader, SpawnError};
 use crate::proto::{ContextId, Frame, Message, Method, Secret};
@@ -36,9 +39,10 @@ pub enum TreeEvent {
         child: ContextId,
         error: SpawnError,
     },
-    /// A child link ended.
+    /// A child link ended; `breach` says why it was dropped, if it broke the protocol.
     Gone {
         link: LinkId,
+        breach: Option<String>,
     },
 }
 
@@ -46,6 +50,8 @@ struct ChildLink {
     sender: LinkSender,
     /// sudo, su, doas or ssh: the process that holds the child.
     pid: Option<u32>,
+    /// Shared with the task reading the link: what the child may say.
+    guard: Arc<Mutex<Guard>>,
 }
 
 type Passwords = Arc<Mutex<HashMap<ContextId, oneshot::Sender<Option<Secret>>>>>;
@@ -104,6 +110,8 @@ impl Tree {
             Hop::Local => Some(frame),
             Hop::Down(link) => {
                 if let Some(child) = self.links.get(&link) {
+                    let mut guard = child.guard.lock().unwrap_or_else(|p| p.into_inner());
+                    guard.sent(&frame);
                     let _ = child.sender.send(frame);
                 }
                 None
@@ -118,24 +126,25 @@ impl Tree {
         }
     }
 
-    /// Starts child `child` by `method`, in the background.
-    pub fn spawn(&self, child: ContextId, method: Method) {
+    /// Starts child `child` by `method`, in the background. `shell`: this agent's command
+    /// shell, which a sudo or doas child keeps.
+    pub fn spawn(&self, child: ContextId, method: Method, shell: std::path::PathBuf) {
         let me = self.me();
         let up = self.up.clone();
         let passwords = self.passwords.clone();
         let events = self.events.clone();
-        let ask: AskPassword = Box::new(move |prompt| {
+        let ask: AskPassword = Box::new(move |whose| {
             let (tx, rx) = oneshot::channel();
             passwords
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(child, tx);
-            let _ = up.send(Frame::new(me, Message::NeedPassword { child, prompt }));
+            let _ = up.send(Frame::new(me, Message::NeedPassword { child, whose }));
             Box::pin(async move { rx.await.ok().flatten() })
         });
         tokio::spawn(async move {
             let started = match method {
-                Method::Become(role) => method::escalate::start(child, &role, ask).await,
+                Method::Become(role) => method::escalate::start(child, &role, &shell, ask).await,
                 Method::Ssh { args, label } => method::ssh::start(child, &args, &label).await,
             };
             let _ = events.send(match started {
@@ -167,15 +176,26 @@ impl Tree {
                 child,
                 error: error.to_string(),
             }),
-            TreeEvent::Gone { link } => {
+            TreeEvent::Gone { link, breach } => {
                 let lost = self.routes().remove_link(&link);
+                let reason = match &breach {
+                    Some(why) => format!("its agent broke the protocol: {why}"),
+                    None => "its agent exited".into(),
+                };
                 for ctx in lost {
                     self.send_up(Message::ContextLost {
                         ctx,
-                        reason: "its agent exited".into(),
+                        reason: reason.clone(),
                     });
                 }
-                self.links.remove(&link);
+                // Dropping the sender closes our end of the link; the process that holds
+                // a child that broke the rules gets no second chance either.
+                if let Some(child) = self.links.remove(&link)
+                    && breach.is_some()
+                    && let Some(pid) = child.pid
+                {
+                    kill(pid, Signal::SIGKILL);
+                }
             }
         }
     }
@@ -200,14 +220,16 @@ impl Tree {
             let _ = process.wait().await;
             live.remove();
         });
+        let guard = Arc::new(Mutex::new(Guard::new(child)));
         tokio::spawn(forward_up(
             reader,
             link,
+            guard.clone(),
             self.routes.clone(),
             self.up.clone(),
             self.events.clone(),
         ));
-        self.links.insert(link, ChildLink { sender, pid });
+        self.links.insert(link, ChildLink { sender, pid, guard });
         self.send_up(Message::Spawned { child, hello });
     }
 
@@ -225,48 +247,59 @@ impl Tree {
     }
 }
 
-/// Passes a child's frames up, checking where they claim to come from.
+/// Passes a child's frames up, as far as its guard allows, and only while the link up
+/// has room (a child cannot make this agent hold more than the link's queue).
 async fn forward_up(
     mut reader: LinkReader<BoxReader>,
     link: LinkId,
+    guard: Arc<Mutex<Guard>>,
     routes: Arc<Mutex<Routes<LinkId>>>,
     up: LinkSender,
     events: mpsc::UnboundedSender<TreeEvent>,
 ) {
-    while let Some(item) = reader.next().await {
-        let frame = match item {
-            Ok(frame) => frame,
-            Err(e) => {
-                tracing::warn!("dropping child link {link}: {e}");
+    let mut breach = None;
+    loop {
+        up.ready().await;
+        let mut frame = match reader.next().await {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                breach = Some(e.to_string());
                 break;
             }
+            None => break,
         };
-        let accepted = {
-            let mut routes = routes.lock().unwrap_or_else(|p| p.into_inner());
-            let ok = routes.accepts_up(frame.ctx, &link);
-            if ok {
-                match &frame.msg {
-                    Message::Spawned { child, .. } => {
-                        routes.add(*child, link);
-                    }
-                    Message::ContextLost { ctx, .. } => {
-                        routes.remove(*ctx);
-                    }
-                    _ => {}
+        let verdict = guard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .arrived(&mut frame);
+        match verdict {
+            Err(why) => {
+                breach = Some(why.to_string());
+                break;
+            }
+            Ok(Verdict::Ignore) => continue,
+            Ok(Verdict::Lost(gone)) => {
+                let mut routes = routes.lock().unwrap_or_else(|p| p.into_inner());
+                for ctx in gone {
+                    routes.remove(ctx);
                 }
             }
-            ok
-        };
-        if !accepted {
-            tracing::warn!(
-                "dropping a frame claiming to come from context {} on child link {link}",
-                frame.ctx
-            );
-            continue;
+            Ok(Verdict::Pass) => {
+                if let Message::Spawned { child, .. } = frame.msg {
+                    let mut routes = routes.lock().unwrap_or_else(|p| p.into_inner());
+                    if !routes.add(child, link) {
+                        breach = Some(format!("context {child} already exists"));
+                        break;
+                    }
+                }
+            }
         }
         if up.send(frame).is_err() {
             break;
         }
     }
-    let _ = events.send(TreeEvent::Gone { link });
+    if let Some(why) = &breach {
+        eprintln!("mitossh agent: dropping the link to a child: {why}");
+    }
+    let _ = events.send(TreeEvent::Gone { link, breach });
 }

@@ -58,20 +58,27 @@ pub async fn handshake<R: AsyncRead + Unpin>(
     let first = tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await;
     match first {
         Ok(Some(Ok(Frame {
-            msg: Message::Hello(h),
+            msg: Message::Hello(mut h),
             ..
-        }))) if h.protocol == PROTOCOL_VERSION => Ok(h),
+        }))) if h.protocol == PROTOCOL_VERSION => {
+            // What an agent says about itself is shown to the user: clean it on arrival.
+            crate::untrusted::clean_hello(&mut h);
+            Ok(h)
+        }
         Ok(Some(Ok(Frame {
             msg: Message::Hello(h),
             ..
         }))) => Err(format!(
             "the agent speaks protocol {} (mitossh {}), this side {} (mitossh {})",
             h.protocol,
-            h.version,
+            crate::untrusted::clean(&h.version, crate::untrusted::MAX_NAME),
             PROTOCOL_VERSION,
             env!("CARGO_PKG_VERSION")
         )),
-        Ok(Some(Ok(f))) => Err(format!("agent handshake failed: unexpected {:?}", f.msg)),
+        Ok(Some(Ok(f))) => Err(format!(
+            "agent handshake failed: unexpected {}",
+            f.msg.name()
+        )),
         Ok(Some(Err(e))) => Err(format!("agent handshake failed: {e}")),
         Ok(None) => Err("agent handshake failed: the connection closed".into()),
         Err(_) => Err(format!(

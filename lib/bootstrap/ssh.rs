@@ -9,11 +9,16 @@ use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::image::AgentImage;
 use super::stage1::{CANNOT_SERVE, Stage1};
@@ -31,6 +36,44 @@ pub struct SshCommand {
     pub args: Vec<OsString>,
     /// For log lines and errors: the host as the user named it.
     pub label: String,
+}
+
+/// Longest line of ssh's stderr passed on whole; the rest of a longer one is dropped.
+const MAX_LINE: usize = 4096;
+
+/// ssh's stderr is logged at most this many lines a second (a burst of twice as many).
+const LOG_LINES_PER_SEC: u32 = 50;
+
+/// Where each line ssh writes on stderr goes while it connects.
+pub type LineSink = Box<dyn Fn(&[u8]) + Send + Sync>;
+
+/// Who is told what while ssh connects (see `master::attempt`), so that this module knows
+/// nothing of the master.
+pub struct ConnectHooks {
+    /// Each line ssh writes on stderr until the agent runs: bounded, control characters
+    /// escaped. After that, its lines go only to the log.
+    pub say: LineSink,
+    /// Requests to pass on everything ssh wrote so far (a prompt is about to be shown).
+    pub flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    /// Cancelled: nobody can answer ssh's question; kill it rather than let it guess.
+    pub abandoned: CancellationToken,
+    /// Resolves when the attempt has taken too long.
+    pub expired: BoxFuture<'static, ()>,
+    /// Extra environment for ssh (mitossh's askpass helper).
+    pub env: Vec<(OsString, OsString)>,
+}
+
+impl ConnectHooks {
+    /// Nobody listens; only `timeout` bounds the attempt.
+    pub fn none(timeout: Duration) -> ConnectHooks {
+        ConnectHooks {
+            say: Box::new(|_| {}),
+            flush: mpsc::unbounded_channel().1,
+            abandoned: CancellationToken::new(),
+            expired: tokio::time::sleep(timeout).boxed(),
+            env: Vec::new(),
+        }
+    }
 }
 
 /// A running agent at the end of an ssh connection, frames not yet exchanged.
@@ -84,8 +127,15 @@ impl StderrTail {
 pub async fn bootstrap(
     ssh: &SshCommand,
     image: &AgentImage,
-    timeout: Duration,
+    hooks: ConnectHooks,
 ) -> Result<Bootstrapped, ConnectError> {
+    let ConnectHooks {
+        say,
+        flush,
+        abandoned,
+        expired,
+        env,
+    } = hooks;
     let nonce = random_token();
     let stage1 = Stage1 {
         hash: &image.hash,
@@ -99,6 +149,7 @@ pub async fn bootstrap(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .envs(env)
         .kill_on_drop(true);
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe calls between fork and exec.
@@ -111,10 +162,16 @@ pub async fn bootstrap(
         .map_err(|e| ConnectError::Other(format!("cannot run {}: {e}", ssh.program.display())))?;
 
     let stderr = StderrTail::default();
-    let stderr_done = child
-        .stderr
-        .take()
-        .map(|err| tokio::spawn(log_stderr(err, stderr.clone(), ssh.label.clone())));
+    let connecting = Arc::new(AtomicBool::new(true));
+    let stderr_done = child.stderr.take().map(|err| {
+        let reader = StderrReader {
+            tail: stderr.clone(),
+            label: ssh.label.clone(),
+            say,
+            connecting: connecting.clone(),
+        };
+        tokio::spawn(reader.run(err, flush))
+    });
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("piped");
     crate::sys::fdio::grow_pipe(&stdin);
@@ -122,15 +179,23 @@ pub async fn bootstrap(
     let mut stdout = BufReader::with_capacity(256 * 1024, stdout);
 
     let handshake = wait_for_agent(&mut stdout, &mut stdin, image, &nonce);
-    let outcome = tokio::time::timeout(timeout, handshake).await;
+    let started = Instant::now();
+    let outcome = tokio::select! {
+        r = handshake => Ok(r),
+        _ = expired => Err(None),
+        _ = abandoned.cancelled() => Err(Some(())),
+    };
     match outcome {
-        Ok(Ok(uploaded)) => Ok(Bootstrapped {
-            child,
-            reader: stdout,
-            writer: stdin,
-            uploaded,
-            stderr,
-        }),
+        Ok(Ok(uploaded)) => {
+            connecting.store(false, Ordering::SeqCst);
+            Ok(Bootstrapped {
+                child,
+                reader: stdout,
+                writer: stdin,
+                uploaded,
+                stderr,
+            })
+        }
         Ok(Err(e)) => {
             let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
             let code = match status {
@@ -146,13 +211,22 @@ pub async fn bootstrap(
             }
             Err(failure(code, &stderr, &ssh.label, e))
         }
-        Err(_) => {
+        Err(abandoned) => {
+            // Killed before it can act on a question nobody answered.
             let _ = child.start_kill();
-            Err(ConnectError::Other(format!(
-                "{}: timed out after {}s waiting for the mitossh agent to start",
-                ssh.label,
-                timeout.as_secs()
-            )))
+            let _ = child.wait().await;
+            Err(ConnectError::Other(match abandoned {
+                Some(()) => format!(
+                    "{}: ssh asked a question and nobody could answer it (no terminal); \
+                     use a key with an ssh-agent, or run the command on a terminal",
+                    ssh.label
+                ),
+                None => format!(
+                    "{}: timed out after {}s waiting for the mitossh agent to start",
+                    ssh.label,
+                    started.elapsed().as_secs()
+                ),
+            }))
         }
     }
 }
@@ -215,11 +289,122 @@ fn failure(code: Option<i32>, stderr: &StderrTail, label: &str, e: io::Error) ->
     }
 }
 
-async fn log_stderr(err: tokio::process::ChildStderr, tail: StderrTail, label: String) {
-    let mut lines = BufReader::new(err).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!(host = %label, "{line}");
-        tail.push(line);
+/// Reads ssh's stderr: lines of bounded length, passed on while connecting, logged at a
+/// bounded rate, the last ones kept for error messages. ssh's stderr is also where the
+/// remote agent's own stderr ends up, so none of it is trusted.
+struct StderrReader {
+    tail: StderrTail,
+    label: String,
+    say: LineSink,
+    connecting: Arc<AtomicBool>,
+}
+
+impl StderrReader {
+    async fn run(self, err: ChildStderr, mut flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>) {
+        let mut err = BufReader::with_capacity(MAX_LINE, err);
+        let mut line = Vec::with_capacity(256);
+        let mut rate = RateLimit::new(LOG_LINES_PER_SEC);
+        loop {
+            tokio::select! {
+                more = read_line(&mut err, &mut line) => match more {
+                    Ok(true) => self.line(&mut line, &mut rate),
+                    _ => break,
+                },
+                Some(done) = flush.recv() => {
+                    // Whatever is already in the pipe, without waiting for more.
+                    while let Some(Ok(true)) = read_line(&mut err, &mut line).now_or_never() {
+                        self.line(&mut line, &mut rate);
+                    }
+                    let _ = done.send(());
+                }
+            }
+        }
+        if !line.is_empty() {
+            self.line(&mut line, &mut rate);
+        }
+        rate.report(&self.label);
+    }
+
+    fn line(&self, line: &mut Vec<u8>, rate: &mut RateLimit) {
+        let text = printable(line);
+        line.clear();
+        if self.connecting.load(Ordering::SeqCst) {
+            (self.say)(text.as_bytes());
+        }
+        if rate.allow() {
+            tracing::info!(host = %self.label, "{text}");
+        }
+        self.tail.push(text);
+    }
+}
+
+/// Appends the rest of a line to `line` (without its newline), keeping at most
+/// [`MAX_LINE`] bytes of it. `Ok(false)` at end of input with nothing read.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    line: &mut Vec<u8>,
+) -> io::Result<bool> {
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(!line.is_empty());
+        }
+        let (part, used, end) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (&chunk[..i], i + 1, true),
+            None => (chunk, chunk.len(), false),
+        };
+        let room = MAX_LINE.saturating_sub(line.len());
+        line.extend_from_slice(&part[..part.len().min(room)]);
+        r.consume(used);
+        if end {
+            return Ok(true);
+        }
+    }
+}
+
+/// A line fit for a terminal and a log: invalid UTF-8 replaced, a trailing carriage
+/// return dropped, the rest cleaned as any untrusted text.
+pub fn printable(line: &[u8]) -> String {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    crate::untrusted::clean(&String::from_utf8_lossy(line), MAX_LINE)
+}
+
+/// A token bucket for log lines: `per_sec` a second, bursts of twice that.
+struct RateLimit {
+    per_sec: u32,
+    tokens: f64,
+    last: Instant,
+    dropped: u64,
+}
+
+impl RateLimit {
+    fn new(per_sec: u32) -> RateLimit {
+        RateLimit {
+            per_sec,
+            tokens: f64::from(per_sec * 2),
+            last: Instant::now(),
+            dropped: 0,
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * f64::from(self.per_sec);
+        self.tokens = (self.tokens + refill).min(f64::from(self.per_sec * 2));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
+
+    fn report(&self, label: &str) {
+        if self.dropped > 0 {
+            tracing::warn!(host = %label, "{} lines of ssh's stderr were not logged", self.dropped);
+        }
     }
 }
 

@@ -3,9 +3,14 @@
 //! A [`Link`] is one transport the master holds: an ssh connection to an agent. It
 //! carries the context at its end and every context started below that one (sudo on that
 //! host, a host reached by ssh from there). A dispatcher task per link reads it and hands
-//! each frame to its context: stream frames to the session that owns the stream, reports
-//! about a child being started to whoever waits for that child. When the link ends, every
-//! context on it dies, which tells each waiting session and spawner.
+//! each frame to its context: stream data straight into the queue of the descriptor it is
+//! for, other stream events to the session that owns the stream, reports about a child
+//! being started to whoever waits for that child. When the link ends, every context on
+//! it dies, which tells each waiting session and spawner.
+//!
+//! Everything on a link comes from its agent and is untrusted: each frame is cleaned of
+//! unsafe text ([`crate::untrusted`]) and judged by the link's [`Guard`] on arrival. A
+//! frame that breaks the rules drops the link it came on, and only that link.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -21,11 +26,15 @@ use tokio_util::sync::CancellationToken;
 use super::Master;
 use super::key::ContextKey;
 use crate::bootstrap::handshake;
-use crate::bootstrap::ssh::{ConnectError, SshCommand, bootstrap};
+use crate::bootstrap::ssh::{ConnectError, ConnectHooks, SshCommand, bootstrap};
+use crate::credit::CreditGate;
+use crate::guard::{Guard, Verdict, Violation};
 use crate::link::{self, LinkClosed, LinkReader, LinkSender};
 use crate::proto::{
-    ContextId, ContextStatus, Frame, Hello, MASTER, Message, OpenSpec, Secret, StreamId,
+    ContextId, ContextStatus, Fd, Frame, FrameError, Hello, Message, OpenSpec, Secret, StreamId,
 };
+use crate::pump::{self, Feed, Inbox, Input};
+use crate::untrusted;
 
 /// How long ssh may take to exit after its agent was told to shut down.
 const EXIT_GRACE: Duration = Duration::from_secs(3);
@@ -33,13 +42,30 @@ const EXIT_GRACE: Duration = Duration::from_secs(3);
 /// One transport and the contexts it carries.
 #[derive(Debug)]
 pub struct Link {
+    /// The host as the user named it, for log lines.
+    name: String,
     sender: LinkSender,
+    /// What the agent may say; shown every frame sent, under this lock, so that its view
+    /// and the order on the wire agree.
+    guard: Mutex<Guard>,
     contexts: Mutex<HashMap<ContextId, Arc<Context>>>,
+    /// Why the link was dropped, when its agent broke the protocol.
+    breach: Mutex<Option<String>>,
     /// Cancelled once the transport is gone.
     pub dead: CancellationToken,
 }
 
 impl Link {
+    fn send(&self, frame: Frame) -> Result<(), LinkClosed> {
+        let mut guard = self.guard.lock().unwrap_or_else(|p| p.into_inner());
+        guard.sent(&frame);
+        self.sender.send(frame)
+    }
+
+    fn guard(&self) -> std::sync::MutexGuard<'_, Guard> {
+        self.guard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn context(&self, id: ContextId) -> Option<Arc<Context>> {
         self.contexts
             .lock()
@@ -66,6 +92,7 @@ impl Link {
 /// What a spawner hears about the child it waits for.
 #[derive(Debug)]
 pub enum SpawnEvent {
+    /// A password is needed: whose (an account name, untrusted).
     NeedPassword(String),
     Spawned(Hello),
     Failed(String),
@@ -84,11 +111,17 @@ pub struct Context {
     pub method: &'static str,
     pub agent: Hello,
     link: Arc<Link>,
-    streams: Mutex<HashMap<StreamId, mpsc::UnboundedSender<Frame>>>,
+    streams: Mutex<HashMap<StreamId, StreamEntry>>,
     spawns: Mutex<HashMap<ContextId, mpsc::UnboundedSender<SpawnEvent>>>,
     /// Open streams plus live children; the idle watcher follows it.
     active: watch::Sender<usize>,
+    /// Children started through this context's agent (a host reached through one of its
+    /// TCP streams is not one: that stream keeps this context busy instead).
     children: AtomicUsize,
+    /// Whether this context counts among its parent's `children`.
+    counted: bool,
+    /// Why this context is gone, when known.
+    lost_reason: Mutex<Option<String>>,
     total_streams: AtomicU64,
     bytes_down: AtomicU64,
     bytes_up: AtomicU64,
@@ -103,13 +136,40 @@ pub struct Context {
     pub dead: CancellationToken,
 }
 
-/// A stream's end in the master: frames from the agent for this stream arrive on `rx`.
-/// Dropping it forgets the stream.
+/// Where the dispatcher puts what the agent sends on one stream.
+#[derive(Debug)]
+struct StreamEntry {
+    /// `Opened`/`OpenFailed`, `Released`, `Exit`: a few at most (the guard sees to it).
+    events: mpsc::UnboundedSender<Message>,
+    /// Credit for stdin: the window in `Opened`, then `Credit`.
+    stdin: Arc<CreditGate>,
+    stdout: Option<Feed>,
+    stderr: Option<Feed>,
+}
+
+/// A stream's end in the master. Dropping it forgets the stream (and closes it on the
+/// agent, unless it ended there).
 #[derive(Debug)]
 pub struct StreamPort {
     pub id: StreamId,
-    pub rx: mpsc::UnboundedReceiver<Frame>,
+    /// Everything but data: `Opened` or `OpenFailed` first, then perhaps `Released`, then
+    /// `Exit`.
+    pub events: mpsc::UnboundedReceiver<Message>,
+    pub stdin: Arc<CreditGate>,
+    /// The process's output, for the writers (taken by the session).
+    pub stdout: Option<Inbox>,
+    pub stderr: Option<Inbox>,
     ctx: Arc<Context>,
+}
+
+impl StreamPort {
+    /// No more output comes (the process exited): the writers finish what is queued.
+    pub fn end_output(&self) {
+        self.ctx.with_stream(self.id, |e| {
+            e.stdout = None;
+            e.stderr = None;
+        });
+    }
 }
 
 impl Drop for StreamPort {
@@ -126,6 +186,7 @@ impl Context {
         method: &'static str,
         agent: Hello,
         link: Arc<Link>,
+        counted: bool,
     ) -> Arc<Context> {
         let (active, _) = watch::channel(0);
         Arc::new(Context {
@@ -141,6 +202,8 @@ impl Context {
             spawns: Mutex::default(),
             active,
             children: AtomicUsize::new(0),
+            counted,
+            lost_reason: Mutex::default(),
             total_streams: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
             bytes_up: AtomicU64::new(0),
@@ -159,7 +222,7 @@ impl Context {
     fn recount(&self) {
         let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner()).len();
         self.active
-            .send_replace(streams + self.children.load(Ordering::SeqCst));
+            .send_replace(streams.saturating_add(self.children.load(Ordering::SeqCst)));
     }
 
     /// Registers stream `id` and asks the agent to start it.
@@ -168,20 +231,32 @@ impl Context {
         id: StreamId,
         spec: OpenSpec,
     ) -> Result<StreamPort, LinkClosed> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let stdin = Arc::new(CreditGate::new(0));
+        let (stdout_feed, stdout) = pump::inbox();
+        let (stderr_feed, stderr) = pump::inbox();
         {
             let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
             if self.dead.is_cancelled() {
                 return Err(LinkClosed);
             }
-            streams.insert(id, tx);
+            let entry = StreamEntry {
+                events: events_tx,
+                stdin: stdin.clone(),
+                stdout: Some(stdout_feed),
+                stderr: Some(stderr_feed),
+            };
+            streams.insert(id, entry);
         }
         self.recount();
         self.total_streams.fetch_add(1, Ordering::Relaxed);
         self.touch();
         let port = StreamPort {
             id,
-            rx,
+            events,
+            stdin,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
             ctx: self.clone(),
         };
         self.send(Message::Open {
@@ -202,6 +277,22 @@ impl Context {
             self.recount();
         }
         self.touch();
+        // The agent may still run it: tell it, unless it ended there or was told.
+        let open = self.link.guard().is_open(id);
+        if open {
+            let _ = self.send(Message::Close { stream: id });
+        }
+    }
+
+    fn with_stream(&self, id: StreamId, f: impl FnOnce(&mut StreamEntry)) {
+        if let Some(entry) = self
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&id)
+        {
+            f(entry);
+        }
     }
 
     /// Sends a message to this context's agent.
@@ -209,7 +300,7 @@ impl Context {
         if self.dead.is_cancelled() {
             return Err(LinkClosed);
         }
-        self.link.sender.send(Frame::new(self.id, msg))
+        self.link.send(Frame::new(self.id, msg))
     }
 
     /// Sends stdin bytes to the agent.
@@ -219,7 +310,20 @@ impl Context {
         if self.dead.is_cancelled() {
             return Err(LinkClosed);
         }
-        self.link.sender.send(Frame::with_data(self.id, msg, data))
+        self.link.send(Frame::with_data(self.id, msg, data))
+    }
+
+    /// The link's queue, for producers of bulk data to wait on ([`LinkSender::ready`]).
+    pub fn link_sender(&self) -> &LinkSender {
+        &self.link.sender
+    }
+
+    /// Why this context is gone, if it is and that is known.
+    pub fn lost_reason(&self) -> Option<String> {
+        self.lost_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Asks the agent to stop everything and exit. From here on the registry hands out a
@@ -273,15 +377,15 @@ impl Context {
         Ok(rx)
     }
 
-    fn spawn_event(&self, child: ContextId, event: SpawnEvent) {
+    /// Tells the spawner of `child` what happened; false if nobody waits any more.
+    fn spawn_event(&self, child: ContextId, event: SpawnEvent) -> bool {
         let mut spawns = self.spawns.lock().unwrap_or_else(|p| p.into_inner());
         let done = matches!(event, SpawnEvent::Spawned(_) | SpawnEvent::Failed(_));
-        if let Some(tx) = spawns.get(&child) {
-            let _ = tx.send(event);
-        }
+        let heard = spawns.get(&child).is_some_and(|tx| tx.send(event).is_ok());
         if done {
             spawns.remove(&child);
         }
+        heard
     }
 
     /// A child of this context now runs on `link`.
@@ -292,7 +396,7 @@ impl Context {
         method: &'static str,
         hello: Hello,
     ) -> Arc<Context> {
-        let child = Context::new(id, self.id, key, method, hello, self.link.clone());
+        let child = Context::new(id, self.id, key, method, hello, self.link.clone(), true);
         self.link.add(child.clone());
         self.children.fetch_add(1, Ordering::SeqCst);
         self.recount();
@@ -300,12 +404,24 @@ impl Context {
     }
 
     fn child_gone(&self) {
-        self.children.fetch_sub(1, Ordering::SeqCst);
+        let counted = self
+            .children
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if counted.is_err() {
+            tracing::error!(
+                context = self.id,
+                "{}: a child ended that was never counted",
+                self.name
+            );
+        }
         self.recount();
     }
 
     /// This context is gone: its streams and spawns learn it by their channels closing.
-    fn die(&self) {
+    fn die(&self, reason: Option<String>) {
+        if reason.is_some() {
+            *self.lost_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+        }
         self.dead.cancel();
         let streams = std::mem::take(&mut *self.streams.lock().unwrap_or_else(|p| p.into_inner()));
         if !streams.is_empty() {
@@ -356,8 +472,9 @@ pub async fn connect_ssh(
     key: ContextKey,
     ssh: SshCommand,
     parent: ContextId,
+    hooks: ConnectHooks,
 ) -> Result<Arc<Context>, ConnectError> {
-    let boot = bootstrap(&ssh, &master.image, master.config.connect_timeout).await?;
+    let boot = bootstrap(&ssh, &master.image, hooks).await?;
     tracing::info!(
         host = %ssh.label,
         "agent started ({})",
@@ -369,11 +486,15 @@ pub async fn connect_ssh(
         .await
         .map_err(|why| ConnectError::Other(format!("{}: {why}", ssh.label)))?;
     let link = Arc::new(Link {
+        name: ssh.label.clone(),
         sender,
+        guard: Mutex::new(Guard::new(id)),
         contexts: Mutex::default(),
+        breach: Mutex::default(),
         dead: CancellationToken::new(),
     });
-    let ctx = Context::new(id, parent, key, "ssh", hello, link.clone());
+    // Reached through `parent`'s TCP stream, not started by its agent: not its child.
+    let ctx = Context::new(id, parent, key, "ssh", hello, link.clone(), false);
     link.add(ctx.clone());
     master.tasks.spawn(dispatch(
         link,
@@ -399,16 +520,31 @@ async fn dispatch<R: AsyncRead + Unpin>(
             // The writer failing means the pipe to ssh broke: the link is gone too.
             _ = link.sender.closed() => None,
         };
-        match frame {
-            Some(Ok(frame)) => route_up(&link, &master, frame),
-            Some(Err(e)) => {
-                tracing::error!("dropping a link: {e}");
+        let breach = match frame {
+            Some(Ok(frame)) => match route_up(&link, &master, frame) {
+                Ok(()) => continue,
+                Err(why) => why.to_string(),
+            },
+            Some(Err(FrameError::Io(e))) => {
+                tracing::warn!("{}: the link broke: {e}", link.name);
                 break;
             }
+            Some(Err(e)) => e.to_string(),
             None => break,
-        }
+        };
+        let why = format!("its agent broke the protocol: {breach}");
+        tracing::error!("dropping the link to {}: {why}", link.name);
+        *link.breach.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        break;
     }
+    // Whatever the agent still writes goes nowhere now.
+    drop(reader);
     link.dead.cancel();
+    let breach = link
+        .breach
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let contexts: Vec<Arc<Context>> = link
         .contexts
         .lock()
@@ -417,7 +553,7 @@ async fn dispatch<R: AsyncRead + Unpin>(
         .map(|(_, c)| c)
         .collect();
     for ctx in &contexts {
-        lose(ctx, &master);
+        lose(ctx, &master, breach.clone());
     }
     // Closing ssh's stdin ends the agent if it still runs; then ssh exits.
     writer.abort();
@@ -433,11 +569,11 @@ async fn dispatch<R: AsyncRead + Unpin>(
 }
 
 /// A context is gone: tell its waiters, its parent and the registry.
-fn lose(ctx: &Arc<Context>, master: &Weak<Master>) {
-    ctx.die();
+fn lose(ctx: &Arc<Context>, master: &Weak<Master>, reason: Option<String>) {
+    ctx.die(reason);
     if let Some(master) = master.upgrade() {
         master.registry.remove(ctx);
-        if ctx.parent != MASTER
+        if ctx.counted
             && let Some(parent) = master.registry.by_id(ctx.parent)
         {
             parent.child_gone();
@@ -446,49 +582,94 @@ fn lose(ctx: &Arc<Context>, master: &Weak<Master>) {
     tracing::info!(context = ctx.id, "{} closed", ctx.name);
 }
 
-fn route_up(link: &Link, master: &Weak<Master>, frame: Frame) {
+/// Hands one frame from the agent to whoever it is for, once it is clean and allowed.
+fn route_up(link: &Link, master: &Weak<Master>, mut frame: Frame) -> Result<(), Violation> {
+    untrusted::clean_message(&mut frame.msg);
+    let verdict = link.guard().arrived(&mut frame)?;
+    match verdict {
+        Verdict::Pass => {}
+        Verdict::Ignore => return Ok(()),
+        Verdict::Lost(gone) => {
+            let Message::ContextLost { reason, .. } = frame.msg else {
+                return Ok(());
+            };
+            tracing::info!(contexts = ?gone, "lost: {reason}");
+            for id in gone {
+                // A child that never finished starting: its spawner hears it failed.
+                for waiter in link
+                    .contexts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                {
+                    waiter.spawn_event(id, SpawnEvent::Failed(reason.clone()));
+                }
+                if let Some(ctx) = link.take(id) {
+                    lose(&ctx, master, Some(reason.clone()));
+                }
+            }
+            return Ok(());
+        }
+    }
     let Some(ctx) = link.context(frame.ctx) else {
-        tracing::debug!("frame from unknown context {}: {:?}", frame.ctx, frame.msg);
-        return;
+        // Allowed, so a context the master started; not adopted yet, and nothing of it
+        // is waited for.
+        tracing::debug!(
+            context = frame.ctx,
+            "{} from a context not yet adopted",
+            frame.msg.name()
+        );
+        return Ok(());
     };
-    let stream = match frame.msg {
-        Message::Data { stream, .. } => {
+    match frame.msg {
+        Message::Data { stream, fd } => {
             ctx.bytes_up
                 .fetch_add(frame.data.len() as u64, Ordering::Relaxed);
-            stream
+            ctx.with_stream(stream, |e| e.output(fd, Input::Data(frame.data)));
         }
-        Message::Opened { stream, .. }
-        | Message::OpenFailed { stream, .. }
+        Message::Eof { stream, fd } => ctx.with_stream(stream, |e| e.output(fd, Input::Eof)),
+        Message::Credit { stream, bytes, .. } => ctx.with_stream(stream, |e| e.stdin.grant(bytes)),
+        msg @ Message::Opened { stream, window, .. } => ctx.with_stream(stream, |e| {
+            e.stdin.grant(window);
+            let _ = e.events.send(msg);
+        }),
+        msg @ (Message::OpenFailed { stream, .. }
         | Message::Released { stream }
-        | Message::Exit { stream, .. }
-        | Message::Eof { stream, .. }
-        | Message::Credit { stream, .. } => stream,
-        Message::NeedPassword { child, prompt } => {
-            return ctx.spawn_event(child, SpawnEvent::NeedPassword(prompt));
+        | Message::Exit { stream, .. }) => ctx.with_stream(stream, |e| {
+            let _ = e.events.send(msg);
+        }),
+        Message::NeedPassword { child, whose } => {
+            ctx.spawn_event(child, SpawnEvent::NeedPassword(whose));
         }
         Message::Spawned { child, hello } => {
-            return ctx.spawn_event(child, SpawnEvent::Spawned(hello));
+            if !ctx.spawn_event(child, SpawnEvent::Spawned(hello)) {
+                // Its spawner gave up waiting: nobody will use it.
+                tracing::warn!(
+                    context = child,
+                    "{}: a child started too late; stopping it",
+                    ctx.name
+                );
+                let _ = link.send(Frame::new(child, Message::Shutdown));
+            }
         }
         Message::SpawnFailed { child, error } => {
-            return ctx.spawn_event(child, SpawnEvent::Failed(error));
+            ctx.spawn_event(child, SpawnEvent::Failed(error));
         }
-        Message::ContextLost { ctx: lost, reason } => {
-            tracing::info!(context = lost, "lost: {reason}");
-            // A child that never finished starting: its spawner hears it failed.
-            ctx.spawn_event(lost, SpawnEvent::Failed(reason));
-            if let Some(gone) = link.take(lost) {
-                lose(&gone, master);
-            }
-            return;
+        other => tracing::warn!(context = ctx.id, "ignoring {}", other.name()),
+    }
+    Ok(())
+}
+
+impl StreamEntry {
+    fn output(&self, fd: Fd, input: Input) {
+        let feed = match fd {
+            Fd::Stdout => &self.stdout,
+            Fd::Stderr => &self.stderr,
+            Fd::Stdin => &None,
+        };
+        if let Some(feed) = feed {
+            feed.send(input);
         }
-        other => {
-            tracing::warn!(context = ctx.id, "ignoring unexpected {other:?}");
-            return;
-        }
-    };
-    let streams = ctx.streams.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(tx) = streams.get(&stream) {
-        let _ = tx.send(frame);
     }
 }
 

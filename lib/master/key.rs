@@ -47,22 +47,39 @@ const FORCED: &[&str] = &[
     "-oEscapeChar=none",
 ];
 
-/// Defaults after the user's options, so theirs win: notice dead links, keep ssh's
-/// informational chatter out of error messages.
-const DEFAULTS: &[&str] = &[
-    "-oServerAliveInterval=15",
-    "-oServerAliveCountMax=3",
-    "-oLogLevel=ERROR",
-];
+/// Defaults after the user's options, so theirs win: notice dead links. ssh's log level
+/// stays the user's: what it says while connecting is shown to the caller, as ssh would.
+const DEFAULTS: &[&str] = &["-oServerAliveInterval=15", "-oServerAliveCountMax=3"];
 
-/// What identifies an ssh step.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// What identifies an ssh step: like OpenSSH's `%C`, the user, host name and port the
+/// user's configuration resolves the destination to, and the settings that route it.
+#[derive(Debug, Clone)]
 pub struct SshKey {
     pub user: Option<Vec<u8>>,
     pub host: Vec<u8>,
     pub port: Option<u16>,
-    /// Routing options, lower-case keyword and value, in order given.
+    /// Routing options, lower-case keyword and value, in a fixed order.
     pub routing: Vec<(String, Vec<u8>)>,
+    /// The destination as the first caller wrote it, for messages; not part of the key,
+    /// so two aliases of one host share a context.
+    pub written: String,
+}
+
+impl PartialEq for SshKey {
+    fn eq(&self, other: &SshKey) -> bool {
+        (self.user == other.user)
+            && self.host == other.host
+            && self.port == other.port
+            && self.routing == other.routing
+    }
+}
+
+impl Eq for SshKey {}
+
+impl std::hash::Hash for SshKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (&self.user, &self.host, &self.port, &self.routing).hash(state)
+    }
 }
 
 /// One step of a path.
@@ -124,9 +141,7 @@ impl ContextKey {
             .iter()
             .rev()
             .find_map(|s| match s {
-                StepKey::Ssh(k) | StepKey::SshOnHop(k) => {
-                    Some(String::from_utf8_lossy(&k.host).into_owned())
-                }
+                StepKey::Ssh(k) | StepKey::SshOnHop(k) => Some(host_of(k)),
                 StepKey::Become(_) => None,
             })
             .unwrap_or_default()
@@ -134,6 +149,9 @@ impl ContextKey {
 }
 
 fn ssh_label(k: &SshKey) -> String {
+    if !k.written.is_empty() {
+        return k.written.clone();
+    }
     let mut s = String::new();
     if let Some(u) = &k.user {
         s.push_str(&String::from_utf8_lossy(u));
@@ -144,6 +162,19 @@ fn ssh_label(k: &SshKey) -> String {
         s.push_str(&format!(":{p}"));
     }
     s
+}
+
+/// The host part of how a destination was written (`web1` of `bob@web1:22`).
+fn host_of(k: &SshKey) -> String {
+    let written = k
+        .written
+        .rsplit_once('@')
+        .map_or(k.written.as_str(), |(_, h)| h);
+    match written.rsplit_once(':') {
+        Some((h, p)) if !written.is_empty() && p.parse::<u16>().is_ok() => h.to_string(),
+        _ if !written.is_empty() => written.to_string(),
+        _ => String::from_utf8_lossy(&k.host).into_owned(),
+    }
 }
 
 /// How to make the last step of a path.
@@ -186,8 +217,25 @@ pub fn key_of(target: &Target) -> Option<ContextKey> {
     plan(target).pop().map(|(k, _)| k)
 }
 
-/// The identity of one ssh destination.
+/// The identity of one ssh destination: its resolved configuration when it has one, else
+/// the destination as written with the routing options given on the command line.
 pub fn ssh_key(hop: &SshHop) -> SshKey {
+    let written = ssh_label(&SshKey {
+        user: hop.user.clone(),
+        host: hop.host.clone(),
+        port: hop.port,
+        routing: Vec::new(),
+        written: String::new(),
+    });
+    if let Some(c) = &hop.config {
+        return SshKey {
+            user: Some(c.user.clone()),
+            host: c.hostname.clone(),
+            port: Some(c.port),
+            routing: c.routing.clone(),
+            written,
+        };
+    }
     let words: Vec<OsString> = hop
         .ssh_args
         .iter()
@@ -220,14 +268,34 @@ pub fn ssh_key(hop: &SshHop) -> SshKey {
         host: hop.host.clone(),
         port: hop.port,
         routing,
+        written,
     }
 }
 
 /// The arguments for an ssh that opens a context for `hop` (everything between the
 /// program and the remote command). `proxy`: reach the host through a TCP stream that
-/// context `ctx` opens, via `mitossh proxy` on the master's socket.
-pub fn ssh_args(hop: &SshHop, proxy: Option<(&Path, &Path, ContextId)>) -> Vec<OsString> {
+/// context `ctx` opens, via `mitossh proxy` on the master's socket. `batch`: nobody can
+/// answer a question, so ssh must not ask one (it would otherwise send an empty password).
+///
+/// A resolved hop's host name, port and user are pinned ahead of the user's options (ssh
+/// takes the first value), so the connection goes where the caller's `ssh -G` said even if
+/// a `Match exec` decides differently in the master's directory.
+pub fn ssh_args(
+    hop: &SshHop,
+    proxy: Option<(&Path, &Path, ContextId)>,
+    batch: bool,
+) -> Vec<OsString> {
     let mut args: Vec<OsString> = FORCED.iter().map(OsString::from).collect();
+    if batch {
+        args.push("-oBatchMode=yes".into());
+    }
+    if let Some(c) = &hop.config {
+        let mut host = OsString::from("-oHostName=");
+        host.push(OsStr::from_bytes(&c.hostname));
+        let mut user = OsString::from("-oUser=");
+        user.push(OsStr::from_bytes(&c.user));
+        args.extend([host, format!("-oPort={}", c.port).into(), user]);
+    }
     let user_args: Vec<OsString> = hop
         .ssh_args
         .iter()
@@ -278,10 +346,11 @@ pub fn ssh_command(
     hop: &SshHop,
     label: String,
     proxy: Option<(&Path, &Path, ContextId)>,
+    batch: bool,
 ) -> SshCommand {
     SshCommand {
         program: program.to_path_buf(),
-        args: ssh_args(hop, proxy),
+        args: ssh_args(hop, proxy, batch),
         label,
     }
 }
@@ -302,6 +371,7 @@ mod tests {
             host: host.as_bytes().to_vec(),
             user: Some(b"bob".to_vec()),
             port: Some(2222),
+            config: None,
         }
     }
 
@@ -398,7 +468,7 @@ mod tests {
     #[test]
     fn forced_options_come_first_and_defaults_last() {
         let h = hop(&["-o", "ServerAliveInterval=5"], "web1");
-        let args: Vec<String> = ssh_args(&h, None)
+        let args: Vec<String> = ssh_args(&h, None, false)
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
@@ -430,6 +500,7 @@ mod tests {
                 Path::new("/run/m.sock"),
                 3,
             )),
+            false,
         )
         .iter()
         .map(|a| a.to_string_lossy().into_owned())

@@ -5,23 +5,28 @@
 //! - [`session`]: one shim invocation relayed to one stream;
 //! - [`registry`]: contexts by key, shared connection attempts;
 //! - [`context`]: one agent's link and the streams on it;
-//! - [`key`]: which invocations share a context, and the ssh command line.
+//! - [`key`]: which invocations share a context, and the ssh command line;
+//! - [`attempt`]: what the requests waiting for one connection attempt share (questions,
+//!   ssh's output);
+//! - [`resolve`]: the cache of `ssh -G` answers that contexts are keyed by.
 //!
 //! Shutdown (SIGTERM, SIGINT, SIGHUP, `mitossh stop`, or the lifeline closing) is one
 //! cancellation token: the listener stops, every agent is told to stop its processes and
 //! exit, and the master waits (bounded) for the ssh clients to end before it returns.
 
+pub mod attempt;
 pub mod context;
 pub mod key;
 pub mod prompt;
 pub mod registry;
+pub mod resolve;
 pub mod server;
 pub mod session;
 
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -34,6 +39,7 @@ use tokio_util::task::TaskTracker;
 use crate::bootstrap::image::AgentImage;
 use crate::proto::{StatusReport, StreamId};
 use registry::Registry;
+use resolve::Resolutions;
 
 /// How long shutdown waits for agents and ssh clients to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -60,6 +66,7 @@ pub struct Master {
     pub ssh: PathBuf,
     pub image: AgentImage,
     pub registry: Registry,
+    pub resolutions: Resolutions,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     started: Instant,
@@ -92,7 +99,7 @@ impl Master {
 pub async fn run(mut config: Config) -> io::Result<()> {
     let image = AgentImage::load()
         .map_err(|e| io::Error::new(e.kind(), format!("cannot read its own executable: {e}")))?;
-    let listener = bind(&config.socket).await?;
+    let (listener, socket_file) = bind(&config.socket).await?;
     let ready = config.ready.take();
     let lifeline = config.lifeline.take();
     let master = Arc::new(Master {
@@ -100,6 +107,7 @@ pub async fn run(mut config: Config) -> io::Result<()> {
         config,
         image,
         registry: Registry::default(),
+        resolutions: Resolutions::new(crate::sys::user::Account::current().home),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         started: Instant::now(),
@@ -123,7 +131,7 @@ pub async fn run(mut config: Config) -> io::Result<()> {
     server::serve(master.clone(), listener).await;
 
     tracing::info!("shutting down");
-    let _ = std::fs::remove_file(&master.config.socket);
+    socket_file.remove();
     for ctx in master.registry.contexts() {
         ctx.shutdown();
     }
@@ -138,23 +146,77 @@ pub async fn run(mut config: Config) -> io::Result<()> {
     Ok(())
 }
 
-/// Binds the socket, refusing to take over from a live master and cleaning up a stale file.
-async fn bind(path: &std::path::Path) -> io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        crate::paths::socket_dir(dir)?;
+/// The socket file this master made, to be removed on exit only if it is still the same
+/// file (someone may have replaced it meanwhile).
+struct SocketFile {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl SocketFile {
+    fn remove(&self) {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
-    if path.exists() {
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
+}
+
+/// Binds the socket. A live master there is left alone (an error says how to use it); a
+/// stale socket of ours is replaced; anything else (a file, a directory, a link, someone
+/// else's socket) is refused, never removed. The directory must exist.
+async fn bind(path: &Path) -> io::Result<(UnixListener, SocketFile)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    crate::paths::socket_dir(dir)?;
+    // Two masters starting on one path must not both find it stale and remove each
+    // other's socket: the check, the removal and the bind happen under a lock on the
+    // directory (no file of ours is added to it).
+    let _lock = DirLock::take(dir)?;
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
             return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!(
-                    "a master already listens on {}; use it (export MITOSSH_SOCKET={}) or stop it with `mitossh stop`",
-                    path.display(),
-                    path.display()
-                ),
+                e.kind(),
+                format!("cannot listen on {}: {e}", path.display()),
             ));
         }
-        std::fs::remove_file(path)?;
+        Ok(meta) => {
+            let me = nix::unistd::getuid().as_raw();
+            if !meta.file_type().is_socket() || meta.uid() != me {
+                let what = if meta.file_type().is_socket() {
+                    "another user's socket"
+                } else if meta.is_dir() {
+                    "a directory"
+                } else if meta.file_type().is_symlink() {
+                    "a symbolic link"
+                } else {
+                    "not a socket"
+                };
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} exists and is {what}; refusing to replace it (choose another --socket or MITOSSH_SOCKET)",
+                        path.display()
+                    ),
+                ));
+            }
+            if tokio::net::UnixStream::connect(path).await.is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "a master already listens on {}; use it (export MITOSSH_SOCKET={}) or stop it with `mitossh stop`",
+                        path.display(),
+                        path.display()
+                    ),
+                ));
+            }
+            // A socket of ours that nobody answers: a master that was killed.
+            std::fs::remove_file(path)?;
+        }
     }
     let listener = UnixListener::bind(path).map_err(|e| {
         io::Error::new(
@@ -163,7 +225,41 @@ async fn bind(path: &std::path::Path) -> io::Result<UnixListener> {
         )
     })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    let meta = std::fs::symlink_metadata(path)?;
+    let file = SocketFile {
+        path: path.to_path_buf(),
+        id: (meta.dev(), meta.ino()),
+    };
+    Ok((listener, file))
+}
+
+/// An exclusive flock on a directory, released on drop. Bounded: a directory someone
+/// else keeps locked is an error, not a hang.
+struct DirLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+impl DirLock {
+    const WAIT: Duration = Duration::from_secs(5);
+
+    fn take(dir: &Path) -> io::Result<DirLock> {
+        use nix::fcntl::{Flock, FlockArg};
+        let mut file = std::fs::File::open(dir)?;
+        let deadline = Instant::now() + Self::WAIT;
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(DirLock(lock)),
+                Err((f, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                    file = f;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((_, e)) => {
+                    return Err(io::Error::new(
+                        io::Error::from(e).kind(),
+                        format!("cannot lock {}: {e}", dir.display()),
+                    ));
+                }
+            }
+        }
+    }
 }
 
 async fn watch_signals(shutdown: CancellationToken) {

@@ -5,32 +5,50 @@
 //! the attempt as a task of its own; requests arriving while it runs wait for the same
 //! attempt, so fifty simultaneous first calls make one connection. A failed attempt is
 //! forgotten at once, so the next request tries again.
+//!
+//! Each attempt is an [`Attempt`]: every request waiting for it joins it, so whoever of
+//! them can answer is asked the attempt's questions, and all of them see what its ssh said.
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
 use super::Master;
+use super::attempt::Attempt;
 use super::context::{self, Context, SpawnEvent};
 use super::key::{self, ContextKey, How};
 use super::prompt::Prompter;
-use crate::bootstrap::ssh::ConnectError;
-use crate::proto::{Become, ContextId, MASTER, Message, Method, Target};
+use crate::bootstrap::ssh::{ConnectError, ConnectHooks};
+use crate::proto::{Become, ContextId, MASTER, Message, Method, PromptKind, SshHop, Target};
+use crate::shim::args;
 
-type Attempt = Shared<BoxFuture<'static, Result<Arc<Context>, ConnectError>>>;
+type Outcome = Shared<BoxFuture<'static, Result<Arc<Context>, ConnectError>>>;
+
+/// An attempt under way: its outcome, and what its waiters share.
+struct Pending {
+    id: ContextId,
+    outcome: Outcome,
+    attempt: Arc<Attempt>,
+}
 
 enum Entry {
-    Connecting(ContextId, Attempt),
+    Connecting(Pending),
     Ready(Arc<Context>),
     /// ssh works but an agent cannot run there (a restricted shell, say): shims use the
     /// real ssh for a while instead of trying again on every call.
     CannotServe(ConnectError, Instant),
 }
+
+/// How long an agent may take to say how starting a child goes: its own limit for starting
+/// one (sudo, or ssh from the hop), then for the child's hello, and some slack.
+const SPAWN_ANSWER_TIMEOUT: Duration = Duration::from_secs(
+    crate::method::SPAWN_TIMEOUT.as_secs() + crate::bootstrap::HELLO_TIMEOUT.as_secs() + 20,
+);
 
 /// How long "cannot serve this host" is remembered.
 const CANNOT_SERVE_MEMORY: Duration = Duration::from_secs(60);
@@ -40,25 +58,52 @@ const CANNOT_SERVE_MEMORY: Duration = Duration::from_secs(60);
 pub struct Registry {
     entries: Mutex<HashMap<ContextKey, Entry>>,
     next_id: AtomicU32,
+    /// Attempts whose ssh may run mitossh's askpass helper, by the token it carries.
+    askpass: Mutex<HashMap<String, Weak<Attempt>>>,
+}
+
+/// A context found or made for a request.
+pub struct Found {
+    pub ctx: Arc<Context>,
+    /// Whether the request waited for a new connection (else it reused one).
+    pub waited: bool,
 }
 
 impl Registry {
     /// The context for `target`, making whatever is missing on the way. `prompter` asks
-    /// for passwords (the terminal of the command that needs them).
+    /// the questions (the terminal of the command that needs the connection).
     pub async fn get_or_connect(
         &self,
         master: &Arc<Master>,
         target: &Target,
         prompter: &Prompter,
-    ) -> Result<Arc<Context>, ConnectError> {
+    ) -> Result<Found, ConnectError> {
         let mut parent: Option<Arc<Context>> = None;
+        let mut waited = false;
         for (key, how) in key::plan(target) {
-            parent = Some(self.step(master, key, how, parent, prompter).await?);
+            let (ctx, new) = self.step(master, key, how, parent, prompter).await?;
+            waited |= new;
+            parent = Some(ctx);
         }
-        parent.ok_or_else(|| ConnectError::Other("mitossh: no destination given".into()))
+        let ctx =
+            parent.ok_or_else(|| ConnectError::Other("mitossh: no destination given".into()))?;
+        Ok(Found { ctx, waited })
     }
 
-    /// One context on the path: found, being made, or made now.
+    /// The attempt whose ssh runs the askpass helper with `token`.
+    pub fn askpass_attempt(&self, token: &str) -> Option<Arc<Attempt>> {
+        let askpass = self.askpass.lock().unwrap_or_else(|p| p.into_inner());
+        askpass.get(token).and_then(Weak::upgrade)
+    }
+
+    fn expect_askpass(&self, token: &str, attempt: &Arc<Attempt>) {
+        let mut askpass = self.askpass.lock().unwrap_or_else(|p| p.into_inner());
+        askpass.retain(|_, a| a.strong_count() > 0);
+        askpass.insert(token.to_string(), Arc::downgrade(attempt));
+    }
+
+    /// One context on the path: found, being made, or made now. Also says whether the
+    /// request waited for an attempt.
     async fn step(
         &self,
         master: &Arc<Master>,
@@ -66,26 +111,33 @@ impl Registry {
         how: How,
         parent: Option<Arc<Context>>,
         prompter: &Prompter,
-    ) -> Result<Arc<Context>, ConnectError> {
-        let (id, attempt) = {
+    ) -> Result<(Arc<Context>, bool), ConnectError> {
+        let (id, outcome) = {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             match entries.get(&key) {
-                Some(Entry::Ready(ctx)) if ctx.usable() => return Ok(ctx.clone()),
-                Some(Entry::Connecting(id, attempt)) => (*id, attempt.clone()),
+                Some(Entry::Ready(ctx)) if ctx.usable() => return Ok((ctx.clone(), false)),
+                Some(Entry::Connecting(pending)) => {
+                    pending.attempt.join(prompter);
+                    (pending.id, pending.outcome.clone())
+                }
                 Some(Entry::CannotServe(e, at)) if at.elapsed() < CANNOT_SERVE_MEMORY => {
                     return Err(e.clone());
                 }
                 _ => {
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+                    let attempt = Attempt::new(is_verbose(&how));
+                    attempt.join(prompter);
+                    let batch = !prompter.can_prompt();
                     let task = tokio::spawn(make(
                         master.clone(),
                         id,
                         key.clone(),
                         how,
                         parent,
-                        prompter.clone(),
+                        attempt.clone(),
+                        batch,
                     ));
-                    let attempt = async move {
+                    let outcome = async move {
                         task.await.unwrap_or_else(|e| {
                             Err(ConnectError::Other(format!(
                                 "connection attempt failed: {e}"
@@ -94,14 +146,19 @@ impl Registry {
                     }
                     .boxed()
                     .shared();
-                    entries.insert(key.clone(), Entry::Connecting(id, attempt.clone()));
-                    (id, attempt)
+                    let pending = Pending {
+                        id,
+                        outcome: outcome.clone(),
+                        attempt,
+                    };
+                    entries.insert(key.clone(), Entry::Connecting(pending));
+                    (id, outcome)
                 }
             }
         };
-        let result = attempt.await;
+        let result = outcome.await;
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let ours = matches!(entries.get(&key), Some(Entry::Connecting(i, _)) if *i == id);
+        let ours = matches!(entries.get(&key), Some(Entry::Connecting(p)) if p.id == id);
         match &result {
             Ok(ctx) if ours && !ctx.dead.is_cancelled() => {
                 entries.insert(key, Entry::Ready(ctx.clone()));
@@ -114,7 +171,7 @@ impl Registry {
             }
             _ => {}
         }
-        result
+        result.map(|ctx| (ctx, true))
     }
 
     /// The live context for `target`, if any; never connects.
@@ -177,31 +234,40 @@ impl Registry {
     }
 }
 
+/// Whether ssh's output should be shown as it comes: the first caller asked for `-v`.
+fn is_verbose(how: &How) -> bool {
+    let hop = match how {
+        How::Ssh(hop) => hop,
+        How::SshOnHop(_) | How::Become(_) => return false,
+    };
+    let mut words: Vec<std::ffi::OsString> = hop
+        .ssh_args
+        .iter()
+        .map(|w| std::ffi::OsStr::from_bytes(w).to_os_string())
+        .collect();
+    words.extend(["--".into(), "h".into()]);
+    args::parse(&words).is_ok_and(|inv| inv.count('v') > 0)
+}
+
 /// Makes the context `key` from `parent` as `how` says, and watches it for idleness.
+/// `batch`: the caller that started it cannot be asked anything.
 async fn make(
     master: Arc<Master>,
     id: ContextId,
     key: ContextKey,
     how: How,
     parent: Option<Arc<Context>>,
-    prompter: Prompter,
+    attempt: Arc<Attempt>,
+    batch: bool,
 ) -> Result<Arc<Context>, ConnectError> {
     let label = key.label();
-    let ctx = match (how, parent) {
-        (How::Ssh(hop), None) => {
-            let ssh = key::ssh_command(&master.ssh, &hop, label, None);
-            context::connect_ssh(&master, id, key, ssh, MASTER).await?
-        }
-        (How::Ssh(hop), Some(parent)) => {
-            // The master's own ssh, through a TCP stream `parent`'s agent opens.
-            let exe = std::env::current_exe()
-                .map_err(|e| ConnectError::Other(format!("mitossh: cannot find itself: {e}")))?;
-            let proxy = (exe.as_path(), master.config.socket.as_path(), parent.id);
-            let ssh = key::ssh_command(&master.ssh, &hop, label, Some(proxy));
-            context::connect_ssh(&master, id, key, ssh, parent.id).await?
+    let made = match (how, parent) {
+        (How::Ssh(hop), parent) => {
+            connect_ssh(&master, id, key, &hop, parent, &attempt, label, batch).await
         }
         (How::SshOnHop(hop), Some(parent)) => {
-            let args = key::ssh_args(&hop, None)
+            // Nobody can answer an ssh on another host: it must not ask (or guess).
+            let args = key::ssh_args(&hop, None, true)
                 .iter()
                 .map(|a| a.as_bytes().to_vec())
                 .collect();
@@ -209,20 +275,69 @@ async fn make(
                 args,
                 label: label.clone(),
             };
-            spawn(&parent, id, key, method, "ssh", &prompter).await?
+            spawn(&parent, id, key, method, "ssh", &attempt).await
         }
         (How::Become(role), Some(parent)) => {
             let method = Method::Become(role.clone());
-            spawn(&parent, id, key, method, role.method.name(), &prompter).await?
+            spawn(&parent, id, key, method, role.method.name(), &attempt).await
         }
-        (_, None) => {
-            return Err(ConnectError::Other(
-                "mitossh: a path must start with an ssh hop".into(),
-            ));
-        }
+        (_, None) => Err(ConnectError::Other(
+            "mitossh: a path must start with an ssh hop".into(),
+        )),
     };
+    // What ssh said goes to the callers now, unless they are about to run the real ssh,
+    // which will say it again.
+    if !matches!(made, Err(ConnectError::CannotServe(_))) {
+        attempt.show();
+    }
+    let ctx = made?;
     tokio::spawn(context::watch_idle(ctx.clone(), master.config.idle_timeout));
     Ok(ctx)
+}
+
+/// The master's own ssh to `hop`: directly, or through a TCP stream `parent`'s agent opens.
+#[allow(clippy::too_many_arguments)]
+async fn connect_ssh(
+    master: &Arc<Master>,
+    id: ContextId,
+    key: ContextKey,
+    hop: &SshHop,
+    parent: Option<Arc<Context>>,
+    attempt: &Arc<Attempt>,
+    label: String,
+    batch: bool,
+) -> Result<Arc<Context>, ConnectError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| ConnectError::Other(format!("mitossh: cannot find itself: {e}")))?;
+    let socket = master.config.socket.as_path();
+    let proxy = parent.as_ref().map(|p| (exe.as_path(), socket, p.id));
+    let ssh = key::ssh_command(&master.ssh, hop, label, proxy, batch);
+    let token = crate::bootstrap::ssh::random_token();
+    master.registry.expect_askpass(&token, attempt);
+    let hooks = ConnectHooks {
+        say: {
+            let attempt = attempt.clone();
+            Box::new(move |line| attempt.say(line))
+        },
+        flush: attempt.flush_requests(),
+        abandoned: attempt.abandoned.clone(),
+        expired: {
+            let attempt = attempt.clone();
+            let timeout = master.config.connect_timeout;
+            async move { attempt.expired(timeout).await }.boxed()
+        },
+        env: crate::askpass::environment(&exe, socket, &token),
+    };
+    let parent_id = parent.map_or(MASTER, |p| p.id);
+    context::connect_ssh(master, id, key, ssh, parent_id, hooks).await
+}
+
+/// What the user is asked: where, to become whom, and whose password it is (sudo wants
+/// the user's own by default, su the target's), as the tool's own prompt says.
+fn password_prompt(method: &str, role: &str, host: &str, whose: &str) -> String {
+    // `whose` comes from the agent: one short line of printable text only.
+    let whose: String = whose.chars().filter(|c| !c.is_control()).take(64).collect();
+    format!("[mitossh] {method} to {role} on {host}: password for {whose}: ")
 }
 
 /// Starts a child below `parent` and sees the password dialogue through.
@@ -232,7 +347,7 @@ async fn spawn(
     key: ContextKey,
     method: Method,
     method_name: &'static str,
-    prompter: &Prompter,
+    attempt: &Attempt,
 ) -> Result<Arc<Context>, ConnectError> {
     let host = key.host_label();
     let role = match &method {
@@ -252,21 +367,26 @@ async fn spawn(
         .map_err(|_| failed("the connection to the host is gone".into()))?;
     let mut tried = None;
     loop {
+        // The agent answers within its own limits (starting the tool, then its hello);
+        // time spent asking the user is not spent here.
         let event = tokio::select! {
-            e = events.recv() => e,
+            e = tokio::time::timeout(SPAWN_ANSWER_TIMEOUT, events.recv()) => match e {
+                Ok(e) => e,
+                Err(_) => return Err(failed(format!(
+                    "the agent did not answer within {}s",
+                    SPAWN_ANSWER_TIMEOUT.as_secs()
+                ))),
+            },
             _ = parent.dead.cancelled() => None,
         };
         match event {
-            Some(SpawnEvent::NeedPassword(_)) => {
+            Some(SpawnEvent::NeedPassword(whose)) => {
                 // A password that worked before on this host, else ask the user.
                 let secret = match (tried.is_none(), parent.known_password(method_name, &role)) {
                     (true, Some(known)) => Some(known),
                     _ => {
-                        prompter
-                            .ask(format!(
-                                "[mitossh] {method_name} password for {role} on {host}: "
-                            ))
-                            .await
+                        let text = password_prompt(method_name, &role, &host, &whose);
+                        attempt.ask(&text, PromptKind::Become).await
                     }
                 };
                 tried = secret.clone();

@@ -13,10 +13,13 @@ use bytes::BytesMut;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::codec::Decoder;
 
-use super::Master;
 use super::session::{self, Place, fail, reply};
+use super::{Master, key};
 use crate::link;
-use crate::proto::{FrameCodec, Hello, Message, OpenSpec, PROTOCOL_VERSION, Reply, Request};
+use crate::proto::{
+    Caller, FrameCodec, Hello, Message, OpenSpec, PROTOCOL_VERSION, PromptKind, Reply, Request,
+    Secret, Target,
+};
 use crate::sys::passfd::recv_with_fds;
 
 /// A client that connects and says nothing is dropped after this long.
@@ -53,18 +56,18 @@ pub async fn serve(master: Arc<Master>, listener: UnixListener) {
 }
 
 async fn client(master: Arc<Master>, stream: UnixStream) {
-    let (first, fds, leftover) = match tokio::time::timeout(REQUEST_TIMEOUT, opening(&stream)).await
-    {
-        Ok(Ok(opening)) => opening,
-        Ok(Err(e)) => {
-            tracing::warn!("dropping a client: {e}");
-            return;
-        }
-        Err(_) => {
-            tracing::warn!("dropping a client that sent no request within {REQUEST_TIMEOUT:?}");
-            return;
-        }
-    };
+    let (first, fds, leftover) =
+        match tokio::time::timeout(REQUEST_TIMEOUT, opening(&master, &stream)).await {
+            Ok(Ok(opening)) => opening,
+            Ok(Err(e)) => {
+                tracing::warn!("dropping a client: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("dropping a client that sent no request within {REQUEST_TIMEOUT:?}");
+                return;
+            }
+        };
     let (r, w) = stream.into_split();
     let mut frames = link::reader(r);
     frames.read_buffer_mut().extend_from_slice(&leftover);
@@ -86,7 +89,11 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
 
     let pid = std::process::id();
     match request {
-        Request::Session { target, spec } => {
+        Request::Session {
+            target,
+            spec,
+            caller,
+        } => {
             let Ok(stdio) = <[OwnedFd; 3]>::try_from(fds) else {
                 return fail(
                     &to_client,
@@ -97,6 +104,7 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
                 master,
                 Place::Target(target),
                 spec,
+                caller,
                 stdio,
                 frames,
                 to_client,
@@ -114,17 +122,36 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
                 connect: Some(endpoint),
                 ..OpenSpec::default()
             };
-            session::run(master, Place::Context(ctx), spec, stdio, frames, to_client).await;
+            let caller = Caller::default();
+            session::run(
+                master,
+                Place::Context(ctx),
+                spec,
+                caller,
+                stdio,
+                frames,
+                to_client,
+            )
+            .await;
         }
-        Request::Check { .. } => reply(
-            &to_client,
-            Reply::Done {
-                master_pid: pid,
-                message: format!("Master running (pid={pid})"),
-            },
-        ),
+        // Like ssh -O, these ask about the connection to a destination: the host's
+        // context, whatever user the invocation would become there.
+        Request::Check { target } => match master.registry.find(&connection(&target)) {
+            Some(_) => reply(
+                &to_client,
+                Reply::Done {
+                    master_pid: pid,
+                    message: format!("Master running (pid={pid})"),
+                },
+            ),
+            None => no_connection(&to_client, &target),
+        },
         Request::ExitContext { target } => {
-            if let Some(ctx) = master.registry.find(&target) {
+            let found = master.registry.find_with_descendants(&connection(&target));
+            if found.is_empty() {
+                return no_connection(&to_client, &target);
+            }
+            for ctx in found {
                 ctx.shutdown();
             }
             reply(
@@ -139,7 +166,11 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
             // Like a stopped ControlMaster, the host's connection takes no new sessions;
             // neither do the contexts started from it (sudo there), which live on it. So
             // the next call, become or not, logs in afresh (Ansible's reset_connection).
-            for ctx in master.registry.find_with_descendants(&target) {
+            let found = master.registry.find_with_descendants(&connection(&target));
+            if found.is_empty() {
+                return no_connection(&to_client, &target);
+            }
+            for ctx in found {
                 ctx.drain();
             }
             reply(
@@ -151,6 +182,12 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
             );
         }
         Request::Status => reply(&to_client, Reply::Status(master.status())),
+        Request::Askpass { token, prompt } => {
+            let answer = askpass(&master, &token, &prompt).await;
+            reply(&to_client, Reply::Askpass(answer));
+        }
+        // Answered while reading the opening; one never reaches here.
+        Request::Lookup { .. } => {}
         Request::Shutdown => {
             reply(
                 &to_client,
@@ -164,9 +201,54 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
     }
 }
 
+/// A question from the askpass helper of attempt `token`'s ssh, asked of a waiting shim.
+/// Nobody to answer: the attempt is abandoned (its ssh killed) rather than let ssh send an
+/// empty password.
+async fn askpass(master: &Master, token: &str, prompt: &str) -> Option<Secret> {
+    let attempt = master.registry.askpass_attempt(token)?;
+    let echo = crate::askpass::is_confirmation(prompt);
+    let text = crate::untrusted::clean_lines(prompt, crate::untrusted::MAX_TEXT * 4);
+    let answer = attempt.ask(&text, PromptKind::Ssh { echo }).await;
+    if answer.is_none() {
+        tracing::warn!("nobody can answer ssh's question {text:?}; giving up the connection");
+        attempt.abandoned.cancel();
+    }
+    answer
+}
+
+/// The connection a target's context lives on: the target without a user to become.
+fn connection(target: &Target) -> Target {
+    Target {
+        become_as: None,
+        ..target.clone()
+    }
+}
+
+/// The answer to `ssh -O` for a destination the master has no connection to: a failure
+/// the shim hands to the real ssh, which answers for a ControlMaster of the user's own
+/// if there is one, and otherwise fails with its own message, as it would without mitossh.
+fn no_connection(to_client: &link::LinkSender, target: &Target) {
+    let label = key::key_of(&connection(target))
+        .map(|k| k.path_label())
+        .unwrap_or_default();
+    reply(
+        to_client,
+        Reply::Failed {
+            message: format!("no mitossh connection to {label}"),
+            exit_code: crate::shim::client::SSH_ERROR,
+            fallback: true,
+            shown: false,
+        },
+    );
+}
+
 /// Reads a client's `Hello` and `Request`, and the descriptors sent along (a session's
-/// stdin, stdout and stderr). Returns them with whatever bytes followed.
-async fn opening(stream: &UnixStream) -> io::Result<((Hello, Request), Vec<OwnedFd>, BytesMut)> {
+/// stdin, stdout and stderr). Returns them with whatever bytes followed. `Lookup`
+/// requests are answered on the way: the shim asks before it makes its real request.
+async fn opening(
+    master: &Master,
+    stream: &UnixStream,
+) -> io::Result<((Hello, Request), Vec<OwnedFd>, BytesMut)> {
     let mut codec = FrameCodec::default();
     let mut buf = BytesMut::new();
     let mut fds = Vec::new();
@@ -177,7 +259,18 @@ async fn opening(stream: &UnixStream) -> io::Result<((Hello, Request), Vec<Owned
         while let Some(frame) = codec.decode(&mut buf).map_err(io::Error::other)? {
             match (frame.msg, hello.take()) {
                 (Message::Hello(h), None) => hello = Some(h),
-                (Message::Request(r), Some(h)) => return Ok(((h, *r), fds, buf)),
+                (Message::Request(r), Some(h)) => match *r {
+                    Request::Lookup { hops } => {
+                        let found = hops.iter().map(|hop| master.resolutions.lookup(hop));
+                        write_frame(
+                            stream,
+                            Message::Reply(Box::new(Reply::Lookup(found.collect()))),
+                        )
+                        .await?;
+                        hello = Some(h);
+                    }
+                    r => return Ok(((h, r), fds, buf)),
+                },
                 (other, _) => {
                     return Err(io::Error::other(format!(
                         "expected Hello then Request, got {other:?}"
@@ -192,4 +285,24 @@ async fn opening(stream: &UnixStream) -> io::Result<((Hello, Request), Vec<Owned
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
+}
+
+/// Writes one frame on a stream that has no writer task yet.
+async fn write_frame(stream: &UnixStream, msg: Message) -> io::Result<()> {
+    let mut buf = BytesMut::new();
+    crate::proto::frame::encode_into(
+        &crate::proto::Frame::new(crate::proto::MASTER, msg),
+        &mut buf,
+    )
+    .map_err(io::Error::other)?;
+    let mut written = 0;
+    while written < buf.len() {
+        stream.writable().await?;
+        match stream.try_write(&buf[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -7,32 +7,44 @@
 //! disconnection (it was killed) stops the remote process.
 //!
 //! Sending never waits: frames to the agent are queued on its link, bytes for stdout and
-//! stderr are queued to their writer tasks. What sits in those queues is bounded by the
-//! credit each end granted, one window per direction.
+//! stderr are queued (by the link's dispatcher) to their writer tasks. What sits in those
+//! queues is bounded by the credit each end granted, one window per direction, which is
+//! checked as the agent's frames arrive (see [`crate::guard`]).
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use tokio::net::unix::OwnedReadHalf;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::Master;
 use super::context::Context;
 use super::prompt::Prompter;
+use super::registry::Found;
 use crate::bootstrap::ssh::ConnectError;
 use crate::credit::CreditGate;
 use crate::link::{LinkReader, LinkSender};
 use crate::proto::flow::DEFAULT_WINDOW;
-use crate::proto::{ContextId, Fd, Frame, MASTER, Message, OpenSpec, Reply, StreamId, Target};
-use crate::pump::{self, Input, Sink};
+use crate::proto::{
+    Caller, ContextId, Fd, Frame, MASTER, Message, OpenSpec, Reply, StreamId, Target,
+};
+use crate::pump::{self, Inbox, Sink};
 use crate::sys::adopt;
+use crate::untrusted;
 
 /// Exit status ssh uses for its own failures.
 pub const SSH_ERROR: i32 = 255;
 
-pub fn reply(to: &LinkSender, reply: Reply) {
+/// How long an agent may take to answer `Open`: it connects a TCP stream within 30 s.
+const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+pub fn reply(to: &LinkSender, mut reply: Reply) {
+    // A failure goes to the user's terminal, and its text may quote a remote host (an
+    // agent's error, a line the remote shell wrote on ssh's stderr).
+    if let Reply::Failed { message, .. } = &mut reply {
+        *message = untrusted::clean_lines(message, 8 * untrusted::MAX_TEXT);
+    }
     let _ = to.send(Frame::new(MASTER, Message::Reply(Box::new(reply))));
 }
 
@@ -43,6 +55,7 @@ pub fn fail(to: &LinkSender, message: String) {
             message,
             exit_code: SSH_ERROR,
             fallback: false,
+            shown: false,
         },
     );
 }
@@ -61,27 +74,18 @@ pub async fn run(
     master: Arc<Master>,
     place: Place,
     mut spec: OpenSpec,
+    caller: Caller,
     [stdin, stdout, stderr]: [OwnedFd; 3],
     mut from_shim: LinkReader<OwnedReadHalf>,
     to_shim: LinkSender,
 ) {
-    let prompter = Prompter::for_shim(to_shim.clone());
+    let prompter = Prompter::for_shim(to_shim.clone(), caller.can_prompt);
+    // However this ends, questions to this shim are not answered any more.
+    let _closed = ClosePrompter(prompter.clone());
     let found = {
-        let connect = async {
-            match place {
-                Place::Target(target) => {
-                    master
-                        .registry
-                        .get_or_connect(&master, &target, &prompter)
-                        .await
-                }
-                Place::Context(id) => master.registry.by_id(id).ok_or_else(|| {
-                    ConnectError::Other(format!("mitossh: no context {id} (it closed?)"))
-                }),
-            }
-        };
+        let connect = find(&master, place, &prompter);
         tokio::pin!(connect);
-        // While connecting, the shim may be asked for passwords.
+        // While connecting, the shim may be asked questions.
         loop {
             tokio::select! {
                 found = &mut connect => break found,
@@ -97,40 +101,66 @@ pub async fn run(
     // The descriptors are dropped unused on failure, so a shim that falls back to the
     // real ssh finds its stdin intact.
     let ctx = match found {
-        Ok(ctx) => ctx,
+        Ok(Found { ctx, waited }) => {
+            if !waited && !caller.preamble.is_empty() {
+                reused(
+                    &prompter,
+                    &caller.preamble,
+                    &ctx,
+                    master.config.socket.as_path(),
+                );
+            }
+            ctx
+        }
         Err(e) => {
             let fallback = matches!(e, ConnectError::CannotServe(_));
+            let shown = matches!(e, ConnectError::Ssh(_));
             return reply(
                 &to_shim,
                 Reply::Failed {
                     message: e.to_string(),
                     exit_code: SSH_ERROR,
                     fallback,
+                    shown,
                 },
             );
         }
     };
     let id = master.next_stream_id();
     spec.window = DEFAULT_WINDOW;
+    // A TCP stream (`ssh -W`, a hop's ProxyCommand) has no stderr, as an SSH direct-tcpip
+    // channel has none: nothing the agent says reaches the shim's real stderr.
+    let tcp = spec.connect.is_some();
     let mut port = match ctx.open_stream(id, spec) {
         Ok(port) => port,
         Err(_) => return fail(&to_shim, lost(&ctx)),
     };
 
-    // The agent answers Open first; anything else before it is a broken agent.
-    let stdin_window = match port.rx.recv().await.map(|f| f.msg) {
-        Some(Message::Opened { window, .. }) => window,
-        Some(Message::OpenFailed { error, .. }) => {
+    // The agent answers Open first (its guard on the link sees to the order).
+    let opened = tokio::time::timeout(OPEN_TIMEOUT, port.events.recv()).await;
+    let stdin_window = match opened {
+        Ok(Some(Message::Opened { window, .. })) => window,
+        Ok(Some(Message::OpenFailed { error, .. })) => {
             return fail(&to_shim, format!("mitossh: {}: {error}", ctx.name));
         }
-        Some(other) => {
-            tracing::error!(host = %ctx.name, "agent answered Open with {other:?}");
+        Ok(Some(other)) => {
+            tracing::error!(host = %ctx.name, "agent answered Open with {}", other.name());
             return fail(
                 &to_shim,
                 format!("mitossh: {}: agent protocol error", ctx.name),
             );
         }
-        None => return fail(&to_shim, lost(&ctx)),
+        Ok(None) => return fail(&to_shim, lost(&ctx)),
+        Err(_) => {
+            return fail(
+                &to_shim,
+                format!(
+                    "mitossh: {}: the agent did not answer within {}s",
+                    ctx.name,
+                    OPEN_TIMEOUT.as_secs()
+                ),
+            );
+        }
     };
     reply(
         &to_shim,
@@ -139,11 +169,19 @@ pub async fn run(
         },
     );
 
-    let stdin_credit = Arc::new(CreditGate::new(stdin_window));
+    let stdin_credit = port.stdin.clone();
+    let stdout_queue = port.stdout.take().expect("taken once");
+    let stderr_queue = port.stderr.take().expect("taken once");
     let mut pumps = Pumps {
         stdin: pump_stdin(ctx.clone(), id, stdin, stdin_credit.clone()),
-        stdout: Some(pump_output(ctx.clone(), id, Fd::Stdout, stdout)),
-        stderr: Some(pump_output(ctx.clone(), id, Fd::Stderr, stderr)),
+        stdout: Some(pump_output(
+            ctx.clone(),
+            id,
+            Fd::Stdout,
+            stdout,
+            stdout_queue,
+        )),
+        stderr: (!tcp).then(|| pump_output(ctx.clone(), id, Fd::Stderr, stderr, stderr_queue)),
     };
 
     loop {
@@ -170,15 +208,12 @@ pub async fn run(
                     return fail(&to_shim, lost(&ctx));
                 }
             }
-            frame = port.rx.recv() => {
-                let Some(frame) = frame else {
+            event = port.events.recv() => {
+                let Some(event) = event else {
                     pumps.abort();
                     return fail(&to_shim, lost(&ctx));
                 };
-                match frame.msg {
-                    Message::Data { fd, .. } => pumps.output(fd, Input::Data(frame.data)),
-                    Message::Eof { fd, .. } => pumps.output(fd, Input::Eof),
-                    Message::Credit { fd: Fd::Stdin, bytes, .. } => stdin_credit.grant(bytes),
+                match event {
                     Message::Released { .. } => {
                         let _ = to_shim.send(Frame::new(MASTER, Message::Released { stream: 0 }));
                     }
@@ -186,6 +221,7 @@ pub async fn run(
                         // Everything the process wrote goes out before its exit status,
                         // unless the shim disappears meanwhile.
                         stdin_credit.close();
+                        port.end_output();
                         tokio::select! {
                             _ = pumps.drain() => {}
                             _ = from_shim.next() => return pumps.abort(),
@@ -193,43 +229,83 @@ pub async fn run(
                         let _ = to_shim.send(Frame::new(MASTER, Message::Exit { stream: 0, status }));
                         return;
                     }
-                    other => tracing::warn!(host = %ctx.name, "stream {id}: unexpected {other:?}"),
+                    other => tracing::warn!(host = %ctx.name, "stream {id}: unexpected {}", other.name()),
                 }
             }
         }
     }
 }
 
+/// Finds or makes the context a session runs in.
+async fn find(
+    master: &Arc<Master>,
+    place: Place,
+    prompter: &Prompter,
+) -> Result<Found, ConnectError> {
+    match place {
+        Place::Target(mut target) => {
+            master.resolutions.complete(&master.ssh, &mut target).await;
+            master
+                .registry
+                .get_or_connect(master, &target, prompter)
+                .await
+        }
+        Place::Context(id) => master
+            .registry
+            .by_id(id)
+            .map(|ctx| Found { ctx, waited: false })
+            .ok_or_else(|| ConnectError::Other(format!("mitossh: no context {id} (it closed?)"))),
+    }
+}
+
+/// What a ControlMaster client prints at `-v` when it uses an existing master: ssh's own
+/// lines about its configuration (the shim's `ssh -G -v`), then which connection it uses.
+fn reused(prompter: &Prompter, preamble: &[u8], ctx: &Context, socket: &std::path::Path) {
+    for line in preamble.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        prompter.say(crate::bootstrap::ssh::printable(line).as_bytes());
+    }
+    prompter.say(
+        format!(
+            "debug1: mitossh: using the connection to {} of the master at {} (context {})",
+            ctx.name,
+            socket.display(),
+            ctx.id
+        )
+        .as_bytes(),
+    );
+}
+
+/// Closes a session's prompter when the session ends.
+struct ClosePrompter(Prompter);
+
+impl Drop for ClosePrompter {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 fn lost(ctx: &Context) -> String {
-    format!("mitossh: connection to {} lost", ctx.name)
+    match ctx.lost_reason() {
+        Some(why) => format!("mitossh: connection to {} lost: {why}", ctx.name),
+        None => format!("mitossh: connection to {} lost", ctx.name),
+    }
 }
 
 /// The tasks moving a session's bytes.
 struct Pumps {
     stdin: JoinHandle<()>,
-    stdout: Option<(mpsc::UnboundedSender<Input>, JoinHandle<()>)>,
-    stderr: Option<(mpsc::UnboundedSender<Input>, JoinHandle<()>)>,
+    stdout: Option<JoinHandle<()>>,
+    stderr: Option<JoinHandle<()>>,
 }
 
 impl Pumps {
-    fn output(&self, fd: Fd, input: Input) {
-        let pump = match fd {
-            Fd::Stdout => &self.stdout,
-            Fd::Stderr => &self.stderr,
-            Fd::Stdin => return,
-        };
-        if let Some((tx, _)) = pump {
-            let _ = tx.send(input);
-        }
-    }
-
-    /// Waits until stdout and stderr have written everything queued.
+    /// Waits until stdout and stderr have written everything queued (their queues end
+    /// once the stream's output ended).
     async fn drain(&mut self) {
-        for (tx, task) in [self.stdout.take(), self.stderr.take()]
+        for task in [self.stdout.take(), self.stderr.take()]
             .into_iter()
             .flatten()
         {
-            drop(tx);
             let _ = task.await;
         }
         self.stdin.abort();
@@ -237,7 +313,7 @@ impl Pumps {
 
     fn abort(&mut self) {
         self.stdin.abort();
-        for (_, task) in [self.stdout.take(), self.stderr.take()]
+        for task in [self.stdout.take(), self.stderr.take()]
             .into_iter()
             .flatten()
         {
@@ -266,7 +342,8 @@ fn pump_stdin(
                 return;
             }
         };
-        pump::read_with_credit(&mut src, &credit, |chunk| match chunk {
+        let link = ctx.link_sender().clone();
+        pump::read_with_credit(&mut src, &credit, &link, |chunk| match chunk {
             Some(data) => ctx
                 .send_data(
                     Message::Data {
@@ -290,9 +367,9 @@ fn pump_output(
     id: StreamId,
     fd: Fd,
     dst: OwnedFd,
-) -> (mpsc::UnboundedSender<Input>, JoinHandle<()>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
+    queue: Inbox,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
         let dst = match adopt::writer(dst) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -315,7 +392,6 @@ fn pump_output(
         let broken = || {
             let _ = ctx.send(Message::Eof { stream: id, fd });
         };
-        pump::write_with_credit(rx, sink, grant, broken).await;
-    });
-    (tx, task)
+        pump::write_with_credit(queue, sink, grant, broken).await;
+    })
 }

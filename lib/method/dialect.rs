@@ -21,8 +21,10 @@ pub enum Seen {
 #[derive(Debug, Clone)]
 pub struct Dialect {
     method: BecomeMethod,
-    /// Text that marks a prompt (our unique sudo prompt, or "password:").
+    /// What sudo is told to prompt with (`sudo -p`); empty for su and doas.
     prompt: String,
+    /// Text that marks a prompt (the start of our unique sudo prompt, or "password:").
+    marker: String,
 }
 
 /// Lines after which no password will help.
@@ -53,16 +55,46 @@ impl Dialect {
     /// `nonce` makes sudo's prompt unique (`sudo -p`); su and doas cannot be told their
     /// prompt, so theirs is recognised by its usual ending in the C locale.
     pub fn new(method: BecomeMethod, nonce: &str) -> Dialect {
-        let prompt = match method {
-            BecomeMethod::Sudo => sudo_prompt(nonce),
-            BecomeMethod::Su | BecomeMethod::Doas => "password:".into(),
+        let (prompt, marker) = match method {
+            // sudo expands %p to the user whose password it wants (the invoking user's,
+            // or the target's or root's under targetpw/rootpw).
+            BecomeMethod::Sudo => (format!("{} %p: ", sudo_marker(nonce)), sudo_marker(nonce)),
+            BecomeMethod::Su | BecomeMethod::Doas => (String::new(), "password:".into()),
         };
-        Dialect { method, prompt }
+        Dialect {
+            method,
+            prompt,
+            marker,
+        }
     }
 
-    /// The text to pass to `sudo -p` (sudo prints it verbatim; sudo-rs wraps it).
+    /// The text to pass to `sudo -p` (sudo prints it with `%p` expanded; sudo-rs wraps it).
     pub fn prompt(&self) -> &str {
         &self.prompt
+    }
+
+    /// Whose password the tool asks for, from its last prompt: `target` for su (it wants
+    /// the target's own), the name sudo put for `%p` or doas in `doas (user@host)`, else
+    /// `invoker` (both ask for the invoking user's by default). One line, no control
+    /// characters, at most 64 of them.
+    pub fn whose_password(&self, transcript: &str, target: &str, invoker: &str) -> String {
+        let named = match self.method {
+            BecomeMethod::Su => Some(target.to_string()),
+            BecomeMethod::Sudo => {
+                transcript
+                    .rsplit_once(self.marker.as_str())
+                    .and_then(|(_, rest)| {
+                        let name = rest.split(':').next().unwrap_or("").trim();
+                        (!name.is_empty() && !name.contains('%')).then(|| name.to_string())
+                    })
+            }
+            BecomeMethod::Doas => transcript
+                .rsplit_once("doas (")
+                .and_then(|(_, rest)| rest.split_once('@'))
+                .map(|(name, _)| name.to_string()),
+        };
+        let name = clean(named.as_deref().unwrap_or(invoker));
+        name.chars().take(64).collect()
     }
 
     /// Reads the transcript so far.
@@ -78,10 +110,10 @@ impl Dialect {
             }
         }
         let prompts = match self.method {
-            BecomeMethod::Sudo => transcript.matches(self.prompt.trim_end()).count(),
+            BecomeMethod::Sudo => transcript.matches(&self.marker).count(),
             BecomeMethod::Su | BecomeMethod::Doas => transcript
                 .to_ascii_lowercase()
-                .matches(&self.prompt)
+                .matches(&self.marker)
                 .count(),
         };
         if prompts > 0 {
@@ -102,14 +134,15 @@ impl Dialect {
                 !l.is_empty()
                     && !l
                         .to_ascii_lowercase()
-                        .contains(self.prompt.trim_end().to_ascii_lowercase().as_str())
+                        .contains(self.marker.to_ascii_lowercase().as_str())
             })
             .unwrap_or_else(|| format!("{} exited without saying why", self.method.name()))
     }
 }
 
-fn sudo_prompt(nonce: &str) -> String {
-    format!("[mitossh-{nonce}] password: ")
+/// The start of our sudo prompt, unique per attempt.
+fn sudo_marker(nonce: &str) -> String {
+    format!("[mitossh-{nonce}] password for")
 }
 
 /// A line without terminal control characters and surrounding blanks.
@@ -128,12 +161,15 @@ mod tests {
     #[test]
     fn sudo_prompt_then_wrong_password() {
         let d = Dialect::new(BecomeMethod::Sudo, "n1");
-        assert_eq!(d.prompt(), "[mitossh-n1] password: ");
+        assert_eq!(d.prompt(), "[mitossh-n1] password for %p: ");
         assert_eq!(d.scan(""), Seen::Nothing);
-        assert_eq!(d.scan("[mitossh-n1] password: "), Seen::Prompts(1));
+        assert_eq!(
+            d.scan("[mitossh-n1] password for alice: "),
+            Seen::Prompts(1)
+        );
         // sudo 1.9's answer to a wrong password, then the prompt again.
         assert_eq!(
-            d.scan("[mitossh-n1] password: \r\nSorry, try again.\r\n[mitossh-n1] password: "),
+            d.scan("[mitossh-n1] password for alice: \r\nSorry, try again.\r\n[mitossh-n1] password for alice: "),
             Seen::Incorrect
         );
     }
@@ -142,7 +178,7 @@ mod tests {
     fn a_second_prompt_alone_counts() {
         let d = Dialect::new(BecomeMethod::Sudo, "n1");
         assert_eq!(
-            d.scan("[mitossh-n1] password: \r\n[mitossh-n1] password: "),
+            d.scan("[mitossh-n1] password for a: \r\n[mitossh-n1] password for a: "),
             Seen::Prompts(2)
         );
     }
@@ -151,7 +187,7 @@ mod tests {
     fn sudo_rs_wraps_the_prompt() {
         let d = Dialect::new(BecomeMethod::Sudo, "n2");
         assert_eq!(
-            d.scan("[sudo: [mitossh-n2] password: ] Password: "),
+            d.scan("[sudo: [mitossh-n2] password for %p: ] Password: "),
             Seen::Prompts(1)
         );
         assert_eq!(
@@ -203,10 +239,35 @@ mod tests {
     }
 
     #[test]
+    fn whose_password_each_tool_wants() {
+        let sudo = Dialect::new(BecomeMethod::Sudo, "n");
+        let asked = "[mitossh-n] password for alice: ";
+        assert_eq!(sudo.whose_password(asked, "root", "bob"), "alice");
+        // rootpw / targetpw: sudo names root or the target.
+        let asked = "[mitossh-n] password for root: ";
+        assert_eq!(sudo.whose_password(asked, "www-data", "bob"), "root");
+        // sudo-rs, if it leaves %p alone: the invoking user, sudo's default.
+        let asked = "[sudo: [mitossh-n] password for %p: ] Password: ";
+        assert_eq!(sudo.whose_password(asked, "root", "bob"), "bob");
+        let asked = "[mitossh-n] password for \x1b[31mev\ril: ";
+        assert_eq!(sudo.whose_password(asked, "root", "bob"), "[31mevil");
+        let su = Dialect::new(BecomeMethod::Su, "n");
+        assert_eq!(
+            su.whose_password("Password: ", "postgres", "bob"),
+            "postgres"
+        );
+        let doas = Dialect::new(BecomeMethod::Doas, "n");
+        assert_eq!(
+            doas.whose_password("doas (carol@vm) password: ", "root", "bob"),
+            "carol"
+        );
+    }
+
+    #[test]
     fn last_words_skip_prompts_and_control_characters() {
         let d = Dialect::new(BecomeMethod::Sudo, "n");
         assert_eq!(
-            d.last_words("sudo: unable to resolve host\r\n[mitossh-n] password: \r\n"),
+            d.last_words("sudo: unable to resolve host\r\n[mitossh-n] password for a: \r\n"),
             "sudo: unable to resolve host"
         );
         assert_eq!(d.last_words(""), "sudo exited without saying why");

@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -33,14 +34,17 @@ use crate::sys::fdio::FdIo;
 const TRANSCRIPT_LIMIT: usize = 64 * 1024;
 
 /// Starts a child agent as `role.user` and waits until it has said hello.
+/// `shell` is the parent's command shell: sudo and doas run a command themselves, not
+/// through the target's login shell, so their child keeps it (su's child uses its own).
 pub async fn start(
     child: ContextId,
     role: &Become,
+    shell: &Path,
     mut ask: AskPassword,
 ) -> Result<Child, SpawnError> {
     let nonce = random_token();
     let dialect = Dialect::new(role.method, &nonce);
-    let mut launched = launch(role, &dialect, &nonce)
+    let mut launched = launch(role, &dialect, &nonce, shell)
         .map_err(|e| SpawnError::Failed(format!("cannot run {}: {e}", role.method.name())))?;
 
     let mut transcript = String::new();
@@ -49,6 +53,7 @@ pub async fn start(
     let mut pty_open = true;
     let mut buf = vec![0u8; 4096];
     let mut line = Vec::new();
+    let mut on_stdout = String::new();
     let failure = loop {
         tokio::select! {
             n = launched.pty.read(&mut buf), if pty_open => {
@@ -72,8 +77,9 @@ pub async fn start(
                     // A second prompt after an answer: the password was wrong.
                     Seen::Prompts(_) if answered > 0 => break SpawnError::Incorrect,
                     Seen::Prompts(n) => {
-                        let prompt = dialect.last_words(&transcript);
-                        let secret = match tokio::time::timeout(PASSWORD_TIMEOUT, ask(prompt)).await {
+                        let invoker = crate::sys::user::Account::current().name;
+                        let whose = dialect.whose_password(&transcript, &role.user, &invoker);
+                        let secret = match tokio::time::timeout(PASSWORD_TIMEOUT, ask(whose)).await {
                             Ok(Some(secret)) => secret,
                             Ok(None) => break SpawnError::NoPassword,
                             Err(_) => break SpawnError::Timeout(PASSWORD_TIMEOUT.as_secs()),
@@ -96,8 +102,10 @@ pub async fn start(
             got = launched.link.read_until(b'\n', &mut line) => {
                 match got {
                     Ok(0) | Err(_) => {
-                        // The tool exited (or never started the agent): let its words say why.
+                        // The tool exited (or never started the agent): let its words say why,
+                        // on the terminal and on stdout (nologin writes there).
                         let _ = tokio::time::timeout(Duration::from_secs(2), drain(&mut launched.pty, &mut transcript)).await;
+                        transcript.push_str(&on_stdout);
                         break match dialect.scan(&transcript) {
                             Seen::Incorrect => SpawnError::Incorrect,
                             Seen::Refused(why) => SpawnError::Refused(why),
@@ -107,7 +115,13 @@ pub async fn start(
                     Ok(_) if line.starts_with(format!("{READY_MARKER} {nonce} ").as_bytes()) => {
                         return finish(child, launched).await;
                     }
-                    Ok(_) => line.clear(), // not ours; keep waiting
+                    Ok(_) => {
+                        // Not ours; keep waiting, and keep it in case it says why it failed.
+                        if on_stdout.len() + line.len() <= TRANSCRIPT_LIMIT {
+                            on_stdout.push_str(&String::from_utf8_lossy(&line));
+                        }
+                        line.clear();
+                    }
                 }
             }
             _ = tokio::time::sleep_until(deadline) => break SpawnError::Timeout(SPAWN_TIMEOUT.as_secs()),
@@ -126,7 +140,7 @@ struct Launched {
 }
 
 /// Runs the tool as described in the module documentation.
-fn launch(role: &Become, dialect: &Dialect, nonce: &str) -> io::Result<Launched> {
+fn launch(role: &Become, dialect: &Dialect, nonce: &str, shell: &Path) -> io::Result<Launched> {
     // sudo and doas read the password from /dev/tty and close descriptors above 2, so the
     // image rides on stdin. su asks through PAM, which reads stdin: there stdin is the
     // terminal and the image rides on descriptor 3, which su leaves alone.
@@ -138,14 +152,14 @@ fn launch(role: &Become, dialect: &Dialect, nonce: &str) -> io::Result<Launched>
     // su and doas cannot be given a prompt: ask for their C-locale wording, and have the
     // agent drop the variable again so the user's commands do not inherit it.
     let plain_words = matches!(role.method, BecomeMethod::Su | BecomeMethod::Doas);
-    let agent = format!(
-        "exec /proc/self/fd/{image_fd} agent --nonce {nonce} --hop{}",
-        if plain_words {
-            " --drop-env LC_ALL"
-        } else {
-            ""
-        }
-    );
+    let mut agent = format!("exec /proc/self/fd/{image_fd} agent --nonce {nonce} --hop");
+    if plain_words {
+        agent.push_str(" --drop-env LC_ALL");
+    }
+    if role.method != BecomeMethod::Su {
+        agent.push_str(" --command-shell ");
+        agent.push_str(&shell_quote(&shell.to_string_lossy()));
+    }
     let mut cmd = match role.method {
         BecomeMethod::Sudo => {
             let mut c = Command::new("sudo");
@@ -212,6 +226,11 @@ fn launch(role: &Become, dialect: &Dialect, nonce: &str) -> io::Result<Launched>
         link: BufReader::with_capacity(256 * 1024, read),
         link_write: write,
     })
+}
+
+/// Quotes a word for `/bin/sh`.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// After the ready marker: the hello exchange, and a task that keeps the pty open and

@@ -36,7 +36,7 @@ pub struct Child {
     pub hello: Hello,
 }
 
-/// Asks for a password; `None` when there is none to be had.
+/// Asks for the password of the account named; `None` when there is none to be had.
 pub type AskPassword = Box<dyn FnMut(String) -> BoxFuture<'static, Option<Secret>> + Send>;
 
 /// Why a child did not start. The text is one line for the user (the host and method are

@@ -5,7 +5,7 @@
 use super::{BoxReader, Child, SPAWN_TIMEOUT, SpawnError};
 use crate::bootstrap::handshake;
 use crate::bootstrap::image::AgentImage;
-use crate::bootstrap::ssh::{SshCommand, bootstrap};
+use crate::bootstrap::ssh::{ConnectHooks, SshCommand, bootstrap};
 use crate::link;
 use crate::proto::ContextId;
 
@@ -22,7 +22,7 @@ pub async fn start(child: ContextId, args: &[Vec<u8>], label: &str) -> Result<Ch
             .collect(),
         label: label.to_string(),
     };
-    let boot = bootstrap(&ssh, &image, SPAWN_TIMEOUT)
+    let boot = bootstrap(&ssh, &image, ConnectHooks::none(SPAWN_TIMEOUT))
         .await
         .map_err(|e| SpawnError::Failed(e.to_string()))?;
     let (sender, _writer) = link::spawn_writer(boot.writer);

@@ -2,8 +2,9 @@
 //!
 //! On the wire a frame is a 4-byte big-endian body length, then the body: a postcard-encoded
 //! header `(context id, message)` followed, for `Data` messages, by the payload exactly as it
-//! was read from a process. Payloads are never re-encoded, and decoding slices them out of
-//! the read buffer without copying.
+//! was read from a process. Payloads are never re-encoded. Decoding slices a large payload
+//! out of the read buffer without copying, and copies a small one out: a slice would keep
+//! the whole buffer (hundreds of KiB) alive for as long as its few bytes wait.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedCodecError};
@@ -17,6 +18,11 @@ pub const MAX_FRAME: usize = 1 << 20;
 /// Largest payload of one `Data` frame. Small enough that a fat transfer interleaves finely
 /// with other streams on the same link, large enough to keep per-frame costs negligible.
 pub const MAX_DATA: usize = 256 * 1024;
+
+/// Payloads shorter than this are copied out of the read buffer when decoded. Longer ones
+/// are sliced out of it: a quarter of the largest payload or more, so a frame pins at most
+/// a few times its own size however a peer mixes its frames.
+pub const COPY_BELOW: usize = MAX_DATA / 4;
 
 /// One frame: which context it concerns, what it says and, for data, the bytes.
 ///
@@ -93,11 +99,12 @@ impl Decoder for FrameCodec {
         let ((ctx, msg), rest) = postcard::take_from_bytes::<(ContextId, Message)>(&body)
             .map_err(FrameError::Malformed)?;
         let header_len = body.len() - rest.len();
-        Ok(Some(Frame {
-            ctx,
-            msg,
-            data: body.slice(header_len..),
-        }))
+        let data = if rest.len() < COPY_BELOW {
+            Bytes::copy_from_slice(rest)
+        } else {
+            body.slice(header_len..)
+        };
+        Ok(Some(Frame { ctx, msg, data }))
     }
 }
 
@@ -220,6 +227,34 @@ mod tests {
                 assert_eq!(got.unwrap(), frame);
             }
         }
+    }
+
+    #[test]
+    fn small_payloads_do_not_pin_the_read_buffer() {
+        let mut buf = BytesMut::new();
+        for n in [1, COPY_BELOW] {
+            let frame = Frame::with_data(
+                1,
+                Message::Data {
+                    stream: 1,
+                    fd: Fd::Stdout,
+                },
+                Bytes::from(vec![b'x'; n]),
+            );
+            FrameCodec::default().encode(&frame, &mut buf).unwrap();
+        }
+        let (base, capacity) = (buf.as_ptr() as usize, buf.capacity());
+        let within = |b: &Bytes| {
+            let p = b.as_ptr() as usize;
+            p >= base && p < base + capacity
+        };
+        let mut codec = FrameCodec::default();
+        let small = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(small.data.len(), 1);
+        assert!(!within(&small.data), "a 1-byte payload is copied out");
+        let large = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(large.data.len(), COPY_BELOW);
+        assert!(within(&large.data), "a large payload is a slice");
     }
 
     #[test]

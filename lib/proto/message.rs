@@ -20,7 +20,7 @@ pub type StreamId = u32;
 pub const MASTER: ContextId = 0;
 
 /// Bumped whenever a message changes shape. Peers with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The three standard descriptors of a remote process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -127,10 +127,11 @@ pub enum Message {
     },
 
     // ----- contexts: agent → master -----
-    /// Starting `child` met a password prompt.
+    /// Starting `child` met a password prompt, for the password of the account `whose`
+    /// (as the tool's prompt names it: sudo's and doas's own user by default, su's target).
     NeedPassword {
         child: ContextId,
-        prompt: String,
+        whose: String,
     },
     /// `child` runs. Each agent this passes on its way up learns that `child` lives below
     /// the link it arrived on.
@@ -154,14 +155,69 @@ pub enum Message {
     Request(Box<Request>),
     /// The master's answer to a `Request`.
     Reply(Box<Reply>),
-    /// Master → shim, while a session request waits: a password is needed; ask the user
-    /// (or the password file). Answered by `PromptReply`.
+    /// Master → shim, while a session request waits: a question for the user (a become
+    /// password, or whatever the master's ssh asks while connecting). Answered by
+    /// `PromptReply`.
     Prompt {
         text: String,
+        kind: PromptKind,
     },
     PromptReply {
         secret: Option<Secret>,
     },
+    /// Master → shim, while a session request waits: what the master's ssh wrote on its
+    /// stderr while connecting (warnings, banners, `-v` output, errors), for the shim's
+    /// stderr. Already bounded and sanitised by the master.
+    Diagnostic {
+        text: Vec<u8>,
+    },
+}
+
+/// Who may answer a [`Message::Prompt`], and how it is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PromptKind {
+    /// A become password (sudo, su, doas): from the password file if one is named, else
+    /// typed on the terminal with echo off.
+    Become,
+    /// The master's ssh asks (a login password, a key's passphrase, a keyboard-interactive
+    /// round, a host key to confirm): only a person answers, on the terminal or through the
+    /// user's own `SSH_ASKPASS`, never from a file. `echo`: the answer is not secret
+    /// (yes/no or a fingerprint).
+    Ssh { echo: bool },
+}
+
+impl Message {
+    /// The variant's name, for log lines and errors that must not quote what a peer sent.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "Hello",
+            Message::Shutdown => "Shutdown",
+            Message::Open { .. } => "Open",
+            Message::Signal { .. } => "Signal",
+            Message::Resize { .. } => "Resize",
+            Message::Close { .. } => "Close",
+            Message::Release { .. } => "Release",
+            Message::Stop { .. } => "Stop",
+            Message::Opened { .. } => "Opened",
+            Message::OpenFailed { .. } => "OpenFailed",
+            Message::Released { .. } => "Released",
+            Message::Exit { .. } => "Exit",
+            Message::Data { .. } => "Data",
+            Message::Eof { .. } => "Eof",
+            Message::Credit { .. } => "Credit",
+            Message::Spawn { .. } => "Spawn",
+            Message::Password { .. } => "Password",
+            Message::NeedPassword { .. } => "NeedPassword",
+            Message::Spawned { .. } => "Spawned",
+            Message::SpawnFailed { .. } => "SpawnFailed",
+            Message::ContextLost { .. } => "ContextLost",
+            Message::Request(_) => "Request",
+            Message::Reply(_) => "Reply",
+            Message::Prompt { .. } => "Prompt",
+            Message::PromptReply { .. } => "PromptReply",
+            Message::Diagnostic { .. } => "Diagnostic",
+        }
+    }
 }
 
 /// How a child context is started by its parent agent.
@@ -260,8 +316,11 @@ pub struct OpenSpec {
     pub command: Option<Vec<u8>>,
     /// A subsystem such as `sftp`; takes precedence over `command`.
     pub subsystem: Option<String>,
-    /// Extra environment (ssh's SendEnv/SetEnv).
+    /// Extra environment, set as given (`mitossh run`'s per-process `env`).
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// What an ssh call sends (SendEnv/SetEnv): set only as far as the `AcceptEnv` of the
+    /// sshd the agent came through allows, when the agent can read it.
+    pub ssh_env: Vec<(Vec<u8>, Vec<u8>)>,
     /// Working directory; `None` means the user's home, as sshd does.
     pub cwd: Option<Vec<u8>>,
     /// A pseudo-terminal for the process, as `ssh -t` asks.
@@ -339,6 +398,38 @@ pub struct SshHop {
     pub host: Vec<u8>,
     pub user: Option<Vec<u8>>,
     pub port: Option<u16>,
+    /// What the user's ssh configuration makes of this destination (`ssh -G`), when the
+    /// caller resolved it; the master resolves it itself otherwise.
+    pub config: Option<HopConfig>,
+}
+
+/// A destination as the user's ssh resolves it (`ssh -G`): where the connection goes,
+/// which decides what shares a context, and the session settings a call applies.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct HopConfig {
+    pub user: Vec<u8>,
+    pub hostname: Vec<u8>,
+    pub port: u16,
+    /// Settings that change where the connection goes, as (keyword, value) in a fixed
+    /// order: proxyjump, proxycommand, bindaddress, bindinterface, addressfamily,
+    /// hostkeyalias. Absent or default ones are left out.
+    pub routing: Vec<(String, Vec<u8>)>,
+    /// `BatchMode yes`: ssh asks nothing.
+    pub batch_mode: bool,
+    /// `SendEnv` patterns, in order.
+    pub send_env: Vec<Vec<u8>>,
+    /// `SetEnv` assignments.
+    pub set_env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// `RequestTTY`: auto, no, yes or force.
+    pub request_tty: String,
+    /// `RemoteCommand`, unless none.
+    pub remote_command: Option<Vec<u8>>,
+    /// `SessionType`: default, none or subsystem.
+    pub session_type: String,
+    /// `LogLevel`, upper case (QUIET, INFO, DEBUG1, …).
+    pub log_level: String,
+    /// `EscapeChar`: `None` for none.
+    pub escape_char: Option<u8>,
 }
 
 /// How a hop behind another is reached.
@@ -353,11 +444,17 @@ pub enum ViaMode {
     Ssh,
 }
 
-/// What the master is asked to do.
+/// What the master is asked to do. (Made once per connection: boxing the large
+/// `Session` would buy nothing.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// Run a process in the context for `target`; the stream frames that follow use stream 0.
-    Session { target: Target, spec: OpenSpec },
+    Session {
+        target: Target,
+        spec: OpenSpec,
+        caller: Caller,
+    },
     /// `ssh -O check`: is a master serving this target?
     Check { target: Target },
     /// `ssh -O exit`: close the context for this target now.
@@ -371,6 +468,25 @@ pub enum Request {
     Status,
     /// `mitossh stop`: shut the master down.
     Shutdown,
+    /// The resolutions the master has cached for these destinations (answered by
+    /// `Reply::Lookup`, one entry per hop, `None` where the caller must run `ssh -G`). May be
+    /// followed by another request on the same connection.
+    Lookup { hops: Vec<SshHop> },
+    /// From mitossh's askpass helper, run by a master's ssh: ask `prompt` of whoever waits
+    /// for the connection attempt `token` names. Answered by `Reply::Askpass`.
+    Askpass { token: String, prompt: String },
+}
+
+/// What the master should know of the process behind a session request.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Caller {
+    /// A person can answer questions there (a terminal, or the user's own askpass). When
+    /// the call that starts a connection cannot, its ssh runs with `BatchMode=yes`: ssh's
+    /// own failure instead of a guessed (empty) password.
+    pub can_prompt: bool,
+    /// What ssh would print before connecting at this call's `-v` level (its configuration
+    /// lines): shown when the session reuses a context, as a ControlMaster client shows it.
+    pub preamble: Vec<u8>,
 }
 
 /// The master's answers.
@@ -387,6 +503,8 @@ pub enum Reply {
         message: String,
         exit_code: i32,
         fallback: bool,
+        /// The message is ssh's own and was already sent as a `Diagnostic`.
+        shown: bool,
     },
     /// A request that needs no data succeeded; `master_pid` for `-O check`.
     Done {
@@ -394,6 +512,10 @@ pub enum Reply {
         message: String,
     },
     Status(StatusReport),
+    /// The answer to `Request::Lookup`.
+    Lookup(Vec<Option<HopConfig>>),
+    /// The answer to `Request::Askpass`: `None` when nobody could answer.
+    Askpass(Option<Secret>),
 }
 
 /// What `mitossh status` shows.

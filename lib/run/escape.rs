@@ -2,12 +2,14 @@
 //! able to move the cursor, erase or recolour what is already on the screen, or change the
 //! terminal's settings — so one stream can never overwrite another stream's prefix.
 //!
-//! Control characters (C0 but tab, DEL, C1), bytes that are not UTF-8, and the Unicode
-//! bidirectional overrides become visible escapes (`\r`, `\e`, `\x9b`, `\u{202e}`); a
-//! backslash stays as it is. Files and pipes get the bytes as they came; `--raw` turns
-//! this off on a terminal too.
+//! Control characters (C0 but tab, DEL, C1), bytes that are not UTF-8, and the characters
+//! that hide or reorder text (the set `untrusted` uses for all an agent says) become
+//! visible escapes (`\r`, `\e`, `\x9b`, `\u{202e}`); a backslash stays as it is. Files
+//! and pipes get the bytes as they came; `--raw` turns this off on a terminal too.
 
 use std::borrow::Cow;
+
+use crate::untrusted;
 
 /// `line` (ending in `\n`, as [`super::lines::LineBuffer`] makes them) as a terminal
 /// should show it. A `\r` right before the final `\n` is kept: it cannot overwrite
@@ -28,11 +30,9 @@ pub fn line(line: &[u8]) -> Cow<'_, [u8]> {
 }
 
 /// A one-line message that may carry remote text (an error from the far side), made safe
-/// for a terminal; newlines are escaped too.
+/// for a terminal as everything else an agent says is.
 pub fn message(s: &str) -> String {
-    let mut out = Vec::with_capacity(s.len());
-    text(s.as_bytes(), &mut out);
-    String::from_utf8(out).unwrap_or_default()
+    untrusted::clean(s, untrusted::MAX_TEXT)
 }
 
 /// Appends `bytes` to `out` with every dangerous character escaped.
@@ -68,9 +68,9 @@ fn chars(s: &str, out: &mut Vec<u8>) {
             '\0'..='\x1f' | '\x7f' => {
                 out.extend_from_slice(format!("\\x{:02x}", c as u32).as_bytes())
             }
-            // C1 controls (U+0080–U+009F: some terminals obey them as CSI, OSC, …), and
-            // the bidirectional overrides and isolates, which reorder what follows.
-            '\u{80}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+            // C1 controls, and what hides or reorders text: the same set as
+            // everything else an agent says (`untrusted`).
+            c if untrusted::is_unsafe(c) => {
                 out.extend_from_slice(format!("\\u{{{:x}}}", c as u32).as_bytes())
             }
             c => {
@@ -160,6 +160,6 @@ mod tests {
 
     #[test]
     fn messages_stay_on_one_line() {
-        assert_eq!(message("cat: x\nno\x1b[2J"), "cat: x\\nno\\e[2J");
+        assert_eq!(message("cat: x\nno\x1b[2J"), "cat: x\\x0ano\\x1b[2J");
     }
 }

@@ -525,7 +525,7 @@ mod tests {
             error: Some("cat: \x1b[2Jgone".into()),
         });
         let t = table(&s, 1);
-        assert!(t.contains("cat: \\e[2Jgone"), "{t}");
+        assert!(t.contains("cat: \\x1b[2Jgone"), "{t}");
         assert!(!t.contains('\x1b'));
     }
 }

@@ -28,7 +28,8 @@ use super::progress::Progress;
 use crate::link::{self, LinkSender};
 use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{
-    Endpoint, ExitStatus, Frame, FrameCodec, MASTER, Message, OpenSpec, Reply, Request, Target,
+    Caller, Endpoint, ExitStatus, Frame, FrameCodec, MASTER, Message, OpenSpec, Reply, Request,
+    Target,
 };
 use crate::shim::client::{self, MasterConn};
 
@@ -607,7 +608,11 @@ fn connect_once(socket: &Path, target: Target, endpoint: Endpoint) -> Result<(),
     let fd = theirs.as_raw_fd();
     client::open(
         &mut conn,
-        Request::Session { target, spec },
+        Request::Session {
+            target,
+            spec,
+            caller: Caller::default(),
+        },
         &[fd, fd, null.as_raw_fd()],
         None,
     )
@@ -663,8 +668,17 @@ async fn open(socket: &Path, target: Target, spec: OpenSpec) -> Result<Opened, S
         let mut conn =
             MasterConn::connect(&socket).map_err(|e| format!("cannot reach the master: {e}"))?;
         let fds = [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
-        client::open(&mut conn, Request::Session { target, spec }, &fds, None)
-            .map_err(|e| e.message)?;
+        client::open(
+            &mut conn,
+            Request::Session {
+                target,
+                spec,
+                caller: Caller::default(),
+            },
+            &fds,
+            None,
+        )
+        .map_err(|e| e.message)?;
         // The master has its own copies of the write ends; ours would keep the pipes open.
         drop((out_w, err_w, null));
         Ok::<_, String>(conn.into_parts())
@@ -944,7 +958,11 @@ fn run_command(
     };
     let opened = client::open(
         &mut conn,
-        Request::Session { target, spec },
+        Request::Session {
+            target,
+            spec,
+            caller: Caller::default(),
+        },
         &[null.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()],
         None,
     );

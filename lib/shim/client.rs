@@ -16,7 +16,8 @@ use tokio_util::codec::Decoder;
 
 use crate::proto::frame::encode_into;
 use crate::proto::{
-    ExitStatus, Frame, FrameCodec, Hello, MASTER, Message, PROTOCOL_VERSION, Reply, Request,
+    ExitStatus, Frame, FrameCodec, Hello, HopConfig, MASTER, Message, PROTOCOL_VERSION, Reply,
+    Request, SshHop,
 };
 use crate::sys::passfd::send_with_fds;
 
@@ -28,6 +29,8 @@ pub struct MasterConn {
     stream: UnixStream,
     codec: FrameCodec,
     buf: BytesMut,
+    /// Our `Hello` went out.
+    introduced: bool,
 }
 
 impl MasterConn {
@@ -36,29 +39,46 @@ impl MasterConn {
             stream: UnixStream::connect(socket)?,
             codec: FrameCodec::default(),
             buf: BytesMut::with_capacity(16 * 1024),
+            introduced: false,
         })
     }
 
-    /// Introduces this process and sends its request.
-    pub fn request(&self, request: Request) -> io::Result<()> {
+    /// Introduces this process (the first time) and sends its request.
+    pub fn request(&mut self, request: Request) -> io::Result<()> {
         self.request_with_fds(request, &[])
     }
 
     /// Sends the request with descriptors attached (a session's stdin, stdout, stderr).
-    pub fn request_with_fds(&self, request: Request, fds: &[RawFd]) -> io::Result<()> {
-        let hello = Message::Hello(Hello {
-            protocol: PROTOCOL_VERSION,
-            version: env!("CARGO_PKG_VERSION").into(),
-            ctx: MASTER,
-            pid: std::process::id(),
-            user: String::new(),
-            hostname: String::new(),
-        });
+    pub fn request_with_fds(&mut self, request: Request, fds: &[RawFd]) -> io::Result<()> {
         let mut buf = BytesMut::new();
-        for msg in [hello, Message::Request(Box::new(request))] {
-            encode_into(&Frame::new(MASTER, msg), &mut buf).map_err(io::Error::other)?;
+        if !self.introduced {
+            let hello = Message::Hello(Hello {
+                protocol: PROTOCOL_VERSION,
+                version: env!("CARGO_PKG_VERSION").into(),
+                ctx: MASTER,
+                pid: std::process::id(),
+                user: String::new(),
+                hostname: String::new(),
+            });
+            encode_into(&Frame::new(MASTER, hello), &mut buf).map_err(io::Error::other)?;
         }
-        send_with_fds(&self.stream, &buf, fds)
+        let request = Message::Request(Box::new(request));
+        encode_into(&Frame::new(MASTER, request), &mut buf).map_err(io::Error::other)?;
+        send_with_fds(&self.stream, &buf, fds)?;
+        self.introduced = true;
+        Ok(())
+    }
+
+    /// The master's cached resolutions of `hops` (`None` where it has none).
+    pub fn lookup(&mut self, hops: Vec<SshHop>) -> io::Result<Vec<Option<HopConfig>>> {
+        let n = hops.len();
+        self.request(Request::Lookup { hops })?;
+        match self.reply()? {
+            Reply::Lookup(found) if found.len() == n => Ok(found),
+            other => Err(io::Error::other(format!(
+                "unexpected answer from the master: {other:?}"
+            ))),
+        }
     }
 
     /// Sends a frame (a signal or a new window size).
@@ -80,6 +100,7 @@ impl MasterConn {
             stream: self.stream.try_clone()?,
             codec: FrameCodec::default(),
             buf: BytesMut::new(),
+            introduced: true,
         })
     }
 
@@ -139,11 +160,32 @@ pub struct NotOpened {
     pub exit_code: i32,
     /// mitossh cannot serve the host; the real ssh may.
     pub fallback: bool,
+    /// The message is ssh's own and is already on stderr.
+    pub shown: bool,
+}
+
+impl NotOpened {
+    /// A failure of this process itself, before or while talking to the master.
+    pub fn local(message: String) -> NotOpened {
+        NotOpened {
+            message,
+            exit_code: SSH_ERROR,
+            fallback: false,
+            shown: false,
+        }
+    }
+
+    /// Tells the user, unless ssh already did.
+    pub fn report(&self) {
+        if !self.shown {
+            eprintln!("{}", self.message);
+        }
+    }
 }
 
 /// Sends a request that opens a stream, with the descriptors attached, and waits for the
-/// master's answer, answering password questions on the way (from `password_file`, or
-/// the terminal).
+/// master's answer, answering its questions on the way (see [`super::askpass`]) and
+/// showing on stderr what the master's ssh says while it connects.
 pub fn open(
     conn: &mut MasterConn,
     request: Request,
@@ -154,6 +196,7 @@ pub fn open(
         message: format!("mitossh: cannot talk to the master: {e}"),
         exit_code: SSH_ERROR,
         fallback: false,
+        shown: false,
     };
     conn.request_with_fds(request, fds).map_err(broken)?;
     loop {
@@ -162,9 +205,13 @@ pub fn open(
             .map_err(broken)?
             .ok_or_else(|| broken(io::ErrorKind::UnexpectedEof.into()))?;
         match frame.msg {
-            Message::Prompt { text } => {
-                let secret = super::askpass::answer(&text, password_file);
+            Message::Prompt { text, kind } => {
+                let secret = super::askpass::answer(&text, kind, password_file);
                 conn.send(Message::PromptReply { secret }).map_err(broken)?;
+            }
+            Message::Diagnostic { mut text } => {
+                text.push(b'\n');
+                let _ = std::io::stderr().write_all(&text);
             }
             Message::Reply(reply) => {
                 return match *reply {
@@ -173,15 +220,18 @@ pub fn open(
                         message,
                         exit_code,
                         fallback,
+                        shown,
                     } => Err(NotOpened {
                         message,
                         exit_code,
                         fallback,
+                        shown,
                     }),
                     other => Err(NotOpened {
                         message: format!("mitossh: unexpected answer from the master: {other:?}"),
                         exit_code: SSH_ERROR,
                         fallback: false,
+                        shown: false,
                     }),
                 };
             }

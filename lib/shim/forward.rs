@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use super::client::{self, MasterConn};
-use crate::proto::{Endpoint, OpenSpec, Request, Target};
+use crate::proto::{Caller, Endpoint, OpenSpec, Request, Target};
 
 /// A `-L [bind_address:]port:host:hostport` forward.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +136,11 @@ fn serve(listener: TcpListener, socket: PathBuf, target: Target, to: Endpoint) {
                 ..OpenSpec::default()
             };
             let fd = conn.as_raw_fd();
-            let request = Request::Session { target, spec };
+            let request = Request::Session {
+                target,
+                spec,
+                caller: Caller::default(),
+            };
             match client::open(&mut master, request, &[fd, fd, null.as_raw_fd()], None) {
                 Ok(()) => {
                     drop(conn);

@@ -8,13 +8,15 @@
 //! - [`askpass`]: answering password questions (file or terminal);
 //! - [`proxy`]: `mitossh proxy`, the ProxyCommand for hosts reached through another;
 //! - [`forward`]: `-W` and `-L`, TCP connections made by the context's agent;
-//! - [`tty`]: the local terminal under `-t`.
+//! - [`tty`]: the local terminal under `-t`;
+//! - [`signals`]: ending a session on a signal as ssh does, and window-size changes.
 
 pub mod args;
 pub mod askpass;
 pub mod client;
 pub mod forward;
 pub mod proxy;
+pub mod signals;
 pub mod ssh;
 pub mod target;
 pub mod tty;

@@ -23,11 +23,7 @@ pub fn main(socket: &Path, ctx: ContextId, host: String, port: u16) -> i32 {
         endpoint: Endpoint { host, port },
     };
     let opened = Stdio::ours(false)
-        .map_err(|e| client::NotOpened {
-            message: format!("mitossh proxy: {e}"),
-            exit_code: SSH_ERROR,
-            fallback: false,
-        })
+        .map_err(|e| client::NotOpened::local(format!("mitossh proxy: {e}")))
         .and_then(|stdio| client::open(&mut conn, request, &stdio.raw(), None));
     if let Err(e) = opened {
         eprintln!("{}", e.message);

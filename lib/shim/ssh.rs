@@ -10,16 +10,21 @@ use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use super::args::{self, Invocation, Opt, TtyRequest};
+use super::args::{self, Invocation, Opt, SessionType, TtyRequest};
+use super::askpass;
 use super::client::{self, MasterConn, SSH_ERROR};
 use super::forward;
 use super::target::{self, Resolved};
-use super::tty;
+use super::{signals, tty};
 use crate::config;
 use crate::paths;
 use crate::proto::flow::DEFAULT_WINDOW;
-use crate::proto::{Message, OpenSpec, PtySpec, Reply, Request, Target};
+use crate::proto::{
+    Caller, HopConfig, Message, OpenSpec, PtySpec, Reply, Request, Target, ViaMode,
+};
+use crate::sshconfig::{self, glob};
 
 /// Runs the shim; returns the exit status (or does not return, having exec'd ssh).
 pub fn main(argv: Vec<OsString>) -> i32 {
@@ -52,19 +57,14 @@ pub fn main(argv: Vec<OsString>) -> i32 {
             return SSH_ERROR;
         }
     };
-    let command = inv.remote_command().or_else(|| {
-        inv.config("remotecommand")
-            .filter(|c| *c != "none")
-            .map(|c| c.as_bytes().to_vec())
-    });
-    let resolved = match target::resolve(&inv, command, &config) {
+    let mut resolved = match target::resolve(&inv, inv.remote_command(), &config) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("mitossh: {e}");
             return SSH_ERROR;
         }
     };
-    let conn = match MasterConn::connect(&socket) {
+    let mut conn = match MasterConn::connect(&socket) {
         Ok(c) => c,
         Err(e) => {
             let why = format!(
@@ -74,8 +74,25 @@ pub fn main(argv: Vec<OsString>) -> i32 {
             return exec_real(&argv, Some(&why));
         }
     };
+    let preamble = match resolve_hops(&mut conn, &mut resolved.target, inv.count('v') > 0) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     if let Some(ctl) = inv.arg('O') {
-        return control(conn, ctl, resolved.target);
+        return control(conn, ctl, resolved.target, &argv);
+    }
+    let settings = Settings::of(
+        &inv,
+        resolved.target.hops.last().and_then(|h| h.config.as_ref()),
+    );
+    let forwards_only = settings.session_type == SessionType::None && inv.arg('W').is_none();
+    if forwards_only {
+        // Like ssh -N: the forwards serve until a signal ends them.
+        signals::handle(ending(&inv), None, |_| {});
+        signals::session_started();
+    }
+    if resolved.command.is_none() {
+        resolved.command = settings.remote_command.clone();
     }
     let forwards = local_forwards(&inv);
     if !forwards.is_empty()
@@ -84,15 +101,136 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     {
         return SSH_ERROR;
     }
-    let no_command = inv.count('N') > 0 || inv.session_type() == args::SessionType::None;
-    if no_command && inv.arg('W').is_none() {
-        // Like ssh -N: the forwards serve until we are killed.
+    if forwards_only {
         drop(conn);
         loop {
             std::thread::park();
         }
     }
-    session(conn, &inv, resolved, &argv)
+    let caller = Caller {
+        can_prompt: askpass::can_prompt(),
+        preamble,
+    };
+    session(conn, &inv, &settings, resolved, caller, &argv)
+}
+
+/// Gives every hop the master's own ssh connects to what the user's configuration makes of
+/// it (`ssh -G`, run here, where a `Match exec` must run), unless the master has that
+/// answer cached. With `-v`, ssh's own lines about its configuration are returned, for the
+/// master to show if it reuses a connection. A configuration ssh rejects fails the call
+/// as ssh would: its message, status 255.
+fn resolve_hops(conn: &mut MasterConn, target: &mut Target, verbose: bool) -> Result<Vec<u8>, i32> {
+    let local: Vec<usize> = (0..target.hops.len())
+        .filter(|&i| i == 0 || target.via == ViaMode::Tcp)
+        .collect();
+    let hops = local.iter().map(|&i| target.hops[i].clone()).collect();
+    let cached = conn.lookup(hops).map_err(|e| {
+        eprintln!("mitossh: cannot talk to the master: {e}");
+        SSH_ERROR
+    })?;
+    let Some(real) = paths::find_real("ssh") else {
+        return Ok(Vec::new());
+    };
+    let mut preamble = Vec::new();
+    let last = target.hops.len() - 1;
+    for (&i, cached) in local.iter().zip(cached) {
+        let hop = &mut target.hops[i];
+        if cached.is_some() && !(verbose && i == last) {
+            hop.config = cached;
+            continue;
+        }
+        match sshconfig::resolve_here(&real, hop) {
+            Ok(dump) => {
+                hop.config = Some(dump.config);
+                if verbose && i == last {
+                    preamble = without_tty_notice(&dump.stderr);
+                }
+            }
+            Err(message) => {
+                eprintln!("{message}");
+                return Err(SSH_ERROR);
+            }
+        }
+    }
+    Ok(preamble)
+}
+
+/// `ssh -G`'s stderr without the pty notice it prints because its stdin is not a terminal.
+fn without_tty_notice(stderr: &[u8]) -> Vec<u8> {
+    stderr
+        .split_inclusive(|b| *b == b'\n')
+        .filter(|l| !l.starts_with(b"Pseudo-terminal will not be allocated"))
+        .flatten()
+        .copied()
+        .collect()
+}
+
+/// How the session runs: the command line first, then the configuration, as ssh decides.
+struct Settings {
+    tty: TtyRequest,
+    session_type: SessionType,
+    remote_command: Option<Vec<u8>>,
+    /// `-q` or `LogLevel QUIET`.
+    quiet: bool,
+    env: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Settings {
+    fn of(inv: &Invocation, config: Option<&HopConfig>) -> Settings {
+        let tty = match (inv.tty_request(), config) {
+            (TtyRequest::Auto, Some(c)) => match c.request_tty.as_str() {
+                "no" | "false" => TtyRequest::No,
+                "yes" | "true" => TtyRequest::Yes,
+                "force" => TtyRequest::Force,
+                _ => TtyRequest::Auto,
+            },
+            (tty, _) => tty,
+        };
+        let session_type = match (explicit_session_type(inv), config) {
+            (Some(t), _) => t,
+            (None, Some(c)) => match c.session_type.as_str() {
+                "none" => SessionType::None,
+                "subsystem" => SessionType::Subsystem,
+                _ => SessionType::Default,
+            },
+            (None, None) => inv.session_type(),
+        };
+        let remote_command = config.and_then(|c| c.remote_command.clone()).or_else(|| {
+            inv.config("remotecommand")
+                .filter(|c| *c != "none")
+                .map(|c| c.as_bytes().to_vec())
+        });
+        let quiet = inv.count('q') > 0 || config.is_some_and(|c| c.log_level == "QUIET");
+        // The command line's SendEnv/SetEnv are session options, not part of the
+        // connection the configuration was resolved for: ssh reads them first.
+        let mut send_env = argv_send_env(inv);
+        let mut set_env = argv_set_env(inv);
+        if let Some(c) = config {
+            send_env.extend(c.send_env.iter().cloned());
+            for (k, v) in &c.set_env {
+                if !set_env.iter().any(|(name, _)| name == k) {
+                    set_env.push((k.clone(), v.clone()));
+                }
+            }
+        }
+        let env = forwarded_env(&send_env, &set_env);
+        Settings {
+            tty,
+            session_type,
+            remote_command,
+            quiet,
+            env,
+        }
+    }
+}
+
+/// The session type the command line sets (`-N`, `-W`, `-s`, `-o SessionType`), if any.
+fn explicit_session_type(inv: &Invocation) -> Option<SessionType> {
+    let set = inv.options.iter().any(|o| {
+        matches!(o, Opt::Flag('N' | 's') | Opt::Arg('W', _))
+            || matches!(o, Opt::Config { key, .. } if key == "sessiontype")
+    });
+    set.then(|| inv.session_type())
 }
 
 /// What the master cannot do for this invocation, if anything.
@@ -136,8 +274,9 @@ fn is_yes(value: &OsStr) -> bool {
     !matches!(value.as_bytes(), b"no" | b"false" | b"none")
 }
 
-/// `ssh -O check|exit|stop|…`.
-fn control(mut conn: MasterConn, ctl: &OsStr, target: Target) -> i32 {
+/// `ssh -O check|exit|stop|…`, for the connection to the destination. When the master has
+/// none, the real ssh answers (for a ControlMaster of the user's, or with its own error).
+fn control(mut conn: MasterConn, ctl: &OsStr, target: Target, argv: &[OsString]) -> i32 {
     let request = match ctl.as_bytes() {
         b"check" => Request::Check { target },
         b"exit" => Request::ExitContext { target },
@@ -162,6 +301,11 @@ fn control(mut conn: MasterConn, ctl: &OsStr, target: Target) -> i32 {
             0
         }
         Ok(Reply::Failed {
+            message,
+            fallback: true,
+            ..
+        }) => exec_real(argv, Some(&message)),
+        Ok(Reply::Failed {
             message, exit_code, ..
         }) => {
             eprintln!("{message}");
@@ -178,8 +322,15 @@ fn control(mut conn: MasterConn, ctl: &OsStr, target: Target) -> i32 {
     }
 }
 
-fn session(mut conn: MasterConn, inv: &Invocation, resolved: Resolved, argv: &[OsString]) -> i32 {
-    let subsystem = inv.subsystem();
+fn session(
+    mut conn: MasterConn,
+    inv: &Invocation,
+    settings: &Settings,
+    resolved: Resolved,
+    caller: Caller,
+    argv: &[OsString],
+) -> i32 {
+    let subsystem = settings.session_type == SessionType::Subsystem;
     let command = resolved.command;
     // A background job must not take input from the terminal: ssh would be stopped by
     // SIGTTIN there; the master would silently steal the foreground's keystrokes.
@@ -191,7 +342,7 @@ fn session(mut conn: MasterConn, inv: &Invocation, resolved: Resolved, argv: &[O
     let pty = if stdio_forward.is_some() {
         None
     } else {
-        pty_request(inv, command.is_none() && !subsystem)
+        pty_request(settings, command.is_none() && !subsystem)
     };
     let spec = OpenSpec {
         connect: stdio_forward,
@@ -203,27 +354,30 @@ fn session(mut conn: MasterConn, inv: &Invocation, resolved: Resolved, argv: &[O
             None
         },
         command: if subsystem { None } else { command },
-        env: forwarded_env(inv),
+        ssh_env: settings.env.clone(),
         pty: pty.clone(),
         window: DEFAULT_WINDOW,
         ..OpenSpec::default()
     };
     // Keep the terminal at hand (raw mode, window size) before stdin goes to the master.
     let terminal = if pty.is_some() {
-        tty::Terminal::stdin()
+        tty::Terminal::stdin().map(Arc::new)
     } else {
         None
     };
+    let resizes = conn.sender().ok();
+    signals::handle(ending(inv), terminal.clone(), move |size| {
+        if let Some(to) = &resizes {
+            let _ = to.send(Message::Resize { stream: 0, size });
+        }
+    });
     let request = Request::Session {
         target: resolved.target,
         spec,
+        caller,
     };
     let opened = client::Stdio::ours(stdin_null)
-        .map_err(|e| client::NotOpened {
-            message: format!("mitossh: {e}"),
-            exit_code: SSH_ERROR,
-            fallback: false,
-        })
+        .map_err(|e| client::NotOpened::local(format!("mitossh: {e}")))
         .and_then(|stdio| {
             client::open(
                 &mut conn,
@@ -236,31 +390,38 @@ fn session(mut conn: MasterConn, inv: &Invocation, resolved: Resolved, argv: &[O
         if e.fallback {
             return exec_real(argv, Some(&e.message));
         }
-        eprintln!("{}", e.message);
+        e.report();
         return e.exit_code;
     }
     client::release_stdin_stdout();
-    let _raw = terminal.and_then(|t| {
-        let raw = t.raw_mode();
-        if let Ok(sender) = conn.sender() {
-            tty::handle_signals(t, move |size| {
-                let _ = sender.send(Message::Resize { stream: 0, size });
-            });
-        }
-        raw
-    });
+    let _raw = terminal.as_deref().and_then(tty::Terminal::raw_mode);
+    signals::session_started();
     client::wait_exit(&mut conn)
+}
+
+/// How a signal ends this invocation (see [`signals`]).
+fn ending(inv: &Invocation) -> signals::Ending {
+    let level = inv
+        .config("loglevel")
+        .map(|l| l.to_string_lossy().to_ascii_lowercase());
+    let verbose_level = level.is_some_and(|l| l == "verbose" || l.starts_with("debug"));
+    signals::Ending {
+        verbose: (inv.count('v') > 0 || verbose_level) && inv.count('q') == 0,
+        no_shell: inv.count('N') > 0
+            || inv.arg('W').is_some()
+            || inv.session_type() == args::SessionType::None,
+    }
 }
 
 /// Whether to ask for a remote pty, as ssh decides: `-t` when stdin is a terminal, `-tt`
 /// always, `-T` never, and by default only for an interactive login (no command).
-fn pty_request(inv: &Invocation, interactive: bool) -> Option<PtySpec> {
+fn pty_request(settings: &Settings, interactive: bool) -> Option<PtySpec> {
     let local_tty = std::io::stdin().is_terminal();
-    let want = match inv.tty_request() {
+    let want = match settings.tty {
         TtyRequest::No => false,
         TtyRequest::Force => true,
         TtyRequest::Yes => {
-            if !local_tty && inv.count('q') == 0 {
+            if !local_tty && !settings.quiet {
                 eprintln!("Pseudo-terminal will not be allocated because stdin is not a terminal.");
             }
             local_tty
@@ -273,8 +434,19 @@ fn pty_request(inv: &Invocation, interactive: bool) -> Option<PtySpec> {
     })
 }
 
-/// Environment to send: variables matching SendEnv patterns, then SetEnv assignments.
-fn forwarded_env(inv: &Invocation) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// Environment to send, as ssh sends it: this process's variables matching the SendEnv
+/// patterns, then the SetEnv assignments.
+fn forwarded_env(send_env: &[Vec<u8>], set_env: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut env: Vec<(Vec<u8>, Vec<u8>)> = std::env::vars_os()
+        .filter(|(k, _)| send_env.iter().any(|p| glob(p, k.as_bytes())))
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    env.extend(set_env.iter().cloned());
+    env
+}
+
+/// SendEnv patterns from the command line alone (`-o SendEnv`, `-pattern` removing).
+fn argv_send_env(inv: &Invocation) -> Vec<Vec<u8>> {
     let mut patterns: Vec<Vec<u8>> = Vec::new();
     for value in inv.configs("sendenv") {
         for word in value.as_bytes().split(|b| b.is_ascii_whitespace()) {
@@ -285,29 +457,19 @@ fn forwarded_env(inv: &Invocation) -> Vec<(Vec<u8>, Vec<u8>)> {
             }
         }
     }
-    let mut env: Vec<(Vec<u8>, Vec<u8>)> = std::env::vars_os()
-        .filter(|(k, _)| patterns.iter().any(|p| glob(p, k.as_bytes())))
-        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-        .collect();
-    for value in inv.configs("setenv") {
-        for word in value.as_bytes().split(|b| b.is_ascii_whitespace()) {
-            if let Some(eq) = word.iter().position(|b| *b == b'=') {
-                env.push((word[..eq].to_vec(), word[eq + 1..].to_vec()));
-            }
-        }
-    }
-    env
+    patterns
 }
 
-/// ssh's pattern matching: `*` and `?` wildcards.
-fn glob(pattern: &[u8], s: &[u8]) -> bool {
-    match (pattern.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob(&pattern[1..], s) || (!s.is_empty() && glob(pattern, &s[1..])),
-        (Some(b'?'), Some(_)) => glob(&pattern[1..], &s[1..]),
-        (Some(p), Some(c)) if p == c => glob(&pattern[1..], &s[1..]),
-        _ => false,
-    }
+/// SetEnv assignments from the command line alone.
+fn argv_set_env(inv: &Invocation) -> Vec<(Vec<u8>, Vec<u8>)> {
+    inv.configs("setenv")
+        .into_iter()
+        .flat_map(|value| value.as_bytes().split(|b| b.is_ascii_whitespace()))
+        .filter_map(|word| {
+            let eq = word.iter().position(|b| *b == b'=')?;
+            Some((word[..eq].to_vec(), word[eq + 1..].to_vec()))
+        })
+        .collect()
 }
 
 /// Runs the real ssh with the same arguments. In strict mode, an error instead.

@@ -71,6 +71,7 @@ pub fn resolve(
         host: host.as_bytes().to_vec(),
         user: inv.user().map(|u| u.as_bytes().to_vec()),
         port: inv.port().ok().flatten(),
+        config: None,
     };
     let mut hops = Vec::new();
     if let Some(via) = env(VIA_ENV) {
@@ -141,54 +142,95 @@ fn hop_from(spec: &str, port: Option<u16>, ssh_args: &[Vec<u8>]) -> Result<SshHo
         host: dest.host.as_bytes().to_vec(),
         user: dest.user.map(|u| OsStr::as_bytes(&u).to_vec()),
         port: port.or(port_in_spec).or(dest.port),
+        config: None,
     })
 }
 
 /// Recognises `sudo [-u USER] [-H] [-n] [-E] [-k] [-P] [--] CMD…` at the start of a
-/// command line: returns the user (root by default) and the rest of the line. Anything
-/// it does not fully understand (quoting, `-i`, `-s`, `-S` which would feed a password
-/// through stdin) is left alone.
+/// command line, as the remote shell would split it (quotes removed, so `-u '#0'` and
+/// clustered flags such as `-nHu root` work): returns the user (root by default, in any
+/// form sudo takes: a name or `#uid`) and the rest of the line, which still goes to a
+/// shell. Anything it does not fully understand (expansions, globs, a comment, `-i`, `-s`,
+/// `-g`, `-S` which would feed a password through stdin) is left alone.
 pub fn sudo_prefix(command: &[u8]) -> Option<(String, &[u8])> {
     let mut rest = command.trim_ascii_start();
-    let first = next_word(&mut rest)?;
+    let first = shell_word(&mut rest)?;
     if first != b"sudo" && first != b"/usr/bin/sudo" && first != b"/bin/sudo" {
         return None;
     }
-    let mut user = "root".to_string();
+    let mut user = b"root".to_vec();
     loop {
         let before = rest;
-        let word = next_word(&mut rest)?;
-        if word.iter().any(|b| b"'\"\\$`;&|<>(){}".contains(b)) {
-            return None;
-        }
-        match word {
-            b"--" => return (!rest.is_empty()).then_some((user, rest)),
-            b"-u" | b"--user" => user = String::from_utf8(next_word(&mut rest)?.to_vec()).ok()?,
-            w if w.starts_with(b"--user=") => user = String::from_utf8(w[7..].to_vec()).ok()?,
-            w if w.starts_with(b"-u") => user = String::from_utf8(w[2..].to_vec()).ok()?,
-            b"-H" | b"-n" | b"-E" | b"-k" | b"-P" | b"--preserve-env" | b"--non-interactive"
-            | b"--set-home" => {}
-            w if w.starts_with(b"-") => return None,
-            _ => return Some((user, before.trim_ascii_start())),
+        let word = shell_word(&mut rest)?;
+        match word.as_slice() {
+            b"--" => break,
+            b"-u" | b"--user" => user = shell_word(&mut rest)?,
+            w if w.starts_with(b"--user=") => user = w[7..].to_vec(),
+            b"--preserve-env" | b"--non-interactive" | b"--set-home" | b"--reset-timestamp" => {}
+            w if w.starts_with(b"--preserve-env=") => {}
+            w if w.starts_with(b"--") => return None,
+            [b'-', flags @ ..] if !flags.is_empty() => {
+                // Short options may cluster; -u takes the rest of the word, or the next.
+                for (i, flag) in flags.iter().enumerate() {
+                    match flag {
+                        b'H' | b'n' | b'E' | b'k' | b'P' => {}
+                        b'u' if i + 1 < flags.len() => {
+                            user = flags[i + 1..].to_vec();
+                            break;
+                        }
+                        b'u' => {
+                            user = shell_word(&mut rest)?;
+                            break;
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            _ => {
+                rest = before.trim_ascii_start();
+                break;
+            }
         }
         if user.is_empty() {
             return None;
         }
     }
+    let user = String::from_utf8(user).ok()?;
+    (!rest.is_empty() && !user.is_empty()).then_some((user, rest))
 }
 
-/// The next whitespace-separated word; advances `s` past it and the blanks after it.
-fn next_word<'a>(s: &mut &'a [u8]) -> Option<&'a [u8]> {
+/// The next word of `s` as `/bin/sh` would read it, if it is a plain one: unquoted text
+/// without expansions, globs or operators, and text in single quotes, or in double
+/// quotes without `$`, `` ` ``, `\` or `!`; quotes removed. Advances `s` past it and the
+/// blanks after. `None` for no word, or one the shell would change or that ends the
+/// command (`;`, `|`, a `#` comment, …).
+fn shell_word(s: &mut &[u8]) -> Option<Vec<u8>> {
+    const SPECIAL: &[u8] = b"\\$`;&|<>(){}*?[]~!";
     let t = s.trim_ascii_start();
-    if t.is_empty() {
+    if t.is_empty() || t[0] == b'#' {
         return None;
     }
-    let end = t
-        .iter()
-        .position(u8::is_ascii_whitespace)
-        .unwrap_or(t.len());
-    let (word, after) = t.split_at(end);
-    *s = after.trim_ascii_start();
+    let mut word = Vec::new();
+    let mut i = 0;
+    while i < t.len() && !t[i].is_ascii_whitespace() {
+        match t[i] {
+            quote @ (b'\'' | b'"') => {
+                let end = i + 1 + t[i + 1..].iter().position(|b| *b == quote)?;
+                let inner = &t[i + 1..end];
+                if quote == b'"' && inner.iter().any(|b| b"$`\\!".contains(b)) {
+                    return None;
+                }
+                word.extend_from_slice(inner);
+                i = end + 1;
+            }
+            b if SPECIAL.contains(&b) => return None,
+            b => {
+                word.push(b);
+                i += 1;
+            }
+        }
+    }
+    *s = t[i..].trim_ascii_start();
     Some(word)
 }
 
@@ -229,6 +271,27 @@ mod tests {
     }
 
     #[test]
+    fn takes_every_user_form_sudo_takes() {
+        for (line, user) in [
+            ("sudo -u '#0' id", "#0"),
+            ("sudo -u \"#1001\" id", "#1001"),
+            ("sudo -u#0 id", "#0"),
+            ("sudo --user='#33' id", "#33"),
+            ("sudo -nHu www-data id", "www-data"),
+            ("sudo -Hu#0 id", "#0"),
+            ("sudo -u 'svc.user@corp' id", "svc.user@corp"),
+            ("'sudo' -n id", "root"),
+        ] {
+            assert_eq!(strip(line), Some((user.into(), "id".into())), "{line}");
+        }
+        // What follows keeps its quoting: it still goes to a shell.
+        assert_eq!(
+            strip("sudo -u '#0' sh -c 'echo \"$HOME\"'"),
+            Some(("#0".into(), "sh -c 'echo \"$HOME\"'".into()))
+        );
+    }
+
+    #[test]
     fn leaves_what_it_does_not_understand() {
         for s in [
             "rsync --server . /dst",
@@ -238,7 +301,13 @@ mod tests {
             "sudo -s",
             "sudo -S rsync",
             "sudo -p 'pw:' rsync",
-            "sudo \"rsync\"",
+            "sudo -nS rsync",
+            "sudo -g staff id",
+            "sudo -u $WHO id",
+            "sudo -u #0 id",
+            "sudo -u \"$WHO\" id",
+            "sudo -u 'unterminated id",
+            "sudo -u ~bob id",
             "sudoedit /etc/hosts",
             "sudo --",
         ] {

@@ -1,16 +1,22 @@
-//! The local terminal under `ssh -t`: raw mode while the session runs, its size, and
-//! the signals that change or end it.
+//! The local terminal under `ssh -t`: raw mode while the session runs, and its size.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
-use nix::sys::signal::{SigSet, Signal};
 use nix::sys::termios::{self, SetArg, Termios};
 
 use crate::proto::WinSize;
 
 /// The terminal settings to put back, shared with the signal thread: (fd, settings).
-static SAVED: Mutex<Option<(RawFd, Termios)>> = Mutex::new(None);
+static SAVED: Mutex<Option<Saved>> = Mutex::new(None);
+
+/// Terminal settings to put back, and whether they were changed for a password prompt
+/// (rather than for raw mode).
+struct Saved {
+    fd: RawFd,
+    settings: Termios,
+    prompt: bool,
+}
 
 /// Our own handle on the terminal that was stdin, kept after stdin itself is handed over.
 pub struct Terminal(OwnedFd);
@@ -27,17 +33,22 @@ impl Terminal {
     }
 
     /// Switches the terminal to raw mode until the returned guard is dropped (or
-    /// [`restore`] runs from the signal thread).
+    /// [`restore`] runs from the signal thread, see [`super::signals`]).
     pub fn raw_mode(&self) -> Option<RawMode> {
         let original = termios::tcgetattr(self.0.as_fd()).ok()?;
         let mut raw = original.clone();
         termios::cfmakeraw(&mut raw);
-        *SAVED.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.0.as_raw_fd(), original));
+        *SAVED.lock().unwrap_or_else(|p| p.into_inner()) = Some(Saved {
+            fd: self.0.as_raw_fd(),
+            settings: original,
+            prompt: false,
+        });
         termios::tcsetattr(self.0.as_fd(), SetArg::TCSADRAIN, &raw).ok()?;
         Some(RawMode(()))
     }
 
-    fn size(&self) -> Option<WinSize> {
+    /// The terminal's window size.
+    pub fn size(&self) -> Option<WinSize> {
         window_size(self.0.as_raw_fd())
     }
 }
@@ -47,17 +58,38 @@ pub struct RawMode(());
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        restore();
+        let _ = restore();
     }
 }
 
-/// Puts the terminal back as it was, if raw mode is on.
-pub fn restore() {
-    if let Some((fd, t)) = SAVED.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        // SAFETY: the descriptor belongs to the Terminal, which outlives raw mode.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        let _ = termios::tcsetattr(fd, SetArg::TCSADRAIN, &t);
-    }
+/// Remembers `settings` as the ones to put back on `fd` if a signal ends the shim during
+/// a password prompt (echo is off); [`forget`] once they are back.
+pub fn remember(fd: BorrowedFd<'_>, settings: Termios) {
+    *SAVED.lock().unwrap_or_else(|p| p.into_inner()) = Some(Saved {
+        fd: fd.as_raw_fd(),
+        settings,
+        prompt: true,
+    });
+}
+
+/// Drops what [`remember`] kept, without touching the terminal.
+pub fn forget() {
+    SAVED.lock().unwrap_or_else(|p| p.into_inner()).take();
+}
+
+/// Puts the terminal back as it was, if raw mode (or a prompt) changed it. Returns
+/// whether a password prompt was interrupted.
+pub fn restore() -> bool {
+    // Held while the settings are written, so the descriptor cannot close meanwhile.
+    let mut guard = SAVED.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(saved) = guard.take() else {
+        return false;
+    };
+    // SAFETY: the descriptor belongs to the Terminal (raw mode) or the prompt's open
+    // terminal, both of which outlive their entry here.
+    let fd = unsafe { BorrowedFd::borrow_raw(saved.fd) };
+    let _ = termios::tcsetattr(fd, SetArg::TCSADRAIN, &saved.settings);
+    saved.prompt
 }
 
 fn window_size(fd: RawFd) -> Option<WinSize> {
@@ -89,34 +121,4 @@ pub fn in_background() -> bool {
         Ok(fg) => fg != nix::unistd::getpgrp(),
         Err(_) => false,
     }
-}
-
-/// Blocks SIGWINCH, SIGTERM and SIGHUP in this thread (and the threads it starts) and
-/// handles them in a dedicated thread: a new size goes to `on_resize`; termination
-/// restores the terminal and exits with ssh's failure status.
-pub fn handle_signals(terminal: Terminal, on_resize: impl Fn(WinSize) + Send + 'static) {
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGWINCH);
-    set.add(Signal::SIGTERM);
-    set.add(Signal::SIGHUP);
-    if set.thread_block().is_err() {
-        return;
-    }
-    std::thread::spawn(move || {
-        loop {
-            match set.wait() {
-                Ok(Signal::SIGWINCH) => {
-                    if let Some(size) = terminal.size() {
-                        on_resize(size);
-                    }
-                }
-                Ok(sig) => {
-                    restore();
-                    eprint!("Killed by signal {}.\r\n", sig as i32);
-                    std::process::exit(255);
-                }
-                Err(_) => return,
-            }
-        }
-    });
 }

@@ -1,6 +1,8 @@
 //! Process control: parent-death signals, process groups, signal names and exit statuses.
 
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -79,6 +81,56 @@ pub fn signal_from_name(name: &str) -> Option<Signal> {
         format!("SIG{upper}")
     };
     full.parse().ok()
+}
+
+/// Whether `sig` is ignored (SIG_IGN) in this process, as a shell leaves SIGINT for a
+/// background job or nohup leaves SIGHUP.
+pub fn is_ignored(sig: Signal) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig as libc::c_int, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// Where [`signals_to_pipe`]'s handler writes; -1 until it is installed.
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn write_signal(sig: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
+    let byte = sig as u8;
+    // SAFETY: errno access and write(2) are async-signal-safe; errno is put back so the
+    // interrupted code does not see ours.
+    unsafe {
+        let errno = *libc::__errno_location();
+        libc::write(fd, (&byte as *const u8).cast(), 1);
+        *libc::__errno_location() = errno;
+    }
+}
+
+/// Replaces the action of `signals` by a handler that writes each signal's number (one
+/// byte) to a pipe, and returns the pipe's read end: a thread can then act on a signal
+/// outside signal context, whichever thread it was delivered to. Once per process; the
+/// handlers do not survive exec.
+pub fn signals_to_pipe(signals: &[Signal]) -> io::Result<OwnedFd> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    // A full pipe must never block the handler (a burst of signals needs only one byte).
+    fcntl(&write, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    SIGNAL_PIPE.store(write.as_raw_fd(), Ordering::Relaxed);
+    std::mem::forget(write);
+    let action = SigAction::new(
+        SigHandler::Handler(write_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for &sig in signals {
+        // SAFETY: the handler only makes async-signal-safe calls.
+        unsafe { sigaction(sig, &action) }?;
+    }
+    Ok(read)
 }
 
 /// Converts how a child ended into the protocol's form.

@@ -1,23 +1,33 @@
 //! Privilege escalation for tests: sudo for the test user with `requiretty` and a password
-//! to become root, one NOPASSWD rule (to become the second test user), su between the
-//! two users, and doas. System files are written once per run, atomically and validated.
+//! to become root, NOPASSWD rules to become the second test user and the nologin service
+//! accounts (`nobody`, [`SERVICE_USER`]), su between the users, and doas. System files are written once per run, atomically and validated.
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use super::sshd::{TEST_USER, TestUser, ensure_user, test_user};
+use super::sshd::{TEST_USER, TestUser, ensure_account, ensure_user, test_user};
 
 /// The second test user: sudo reaches it without a password; su and doas with one.
 pub const SECOND_USER: &str = "mitossh-t2";
 
 const SUDOERS: &str = "/etc/sudoers.d/mitossh-test";
+/// The rules for service accounts, in a file of their own.
+const SERVICE_SUDOERS: &str = "/etc/sudoers.d/mitossh-test-service";
+
+/// A service account as packages make them: a system account whose login shell is
+/// nologin and whose home is a data directory (www-data, postgres). The test user may
+/// become it, and `nobody`, through sudo without a password.
+pub const SERVICE_USER: &str = "mitossh-svc";
+const NOLOGIN: &str = "/usr/sbin/nologin";
 const DOAS_CONF: &str = "/etc/doas.conf";
 const MARKER: &str = "# Written by mitossh's tests.";
 
 pub struct Escalation {
     pub user: &'static TestUser,
     pub other: TestUser,
+    /// [`SERVICE_USER`]: nologin shell, home under /var/lib.
+    pub service: TestUser,
 }
 
 /// Sets everything up once per test process.
@@ -53,7 +63,29 @@ pub fn escalation() -> &'static Escalation {
                 Some(&["/usr/bin/doas", "-C"]),
             );
         }
-        Escalation { user, other }
+        let service = ensure_account(
+            SERVICE_USER,
+            &[
+                "--system",
+                "-m",
+                "-d",
+                &format!("/var/lib/{SERVICE_USER}"),
+                "-s",
+                NOLOGIN,
+            ],
+        );
+        assert_eq!(service.shell, std::path::Path::new(NOLOGIN));
+        write_validated(
+            SERVICE_SUDOERS,
+            &format!("{MARKER}\n{TEST_USER} ALL=(nobody, {SERVICE_USER}) NOPASSWD: ALL\n"),
+            0o440,
+            Some(&["/usr/sbin/visudo", "-cf"]),
+        );
+        Escalation {
+            user,
+            other,
+            service,
+        }
     })
 }
 

@@ -47,6 +47,12 @@ pub fn test_user() -> &'static TestUser {
 /// password the account is locked ("!" in /etc/shadow) and sshd with `UsePAM no` refuses it even by key.
 /// Idempotent, and safe across threads and processes (an flock on [`USER_LOCK`]).
 pub fn ensure_user(name: &str) -> TestUser {
+    ensure_account(name, &["-m", "-s", "/bin/bash"])
+}
+
+/// Like [`ensure_user`], with `useradd_args` for a new account (a service account's
+/// nologin shell and system home, say).
+pub fn ensure_account(name: &str, useradd_args: &[&str]) -> TestUser {
     require_root();
     let lock = OpenOptions::new()
         .create(true)
@@ -63,7 +69,9 @@ pub fn ensure_user(name: &str) -> TestUser {
     );
     if lookup_user(name).is_none() {
         run(
-            Command::new("/usr/sbin/useradd").args(["-m", "-s", "/bin/bash", name]),
+            Command::new("/usr/sbin/useradd")
+                .args(useradd_args)
+                .arg(name),
             b"",
         );
     }
@@ -111,6 +119,15 @@ pub struct Sshd {
     log: PathBuf,
 }
 
+/// How a test's sshd authenticates, beyond keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Logins {
+    /// `PasswordAuthentication yes` (checked against the shadow file, no PAM).
+    pub password: bool,
+    /// keyboard-interactive through PAM (`UsePAM yes`): PAM asks for the password.
+    pub keyboard_interactive: bool,
+}
+
 impl Sshd {
     /// Starts a private sshd for [`test_user()`] on a free loopback port.
     pub fn start() -> Sshd {
@@ -119,6 +136,21 @@ impl Sshd {
 
     /// Starts a private sshd that logs `user` in by key, on a free loopback port.
     pub fn start_for(user: &TestUser) -> Sshd {
+        Sshd::launch_with(user, Logins::default(), "")
+    }
+
+    /// Starts a private sshd that also accepts the given logins.
+    pub fn start_with(user: &TestUser, logins: Logins) -> Sshd {
+        Sshd::launch_with(user, logins, "")
+    }
+
+    /// Like [`Sshd::start_for`], with `extra` appended to sshd_config (e.g. `SetEnv NAME=value`
+    /// lines, which sshd puts into every session's environment).
+    pub fn start_with_config(user: &TestUser, extra: &str) -> Sshd {
+        Sshd::launch_with(user, Logins::default(), extra)
+    }
+
+    fn launch_with(user: &TestUser, logins: Logins, extra: &str) -> Sshd {
         require_root();
         for (path, package) in [(SSHD, "openssh-server"), (SSH_KEYGEN, "openssh-client")] {
             assert!(
@@ -130,7 +162,7 @@ impl Sshd {
         fs::create_dir_all("/run/sshd").expect("cannot create /run/sshd");
         // Another test may take the port between our probe and sshd's bind: then retry with a new one.
         for _ in 0..PORT_ATTEMPTS {
-            let mut sshd = Sshd::launch(user, free_port());
+            let mut sshd = Sshd::launch(user, free_port(), logins, extra);
             if sshd.wait_ready() {
                 return sshd;
             }
@@ -229,8 +261,58 @@ impl Sshd {
         terminate(forked);
     }
 
+    /// The server's public host key, as `ssh-keygen` wrote it (`ssh-ed25519 AAAA… comment`).
+    pub fn host_key_pub(&self) -> String {
+        fs::read_to_string(self.dir.path().join("host_ed25519.pub")).expect("host key")
+    }
+
+    /// Lets `public_key` (a `.pub` file's contents) log in too.
+    pub fn authorize(&self, public_key: &str) {
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("authorized_keys"))
+            .expect("authorized_keys");
+        f.write_all(public_key.as_bytes())
+            .expect("append to authorized_keys");
+    }
+
+    /// A client config as a new user would have one: `Host <alias>` with host name, port
+    /// and user only, known hosts in `known_hosts` (created empty if missing), no batch
+    /// mode, no host-key shortcuts, then `extra` lines (e.g. `IdentityFile …`).
+    pub fn plain_client_config(&self, dir: &Path, known_hosts: &Path, extra: &str) -> PathBuf {
+        if !known_hosts.exists() {
+            write_file(known_hosts, "", 0o600);
+        }
+        let text = format!(
+            "Host {}\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  UserKnownHostsFile {}\n{extra}\n",
+            self.alias,
+            self.port,
+            self.user.name,
+            known_hosts.display()
+        );
+        let path = dir.join(format!("ssh_config-{}", unique_suffix()));
+        write_file(&path, &text, 0o600);
+        path
+    }
+
+    /// How many password logins sshd refused so far ("Failed password" / PAM failures).
+    pub fn failed_passwords(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("Failed password") || l.contains("Failed keyboard-interactive"))
+            .count()
+    }
+
+    /// How many connections logged in by any method so far.
+    pub fn accepted_logins(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("Accepted "))
+            .count()
+    }
+
     /// Writes keys and configs into a fresh directory and spawns sshd on `port`, without waiting for it.
-    fn launch(user: &TestUser, port: u16) -> Sshd {
+    fn launch(user: &TestUser, port: u16, logins: Logins, extra: &str) -> Sshd {
         let dir = tempfile::Builder::new()
             .prefix("mitossh-sshd-")
             // Not $TMPDIR: sshd reads authorized_keys as the test user, who must be able to reach it.
@@ -255,7 +337,7 @@ impl Sshd {
         let sshd_config = path("sshd_config");
         write_file(
             &sshd_config,
-            &sshd_config_text(port, &host_key, &authorized_keys),
+            &(sshd_config_text(port, &host_key, &authorized_keys, logins) + extra),
             0o644,
         );
         // Validate first: on a bad config this shows sshd's own complaint.
@@ -352,7 +434,8 @@ impl Drop for Sshd {
     }
 }
 
-fn sshd_config_text(port: u16, host_key: &Path, authorized_keys: &Path) -> String {
+fn sshd_config_text(port: u16, host_key: &Path, authorized_keys: &Path, logins: Logins) -> String {
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
     format!(
         "ListenAddress 127.0.0.1
 Port {port}
@@ -360,9 +443,9 @@ HostKey {}
 PidFile none
 AuthorizedKeysFile {}
 StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
+UsePAM {}
+PasswordAuthentication {}
+KbdInteractiveAuthentication {}
 PubkeyAuthentication yes
 PermitRootLogin prohibit-password
 LogLevel VERBOSE
@@ -375,8 +458,18 @@ X11Forwarding no
 AllowTcpForwarding yes
 ",
         host_key.display(),
-        authorized_keys.display()
+        authorized_keys.display(),
+        yes_no(logins.keyboard_interactive),
+        yes_no(logins.password),
+        yes_no(logins.keyboard_interactive),
     )
+}
+
+/// A suffix unique within this test process.
+fn unique_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
 }
 
 /// SIGTERM `procs` and whatever they fork meanwhile, then SIGKILL those still alive after [`STOP_TIMEOUT`].

@@ -14,6 +14,8 @@ use super::wait::wait_until;
 pub struct Terminal {
     writer: std::fs::File,
     seen: Arc<Mutex<Vec<u8>>>,
+    /// Set once the reader saw the last slave descriptor close.
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Terminal {
@@ -38,10 +40,16 @@ impl Terminal {
             });
         }
         let child = cmd.spawn().unwrap();
+        // Let go of our copies of the slave, so the terminal closes with its programs.
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let master = pty.master;
         let writer = std::fs::File::from(master.try_clone().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let collected = seen.clone();
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = closed.clone();
         std::thread::spawn(move || {
             let mut reader = std::fs::File::from(master);
             let mut buf = [0u8; 4096];
@@ -52,8 +60,16 @@ impl Terminal {
                 }
                 collected.lock().unwrap().extend_from_slice(&buf[..n]);
             }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
         });
-        (Terminal { writer, seen }, child)
+        (
+            Terminal {
+                writer,
+                seen,
+                closed,
+            },
+            child,
+        )
     }
 
     /// Everything the program wrote so far, lossily decoded.
@@ -72,6 +88,14 @@ impl Terminal {
             );
             std::thread::sleep(super::wait::POLL);
         }
+    }
+
+    /// Waits (bounded) until every program holding the terminal has closed it, so that
+    /// [`Terminal::text`] holds all they wrote.
+    pub fn wait_closed(&self, timeout: Duration) {
+        wait_until(timeout, "the terminal to be closed by its programs", || {
+            self.closed.load(std::sync::atomic::Ordering::SeqCst)
+        });
     }
 
     /// Types `keys`.

@@ -1,0 +1,147 @@
+//! How the shim ends on a signal, as OpenSSH 9's ssh does. SIGHUP, SIGINT, SIGQUIT and
+//! SIGTERM (each unless it was ignored at the start, as under `nohup` or in a script's
+//! background job):
+//! put the terminal back and exit with 255, saying `Killed by signal N.` at log level
+//! VERBOSE and above (`-v`). Without a remote command (`-N`, `-W`) SIGTERM is a deliberate
+//! end: status 0, silently. Exiting closes the connection to the master, which stops the
+//! remote command (plain ssh leaves it running). At a password prompt, as ssh's own
+//! prompt does, the terminal is put back and the shim dies by the signal, so that a
+//! script's loop stops on ^C.
+//!
+//! With a terminal, SIGWINCH sends the new window size once the session runs.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::sys::signal::Signal;
+
+use super::client::SSH_ERROR;
+use super::tty::{self, Terminal};
+use crate::proto::WinSize;
+use crate::sys::process::{is_ignored, signals_to_pipe};
+
+/// The signals that end an ssh session.
+const ENDING: [Signal; 4] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+];
+
+/// Whether the session runs (set once, by [`session_started`]); before, the master has
+/// nowhere to send a new window size.
+static SESSION: AtomicBool = AtomicBool::new(false);
+
+/// What ssh's end looks like for this invocation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ending {
+    /// Log level VERBOSE or above: say which signal it was.
+    pub verbose: bool,
+    /// No remote command or shell (`-N`, `-W`): SIGTERM ends with status 0.
+    pub no_shell: bool,
+}
+
+impl Ending {
+    /// The exit status for `sig` once the session runs.
+    pub fn status(self, sig: Signal) -> i32 {
+        if self.no_shell && sig == Signal::SIGTERM {
+            0
+        } else {
+            SSH_ERROR
+        }
+    }
+
+    /// What to print for `sig`, if anything. ssh's log lines end in CR LF.
+    pub fn message(self, sig: Signal) -> Option<String> {
+        (self.verbose && self.status(sig) != 0)
+            .then(|| format!("Killed by signal {}.\r\n", sig as i32))
+    }
+}
+
+/// Handles the signals from now on, in a thread of their own. Install it before the
+/// session is requested: the remote command may start (and print) before the shim hears
+/// that it did, and a signal in between must end the session like any other.
+pub fn handle(
+    ending: Ending,
+    terminal: Option<Arc<Terminal>>,
+    on_resize: impl Fn(WinSize) + Send + 'static,
+) {
+    let mut signals: Vec<Signal> = ENDING.into_iter().filter(|s| !is_ignored(*s)).collect();
+    if terminal.is_some() {
+        signals.push(Signal::SIGWINCH);
+    }
+    let pipe = match signals_to_pipe(&signals) {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            tracing::warn!("cannot handle signals: {e}");
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        let mut pipe = std::fs::File::from(pipe);
+        let mut byte = [0u8; 1];
+        while let Ok(1) = pipe.read(&mut byte) {
+            let Ok(sig) = Signal::try_from(i32::from(byte[0])) else {
+                continue;
+            };
+            if sig == Signal::SIGWINCH {
+                if let Some(size) = terminal.as_deref().and_then(Terminal::size)
+                    && SESSION.load(Ordering::SeqCst)
+                {
+                    on_resize(size);
+                }
+                continue;
+            }
+            if tty::restore() {
+                die_by(sig);
+            }
+            if let Some(message) = ending.message(sig) {
+                eprint!("{message}");
+            }
+            std::process::exit(ending.status(sig));
+        }
+    });
+}
+
+/// The session runs: window-size changes go to it from now on.
+pub fn session_started() {
+    SESSION.store(true, Ordering::SeqCst);
+}
+
+/// Dies by `sig`, its default action restored.
+fn die_by(sig: Signal) -> ! {
+    use nix::sys::signal::{SigHandler, signal};
+    // SAFETY: restoring the default action installs no code.
+    let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+    let _ = nix::sys::signal::raise(sig);
+    std::process::exit(128 + sig as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ends_as_openssh_9_does() {
+        let quiet = Ending::default();
+        assert_eq!(quiet.status(Signal::SIGINT), 255);
+        assert_eq!(quiet.message(Signal::SIGINT), None);
+        let verbose = Ending {
+            verbose: true,
+            no_shell: false,
+        };
+        assert_eq!(verbose.status(Signal::SIGTERM), 255);
+        assert_eq!(
+            verbose.message(Signal::SIGHUP).as_deref(),
+            Some("Killed by signal 1.\r\n")
+        );
+        let forwards = Ending {
+            verbose: true,
+            no_shell: true,
+        };
+        assert_eq!(forwards.status(Signal::SIGTERM), 0);
+        assert_eq!(forwards.message(Signal::SIGTERM), None);
+        assert_eq!(forwards.status(Signal::SIGINT), 255);
+    }
+}

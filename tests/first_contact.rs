@@ -1,0 +1,685 @@
+//! First contact with hosts that are not pre-arranged, side by side with the real ssh:
+//! unknown host keys, password / passphrase / keyboard-interactive logins asked on the
+//! caller's terminal, no empty password ever sent without one, ssh's warnings and `-v`
+//! reaching the caller, contexts keyed by what the configuration resolves to, and the
+//! configuration's SendEnv.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(60);
+const REAL_SSH: &str = "/usr/bin/ssh";
+
+/// Runs `cmd` on a new terminal; returns the terminal and the running program.
+fn on_terminal(cmd: &mut Command) -> (Terminal, std::process::Child) {
+    Terminal::spawn(cmd, 24, 200)
+}
+
+/// Runs `cmd` with no controlling terminal at all (as under cron or CI), stdin empty.
+fn without_terminal(cmd: &mut Command) -> std::process::Output {
+    // SAFETY: setsid is async-signal-safe; the child gets a session with no terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    output_within(cmd, b"", T)
+}
+
+/// Waits for the program on `term` to exit and for everything it wrote to be read.
+fn finish(term: &Terminal, mut child: std::process::Child) -> ExitStatus {
+    let status = wait_child(&mut child, T, "the ssh on the terminal to exit");
+    term.wait_closed(T);
+    status
+}
+
+/// Like `term.expect`, but shows the master's log when the text never comes.
+fn expect(term: &Terminal, needle: &str, master: &Master) {
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| term.expect(needle, T)));
+    if found.is_err() {
+        panic!(
+            "{needle:?} never appeared; the terminal:\n{}\nthe master's log:\n{}",
+            term.text(),
+            master.log()
+        );
+    }
+}
+
+fn text_of(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The line of `text` that contains `needle` (trimmed), for comparing two terminals.
+fn line_with(text: &str, needle: &str) -> String {
+    text.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{text}"))
+        .trim()
+        .to_string()
+}
+
+fn key_lines(sshd: &Sshd) -> String {
+    format!(
+        "  IdentityFile {}\n  IdentitiesOnly yes\n",
+        sshd.key().display()
+    )
+}
+
+const NO_HOST_KEY_CHECKS: &str = "  StrictHostKeyChecking no\n";
+
+#[test]
+fn an_unknown_host_key_is_confirmed_on_the_terminal_as_ssh_asks() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let question = "Are you sure you want to continue connecting (yes/no/[fingerprint])?";
+    for answer in ["yes", "no"] {
+        // A master of its own: a context open to this host would be reused unasked.
+        let master = Master::start();
+        let mut seen = Vec::new();
+        for real in [false, true] {
+            let known = dir.path().join(format!("known-{answer}-{real}"));
+            let cfg = sshd.plain_client_config(dir.path(), &known, &key_lines(&sshd));
+            let marker = unique_marker();
+            let mut cmd = if real {
+                Command::new(REAL_SSH)
+            } else {
+                master.ssh()
+            };
+            cmd.arg("-F")
+                .arg(&cfg)
+                .args([sshd.alias(), "echo", &marker]);
+            let (mut term, child) = on_terminal(&mut cmd);
+            expect(&term, question, &master);
+            term.send(format!("{answer}\n").as_bytes());
+            let status = finish(&term, child);
+            let text = term.text();
+            let in_known_hosts = Command::new("ssh-keygen")
+                .arg("-F")
+                .arg(format!("[127.0.0.1]:{}", sshd.port()))
+                .arg("-f")
+                .arg(&known)
+                .output()
+                .unwrap()
+                .status
+                .success();
+            if answer == "yes" {
+                assert!(status.success(), "real={real}: {text}");
+                assert!(text.contains(&marker), "real={real}: {text}");
+                assert!(in_known_hosts, "real={real}: the key was not recorded");
+            } else {
+                assert_eq!(status.code(), Some(255), "real={real}: {text}");
+                assert!(
+                    text.contains("Host key verification failed."),
+                    "real={real}: {text}"
+                );
+                assert!(!in_known_hosts, "real={real}");
+            }
+            seen.push((
+                line_with(&text, "key fingerprint is"),
+                line_with(&text, "The authenticity of host"),
+                status.code(),
+            ));
+        }
+        assert_eq!(seen[0], seen[1], "mitossh and ssh differ for {answer:?}");
+    }
+}
+
+/// A password-only client configuration for `sshd`.
+fn password_config(sshd: &Sshd, dir: &Path, extra: &str) -> PathBuf {
+    sshd.plain_client_config(
+        dir,
+        Path::new("/dev/null"),
+        &format!("{NO_HOST_KEY_CHECKS}  PubkeyAuthentication no\n{extra}"),
+    )
+}
+
+#[test]
+fn a_password_is_asked_on_the_terminal_and_never_guessed_without_one() {
+    let logins = Logins {
+        password: true,
+        ..Logins::default()
+    };
+    let sshd = Sshd::start_with(test_user(), logins);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = password_config(&sshd, dir.path(), "");
+    let prompt = format!("{}@127.0.0.1's password: ", sshd.user().name);
+
+    // The right password, then three wrong ones, through mitossh and through ssh.
+    for real in [false, true] {
+        let master = Master::start();
+        let ssh = || {
+            let mut cmd = if real {
+                Command::new(REAL_SSH)
+            } else {
+                master.ssh()
+            };
+            cmd.arg("-F")
+                .arg(&cfg)
+                .args([sshd.alias(), "echo", "logged-$((6*7))"]);
+            cmd
+        };
+        let (mut term, child) = on_terminal(&mut ssh());
+        expect(&term, &prompt, &master);
+        term.send(format!("{TEST_PASSWORD}\n").as_bytes());
+        assert!(
+            finish(&term, child).success(),
+            "real={real}: {}",
+            term.text()
+        );
+        assert!(term.text().contains("logged-42"), "real={real}");
+        assert!(
+            !term.text().contains(TEST_PASSWORD),
+            "the password was echoed"
+        );
+
+        // The connection just made would be reused; start afresh.
+        let out = output_within(
+            master
+                .ssh()
+                .arg("-F")
+                .arg(&cfg)
+                .args(["-O", "exit", sshd.alias()]),
+            b"",
+            T,
+        );
+        assert!(real || out.status.success(), "{}", text_of(&out).1);
+        let master = Master::start();
+        let ssh = || {
+            let mut cmd = if real {
+                Command::new(REAL_SSH)
+            } else {
+                master.ssh()
+            };
+            cmd.arg("-F").arg(&cfg).args([sshd.alias(), "true"]);
+            cmd
+        };
+        let (mut term, child) = on_terminal(&mut ssh());
+        for round in 1..=3 {
+            let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                wait_until(T, "the next password prompt", || {
+                    term.text().matches(&prompt).count() == round
+                })
+            }));
+            assert!(
+                found.is_ok(),
+                "round {round}, real={real}:\n{}\n{}",
+                term.text(),
+                master.log()
+            );
+            term.send(b"wrong-password\n");
+        }
+        let status = finish(&term, child);
+        let text = term.text();
+        assert_eq!(status.code(), Some(255), "real={real}: {text}");
+        assert!(
+            text.contains("Permission denied, please try again."),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "{}@127.0.0.1: Permission denied (",
+                sshd.user().name
+            )),
+            "{text}"
+        );
+        assert_eq!(text.matches(&prompt).count(), 3, "real={real}: {text}");
+    }
+
+    // No terminal, and BatchMode=yes on one: ssh's refusal at once, and sshd saw no
+    // password at all (ssh alone would have sent empty ones here).
+    let master = Master::start();
+    let failed_before = sshd.failed_passwords();
+    let out = without_terminal(
+        master
+            .ssh()
+            .arg("-F")
+            .arg(&cfg)
+            .args([sshd.alias(), "true"]),
+    );
+    let (_, err) = text_of(&out);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(
+        !err.contains("password:"),
+        "asked without a terminal: {err}"
+    );
+
+    let batch = password_config(&sshd, dir.path(), "  BatchMode yes\n");
+    let (term, child) = on_terminal(
+        master
+            .ssh()
+            .arg("-F")
+            .arg(&batch)
+            .args([sshd.alias(), "true"]),
+    );
+    assert_eq!(finish(&term, child).code(), Some(255), "{}", term.text());
+    assert!(!term.text().contains("password:"), "{}", term.text());
+    assert_eq!(
+        sshd.failed_passwords(),
+        failed_before,
+        "sshd saw a password attempt:\n{}",
+        sshd.log()
+    );
+}
+
+#[test]
+fn ten_calls_that_need_a_password_ask_once_and_share_one_connection() {
+    let logins = Logins {
+        password: true,
+        ..Logins::default()
+    };
+    let sshd = Sshd::start_with(test_user(), logins);
+    let master = Master::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = password_config(&sshd, dir.path(), "");
+    let script = format!(
+        "for i in 0 1 2 3 4 5 6 7 8 9; do ssh -F {} {} echo call-$i-done & done; wait; echo all-$((5+5))-waited",
+        cfg.display(),
+        sshd.alias()
+    );
+    let (mut term, child) = on_terminal(master.command("sh").args(["-c", &script]));
+    term.expect("password: ", T);
+    term.send(format!("{TEST_PASSWORD}\n").as_bytes());
+    assert!(finish(&term, child).success(), "{}", term.text());
+    let text = term.text();
+    assert!(text.contains("all-10-waited"), "{text}");
+    for i in 0..10 {
+        assert!(text.contains(&format!("call-{i}-done")), "call {i}: {text}");
+    }
+    assert_eq!(text.matches("password: ").count(), 1, "{text}");
+    assert_eq!(sshd.accepted_logins(), 1, "{}", sshd.log());
+}
+
+#[test]
+fn a_passphrase_is_asked_for_a_key_without_an_agent() {
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("locked_ed25519");
+    let made = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "open sesame",
+            "-C",
+            "locked",
+            "-f",
+        ])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    sshd.authorize(&std::fs::read_to_string(key.with_extension("pub")).unwrap());
+    let cfg = sshd.plain_client_config(
+        dir.path(),
+        Path::new("/dev/null"),
+        &format!(
+            "{NO_HOST_KEY_CHECKS}  IdentityFile {}\n  IdentitiesOnly yes\n",
+            key.display()
+        ),
+    );
+    for real in [false, true] {
+        let mut cmd = if real {
+            Command::new(REAL_SSH)
+        } else {
+            master.ssh()
+        };
+        cmd.env_remove("SSH_AUTH_SOCK").arg("-F").arg(&cfg).args([
+            sshd.alias(),
+            "echo",
+            "unlocked-$((1+1))",
+        ]);
+        let (mut term, child) = on_terminal(&mut cmd);
+        term.expect(
+            &format!("Enter passphrase for key '{}': ", key.display()),
+            T,
+        );
+        term.send(b"open sesame\n");
+        assert!(
+            finish(&term, child).success(),
+            "real={real}: {}",
+            term.text()
+        );
+        assert!(term.text().contains("unlocked-2"), "{}", term.text());
+    }
+}
+
+#[test]
+fn keyboard_interactive_through_pam_is_asked_on_the_terminal() {
+    let logins = Logins {
+        keyboard_interactive: true,
+        ..Logins::default()
+    };
+    let sshd = Sshd::start_with(test_user(), logins);
+    let master = Master::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = password_config(
+        &sshd,
+        dir.path(),
+        "  PreferredAuthentications keyboard-interactive\n",
+    );
+    for real in [false, true] {
+        let mut cmd = if real {
+            Command::new(REAL_SSH)
+        } else {
+            master.ssh()
+        };
+        cmd.arg("-F")
+            .arg(&cfg)
+            .args([sshd.alias(), "echo", "kbd-$((3*3))"]);
+        let (mut term, child) = on_terminal(&mut cmd);
+        term.expect("Password: ", T);
+        term.send(format!("{TEST_PASSWORD}\n").as_bytes());
+        assert!(
+            finish(&term, child).success(),
+            "real={real}: {}",
+            term.text()
+        );
+        assert!(term.text().contains("kbd-9"), "{}", term.text());
+    }
+}
+
+#[test]
+fn the_users_own_askpass_is_honoured_without_a_terminal() {
+    let logins = Logins {
+        password: true,
+        ..Logins::default()
+    };
+    let sshd = Sshd::start_with(test_user(), logins);
+    let master = Master::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = password_config(&sshd, dir.path(), "");
+    let askpass = dir.path().join("askpass");
+    std::fs::write(&askpass, format!("#!/bin/sh\necho '{TEST_PASSWORD}'\n")).unwrap();
+    std::fs::set_permissions(
+        &askpass,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    for real in [false, true] {
+        let mut cmd = if real {
+            Command::new(REAL_SSH)
+        } else {
+            master.ssh()
+        };
+        cmd.env("SSH_ASKPASS", &askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .arg("-F")
+            .arg(&cfg)
+            .args([sshd.alias(), "echo", "askpass-$((2*2))"]);
+        let out = without_terminal(&mut cmd);
+        let (stdout, stderr) = text_of(&out);
+        assert!(out.status.success(), "real={real}: {stderr}");
+        assert_eq!(stdout.trim(), "askpass-4");
+    }
+}
+
+#[test]
+fn a_changed_host_key_is_shown_to_the_caller() {
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let dir = tempfile::tempdir().unwrap();
+    // known_hosts with another key for this server.
+    let other = dir.path().join("other_ed25519");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let known = dir.path().join("known_hosts");
+    let wrong = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    std::fs::write(&known, format!("[127.0.0.1]:{} {wrong}", sshd.port())).unwrap();
+    let cfg = sshd.plain_client_config(dir.path(), &known, &key_lines(&sshd));
+    for real in [false, true] {
+        let mut cmd = if real {
+            Command::new(REAL_SSH)
+        } else {
+            master.ssh()
+        };
+        cmd.arg("-F").arg(&cfg).args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            sshd.alias(),
+            "echo",
+            "in",
+        ]);
+        let out = output_within(&mut cmd, b"", T);
+        let (stdout, stderr) = text_of(&out);
+        assert!(out.status.success(), "real={real}: {stderr}");
+        assert_eq!(stdout.trim(), "in");
+        assert!(
+            stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED!"),
+            "real={real}: {stderr}"
+        );
+        assert!(
+            stderr.contains(
+                "Password authentication is disabled to avoid man-in-the-middle attacks."
+            ),
+            "real={real}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn verbose_output_and_proxy_errors_reach_the_caller() {
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sshd.plain_client_config(
+        dir.path(),
+        Path::new("/dev/null"),
+        &format!("{NO_HOST_KEY_CHECKS}{}", key_lines(&sshd)),
+    );
+    let verbose = |cmd: &mut Command| {
+        cmd.arg("-v")
+            .arg("-F")
+            .arg(&cfg)
+            .args([sshd.alias(), "true"]);
+        let out = output_within(cmd, b"", T);
+        assert!(out.status.success(), "{}", text_of(&out).1);
+        text_of(&out).1
+    };
+    let real = verbose(&mut Command::new(REAL_SSH));
+    let first = verbose(&mut master.ssh());
+    for line in [
+        "debug1: Reading configuration data",
+        &format!(
+            "debug1: Connecting to 127.0.0.1 [127.0.0.1] port {}.",
+            sshd.port()
+        ),
+        "Authenticated to 127.0.0.1",
+    ] {
+        assert!(real.contains(line), "ssh: {line:?} missing:\n{real}");
+        assert!(
+            first.contains(line),
+            "mitossh, new connection: {line:?} missing:\n{first}"
+        );
+    }
+    // On the connection already open: ssh's configuration lines, then which connection.
+    let again = verbose(&mut master.ssh());
+    assert!(
+        again.contains("debug1: Reading configuration data"),
+        "{again}"
+    );
+    assert!(
+        again.contains("debug1: mitossh: using the connection to"),
+        "{again}"
+    );
+    assert!(!again.contains("debug1: Connecting to"), "{again}");
+
+    // A ProxyCommand that fails says why, through mitossh as through ssh.
+    let marker = unique_marker();
+    let proxy = format!("ProxyCommand=sh -c 'echo {marker}-proxy-broke >&2; exit 3'");
+    for real in [false, true] {
+        let mut cmd = if real {
+            Command::new(REAL_SSH)
+        } else {
+            master.ssh()
+        };
+        cmd.arg("-F").arg(&cfg).args([
+            "-o",
+            &proxy,
+            "-o",
+            "HostName=proxied.invalid",
+            sshd.alias(),
+            "true",
+        ]);
+        let out = output_within(&mut cmd, b"", T);
+        let (_, stderr) = text_of(&out);
+        assert_eq!(out.status.code(), Some(255), "real={real}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{marker}-proxy-broke")),
+            "real={real}: {stderr}"
+        );
+    }
+}
+
+/// `echo $SSH_CONNECTION`'s server port, through `cmd`.
+fn server_port(cmd: &mut Command) -> u16 {
+    let out = output_within(cmd, b"", T);
+    let (stdout, stderr) = text_of(&out);
+    assert!(out.status.success(), "{stderr}");
+    stdout
+        .split_whitespace()
+        .nth(3)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no SSH_CONNECTION in {stdout:?}"))
+}
+
+#[test]
+fn contexts_follow_the_resolved_configuration() {
+    let one = Sshd::start();
+    let two = Sshd::start();
+    let master = Master::start();
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("use-the-second");
+    let cfg = dir.path().join("ssh_config");
+    let common = format!(
+        "  User {}\n  IdentityFile {}\n  IdentityFile {}\n  IdentitiesOnly yes\n  \
+         StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  BatchMode yes\n",
+        one.user().name,
+        one.key().display(),
+        two.key().display()
+    );
+    std::fs::write(
+        &cfg,
+        format!(
+            "Match host switch exec \"test -e {}\"\n  Port {}\n\
+             Host switch first-alias second-alias\n  HostName 127.0.0.1\n  Port {}\n{common}",
+            flag.display(),
+            two.port(),
+            one.port()
+        ),
+    )
+    .unwrap();
+    let call = |real: bool, host: &str| {
+        let mut cmd = if real {
+            Command::new(REAL_SSH)
+        } else {
+            master.ssh()
+        };
+        cmd.arg("-F").arg(&cfg).args([host, "echo $SSH_CONNECTION"]);
+        server_port(&mut cmd)
+    };
+    // `Match exec` decides per call, through mitossh as through ssh.
+    assert_eq!(call(true, "switch"), one.port());
+    assert_eq!(call(false, "switch"), one.port());
+    std::fs::write(&flag, "").unwrap();
+    assert_eq!(call(true, "switch"), two.port());
+    assert_eq!(call(false, "switch"), two.port());
+    std::fs::remove_file(&flag).unwrap();
+    assert_eq!(call(false, "switch"), one.port());
+
+    // Two aliases of one host share the connection `switch` made.
+    let before = one.accepted_connections();
+    assert_eq!(call(false, "first-alias"), one.port());
+    assert_eq!(call(false, "second-alias"), one.port());
+    assert_eq!(
+        one.accepted_connections(),
+        before,
+        "the aliases opened connections of their own:\n{}",
+        master.status()
+    );
+}
+
+#[test]
+fn send_env_from_the_configuration_is_applied_as_ssh_applies_it() {
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sshd.plain_client_config(
+        dir.path(),
+        Path::new("/dev/null"),
+        // sshd's AcceptEnv (the harness's: LANG LC_* GIT_PROTOCOL) refuses the second.
+        &format!(
+            "{NO_HOST_KEY_CHECKS}{}  SendEnv LANG MITOSSH_REFUSED\n",
+            key_lines(&sshd)
+        ),
+    );
+    let lang = format!("C.UTF-8-{}", unique_marker());
+    for real in [false, true] {
+        let mut cmd = if real {
+            Command::new(REAL_SSH)
+        } else {
+            master.ssh()
+        };
+        cmd.env("LANG", &lang)
+            .env("MITOSSH_NOT_SENT", "x")
+            .env("MITOSSH_REFUSED", "x")
+            .arg("-F")
+            .arg(&cfg)
+            .args([
+                sshd.alias(),
+                "echo \"$LANG|${MITOSSH_NOT_SENT:-unset}|${MITOSSH_REFUSED:-refused}\"",
+            ]);
+        let out = output_within(&mut cmd, b"", T);
+        let (stdout, stderr) = text_of(&out);
+        assert!(out.status.success(), "real={real}: {stderr}");
+        assert_eq!(
+            stdout.trim(),
+            format!("{lang}|unset|refused"),
+            "real={real}"
+        );
+    }
+}
+
+#[test]
+fn remote_command_and_set_env_from_the_configuration_apply() {
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sshd.plain_client_config(
+        dir.path(),
+        Path::new("/dev/null"),
+        &format!(
+            "{NO_HOST_KEY_CHECKS}{}  SetEnv LC_MITOSSH=seven\n  \
+             RemoteCommand echo from-config-$((1+2)) \"$LC_MITOSSH\"\n  RequestTTY no\n",
+            key_lines(&sshd)
+        ),
+    );
+    for real in [false, true] {
+        let mut cmd = if real {
+            Command::new(REAL_SSH)
+        } else {
+            master.ssh()
+        };
+        cmd.arg("-F").arg(&cfg).arg(sshd.alias());
+        let out = output_within(&mut cmd, b"", T);
+        let (stdout, stderr) = text_of(&out);
+        assert!(out.status.success(), "real={real}: {stderr}");
+        assert_eq!(stdout.trim(), "from-config-3 seven", "real={real}");
+    }
+}
