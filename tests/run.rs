@@ -94,7 +94,12 @@ fn forty_eight_processes_start_together_and_stop_together() {
         T,
     );
     let lines = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(0), "{lines}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{lines}{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let procs = report["processes"].as_array().unwrap();
     assert_eq!(procs.len(), 48);
