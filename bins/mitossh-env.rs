@@ -37,6 +37,10 @@ struct Cli {
     /// For a started master: give up starting an agent after this long.
     #[arg(long, value_name = "DURATION")]
     connect_timeout: Option<String>,
+    /// For a started master: at most K ssh handshakes at once, the rest waiting in order
+    /// [default: 64].
+    #[arg(long, value_name = "K", value_parser = parse_window)]
+    connect_window: Option<usize>,
     /// Enter every host CMD reaches as USER (through sudo unless --become-method says
     /// otherwise). The password comes from $MITOSSH_BECOME_PASSWORD_FILE or the terminal.
     #[arg(long = "become", value_name = "USER")]
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         socket: cli.socket,
         idle_timeout: cli.idle_timeout,
         connect_timeout: cli.connect_timeout,
+        connect_window: cli.connect_window,
         become_user: cli.become_user,
         become_method: cli.become_method,
         via: cli.via,
@@ -76,4 +81,12 @@ fn main() -> ExitCode {
         command: cli.command,
     });
     ExitCode::from(code as u8)
+}
+
+/// A connect window: a whole number, at least 1.
+fn parse_window(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(k) if k >= 1 => Ok(k),
+        _ => Err(format!("{s:?}: give the number of handshakes at once, 1 or more")),
+    }
 }

@@ -43,9 +43,15 @@ enum Command {
         /// Close a context after this long without streams (e.g. 300, 5m, 1h).
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         idle_timeout: Duration,
-        /// Give up starting an agent after this long (authentication included).
+        /// Give up starting an agent after this long (authentication included), counted
+        /// from when its handshake starts.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         connect_timeout: Duration,
+        /// At most this many ssh handshakes at once; more hosts wait their turn, in order
+        /// (a gateway that runs ssh for the master gets the same window).
+        #[arg(long, value_name = "K", default_value_t = master::window::DEFAULT_WINDOW,
+              value_parser = parse_window)]
+        connect_window: usize,
         /// Write "ready" to this descriptor once listening (for supervisors).
         #[arg(long, hide = true)]
         ready_fd: Option<i32>,
@@ -308,9 +314,15 @@ fn main() -> ExitCode {
             socket,
             idle_timeout,
             connect_timeout,
+            connect_window,
             ready_fd,
             lifeline_fd,
-        } => run_master(socket, idle_timeout, connect_timeout, ready_fd, lifeline_fd),
+        } => run_master(
+            socket,
+            (idle_timeout, connect_timeout, connect_window),
+            ready_fd,
+            lifeline_fd,
+        ),
         Command::Status { socket } => show_status(socket, control::format_status),
         Command::Stop { socket } => {
             match socket_or_default(socket).and_then(|s| control::ask(&s, Request::Shutdown)) {
@@ -327,8 +339,7 @@ fn main() -> ExitCode {
 
 fn run_master(
     socket: Option<PathBuf>,
-    idle_timeout: Duration,
-    connect_timeout: Duration,
+    (idle_timeout, connect_timeout, connect_window): (Duration, Duration, usize),
     ready_fd: Option<i32>,
     lifeline_fd: Option<i32>,
 ) -> i32 {
@@ -353,6 +364,7 @@ fn run_master(
         socket,
         idle_timeout,
         connect_timeout,
+        connect_window,
         ssh,
         ready: take(ready_fd),
         lifeline: take(lifeline_fd),
@@ -375,5 +387,13 @@ fn run_master(
             eprintln!("mitossh: {e}");
             1
         }
+    }
+}
+
+/// A connect window: a whole number, at least 1.
+fn parse_window(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(k) if k >= 1 => Ok(k),
+        _ => Err(format!("{s:?}: give the number of handshakes at once, 1 or more")),
     }
 }

@@ -30,6 +30,7 @@ pub fn format_status(report: &StatusReport) -> String {
         report.socket,
         duration(report.uptime_secs)
     );
+    out.push_str(&connects(report));
     if report.contexts.is_empty() {
         out.push_str("no contexts\n");
         return out;
@@ -53,6 +54,30 @@ pub fn format_status(report: &StatusReport) -> String {
             bytes(c.bytes_down),
             bytes(c.bytes_up),
         ));
+    }
+    out
+}
+
+/// How connecting goes, what failed lately, and the master's descriptors: a line or two,
+/// then one per recent failure.
+fn connects(report: &StatusReport) -> String {
+    let c = &report.connects;
+    let (open, limit) = report.descriptors;
+    let mut out = format!(
+        "connecting: {} under way, {} waiting (window {}) · {} connected, {} failed since start · descriptors {open} of {limit}\n",
+        c.handshaking, c.queued, c.window, c.connected, c.failed
+    );
+    if !c.recent_failures.is_empty() {
+        out.push_str("latest failures:\n");
+        for f in &c.recent_failures {
+            out.push_str(&format!(
+                "  {:<28} {:<11} {} ago: {}\n",
+                clean(&f.name, MAX_NAME * 2),
+                f.kind.name(),
+                duration(f.ago_secs),
+                crate::untrusted::clean(&f.message, MAX_NAME * 4)
+            ));
+        }
     }
     out
 }
@@ -174,12 +199,16 @@ mod tests {
             master_pid: 1,
             socket: "/s".into(),
             uptime_secs: 0,
+            ..StatusReport::default()
+        };
+        let report = StatusReport {
             contexts: vec![
                 ctx(1, 0, "ssh", "alice"),
                 ctx(2, 1, "ssh", "bob"),
                 ctx(3, 2, "sudo", "root"),
                 ctx(4, 0, "ssh", "carol"),
             ],
+            ..report
         };
         let tree = format_tree(&report);
         let lines: Vec<&str> = tree.lines().collect();

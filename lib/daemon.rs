@@ -29,6 +29,7 @@ pub struct MasterOptions {
     /// Passed to a started master.
     pub idle_timeout: Option<String>,
     pub connect_timeout: Option<String>,
+    pub connect_window: Option<usize>,
     /// Leave a started master running.
     pub keep: bool,
 }
@@ -141,6 +142,9 @@ fn start(opts: &MasterOptions, socket: &Path, dir: &Path, real_ssh: &Path) -> io
     if let Some(t) = &opts.connect_timeout {
         cmd.arg("--connect-timeout").arg(t);
     }
+    if let Some(k) = opts.connect_window {
+        cmd.arg("--connect-window").arg(k.to_string());
+    }
     let ready_fd = ready_w.as_raw_fd();
     let life_fd = lifeline.as_ref().map(|(r, _)| r.as_raw_fd());
     // SAFETY: only async-signal-safe calls (setsid, fcntl, dup2) between fork and exec.
@@ -148,6 +152,8 @@ fn start(opts: &MasterOptions, socket: &Path, dir: &Path, real_ssh: &Path) -> io
         cmd.pre_exec(move || {
             // Its own session: no controlling terminal, untouched by the terminal's ^C.
             libc::setsid();
+            // It raises its own limit, and gives its children back the user's.
+            crate::sys::limits::restore_in_child()?;
             // Move the inherited ends above 10 first so the placements cannot clobber
             // each other.
             let ready = libc::fcntl(ready_fd, libc::F_DUPFD, 10);

@@ -25,6 +25,7 @@ pub struct Options {
     /// Passed to a started master.
     pub idle_timeout: Option<String>,
     pub connect_timeout: Option<String>,
+    pub connect_window: Option<usize>,
     /// Enter every host as this user (`--become`), by this method.
     pub become_user: Option<String>,
     pub become_method: Option<String>,
@@ -88,6 +89,7 @@ fn with_dir(
             socket: opts.socket.clone(),
             idle_timeout: opts.idle_timeout.clone(),
             connect_timeout: opts.connect_timeout.clone(),
+            connect_window: opts.connect_window,
             keep: opts.keep,
         },
         dir,

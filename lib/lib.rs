@@ -24,4 +24,5 @@ pub mod run;
 pub mod shim;
 pub mod sshconfig;
 pub mod sys;
+pub mod throttle;
 pub mod untrusted;

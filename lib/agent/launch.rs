@@ -201,6 +201,8 @@ pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
             unsafe {
                 cmd.pre_exec(move || {
                     new_session()?;
+                    // As sshd would start it: with the limit the user has, not ours.
+                    crate::sys::limits::restore_in_child()?;
                     // The pty slave on fd 0 becomes the controlling terminal.
                     if libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
                         return Err(io::Error::last_os_error());
@@ -217,6 +219,7 @@ pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
             unsafe {
                 cmd.pre_exec(move || {
                     new_session()?;
+                    crate::sys::limits::restore_in_child()?;
                     crate::sys::process::set_parent_death_signal(libc::SIGKILL, parent)
                 });
             }

@@ -57,6 +57,9 @@ pub struct Options {
 /// Entry point of `mitossh agent`. Returns the process exit status.
 pub fn main(opts: Options) -> i32 {
     crate::bootstrap::image::run_from_memory();
+    // A gateway runs an ssh (three descriptors) per host behind it; what it starts gets
+    // the user's own limit back.
+    let _ = crate::sys::limits::raise_descriptor_limit();
     let (link_in, link_out) = match take_stdio(opts.hop) {
         Ok(fds) => fds,
         Err(e) => {

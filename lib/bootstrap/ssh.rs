@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::image::AgentImage;
 use super::stage1::{CANNOT_SERVE, Stage1};
 use super::{READY_MARKER, UPLOAD_MARKER};
+use crate::throttle::Throttle;
 
 /// Output before the markers (from login scripts, say) tolerated before giving up.
 const MAX_NOISE: usize = 1 << 20;
@@ -37,6 +38,11 @@ pub struct SshCommand {
     /// For log lines and errors: the host as the user named it.
     pub label: String,
 }
+
+/// Descriptors one host's ssh costs this process while it connects (its three pipes, both
+/// ends until the spawn is done) and once connected (this side of each pipe).
+pub const DESCRIPTORS_CONNECTING: usize = 8;
+pub const DESCRIPTORS_CONNECTED: usize = 3;
 
 /// Longest line of ssh's stderr passed on whole; the rest of a longer one is dropped.
 const MAX_LINE: usize = 4096;
@@ -99,6 +105,12 @@ pub enum ConnectError {
     /// a restricted shell…).
     #[error("{0}")]
     CannotServe(String),
+    /// The agent was not running within the connect timeout.
+    #[error("{0}")]
+    Timeout(String),
+    /// This process has no descriptors left to start ssh with.
+    #[error("{0}")]
+    Descriptors(String),
     #[error("{0}")]
     Other(String),
 }
@@ -154,12 +166,14 @@ pub async fn bootstrap(
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
-        cmd.pre_exec(move || crate::sys::process::set_parent_death_signal(libc::SIGTERM, parent));
+        cmd.pre_exec(move || {
+            // ssh gets the descriptor limit the user gave us, not the one raised for us.
+            crate::sys::limits::restore_in_child()?;
+            crate::sys::process::set_parent_death_signal(libc::SIGTERM, parent)
+        });
     }
     tracing::debug!(host = %ssh.label, "starting {:?} {:?}", ssh.program, ssh.args);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| ConnectError::Other(format!("cannot run {}: {e}", ssh.program.display())))?;
+    let mut child = cmd.spawn().map_err(|e| spawn_failure(ssh, &e))?;
 
     let stderr = StderrTail::default();
     let connecting = Arc::new(AtomicBool::new(true));
@@ -215,20 +229,39 @@ pub async fn bootstrap(
             // Killed before it can act on a question nobody answered.
             let _ = child.start_kill();
             let _ = child.wait().await;
-            Err(ConnectError::Other(match abandoned {
-                Some(()) => format!(
+            Err(match abandoned {
+                Some(()) => ConnectError::Other(format!(
                     "{}: ssh asked a question and nobody could answer it (no terminal); \
                      use a key with an ssh-agent, or run the command on a terminal",
                     ssh.label
-                ),
-                None => format!(
+                )),
+                None => ConnectError::Timeout(format!(
                     "{}: timed out after {}s waiting for the mitossh agent to start",
                     ssh.label,
                     started.elapsed().as_secs()
-                ),
-            }))
+                )),
+            })
         }
     }
+}
+
+/// Why ssh could not even be started: out of descriptors (say how many and what to do),
+/// or something else.
+fn spawn_failure(ssh: &SshCommand, e: &io::Error) -> ConnectError {
+    use crate::sys::limits;
+    if !limits::is_exhaustion(e) {
+        return ConnectError::Other(format!("cannot run {}: {e}", ssh.program.display()));
+    }
+    let limit = limits::descriptor_limit().map_or(0, |l| l.soft);
+    ConnectError::Descriptors(format!(
+        "{}: cannot start ssh: out of file descriptors ({} open, limit {limit}); each host \
+         needs about {} while it connects and {} once connected: raise the limit \
+         (ulimit -n, up to ulimit -Hn) or connect fewer hosts at once",
+        ssh.label,
+        limits::open_descriptors(),
+        DESCRIPTORS_CONNECTING,
+        DESCRIPTORS_CONNECTED,
+    ))
 }
 
 /// Reads marker lines, uploading the image when asked. Returns whether it uploaded.
@@ -303,7 +336,7 @@ impl StderrReader {
     async fn run(self, err: ChildStderr, mut flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>) {
         let mut err = BufReader::with_capacity(MAX_LINE, err);
         let mut line = Vec::with_capacity(256);
-        let mut rate = RateLimit::new(LOG_LINES_PER_SEC);
+        let mut rate = Throttle::new(LOG_LINES_PER_SEC);
         loop {
             tokio::select! {
                 more = read_line(&mut err, &mut line) => match more {
@@ -322,10 +355,12 @@ impl StderrReader {
         if !line.is_empty() {
             self.line(&mut line, &mut rate);
         }
-        rate.report(&self.label);
+        if rate.dropped() > 0 {
+            tracing::warn!(host = %self.label, "{} lines of ssh's stderr were not logged", rate.dropped());
+        }
     }
 
-    fn line(&self, line: &mut Vec<u8>, rate: &mut RateLimit) {
+    fn line(&self, line: &mut Vec<u8>, rate: &mut Throttle) {
         let text = printable(line);
         line.clear();
         if self.connecting.load(Ordering::SeqCst) {
@@ -367,45 +402,6 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
 pub fn printable(line: &[u8]) -> String {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     crate::untrusted::clean(&String::from_utf8_lossy(line), MAX_LINE)
-}
-
-/// A token bucket for log lines: `per_sec` a second, bursts of twice that.
-struct RateLimit {
-    per_sec: u32,
-    tokens: f64,
-    last: Instant,
-    dropped: u64,
-}
-
-impl RateLimit {
-    fn new(per_sec: u32) -> RateLimit {
-        RateLimit {
-            per_sec,
-            tokens: f64::from(per_sec * 2),
-            last: Instant::now(),
-            dropped: 0,
-        }
-    }
-
-    fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * f64::from(self.per_sec);
-        self.tokens = (self.tokens + refill).min(f64::from(self.per_sec * 2));
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            self.dropped += 1;
-            false
-        }
-    }
-
-    fn report(&self, label: &str) {
-        if self.dropped > 0 {
-            tracing::warn!(host = %label, "{} lines of ssh's stderr were not logged", self.dropped);
-        }
-    }
 }
 
 /// 64 random bits as hex, from the kernel.

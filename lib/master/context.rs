@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Master;
 use super::key::ContextKey;
+use super::window::Window;
 use crate::bootstrap::handshake;
 use crate::bootstrap::ssh::{ConnectError, ConnectHooks, SshCommand, bootstrap};
 use crate::credit::CreditGate;
@@ -132,6 +133,9 @@ pub struct Context {
     /// Passwords that worked for children of this context, by method and user, kept
     /// for as long as this context lives (sudo asks for the same one every time).
     passwords: Mutex<HashMap<(String, String), Secret>>,
+    /// The connect window of the hosts this context's agent runs ssh to (made the first
+    /// time it is a gateway).
+    spawn_window: OnceLock<Window>,
     /// Cancelled once this context is gone.
     pub dead: CancellationToken,
 }
@@ -211,7 +215,19 @@ impl Context {
             last_used: Mutex::new(Instant::now()),
             draining: AtomicBool::new(false),
             passwords: Mutex::default(),
+            spawn_window: OnceLock::new(),
         })
+    }
+
+    /// The window for ssh handshakes run by this context's agent (of `size`, the first
+    /// time).
+    pub fn spawn_window(&self, size: usize) -> &Window {
+        self.spawn_window.get_or_init(|| Window::new(size))
+    }
+
+    /// (waiting, under way) in this context's window, if it has one.
+    pub fn spawn_load(&self) -> Option<(usize, usize)> {
+        self.spawn_window.get().map(Window::load)
     }
 
     /// Whether new streams (and children) may be started here.

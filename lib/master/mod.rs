@@ -8,7 +8,8 @@
 //! - [`key`]: which invocations share a context, and the ssh command line;
 //! - [`attempt`]: what the requests waiting for one connection attempt share (questions,
 //!   ssh's output);
-//! - [`resolve`]: the cache of `ssh -G` answers that contexts are keyed by.
+//! - [`resolve`]: the cache of `ssh -G` answers that contexts are keyed by;
+//! - [`window`]: at most K handshakes at once, the rest queued in order.
 //!
 //! Shutdown (SIGTERM, SIGINT, SIGHUP, `mitossh stop`, or the lifeline closing) is one
 //! cancellation token: the listener stops, every agent is told to stop its processes and
@@ -23,6 +24,7 @@ pub mod registry;
 pub mod resolve;
 pub mod server;
 pub mod session;
+pub mod window;
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -39,8 +41,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::bootstrap::image::AgentImage;
 use crate::proto::{StatusReport, StreamId};
+use crate::throttle::Warning;
 use registry::Registry;
 use resolve::Resolutions;
+use window::Connects;
 
 /// How long shutdown waits for agents and ssh clients to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -59,6 +63,8 @@ pub struct Config {
     pub ready: Option<OwnedFd>,
     /// The master shuts down when this descriptor reaches end of file (its starter died).
     pub lifeline: Option<OwnedFd>,
+    /// At most this many ssh handshakes at once (and as many on each gateway).
+    pub connect_window: usize,
 }
 
 /// State shared by every task of the master.
@@ -68,6 +74,9 @@ pub struct Master {
     pub image: AgentImage,
     pub registry: Registry,
     pub resolutions: Resolutions,
+    pub connects: Connects,
+    /// Warnings that can repeat at scale, each rate-limited.
+    pub warnings: Warnings,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     started: Instant,
@@ -82,33 +91,60 @@ impl Master {
     }
 
     pub fn status(&self) -> StatusReport {
+        let contexts = self.registry.contexts();
+        let gateways = contexts.iter().filter_map(|c| c.spawn_load());
+        let limit = crate::sys::limits::descriptor_limit().map_or(0, |l| l.soft);
         StatusReport {
             master_pid: std::process::id(),
             socket: self.config.socket.display().to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
-            contexts: self
-                .registry
-                .contexts()
-                .iter()
-                .map(|c| c.status())
-                .collect(),
+            connects: self.connects.status(gateways),
+            descriptors: (crate::sys::limits::open_descriptors() as u64, limit),
+            contexts: contexts.iter().map(|c| c.status()).collect(),
+        }
+    }
+}
+
+/// The master's warnings that a thousand hosts or clients could repeat without end.
+pub struct Warnings {
+    pub accept: Warning,
+    pub clients: Warning,
+}
+
+impl Default for Warnings {
+    fn default() -> Warnings {
+        Warnings {
+            accept: Warning::new(1),
+            clients: Warning::new(5),
         }
     }
 }
 
 /// Runs a master until it is told to stop.
 pub async fn run(mut config: Config) -> io::Result<()> {
+    // Each host costs a few descriptors (see `bootstrap::ssh`), each session a few more:
+    // far past the usual soft limit of 1024 at a few hundred hosts.
+    match crate::sys::limits::raise_descriptor_limit() {
+        Ok((before, after)) if before.soft != after.soft => {
+            tracing::info!("descriptor limit raised from {} to {}", before.soft, after.soft)
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the descriptor limit: {e}"),
+    }
     let image = AgentImage::load()
         .map_err(|e| io::Error::new(e.kind(), format!("cannot read its own executable: {e}")))?;
     let (listener, socket_file) = bind(&config.socket).await?;
     let ready = config.ready.take();
     let lifeline = config.lifeline.take();
+    let window = config.connect_window;
     let master = Arc::new(Master {
         ssh: config.ssh.clone(),
         config,
         image,
         registry: Registry::default(),
         resolutions: Resolutions::new(crate::sys::user::Account::current().home),
+        connects: Connects::new(window),
+        warnings: Warnings::default(),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         started: Instant::now(),

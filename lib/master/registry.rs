@@ -261,6 +261,7 @@ async fn make(
     batch: bool,
 ) -> Result<Arc<Context>, ConnectError> {
     let label = key.label();
+    let name = key.path_label();
     let made = match (how, parent) {
         (How::Ssh(hop), parent) => {
             connect_ssh(&master, id, key, &hop, parent, &attempt, label, batch).await
@@ -275,6 +276,8 @@ async fn make(
                 args,
                 label: label.clone(),
             };
+            // The handshake's CPU is the gateway's: its own window, not the master's.
+            let _slot = parent.spawn_window(master.connects.size).enter().await;
             spawn(&parent, id, key, method, "ssh", &attempt).await
         }
         (How::Become(role), Some(parent)) => {
@@ -289,6 +292,10 @@ async fn make(
     // which will say it again.
     if !matches!(made, Err(ConnectError::CannotServe(_))) {
         attempt.show();
+    }
+    match &made {
+        Ok(_) => master.connects.succeeded(),
+        Err(e) => master.connects.failed(name, e),
     }
     let ctx = made?;
     tokio::spawn(context::watch_idle(ctx.clone(), master.config.idle_timeout));
@@ -329,6 +336,8 @@ async fn connect_ssh(
         env: crate::askpass::environment(&exe, socket, &token),
     };
     let parent_id = parent.map_or(MASTER, |p| p.id);
+    // Behind those who came first; the connect timeout starts once through.
+    let _slot = master.connects.window.enter().await;
     context::connect_ssh(master, id, key, ssh, parent_id, hooks).await
 }
 

@@ -25,18 +25,47 @@ use crate::sys::passfd::recv_with_fds;
 /// A client that connects and says nothing is dropped after this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// After a failed accept, the loop waits this long before the next, doubling up to
+/// [`ACCEPT_BACKOFF_MAX`]: a connection it cannot take stays in the backlog, so trying
+/// again at once would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
 /// Accepts connections until the master shuts down.
 pub async fn serve(master: Arc<Master>, listener: UnixListener) {
     let me = nix::unistd::getuid().as_raw();
+    // One descriptor kept back: out of descriptors, it is given up to take the waiting
+    // client and tell it why, instead of leaving it to hang in the backlog.
+    let mut reserve = open_reserve();
+    let mut backoff = ACCEPT_BACKOFF;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = master.shutdown.cancelled() => return,
         };
         let stream = match accepted {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF;
+                stream
+            }
             Err(e) => {
-                tracing::warn!("accept: {e}");
+                let exhausted = crate::sys::limits::is_exhaustion(&e);
+                if exhausted && reserve.take().is_some() {
+                    turn_away(&listener).await;
+                    reserve = open_reserve();
+                }
+                master.warnings.accept.emit(|held| {
+                    tracing::warn!(
+                        "accept: {e}{}{}",
+                        if exhausted { " (refusing clients until some close)" } else { "" },
+                        crate::throttle::suppressed(held)
+                    )
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = master.shutdown.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 continue;
             }
         };
@@ -55,16 +84,68 @@ pub async fn serve(master: Arc<Master>, listener: UnixListener) {
     }
 }
 
+fn open_reserve() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// Takes the next waiting client (with the one descriptor just freed) and tells it the
+/// master is out of descriptors.
+async fn turn_away(listener: &UnixListener) {
+    use futures::FutureExt;
+    let Some(Ok((stream, _))) = listener.accept().now_or_never() else {
+        return;
+    };
+    let reply = Message::Reply(Box::new(out_of_descriptors()));
+    let _ = tokio::time::timeout(Duration::from_millis(100), write_frame(&stream, reply)).await;
+    // Read what it sent (its descriptors are dropped unreceived) so that closing does not
+    // reset the connection before it reads the answer.
+    let mut scratch = [0u8; 4096];
+    while let Ok(n) = stream.try_read(&mut scratch) {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// The answer to a client the master has no descriptors for.
+fn out_of_descriptors() -> Reply {
+    let limit = crate::sys::limits::descriptor_limit().map_or(0, |l| l.soft);
+    Reply::Failed {
+        message: format!(
+            "mitossh: the master is out of file descriptors (limit {limit}); each connected \
+             host needs about {}, each session {}: raise its limit (ulimit -n, up to \
+             ulimit -Hn) or use fewer hosts at once",
+            crate::bootstrap::ssh::DESCRIPTORS_CONNECTED,
+            session::DESCRIPTORS_PER_SESSION,
+        ),
+        exit_code: crate::shim::client::SSH_ERROR,
+        fallback: false,
+        shown: false,
+        connect: None,
+    }
+}
+
 async fn client(master: Arc<Master>, stream: UnixStream) {
     let (first, fds, leftover) =
         match tokio::time::timeout(REQUEST_TIMEOUT, opening(&master, &stream)).await {
             Ok(Ok(opening)) => opening,
             Ok(Err(e)) => {
-                tracing::warn!("dropping a client: {e}");
+                if crate::sys::limits::is_exhaustion(&e) {
+                    let reply = Message::Reply(Box::new(out_of_descriptors()));
+                    let _ = write_frame(&stream, reply).await;
+                }
+                master.warnings.clients.emit(|held| {
+                    tracing::warn!("dropping a client: {e}{}", crate::throttle::suppressed(held))
+                });
                 return;
             }
             Err(_) => {
-                tracing::warn!("dropping a client that sent no request within {REQUEST_TIMEOUT:?}");
+                master.warnings.clients.emit(|held| {
+                    tracing::warn!(
+                        "dropping a client that sent no request within {REQUEST_TIMEOUT:?}{}",
+                        crate::throttle::suppressed(held)
+                    )
+                });
                 return;
             }
         };
@@ -238,6 +319,7 @@ fn no_connection(to_client: &link::LinkSender, target: &Target) {
             exit_code: crate::shim::client::SSH_ERROR,
             fallback: true,
             shown: false,
+            connect: None,
         },
     );
 }

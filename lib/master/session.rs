@@ -38,6 +38,10 @@ use crate::untrusted;
 /// Exit status ssh uses for its own failures.
 pub const SSH_ERROR: i32 = 255;
 
+/// Descriptors a session holds in the master: the shim's connection and the stdin,
+/// stdout and stderr it handed over.
+pub const DESCRIPTORS_PER_SESSION: usize = 4;
+
 /// How long an agent may take to answer `Open`: it connects a TCP stream within 30 s.
 const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -58,6 +62,7 @@ pub fn fail(to: &LinkSender, message: String) {
             exit_code: SSH_ERROR,
             fallback: false,
             shown: false,
+            connect: None,
         },
     );
 }
@@ -124,6 +129,7 @@ pub async fn run(
                     exit_code: SSH_ERROR,
                     fallback,
                     shown,
+                    connect: Some(super::window::classify(&e)),
                 },
             );
         }

@@ -207,6 +207,8 @@ fn launch(role: &Become, dialect: &Dialect, nonce: &str, shell: &Path) -> io::Re
             if image_fd == 3 {
                 crate::sys::process::place_fd(image_raw, 3)?;
             }
+            // The tool and the child agent start from the limit the user has.
+            crate::sys::limits::restore_in_child()?;
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }

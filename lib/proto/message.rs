@@ -20,7 +20,7 @@ pub type StreamId = u32;
 pub const MASTER: ContextId = 0;
 
 /// Bumped whenever a message changes shape. Peers with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The three standard descriptors of a remote process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -511,6 +511,9 @@ pub enum Reply {
         fallback: bool,
         /// The message is ssh's own and was already sent as a `Diagnostic`.
         shown: bool,
+        /// The context could not be made (the host not connected), and why; `None`: the
+        /// request failed otherwise (the process could not start, say).
+        connect: Option<ConnectFailure>,
     },
     /// A request that needs no data succeeded; `master_pid` for `-O check`.
     Done {
@@ -524,6 +527,38 @@ pub enum Reply {
     Askpass(Option<Secret>),
 }
 
+/// Why a host could not be connected, as people group such failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ConnectFailure {
+    /// No ssh connection: refused, no route, unknown name, closed before logging in.
+    Unreachable,
+    /// The connection was made but logging in failed (or the host key was not trusted,
+    /// or a question nobody could answer).
+    Auth,
+    /// ssh's own connect timeout, or the agent not running within the master's.
+    Timeout,
+    /// Logged in, but no agent runs there (architecture, no writable directory, a
+    /// restricted shell, a broken handshake).
+    NoAgent,
+    /// The master has no file descriptors left for it.
+    Descriptors,
+    Other,
+}
+
+impl ConnectFailure {
+    /// How summaries name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnectFailure::Unreachable => "unreachable",
+            ConnectFailure::Auth => "auth",
+            ConnectFailure::Timeout => "timeout",
+            ConnectFailure::NoAgent => "no agent",
+            ConnectFailure::Descriptors => "descriptors",
+            ConnectFailure::Other => "other",
+        }
+    }
+}
+
 /// What `mitossh status` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -531,6 +566,36 @@ pub struct StatusReport {
     pub socket: String,
     pub uptime_secs: u64,
     pub contexts: Vec<ContextStatus>,
+    pub connects: ConnectStatus,
+    /// Descriptors open in the master, and its (soft) limit.
+    pub descriptors: (u64, u64),
+}
+
+/// How connecting goes: the window, what waits and what is under way, what failed.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ConnectStatus {
+    /// At most this many ssh handshakes at once (the master's own; the same again for each
+    /// gateway that runs ssh for the master).
+    pub window: u32,
+    /// Connections waiting for a place in a window.
+    pub queued: u32,
+    /// Handshakes under way.
+    pub handshaking: u32,
+    /// Since the master started.
+    pub connected: u64,
+    pub failed: u64,
+    /// The latest failures, newest last.
+    pub recent_failures: Vec<FailedConnect>,
+}
+
+/// One host that could not be connected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedConnect {
+    /// The path as people write it: `gw => web1`.
+    pub name: String,
+    pub kind: ConnectFailure,
+    pub message: String,
+    pub ago_secs: u64,
 }
 
 /// One context in a [`StatusReport`].

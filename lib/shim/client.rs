@@ -16,7 +16,7 @@ use tokio_util::codec::Decoder;
 
 use crate::proto::frame::encode_into;
 use crate::proto::{
-    ExitStatus, Frame, FrameCodec, Hello, HopConfig, MASTER, Message, PROTOCOL_VERSION, Reply,
+    ConnectFailure, ExitStatus, Frame, FrameCodec, Hello, HopConfig, MASTER, Message, PROTOCOL_VERSION, Reply,
     Request, SshHop,
 };
 use crate::sys::passfd::send_with_fds;
@@ -162,6 +162,8 @@ pub struct NotOpened {
     pub fallback: bool,
     /// The message is ssh's own and is already on stderr.
     pub shown: bool,
+    /// The host could not be connected, and why.
+    pub connect: Option<ConnectFailure>,
 }
 
 impl NotOpened {
@@ -172,6 +174,7 @@ impl NotOpened {
             exit_code: SSH_ERROR,
             fallback: false,
             shown: false,
+            connect: None,
         }
     }
 
@@ -192,12 +195,7 @@ pub fn open(
     fds: &[RawFd],
     password_file: Option<&std::path::Path>,
 ) -> Result<(), NotOpened> {
-    let broken = |e: io::Error| NotOpened {
-        message: format!("mitossh: cannot talk to the master: {e}"),
-        exit_code: SSH_ERROR,
-        fallback: false,
-        shown: false,
-    };
+    let broken = |e: io::Error| NotOpened::local(format!("mitossh: cannot talk to the master: {e}"));
     conn.request_with_fds(request, fds).map_err(broken)?;
     loop {
         let frame = conn
@@ -221,18 +219,17 @@ pub fn open(
                         exit_code,
                         fallback,
                         shown,
+                        connect,
                     } => Err(NotOpened {
                         message,
                         exit_code,
                         fallback,
                         shown,
+                        connect,
                     }),
-                    other => Err(NotOpened {
-                        message: format!("mitossh: unexpected answer from the master: {other:?}"),
-                        exit_code: SSH_ERROR,
-                        fallback: false,
-                        shown: false,
-                    }),
+                    other => Err(NotOpened::local(format!(
+                        "mitossh: unexpected answer from the master: {other:?}"
+                    ))),
                 };
             }
             other => tracing::debug!("ignoring {other:?}"),

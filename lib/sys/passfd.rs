@@ -64,10 +64,11 @@ pub async fn recv_with_fds(
                     got.extend(received);
                 }
             }
-            Ok((msg.bytes, got))
+            let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+            Ok((msg.bytes, got, truncated))
         });
         match result {
-            Ok((n, got)) => {
+            Ok((n, got, truncated)) => {
                 // SAFETY: each received descriptor is new and ours alone.
                 fds.extend(
                     got.into_iter()
@@ -75,6 +76,10 @@ pub async fn recv_with_fds(
                 );
                 // SAFETY: recvmsg initialised the first n bytes of the spare capacity.
                 unsafe { buf.set_len(buf.len() + n) };
+                if truncated {
+                    // The kernel could not give us every descriptor sent: out of them.
+                    return Err(io::Error::from_raw_os_error(libc::EMFILE));
+                }
                 return Ok(n);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
