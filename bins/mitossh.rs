@@ -120,6 +120,17 @@ enum Command {
         /// Short form: an ssh config file for every host.
         #[arg(short = 'F', long = "ssh-config", value_name = "FILE")]
         ssh_config: Option<PathBuf>,
+        /// Short form: reach every host through HOST first (repeat for more hops).
+        #[arg(long, value_name = "HOST", requires = "hosts")]
+        via: Vec<String>,
+        /// Short form: how to go through --via hosts: tcp (the master's ssh through the
+        /// hop) or ssh (the hop's agent runs ssh to each host: a tier; its CPU, its keys).
+        #[arg(long, value_name = "MODE", requires = "via")]
+        via_mode: Option<String>,
+        /// For a master started for the run: at most K ssh handshakes at once, the rest
+        /// waiting in order [default: 64].
+        #[arg(long, value_name = "K", value_parser = parse_window)]
+        connect_window: Option<usize>,
         /// Also write each process's stdout and stderr to DIR/<host>/<name>-<i>.out|.err.
         #[arg(long, value_name = "DIR")]
         output_dir: Option<PathBuf>,
@@ -238,6 +249,9 @@ fn main() -> ExitCode {
             grace,
             continue_on_failure,
             ssh_config,
+            via,
+            via_mode,
+            connect_window,
             output_dir,
             fetch_dir,
             json,
@@ -261,13 +275,15 @@ fn main() -> ExitCode {
                         .iter()
                         .flat_map(|f| ["-F".to_string(), f.display().to_string()])
                         .collect();
-                    mitossh::run::plan::short(
-                        &hosts,
+                    mitossh::run::plan::short(&mitossh::run::plan::Short {
+                        hosts,
                         count,
-                        &command.join(" "),
-                        &ssh_args,
+                        command: command.join(" "),
+                        ssh_args,
                         duration,
-                    )
+                        via,
+                        via_mode,
+                    })
                 }
             };
             let overrides = mitossh::run::plan::Overrides {
@@ -288,6 +304,7 @@ fn main() -> ExitCode {
                     resume,
                     master: mitossh::daemon::MasterOptions {
                         socket,
+                        connect_window,
                         ..Default::default()
                     },
                 }),

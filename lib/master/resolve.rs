@@ -4,7 +4,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use tokio::sync::Semaphore;
 
 use crate::proto::{HopConfig, SshHop, Target, ViaMode};
 use crate::sshconfig::{self, Sources};
@@ -12,10 +16,19 @@ use crate::sshconfig::{self, Sources};
 /// More distinct destinations than this and the cache starts afresh.
 const MAX_ENTRIES: usize = 4096;
 
+/// At most this many `ssh -G` at once: a plan of a thousand hosts would otherwise start a
+/// thousand of them together (and hold three descriptors for each).
+const RESOLVE_WINDOW: usize = 16;
+
+type Resolving = Shared<BoxFuture<'static, Result<HopConfig, String>>>;
+
 pub struct Resolutions {
     /// Keyed by the destination as given (its `config` empty). A mutex: lookups are short
     /// and never held across an await.
     entries: Mutex<HashMap<SshHop, (Sources, HopConfig)>>,
+    /// `ssh -G` under way, by destination: requests for the same one share it.
+    resolving: Mutex<HashMap<SshHop, Resolving>>,
+    permits: Arc<Semaphore>,
     /// The user's home from the password database, which ssh reads `~/.ssh` from.
     home: PathBuf,
 }
@@ -24,8 +37,37 @@ impl Resolutions {
     pub fn new(home: PathBuf) -> Resolutions {
         Resolutions {
             entries: Mutex::default(),
+            resolving: Mutex::default(),
+            permits: Arc::new(Semaphore::new(RESOLVE_WINDOW)),
             home,
         }
+    }
+
+    /// Runs `ssh -G` for `hop` here, or waits for the one already running for it.
+    async fn resolve(&self, real_ssh: &Path, hop: &SshHop) -> Result<HopConfig, String> {
+        let key = Resolutions::key(hop);
+        let resolving = {
+            let mut resolving = self.resolving.lock().unwrap_or_else(|p| p.into_inner());
+            resolving
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let (ssh, hop, permits) =
+                        (real_ssh.to_path_buf(), hop.clone(), self.permits.clone());
+                    async move {
+                        let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
+                        sshconfig::resolve_async(&ssh, &hop).await.map(|d| d.config)
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        let result = resolving.await;
+        self.resolving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        result
     }
 
     fn key(hop: &SshHop) -> SshHop {
@@ -83,10 +125,10 @@ impl Resolutions {
                 hop.config = Some(config);
                 continue;
             }
-            match sshconfig::resolve_async(real_ssh, hop).await {
-                Ok(dump) => {
-                    self.store(hop, &dump.config);
-                    hop.config = Some(dump.config);
+            match self.resolve(real_ssh, hop).await {
+                Ok(config) => {
+                    self.store(hop, &config);
+                    hop.config = Some(config);
                 }
                 Err(e) => tracing::debug!("ssh -G {}: {e}", String::from_utf8_lossy(&hop.host)),
             }

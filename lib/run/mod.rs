@@ -71,6 +71,9 @@ pub fn main(opts: Options) -> i32 {
 }
 
 fn try_main(mut opts: Options) -> Result<i32, String> {
+    // Three descriptors per process (its control connection and two output pipes): a
+    // few hundred processes are past the usual soft limit of 1024.
+    let _ = crate::sys::limits::raise_descriptor_limit();
     let exp = &opts.experiment;
     if exp.results.is_none() && (opts.points.is_some() || opts.resume) {
         return Err("--points and --resume need a sweep or a results directory (results = \"…\" in the plan, or --results DIR)".into());
@@ -87,7 +90,7 @@ fn try_main(mut opts: Options) -> Result<i32, String> {
     let targets: Vec<Target> = exp
         .hosts
         .iter()
-        .map(|h| host_target(&h.address, &h.ssh_args, &config))
+        .map(|h| host_target(h, &config))
         .collect::<Result<_, _>>()?;
     let real_ssh = paths::find_real("ssh").ok_or("ssh was not found on PATH")?;
     let dir = paths::scratch_dir("run").map_err(|e| e.to_string())?;
@@ -212,6 +215,13 @@ async fn run_points(
             println!("{}", report::json(&summary));
         } else {
             progress.suspend(|| eprint!("{}", report::table(&summary, exp.hosts.len())));
+        }
+        // The table has it; otherwise it goes to stderr on its own, once per host.
+        if sweeping || opts.json {
+            let list = report::unreachable_list(&summary, exp.hosts.len());
+            if !list.is_empty() {
+                progress.suspend(|| eprint!("{list}"));
+            }
         }
         code = code.max(match summary.status.as_str() {
             report::INTERRUPTED => 130,
@@ -394,15 +404,17 @@ pub fn select(exp: &Experiment, spec: &str) -> Result<Vec<usize>, String> {
 
 /// Where a plan's host is, exactly as the ssh shim would resolve `ssh ARGS ADDRESS`
 /// (named contexts and `--become`/`--via` in the environment included).
-fn host_target(
-    address: &str,
-    ssh_args: &[String],
-    config: &config::Config,
-) -> Result<Target, String> {
-    let mut words: Vec<OsString> = ssh_args.iter().map(OsString::from).collect();
+/// A plan's `via` replaces the environment's.
+fn host_target(host: &plan::Host, config: &config::Config) -> Result<Target, String> {
+    let address = &host.address;
+    let mut words: Vec<OsString> = host.ssh_args.iter().map(OsString::from).collect();
     words.push(address.into());
     let inv = args::parse(&words).map_err(|e| format!("host {address}: {e}"))?;
-    target::resolve(&inv, None, config).map(|r| r.target)
+    let resolved = target::resolve(&inv, None, config)?.target;
+    if host.via.is_empty() {
+        return Ok(resolved);
+    }
+    target::through(resolved, &host.via, host.via_mode).map_err(|e| format!("host {address}: {e}"))
 }
 
 #[cfg(test)]

@@ -5,7 +5,12 @@
 //! duration = "30s"          # optional: stop everything this long after the last phase started
 //! grace = "5s"              # SIGTERM, then SIGKILL after this long (default 5s)
 //! on_failure = "stop"       # "stop" (default) or "continue" when a process fails
+//! on_unreachable = "continue"  # (default) hosts that cannot be connected are reported,
+//!                           # the others run; "stop": stop everything then
 //! ssh_args = ["-F", "cluster.conf"]   # optional, for every host
+//! via = "gw"                # optional: reach every host through gw (or a list of hops)
+//! via_mode = "ssh"          # "tcp" (default: the master's ssh through gw) or "ssh":
+//!                           # gw's agent runs the ssh to each host (a tier)
 //! output_dir = "out"        # optional: each stream also to out/<host>/<name>-<i>.out|.err
 //! fetch_dir = "fetched"     # where fetched files go (default ./mitossh-run)
 //! results = "results"       # instead of the two above: results/<point>/<host>/<name>-<i>/
@@ -17,6 +22,7 @@
 //!
 //! [[host]]
 //! address = "node1"         # as ssh takes it: alias, user@host, a named context
+//! via = ["rack7-gw"]        # optional: overrides the plan's (via_mode too)
 //!
 //! [[host.process]]
 //! name = "replica"
@@ -49,7 +55,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::sweep::{self, Sweep, value_text};
-use crate::config::parse_duration;
+use crate::config::{parse_duration, parse_via_mode};
+use crate::proto::ViaMode;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,8 +64,11 @@ struct PlanFile {
     duration: Option<String>,
     grace: Option<String>,
     on_failure: Option<String>,
+    on_unreachable: Option<String>,
     #[serde(default)]
     ssh_args: Vec<String>,
+    via: Option<toml::Value>,
+    via_mode: Option<String>,
     output_dir: Option<PathBuf>,
     fetch_dir: Option<PathBuf>,
     results: Option<PathBuf>,
@@ -76,6 +86,8 @@ struct HostEntry {
     address: String,
     #[serde(default)]
     ssh_args: Vec<String>,
+    via: Option<toml::Value>,
+    via_mode: Option<String>,
     #[serde(rename = "process", default)]
     processes: Vec<ProcessEntry>,
 }
@@ -135,6 +147,9 @@ pub struct Plan {
     pub duration: Option<Duration>,
     pub grace: Duration,
     pub stop_on_failure: bool,
+    /// Stop everything when a host cannot be connected (else its processes are reported
+    /// not connected, and the others run).
+    pub stop_on_unreachable: bool,
     pub layout: Layout,
     pub hosts: Vec<Host>,
     pub procs: Vec<Proc>,
@@ -162,6 +177,9 @@ pub struct Host {
     pub address: String,
     /// ssh options for this host (the plan's, then the host's).
     pub ssh_args: Vec<String>,
+    /// Hosts to go through first, in order (the host's, else the plan's), and how.
+    pub via: Vec<String>,
+    pub via_mode: ViaMode,
 }
 
 /// One process to run.
@@ -359,6 +377,16 @@ pub fn parse(text: &str) -> Result<Experiment, String> {
     if results.is_some() && (file.output_dir.is_some() || file.fetch_dir.is_some()) {
         return Err("output_dir and fetch_dir do not go with results (or a sweep): each point keeps its output and files in results/<point>/".into());
     }
+    let stop_on_unreachable = match file.on_unreachable.as_deref() {
+        None | Some("continue") => false,
+        Some("stop") => true,
+        Some(other) => {
+            return Err(format!(
+                "on_unreachable = {other:?}: use \"continue\" or \"stop\""
+            ));
+        }
+    };
+    let plan_via = via_list(file.via.as_ref(), "via")?;
     let mut hosts = Vec::new();
     for host in &file.hosts {
         if host.address.is_empty() {
@@ -366,9 +394,18 @@ pub fn parse(text: &str) -> Result<Experiment, String> {
         }
         let mut ssh_args = file.ssh_args.clone();
         ssh_args.extend(host.ssh_args.iter().cloned());
+        let via = match &host.via {
+            Some(v) => via_list(Some(v), &format!("host {} via", host.address))?,
+            None => plan_via.clone(),
+        };
+        let mode = host.via_mode.as_deref().or(file.via_mode.as_deref());
+        let via_mode = parse_via_mode(mode.unwrap_or("tcp"))
+            .map_err(|e| format!("host {}: {e}", host.address))?;
         hosts.push(Host {
             address: host.address.clone(),
             ssh_args,
+            via,
+            via_mode,
         });
     }
     let mut points = Vec::new();
@@ -384,8 +421,8 @@ pub fn parse(text: &str) -> Result<Experiment, String> {
                     .unwrap_or_else(|| "mitossh-run".into()),
             },
         };
-        let plan =
-            point_plan(&file, &hosts, &values, layout, grace, stop_on_failure).map_err(|e| {
+        let stops = (stop_on_failure, stop_on_unreachable);
+        let plan = point_plan(&file, &hosts, &values, layout, grace, stops).map_err(|e| {
                 match &file.sweep {
                     Some(_) => format!("point {}: {e}", spec.name),
                     None => e,
@@ -414,7 +451,7 @@ fn point_plan(
     point: &HashMap<String, String>,
     layout: Layout,
     grace: Duration,
-    stop_on_failure: bool,
+    (stop_on_failure, stop_on_unreachable): (bool, bool),
 ) -> Result<Plan, String> {
     let duration = file
         .duration
@@ -439,6 +476,7 @@ fn point_plan(
         duration,
         grace,
         stop_on_failure,
+        stop_on_unreachable,
         layout,
         hosts: hosts.to_vec(),
         procs: Vec::new(),
@@ -472,6 +510,24 @@ fn point_plan(
         .collect();
     plan.phases = phases(&mut plan.procs, &afters, &declared)?;
     Ok(plan)
+}
+
+/// `via = "gw"` or `via = ["bastion", "gw"]`.
+fn via_list(value: Option<&toml::Value>, what: &str) -> Result<Vec<String>, String> {
+    match value {
+        None => Ok(Vec::new()),
+        Some(toml::Value::String(s)) if !s.is_empty() => Ok(vec![s.clone()]),
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                toml::Value::String(s) if !s.is_empty() => Ok(s.clone()),
+                other => Err(format!("{what}: {other} is not a host")),
+            })
+            .collect(),
+        Some(other) => Err(format!(
+            "{what} = {other}: give a host, or a list of hosts to go through in order"
+        )),
+    }
 }
 
 fn count(p: &ProcessEntry, point: &HashMap<String, String>) -> Result<u32, String> {
@@ -688,24 +744,39 @@ fn phases(
     Ok(phases)
 }
 
+/// The short form of a plan (`mitossh run -H … -- COMMAND`).
+#[derive(Debug, Clone, Default)]
+pub struct Short {
+    pub hosts: Vec<String>,
+    /// Copies of `command` on each host.
+    pub count: u32,
+    pub command: String,
+    pub ssh_args: Vec<String>,
+    pub duration: Option<Duration>,
+    /// Every host is reached through these, in order, by `via_mode`.
+    pub via: Vec<String>,
+    pub via_mode: Option<String>,
+}
+
 /// The short form: `count` copies of `command` on each host.
-pub fn short(
-    hosts: &[String],
-    count: u32,
-    command: &str,
-    ssh_args: &[String],
-    duration: Option<Duration>,
-) -> Result<Experiment, String> {
+pub fn short(s: &Short) -> Result<Experiment, String> {
     let mut text = String::new();
-    if let Some(d) = duration {
+    if let Some(d) = s.duration {
         text.push_str(&format!("duration = \"{}ms\"\n", d.as_millis()));
     }
-    text.push_str(&format!("ssh_args = {}\n", toml_list(ssh_args)));
-    for h in hosts {
+    text.push_str(&format!("ssh_args = {}\n", toml_list(&s.ssh_args)));
+    if !s.via.is_empty() {
+        text.push_str(&format!("via = {}\n", toml_list(&s.via)));
+    }
+    if let Some(mode) = &s.via_mode {
+        text.push_str(&format!("via_mode = {}\n", toml_string(mode)));
+    }
+    for h in &s.hosts {
         text.push_str(&format!(
-            "[[host]]\naddress = {}\n[[host.process]]\nname = \"p\"\ncount = {count}\ncommand = {}\n",
+            "[[host]]\naddress = {}\n[[host.process]]\nname = \"p\"\ncount = {}\ncommand = {}\n",
             toml_string(h),
-            toml_string(command)
+            s.count,
+            toml_string(&s.command)
         ));
     }
     parse(&text)
@@ -867,13 +938,15 @@ mod tests {
 
     #[test]
     fn the_short_form() {
-        let plan = short(
-            &["h1".into(), "h2".into()],
-            2,
-            "work -i {i}",
-            &["-F".into(), "c".into()],
-            None,
-        )
+        let plan = short(&Short {
+            hosts: vec!["h1".into(), "h2".into()],
+            count: 2,
+            command: "work -i {i}".into(),
+            ssh_args: vec!["-F".into(), "c".into()],
+            via: vec!["gw".into()],
+            via_mode: Some("ssh".into()),
+            ..Short::default()
+        })
         .unwrap()
         .points
         .remove(0)
@@ -885,6 +958,42 @@ mod tests {
         );
         assert_eq!(plan.hosts[1].address, "h2");
         assert_eq!(plan.hosts[0].ssh_args, ["-F", "c"]);
+        assert_eq!(plan.hosts[0].via, ["gw"]);
+        assert_eq!(plan.hosts[0].via_mode, ViaMode::Ssh);
+    }
+
+    #[test]
+    fn hosts_go_through_the_plans_gateway_unless_they_name_their_own() {
+        let e = parse(
+            r#"
+            via = "gw1"
+            via_mode = "ssh"
+            on_unreachable = "stop"
+            [[host]]
+            address = "a"
+            [[host.process]]
+            name = "x"
+            command = "c"
+            [[host]]
+            address = "b"
+            via = ["bastion", "gw2"]
+            via_mode = "tcp"
+            [[host.process]]
+            name = "x"
+            command = "c"
+            "#,
+        )
+        .unwrap();
+        let plan = &e.points[0].plan;
+        assert!(plan.stop_on_unreachable);
+        assert_eq!(plan.hosts[0].via, ["gw1"]);
+        assert_eq!(plan.hosts[0].via_mode, ViaMode::Ssh);
+        assert_eq!(plan.hosts[1].via, ["bastion", "gw2"]);
+        assert_eq!(plan.hosts[1].via_mode, ViaMode::Tcp);
+        let err = parse("via = 3\n[[host]]\naddress = \"a\"\n").unwrap_err();
+        assert!(err.contains("via = 3"), "{err}");
+        let err = parse("on_unreachable = \"skip\"\n[[host]]\naddress = \"a\"\n").unwrap_err();
+        assert!(err.contains("continue"), "{err}");
     }
 
     const SWEPT: &str = r#"

@@ -1,5 +1,6 @@
 //! The status line of `mitossh run` on a terminal: which point of how many, elapsed time,
-//! running and failed processes, and an estimate of the time left, kept below the
+//! while connecting how many hosts are connected, failed and pending, then running and
+//! failed processes, and an estimate of the time left, kept below the
 //! interleaved output by `indicatif`. Hidden when stderr is not a terminal or with
 //! `--quiet`; then messages are plain lines on stderr.
 
@@ -31,6 +32,8 @@ struct State {
     left: usize,
     running: usize,
     failed: usize,
+    /// While the point's processes are being opened: hosts connected, failed, pending.
+    connecting: Option<(usize, usize, usize)>,
 }
 
 impl Progress {
@@ -88,6 +91,20 @@ impl Progress {
         self.show(&s);
     }
 
+    /// Hosts connected, failed and pending while the point's processes are opened.
+    pub fn connecting(&self, (connected, failed, pending): (usize, usize, usize)) {
+        let mut s = self.lock();
+        s.connecting = Some((connected, failed, pending));
+        self.show(&s);
+    }
+
+    /// Every host answered.
+    pub fn connected(&self) {
+        let mut s = self.lock();
+        s.connecting = None;
+        self.show(&s);
+    }
+
     pub fn counts(&self, running: usize, failed: usize) {
         let mut s = self.lock();
         s.running = running;
@@ -128,6 +145,13 @@ impl Progress {
 
 impl State {
     fn message(&self) -> String {
+        if let Some((connected, failed, pending)) = self.connecting {
+            let hosts = connected + failed + pending;
+            return format!(
+                "point {}/{} {} · connecting: {connected}/{hosts} hosts connected · {failed} failed · {pending} pending",
+                self.current, self.points, self.name
+            );
+        }
         let mut msg = format!(
             "point {}/{} {} · {} running · {} failed",
             self.current, self.points, self.name, self.running, self.failed
@@ -197,5 +221,10 @@ mod tests {
         s.duration = None;
         s.took.clear();
         assert_eq!(s.eta(), None);
+        s.connecting = Some((120, 3, 377));
+        assert_eq!(
+            s.message(),
+            "point 2/4 c-2 · connecting: 120/500 hosts connected · 3 failed · 377 pending"
+        );
     }
 }

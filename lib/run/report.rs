@@ -35,8 +35,20 @@ pub struct PointSummary {
     pub startup_ms: f64,
     pub total_ms: f64,
     pub failed: usize,
+    /// Hosts that could not be connected, once each, with why.
+    #[serde(default)]
+    pub unreachable: Vec<UnreachableSummary>,
     pub phases: Vec<PhaseSummary>,
     pub processes: Vec<ProcSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnreachableSummary {
+    pub host: String,
+    /// `unreachable`, `auth`, `timeout`, `no agent`, `descriptors` or `other`.
+    pub reason: String,
+    /// What ssh (or mitossh) said.
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,6 +88,7 @@ pub struct FetchSummary {
 fn status(e: &Ending) -> String {
     match e {
         Ending::NotStarted(why) => format!("not started: {why}"),
+        Ending::NotConnected(kind) => format!("not connected ({})", kind.name()),
         Ending::Exited(ExitStatus::Code(c)) => format!("exit {c}"),
         Ending::Exited(ExitStatus::Signal { signal, .. }) => format!("signal {signal}"),
         Ending::Lost(why) => format!("lost: {why}"),
@@ -93,6 +106,7 @@ pub fn reason(report: &Report, plan: &Plan) -> String {
         StopReason::Deadline => "the duration was over".into(),
         StopReason::Interrupted => "interrupted".into(),
         StopReason::StartFailed => "some processes could not be started".into(),
+        StopReason::Unreachable => "some hosts could not be connected".into(),
         StopReason::Failure(i) => {
             format!("{} failed ({})", who(*i), status(&report.procs[*i].ending))
         }
@@ -186,6 +200,15 @@ pub fn summary(
         startup_ms: ms(report.startup),
         total_ms: ms(report.total),
         failed,
+        unreachable: report
+            .unreachable
+            .iter()
+            .map(|(h, kind, message)| UnreachableSummary {
+                host: plan.hosts[*h].address.clone(),
+                reason: kind.name().into(),
+                message: message.clone(),
+            })
+            .collect(),
         phases: plan
             .phases
             .iter()
@@ -225,6 +248,7 @@ pub fn not_run(
         startup_ms: 0.0,
         total_ms: 0.0,
         failed: 0,
+        unreachable: Vec::new(),
         phases: Vec::new(),
         processes: Vec::new(),
     }
@@ -310,6 +334,7 @@ pub fn table(s: &PointSummary, hosts: usize) -> String {
             }
         }
     }
+    out.push_str(&unreachable_list(s, hosts));
     for e in &s.errors {
         out.push_str(&escape::message(e));
         out.push('\n');
@@ -330,6 +355,29 @@ pub fn table(s: &PointSummary, hosts: usize) -> String {
         s.failed,
         s.total_ms / 1000.0
     ));
+    out
+}
+
+/// The hosts that could not be connected, one line each, grouped by reason.
+pub fn unreachable_list(s: &PointSummary, hosts: usize) -> String {
+    if s.unreachable.is_empty() {
+        return String::new();
+    }
+    let mut sorted: Vec<&UnreachableSummary> = s.unreachable.iter().collect();
+    sorted.sort_by(|a, b| (&a.reason, &a.host).cmp(&(&b.reason, &b.host)));
+    let width = sorted.iter().map(|u| u.host.len()).max().unwrap_or(0);
+    let mut out = format!(
+        "{} of {hosts} hosts could not be connected:\n",
+        s.unreachable.len()
+    );
+    for u in sorted {
+        out.push_str(&format!(
+            "  {:<width$}  {:<11}  {}\n",
+            u.host,
+            u.reason,
+            escape::message(&u.message)
+        ));
+    }
     out
 }
 

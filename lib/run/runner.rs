@@ -18,26 +18,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 
 use super::escape;
 use super::lines::{LineBuffer, Prefix};
 use super::plan::{Plan, Proc, Ready};
 use super::progress::Progress;
-use crate::link::{self, LinkSender};
+use crate::link;
 use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{
-    Caller, Endpoint, ExitStatus, Frame, FrameCodec, MASTER, Message, OpenSpec, Reply, Request,
+    Caller, ConnectFailure, Endpoint, ExitStatus, Frame, FrameCodec, MASTER, Message, OpenSpec, Reply, Request,
     Target,
 };
 use crate::shim::client::{self, MasterConn};
 
 /// After stopping, how long beyond the grace to wait for processes to report back.
 const STOP_SLACK: Duration = Duration::from_secs(10);
-/// Read buffers per process: its control connection, and each of its output pipes.
+/// The read buffer of a process's control connection, and the one buffer all output
+/// pipes are read into.
 const CONTROL_BUFFER: usize = 4 * 1024;
-const OUTPUT_BUFFER: usize = 16 * 1024;
+const OUTPUT_BUFFER: usize = 64 * 1024;
 /// Between attempts to connect to a readiness port: from the first to the last.
 const PROBE_FIRST: Duration = Duration::from_millis(20);
 const PROBE_MAX: Duration = Duration::from_millis(100);
@@ -47,6 +47,8 @@ const PROBE_MAX: Duration = Duration::from_millis(100);
 pub enum Ending {
     /// It never started: the message says why.
     NotStarted(String),
+    /// Its host could not be connected (the report says why, once per host).
+    NotConnected(ConnectFailure),
     Exited(ExitStatus),
     /// Its connection went away before it reported an exit.
     Lost(String),
@@ -66,6 +68,8 @@ pub enum StopReason {
     Failure(usize),
     /// Some processes could not be started.
     StartFailed,
+    /// Some hosts could not be connected, and the plan says to stop then.
+    Unreachable,
     /// This process was not ready in time (or ended first), and others waited for it.
     NotReady(usize, String),
 }
@@ -89,7 +93,7 @@ impl ProcReport {
     /// Whether this process counts as failed.
     pub fn failed(&self) -> bool {
         match &self.ending {
-            Ending::NotStarted(_) | Ending::Lost(_) => true,
+            Ending::NotStarted(_) | Ending::NotConnected(_) | Ending::Lost(_) => true,
             Ending::Exited(ExitStatus::Code(c)) => *c != 0 && !self.stopped,
             Ending::Exited(ExitStatus::Signal { .. }) => !self.stopped,
         }
@@ -110,6 +114,8 @@ pub struct PhaseReport {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub procs: Vec<ProcReport>,
+    /// Hosts that could not be connected (index into the plan's hosts), once each.
+    pub unreachable: Vec<(usize, ConnectFailure, String)>,
     pub phases: Vec<PhaseReport>,
     pub reason: StopReason,
     /// The largest release spread of any phase.
@@ -150,10 +156,94 @@ enum Event {
 
 /// An opened (held) process.
 struct Opened {
-    control: LinkSender,
+    control: Control,
     frames: link::LinkReader<tokio::net::unix::OwnedReadHalf>,
     stdout: OwnedFd,
     stderr: OwnedFd,
+}
+
+/// Why a process could not be opened; `connect`: because its host could not be connected.
+struct NotOpened {
+    message: String,
+    connect: Option<ConnectFailure>,
+}
+
+impl From<String> for NotOpened {
+    fn from(message: String) -> NotOpened {
+        NotOpened {
+            message,
+            connect: None,
+        }
+    }
+}
+
+/// The sending half of a process's control connection. It carries two or three tiny
+/// frames (`Release`, `Stop`) in all, so they are written straight into the socket
+/// rather than through a writer task and queue per process; the rare write that would
+/// block is finished by a task, and later frames queue behind it, in order.
+#[derive(Clone)]
+struct Control(Arc<ControlInner>);
+
+struct ControlInner {
+    socket: tokio::net::unix::OwnedWriteHalf,
+    /// Bytes a task is still writing, which later frames must follow. A mutex: taken
+    /// only to append or take, never across an await.
+    pending: std::sync::Mutex<Option<Vec<u8>>>,
+}
+
+impl Control {
+    fn new(socket: tokio::net::unix::OwnedWriteHalf) -> Control {
+        Control(Arc::new(ControlInner {
+            socket,
+            pending: std::sync::Mutex::new(None),
+        }))
+    }
+
+    fn send(&self, msg: Message) {
+        let mut buf = bytes::BytesMut::new();
+        if crate::proto::frame::encode_into(&Frame::new(MASTER, msg), &mut buf).is_err() {
+            return;
+        }
+        let mut pending = self.0.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(queued) = pending.as_mut() {
+            queued.extend_from_slice(&buf);
+            return;
+        }
+        let written = match self.0.socket.try_write(&buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(_) => return, // the master is gone; the follower hears it
+        };
+        if written < buf.len() {
+            *pending = Some(buf[written..].to_vec());
+            tokio::spawn(self.clone().finish());
+        }
+    }
+
+    /// Writes what is pending until nothing is.
+    async fn finish(self) {
+        loop {
+            if self.0.socket.writable().await.is_err() {
+                return;
+            }
+            let mut pending = self.0.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(buf) = pending.as_mut() else { return };
+            match self.0.socket.try_write(buf) {
+                Ok(n) if n == buf.len() => {
+                    *pending = None;
+                    return;
+                }
+                Ok(n) => {
+                    buf.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    *pending = None;
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// A line to print: which process, which stream, the bytes.
@@ -164,7 +254,7 @@ struct Run<'a> {
     plan: &'a Plan,
     shared: &'a Shared<'a>,
     reports: Vec<ProcReport>,
-    controls: Vec<Option<LinkSender>>,
+    controls: Vec<Option<Control>>,
     reason: StopReason,
     stopping: bool,
     /// When each phase was released.
@@ -184,7 +274,12 @@ struct Run<'a> {
 pub async fn run(plan: &Plan, shared: &Shared<'_>) -> Report {
     let started = Instant::now();
     let n = plan.procs.len();
-    let (opened, mut reports, start_failed) = open_all(plan, shared).await;
+    let Openings {
+        opened,
+        mut reports,
+        start_failed,
+        unreachable,
+    } = open_all(plan, shared).await;
 
     // The printer: one writer, so lines never interleave mid-line.
     let (lines_tx, lines_rx) = mpsc::channel::<Line>(1024);
@@ -200,7 +295,7 @@ pub async fn run(plan: &Plan, shared: &Shared<'_>) -> Report {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let counters: Vec<(Arc<AtomicU64>, Arc<AtomicU64>)> =
         (0..n).map(|_| Default::default()).collect();
-    let mut controls: Vec<Option<LinkSender>> = (0..n).map(|_| None).collect();
+    let mut controls: Vec<Option<Control>> = (0..n).map(|_| None).collect();
     let mut readers = Vec::new();
     for (i, o) in opened.into_iter().enumerate() {
         let Some(o) = o else { continue };
@@ -244,9 +339,19 @@ pub async fn run(plan: &Plan, shared: &Shared<'_>) -> Report {
         stop_deadline: tokio::time::Instant::now(),
         deadline: None,
     };
+    let unconnected = unreachable.iter().any(Option::is_some);
+    // A process a later phase waits for, on a host that could not be connected.
+    let awaited = (0..n).find(|&i| {
+        matches!(run.reports[i].ending, Ending::NotConnected(_)) && run.awaited(i)
+    });
     if start_failed {
         // Held processes that are stopped never run their command.
         run.stop(StopReason::StartFailed, Duration::ZERO);
+    } else if unconnected && plan.stop_on_unreachable {
+        run.stop(StopReason::Unreachable, Duration::ZERO);
+    } else if let Some(i) = awaited {
+        let why = "its host could not be connected".to_string();
+        run.stop(StopReason::NotReady(i, why), Duration::ZERO);
     } else {
         run.release_ready_phases();
     }
@@ -274,6 +379,11 @@ pub async fn run(plan: &Plan, shared: &Shared<'_>) -> Report {
     fetch_all(plan, shared, &mut reports).await;
     Report {
         procs: reports,
+        unreachable: unreachable
+            .into_iter()
+            .enumerate()
+            .filter_map(|(h, u)| u.map(|(kind, message)| (h, kind, message)))
+            .collect(),
         start_spread: phases.iter().filter_map(|p| p.spread).max(),
         phases,
         reason,
@@ -282,21 +392,20 @@ pub async fn run(plan: &Plan, shared: &Shared<'_>) -> Report {
     }
 }
 
-/// Opens every process, held, in parallel. Returns them, their reports so far, and
-/// whether any could not be opened.
-async fn open_all(
-    plan: &Plan,
-    shared: &Shared<'_>,
-) -> (Vec<Option<Opened>>, Vec<ProcReport>, bool) {
+/// What opening a point's processes came to.
+struct Openings {
+    opened: Vec<Option<Opened>>,
+    reports: Vec<ProcReport>,
+    /// Some process could not be started, for another reason than its host.
+    start_failed: bool,
+    /// Per host, why it could not be connected (once, whatever its number of processes).
+    unreachable: Vec<Option<(ConnectFailure, String)>>,
+}
+
+/// Opens every process, held, all at once (the master's connect window paces the new
+/// connections among them), showing on the status line how connecting goes.
+async fn open_all(plan: &Plan, shared: &Shared<'_>) -> Openings {
     let n = plan.procs.len();
-    let mut opening = tokio::task::JoinSet::new();
-    for (i, p) in plan.procs.iter().enumerate() {
-        let socket = shared.socket.to_path_buf();
-        let target = shared.targets[p.host].clone();
-        let spec = held_spec(p);
-        opening.spawn(async move { (i, open(&socket, target, spec).await) });
-    }
-    let mut opened: Vec<Option<Opened>> = (0..n).map(|_| None).collect();
     let mut reports: Vec<ProcReport> = (0..n)
         .map(|_| ProcReport {
             ending: Ending::Lost("never reported".into()),
@@ -308,18 +417,98 @@ async fn open_all(
             fetched: Vec::new(),
         })
         .collect();
-    let mut start_failed = false;
+    let mut openings = Openings {
+        opened: (0..n).map(|_| None).collect(),
+        reports: Vec::new(),
+        start_failed: false,
+        unreachable: vec![None; plan.hosts.len()],
+    };
+    // One /dev/null is every process's stdin.
+    let null = match std::fs::File::open("/dev/null") {
+        Ok(f) => Arc::new(f),
+        Err(e) => {
+            for r in &mut reports {
+                r.ending = Ending::NotStarted(format!("/dev/null: {e}"));
+            }
+            openings.reports = reports;
+            openings.start_failed = true;
+            return openings;
+        }
+    };
+    let mut opening = tokio::task::JoinSet::new();
+    for (i, p) in plan.procs.iter().enumerate() {
+        let socket = shared.socket.to_path_buf();
+        let target = shared.targets[p.host].clone();
+        let spec = held_spec(p);
+        let null = null.clone();
+        opening.spawn(async move { (i, open(&socket, target, spec, &null).await) });
+    }
+    let mut hosts = HostsConnecting::new(plan.hosts.len());
+    let progress = &shared.display.progress;
+    progress.connecting(hosts.counts());
     while let Some(joined) = opening.join_next().await {
         let Ok((i, result)) = joined else { continue };
+        let h = plan.procs[i].host;
         match result {
-            Ok(o) => opened[i] = Some(o),
-            Err(why) => {
-                reports[i].ending = Ending::NotStarted(why);
-                start_failed = true;
+            Ok(o) => {
+                openings.opened[i] = Some(o);
+                hosts.settle(h, true);
+            }
+            Err(NotOpened {
+                message,
+                connect: Some(kind),
+            }) => {
+                reports[i].ending = Ending::NotConnected(kind);
+                openings.unreachable[h].get_or_insert((kind, message));
+                hosts.settle(h, false);
+            }
+            Err(NotOpened { message, .. }) => {
+                reports[i].ending = Ending::NotStarted(message);
+                openings.start_failed = true;
+                hosts.settle(h, true);
+            }
+        }
+        progress.connecting(hosts.counts());
+    }
+    progress.connected();
+    openings.reports = reports;
+    openings
+}
+
+/// Which hosts have answered, for the status line while connecting.
+struct HostsConnecting {
+    /// Per host: `None` still pending, else whether it connected.
+    state: Vec<Option<bool>>,
+    connected: usize,
+    failed: usize,
+}
+
+impl HostsConnecting {
+    fn new(hosts: usize) -> HostsConnecting {
+        HostsConnecting {
+            state: vec![None; hosts],
+            connected: 0,
+            failed: 0,
+        }
+    }
+
+    /// Host `h` answered (its first process opened or failed).
+    fn settle(&mut self, h: usize, connected: bool) {
+        if self.state[h].is_none() {
+            self.state[h] = Some(connected);
+            if connected {
+                self.connected += 1;
+            } else {
+                self.failed += 1;
             }
         }
     }
-    (opened, reports, start_failed)
+
+    /// (connected, failed, pending)
+    fn counts(&self) -> (usize, usize, usize) {
+        let pending = self.state.len() - self.connected - self.failed;
+        (self.connected, self.failed, pending)
+    }
 }
 
 /// The process's command, environment and directory, held until released. The agent
@@ -463,7 +652,7 @@ impl Run<'_> {
             if p.phase == k
                 && let Some(c) = &self.controls[i]
             {
-                let _ = c.send(Frame::new(MASTER, Message::Release { stream: 0 }));
+                c.send(Message::Release { stream: 0 });
             }
         }
     }
@@ -518,13 +707,10 @@ impl Run<'_> {
         for (i, c) in self.controls.iter().enumerate() {
             if let Some(c) = c {
                 self.reports[i].stopped = true;
-                let _ = c.send(Frame::new(
-                    MASTER,
-                    Message::Stop {
-                        stream: 0,
-                        grace_ms,
-                    },
-                ));
+                c.send(Message::Stop {
+                    stream: 0,
+                    grace_ms,
+                });
             }
         }
     }
@@ -656,44 +842,83 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Opens one held process: its control connection, and the read ends of its output.
-async fn open(socket: &Path, target: Target, spec: OpenSpec) -> Result<Opened, String> {
+/// Opens one held process: its control connection, and the read ends of its output. As
+/// the shim does (`client::open`), but on this runtime rather than a thread per process:
+/// a thousand processes may wait at once for their hosts to connect.
+async fn open(
+    socket: &Path,
+    target: Target,
+    spec: OpenSpec,
+    null: &std::fs::File,
+) -> Result<Opened, NotOpened> {
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string());
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let socket = socket.to_path_buf();
-    // The request and its password dialogue are the shim's own, done on a blocking thread.
-    let (stream, leftover) = tokio::task::spawn_blocking(move || {
-        let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
-        let mut conn =
-            MasterConn::connect(&socket).map_err(|e| format!("cannot reach the master: {e}"))?;
-        let fds = [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
-        client::open(
-            &mut conn,
-            Request::Session {
-                target,
-                spec,
-                caller: Caller::default(),
-            },
-            &fds,
-            None,
-        )
-        .map_err(|e| e.message)?;
-        // The master has its own copies of the write ends; ours would keep the pipes open.
-        drop((out_w, err_w, null));
-        Ok::<_, String>(conn.into_parts())
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-    stream.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let stream = tokio::net::UnixStream::from_std(stream).map_err(|e| e.to_string())?;
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| format!("cannot reach the master: {e}"))?;
+    let request = Request::Session {
+        target,
+        spec,
+        caller: Caller::default(),
+    };
+    let bytes = client::encode_request(request, true).map_err(|e| e.to_string())?;
+    let fds = [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+    crate::sys::passfd::send_with_fds_async(&stream, &bytes, &fds)
+        .await
+        .map_err(|e| format!("mitossh: cannot talk to the master: {e}"))?;
+    // The master has its own copies of the write ends; ours would keep the pipes open.
+    drop((out_w, err_w));
     let (r, w) = stream.into_split();
     // Only small control frames come here: no need for a link's large read buffer.
     let mut frames = link::LinkReader::with_capacity(r, FrameCodec::default(), CONTROL_BUFFER);
-    frames.read_buffer_mut().extend_from_slice(&leftover);
-    let (control, _writer) = link::spawn_writer(w);
+    loop {
+        let frame = frames
+            .next()
+            .await
+            .ok_or_else(|| {
+                NotOpened::from(
+                    "mitossh: the master closed the connection without answering".to_string(),
+                )
+            })?
+            .map_err(|e| format!("mitossh: cannot talk to the master: {e}"))?;
+        match frame.msg {
+            Message::Reply(reply) => match *reply {
+                Reply::Opened { .. } => break,
+                Reply::Failed {
+                    message, connect, ..
+                } => return Err(NotOpened { message, connect }),
+                other => return Err(format!("unexpected answer from the master: {other:?}").into()),
+            },
+            // Asked of the terminal as the shim would: one at a time, off this thread.
+            Message::Prompt { text, kind } => {
+                let secret = tokio::task::spawn_blocking(move || {
+                    crate::shim::askpass::answer(&text, kind, None)
+                })
+                .await
+                .ok()
+                .flatten();
+                let mut buf = bytes::BytesMut::new();
+                let reply = Frame::new(MASTER, Message::PromptReply { secret });
+                let _ = crate::proto::frame::encode_into(&reply, &mut buf);
+                let mut rest = &buf[..];
+                while !rest.is_empty() && w.writable().await.is_ok() {
+                    match w.try_write(rest) {
+                        Ok(n) => rest = &rest[n..],
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+            Message::Diagnostic { mut text } => {
+                text.push(b'\n');
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), &text);
+            }
+            _ => {}
+        }
+    }
     Ok(Opened {
-        control,
+        control: Control::new(w),
         frames,
         stdout: out_r,
         stderr: err_r,
@@ -743,10 +968,9 @@ async fn read_lines(
     count: Arc<AtomicU64>,
     mut ready: Option<(regex::bytes::Regex, mpsc::UnboundedSender<Event>)>,
 ) {
-    let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+    let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
         return;
     };
-    let mut buf = vec![0u8; OUTPUT_BUFFER];
     let mut cut = LineBuffer::default();
     let mut check = |line: &[u8]| {
         if let Some((re, events)) = &ready {
@@ -758,12 +982,24 @@ async fn read_lines(
         }
     };
     loop {
-        let n = match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        if pipe.readable().await.is_err() {
+            break;
+        }
+        // Read into the thread's one buffer and keep only the lines: an idle process
+        // costs no buffer of its own (a thousand of them would cost 32 MiB).
+        let read = READ_BUFFER.with_borrow_mut(|buf| match pipe.try_read(buf) {
+            Ok(0) => None,
+            Ok(n) => Some(Ok((n, cut.push(&buf[..n])))),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(Err(())),
+            Err(_) => None,
+        });
+        let (n, complete) = match read {
+            None => break,
+            Some(Err(())) => continue,
+            Some(Ok(got)) => got,
         };
         count.fetch_add(n as u64, Ordering::Relaxed);
-        for line in cut.push(&buf[..n]) {
+        for line in complete {
             check(&line);
             // Waiting here when the terminal is slow holds the process back, as it should.
             if lines.send((i, stderr, line)).await.is_err() {
@@ -777,6 +1013,12 @@ async fn read_lines(
     }
 }
 
+thread_local! {
+    /// The output readers' buffer: they run on one thread and never hold it across an
+    /// await.
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; OUTPUT_BUFFER]);
+}
+
 fn prefixes(plan: &Plan, display: &Display) -> Vec<Prefix> {
     let width = plan
         .procs
@@ -784,10 +1026,12 @@ fn prefixes(plan: &Plan, display: &Display) -> Vec<Prefix> {
         .map(|p| plan.hosts[p.host].address.len() + 1 + p.label().len())
         .max()
         .unwrap_or(0);
+    let colours = colours(plan);
     plan.procs
         .iter()
-        .map(|p| {
-            let c = display.colour.then(|| colour_of(plan, p));
+        .zip(colours)
+        .map(|(p, c)| {
+            let c = display.colour.then_some(c);
             Prefix::new(&plan.hosts[p.host].address, &p.label(), width, c)
         })
         .collect()
@@ -858,17 +1102,16 @@ fn print_lines(
     }
 }
 
-/// A colour per (host, process name), in order of appearance.
-fn colour_of(plan: &Plan, p: &Proc) -> usize {
-    let mut seen: Vec<(usize, &str)> = Vec::new();
-    for q in &plan.procs {
-        if !seen.contains(&(q.host, q.name.as_str())) {
-            seen.push((q.host, q.name.as_str()));
-        }
-    }
-    seen.iter()
-        .position(|k| *k == (p.host, p.name.as_str()))
-        .unwrap_or(0)
+/// Per process, a colour per (host, process name), in order of appearance.
+fn colours(plan: &Plan) -> Vec<usize> {
+    let mut seen: HashMap<(usize, &str), usize> = HashMap::new();
+    plan.procs
+        .iter()
+        .map(|p| {
+            let next = seen.len();
+            *seen.entry((p.host, p.name.as_str())).or_insert(next)
+        })
+        .collect()
 }
 
 /// Where a fetched file goes: its name in the process's directory, made unique among the

@@ -50,20 +50,7 @@ impl MasterConn {
 
     /// Sends the request with descriptors attached (a session's stdin, stdout, stderr).
     pub fn request_with_fds(&mut self, request: Request, fds: &[RawFd]) -> io::Result<()> {
-        let mut buf = BytesMut::new();
-        if !self.introduced {
-            let hello = Message::Hello(Hello {
-                protocol: PROTOCOL_VERSION,
-                version: env!("CARGO_PKG_VERSION").into(),
-                ctx: MASTER,
-                pid: std::process::id(),
-                user: String::new(),
-                hostname: String::new(),
-            });
-            encode_into(&Frame::new(MASTER, hello), &mut buf).map_err(io::Error::other)?;
-        }
-        let request = Message::Request(Box::new(request));
-        encode_into(&Frame::new(MASTER, request), &mut buf).map_err(io::Error::other)?;
+        let buf = encode_request(request, !self.introduced)?;
         send_with_fds(&self.stream, &buf, fds)?;
         self.introduced = true;
         Ok(())
@@ -152,6 +139,25 @@ impl MasterConn {
             )),
         }
     }
+}
+
+/// A request as it goes to the master, after this process's `Hello` if `introduce`.
+pub fn encode_request(request: Request, introduce: bool) -> io::Result<BytesMut> {
+    let mut buf = BytesMut::new();
+    if introduce {
+        let hello = Message::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            version: env!("CARGO_PKG_VERSION").into(),
+            ctx: MASTER,
+            pid: std::process::id(),
+            user: String::new(),
+            hostname: String::new(),
+        });
+        encode_into(&Frame::new(MASTER, hello), &mut buf).map_err(io::Error::other)?;
+    }
+    let request = Message::Request(Box::new(request));
+    encode_into(&Frame::new(MASTER, request), &mut buf).map_err(io::Error::other)?;
+    Ok(buf)
 }
 
 /// How an opening request ended, when it did not open.

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use super::args::{self, Invocation, Opt};
 use crate::config::{self, Config};
-use crate::proto::{Become, BecomeMethod, SshHop, Target};
+use crate::proto::{Become, BecomeMethod, SshHop, Target, ViaMode};
 
 pub const BECOME_ENV: &str = "MITOSSH_BECOME";
 pub const BECOME_METHOD_ENV: &str = "MITOSSH_BECOME_METHOD";
@@ -105,6 +105,20 @@ pub fn resolve(
         command,
         password_file: None,
     })
+}
+
+/// `target` reached through `via` instead (in order, by `mode`): a plan's gateways. The
+/// hops take the destination's ssh options.
+pub fn through(mut target: Target, via: &[String], mode: ViaMode) -> Result<Target, String> {
+    let dest = target.hops.pop().ok_or("no destination")?;
+    let mut hops = via
+        .iter()
+        .map(|v| hop_from(v, None, &dest.ssh_args))
+        .collect::<Result<Vec<_>, _>>()?;
+    hops.push(dest);
+    target.hops = hops;
+    target.via = mode;
+    Ok(target)
 }
 
 fn env(key: &str) -> Option<String> {

@@ -32,6 +32,46 @@ pub fn send_with_fds(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Resul
     (&*sock).write_all(&data[sent..])
 }
 
+/// Like [`send_with_fds`], on a non-blocking socket of the runtime.
+pub async fn send_with_fds_async(
+    sock: &tokio::net::UnixStream,
+    data: &[u8],
+    fds: &[RawFd],
+) -> io::Result<()> {
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    let sent = loop {
+        sock.writable().await?;
+        let tried = sock.try_io(Interest::WRITABLE, || {
+            sendmsg::<()>(
+                sock.as_raw_fd(),
+                &[IoSlice::new(data)],
+                cmsgs,
+                MsgFlags::MSG_DONTWAIT,
+                None,
+            )
+            .map_err(io::Error::from)
+        });
+        match tried {
+            Ok(n) => break n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let mut rest = &data[sent..];
+    while !rest.is_empty() {
+        sock.writable().await?;
+        match sock.try_write(rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// One `recvmsg` into `buf`'s spare capacity; descriptors that came along are appended to
 /// `fds`. Returns the number of bytes read (0 at end of stream).
 pub async fn recv_with_fds(
