@@ -121,7 +121,7 @@ fn out_of_descriptors() -> Reply {
         exit_code: crate::shim::client::SSH_ERROR,
         fallback: false,
         shown: false,
-        connect: None,
+        connect: Some(crate::proto::ConnectFailure::Descriptors),
     }
 }
 

@@ -139,6 +139,32 @@ pub async fn run(
     // A TCP stream (`ssh -W`, a hop's ProxyCommand) has no stderr, as an SSH direct-tcpip
     // channel has none: nothing the agent says reaches the shim's real stderr.
     let tcp = spec.connect.is_some();
+    // Adopted before the process starts: out of descriptors, the call fails saying so
+    // rather than run with its output going nowhere.
+    let stdin = adopt::reader(stdin);
+    let stdout = adopt::writer(stdout);
+    let stderr = if tcp { None } else { Some(adopt::writer(stderr)) };
+    let exhausted = [stdin.as_ref().err(), stdout.as_ref().err()]
+        .into_iter()
+        .chain(stderr.as_ref().map(|e| e.as_ref().err()))
+        .flatten()
+        .any(crate::sys::limits::is_exhaustion);
+    if exhausted {
+        let message = format!(
+            "mitossh: {}: the master is out of file descriptors (limit {}); raise its \
+             limit (ulimit -n, up to ulimit -Hn) or run fewer sessions at once",
+            ctx.name,
+            crate::sys::limits::descriptor_limit().map_or(0, |l| l.soft)
+        );
+        let failed = Reply::Failed {
+            message,
+            exit_code: SSH_ERROR,
+            fallback: false,
+            shown: false,
+            connect: Some(crate::proto::ConnectFailure::Descriptors),
+        };
+        return reply(&to_shim, failed);
+    }
     let mut port = match ctx.open_stream(id, spec) {
         Ok(port) => port,
         Err(_) => return fail(&to_shim, lost(&ctx)),
@@ -196,7 +222,7 @@ pub async fn run(
             stdout,
             stdout_queue,
         )),
-        stderr: (!tcp).then(|| pump_output(ctx.clone(), id, Fd::Stderr, stderr, stderr_queue)),
+        stderr: stderr.map(|w| pump_output(ctx.clone(), id, Fd::Stderr, w, stderr_queue)),
     };
 
     loop {
@@ -394,7 +420,7 @@ impl EscapeInput {
 fn pump_stdin(
     ctx: Arc<Context>,
     id: StreamId,
-    fd: OwnedFd,
+    src: std::io::Result<adopt::Reader>,
     credit: Arc<CreditGate>,
     mut escapes: Option<EscapeInput>,
 ) -> JoinHandle<()> {
@@ -403,7 +429,7 @@ fn pump_stdin(
             stream: id,
             fd: Fd::Stdin,
         };
-        let mut src = match adopt::reader(fd) {
+        let mut src = match src {
             Ok(src) => src,
             Err(e) => {
                 tracing::warn!(host = %ctx.name, "stream {id}: cannot read stdin: {e}");
@@ -445,11 +471,11 @@ fn pump_output(
     ctx: Arc<Context>,
     id: StreamId,
     fd: Fd,
-    dst: OwnedFd,
+    dst: std::io::Result<adopt::Writer>,
     queue: Inbox,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let dst = match adopt::writer(dst) {
+        let dst = match dst {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::debug!(host = %ctx.name, "stream {id}: cannot write {fd:?}: {e}");
