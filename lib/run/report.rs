@@ -519,6 +519,7 @@ mod tests {
             failed: 0,
             phases: Vec::new(),
             processes: Vec::new(),
+            unreachable: Vec::new(),
         };
         for i in 0..procs {
             s.processes.push(ProcSummary {
