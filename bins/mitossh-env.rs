@@ -87,6 +87,8 @@ fn main() -> ExitCode {
 fn parse_window(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(k) if k >= 1 => Ok(k),
-        _ => Err(format!("{s:?}: give the number of handshakes at once, 1 or more")),
+        _ => Err(format!(
+            "{s:?}: give the number of handshakes at once, 1 or more"
+        )),
     }
 }

@@ -411,6 +411,8 @@ fn run_master(
 fn parse_window(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(k) if k >= 1 => Ok(k),
-        _ => Err(format!("{s:?}: give the number of handshakes at once, 1 or more")),
+        _ => Err(format!(
+            "{s:?}: give the number of handshakes at once, 1 or more"
+        )),
     }
 }

@@ -62,11 +62,15 @@ fn two_hundred_hosts_under_a_soft_limit_of_1024_all_connect_and_run() {
     let sshd = Sshd::start();
     let work = tempfile::tempdir().unwrap();
     let hosts = host_names("h", 200);
-    let cfg = FleetConfig::new().hosts(&sshd, &hosts, "").write(work.path());
+    let cfg = FleetConfig::new()
+        .hosts(&sshd, &hosts, "")
+        .write(work.path());
     let master = Master::start();
-    wait_until(Duration::from_secs(10), "the master to raise its limit", || {
-        master.log().contains("descriptor limit raised from 1024")
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the master to raise its limit",
+        || master.log().contains("descriptor limit raised from 1024"),
+    );
     assert!(soft_descriptor_limit(master.pid()).unwrap() > SOFT_LIMIT);
 
     // What a remote command sees through plain ssh, for comparison.
@@ -339,7 +343,10 @@ fn hosts_that_cannot_connect_are_listed_once_with_their_reason_and_the_rest_run(
     for h in &good {
         assert_eq!(said.matches(&format!("ran {h}")).count(), 2, "{said}");
     }
-    assert!(said.contains("4 of 12 hosts could not be connected:"), "{said}");
+    assert!(
+        said.contains("4 of 12 hosts could not be connected:"),
+        "{said}"
+    );
     for h in expected.keys() {
         let listed = said
             .lines()
@@ -352,7 +359,10 @@ fn hosts_that_cannot_connect_are_listed_once_with_their_reason_and_the_rest_run(
     // `mitossh status` keeps them too.
     let status = master.status();
     assert!(status.contains("4 failed since start"), "{status}");
-    assert!(status.contains("blackhole") && status.contains("timeout"), "{status}");
+    assert!(
+        status.contains("blackhole") && status.contains("timeout"),
+        "{status}"
+    );
 }
 
 #[test]
@@ -361,7 +371,9 @@ fn a_master_out_of_descriptors_fails_single_calls_clearly_and_serves_the_rest() 
     let sshd = Sshd::start();
     let work = tempfile::tempdir().unwrap();
     let hosts = host_names("f", 40);
-    let cfg = FleetConfig::new().hosts(&sshd, &hosts, "").write(work.path());
+    let cfg = FleetConfig::new()
+        .hosts(&sshd, &hosts, "")
+        .write(work.path());
     // A user whose hard limit is low: raising the soft one does not help.
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("master.sock");
@@ -406,7 +418,11 @@ fn a_master_out_of_descriptors_fails_single_calls_clearly_and_serves_the_rest() 
         } else {
             // Never a broken pipe or an end of file: the reason, and ssh's status.
             assert_eq!(out.status.code(), Some(255), "{stderr}");
-            assert!(stderr.contains("out of file descriptors"), "{h}: {stderr}");
+            assert!(
+                stderr.contains("out of file descriptors"),
+                "{h}: {stderr}\nthe master's log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
             assert!(stdout.is_empty(), "{h}: a failed call printed {stdout:?}");
             failures.push(stderr);
         }
@@ -429,8 +445,15 @@ fn a_master_out_of_descriptors_fails_single_calls_clearly_and_serves_the_rest() 
     assert_eq!(check(&again), "still\n");
     let text = std::fs::read_to_string(&log).unwrap();
     let accept_warnings = text.lines().filter(|l| l.contains("accept:")).count();
-    assert!(accept_warnings < 20, "{accept_warnings} accept warnings:\n{text}");
-    assert!(text.len() < 256 * 1024, "the log grew to {} bytes", text.len());
+    assert!(
+        accept_warnings < 20,
+        "{accept_warnings} accept warnings:\n{text}"
+    );
+    assert!(
+        text.len() < 256 * 1024,
+        "the log grew to {} bytes",
+        text.len()
+    );
     eprintln!("{ok} of 40 calls ran, {} refused clearly", failures.len());
     // SAFETY: signalling our own child by pid.
     unsafe { libc::kill(master.id() as i32, libc::SIGTERM) };

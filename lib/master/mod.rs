@@ -126,7 +126,11 @@ pub async fn run(mut config: Config) -> io::Result<()> {
     // far past the usual soft limit of 1024 at a few hundred hosts.
     match crate::sys::limits::raise_descriptor_limit() {
         Ok((before, after)) if before.soft != after.soft => {
-            tracing::info!("descriptor limit raised from {} to {}", before.soft, after.soft)
+            tracing::info!(
+                "descriptor limit raised from {} to {}",
+                before.soft,
+                after.soft
+            )
         }
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot raise the descriptor limit: {e}"),

@@ -57,7 +57,11 @@ pub async fn serve(master: Arc<Master>, listener: UnixListener) {
                 master.warnings.accept.emit(|held| {
                     tracing::warn!(
                         "accept: {e}{}{}",
-                        if exhausted { " (refusing clients until some close)" } else { "" },
+                        if exhausted {
+                            " (refusing clients until some close)"
+                        } else {
+                            ""
+                        },
                         crate::throttle::suppressed(held)
                     )
                 });
@@ -135,7 +139,10 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
                     let _ = write_frame(&stream, reply).await;
                 }
                 master.warnings.clients.emit(|held| {
-                    tracing::warn!("dropping a client: {e}{}", crate::throttle::suppressed(held))
+                    tracing::warn!(
+                        "dropping a client: {e}{}",
+                        crate::throttle::suppressed(held)
+                    )
                 });
                 return;
             }

@@ -143,7 +143,11 @@ pub async fn run(
     // rather than run with its output going nowhere.
     let stdin = adopt::reader(stdin);
     let stdout = adopt::writer(stdout);
-    let stderr = if tcp { None } else { Some(adopt::writer(stderr)) };
+    let stderr = if tcp {
+        None
+    } else {
+        Some(adopt::writer(stderr))
+    };
     let exhausted = [stdin.as_ref().err(), stdout.as_ref().err()]
         .into_iter()
         .chain(stderr.as_ref().map(|e| e.as_ref().err()))

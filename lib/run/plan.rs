@@ -422,7 +422,8 @@ pub fn parse(text: &str) -> Result<Experiment, String> {
             },
         };
         let stops = (stop_on_failure, stop_on_unreachable);
-        let plan = point_plan(&file, &hosts, &values, layout, grace, stops).map_err(|e| {
+        let plan =
+            point_plan(&file, &hosts, &values, layout, grace, stops).map_err(|e| {
                 match &file.sweep {
                     Some(_) => format!("point {}: {e}", spec.name),
                     None => e,

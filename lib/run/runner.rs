@@ -27,8 +27,8 @@ use super::progress::Progress;
 use crate::link;
 use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{
-    Caller, ConnectFailure, Endpoint, ExitStatus, Frame, FrameCodec, MASTER, Message, OpenSpec, Reply, Request,
-    Target,
+    Caller, ConnectFailure, Endpoint, ExitStatus, Frame, FrameCodec, MASTER, Message, OpenSpec,
+    Reply, Request, Target,
 };
 use crate::shim::client::{self, MasterConn};
 
@@ -341,9 +341,8 @@ pub async fn run(plan: &Plan, shared: &Shared<'_>) -> Report {
     };
     let unconnected = unreachable.iter().any(Option::is_some);
     // A process a later phase waits for, on a host that could not be connected.
-    let awaited = (0..n).find(|&i| {
-        matches!(run.reports[i].ending, Ending::NotConnected(_)) && run.awaited(i)
-    });
+    let awaited = (0..n)
+        .find(|&i| matches!(run.reports[i].ending, Ending::NotConnected(_)) && run.awaited(i));
     if start_failed {
         // Held processes that are stopped never run their command.
         run.stop(StopReason::StartFailed, Duration::ZERO);

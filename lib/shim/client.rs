@@ -16,8 +16,8 @@ use tokio_util::codec::Decoder;
 
 use crate::proto::frame::encode_into;
 use crate::proto::{
-    ConnectFailure, ExitStatus, Frame, FrameCodec, Hello, HopConfig, MASTER, Message, PROTOCOL_VERSION, Reply,
-    Request, SshHop,
+    ConnectFailure, ExitStatus, Frame, FrameCodec, Hello, HopConfig, MASTER, Message,
+    PROTOCOL_VERSION, Reply, Request, SshHop,
 };
 use crate::sys::passfd::send_with_fds;
 
@@ -201,7 +201,8 @@ pub fn open(
     fds: &[RawFd],
     password_file: Option<&std::path::Path>,
 ) -> Result<(), NotOpened> {
-    let broken = |e: io::Error| NotOpened::local(format!("mitossh: cannot talk to the master: {e}"));
+    let broken =
+        |e: io::Error| NotOpened::local(format!("mitossh: cannot talk to the master: {e}"));
     conn.request_with_fds(request, fds).map_err(broken)?;
     loop {
         let frame = conn

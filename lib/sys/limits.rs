@@ -44,12 +44,8 @@ pub fn descriptor_limit() -> io::Result<Limit> {
 pub fn raise_descriptor_limit() -> io::Result<(Limit, Limit)> {
     let before = get()?;
     // The first call records what children get back; later calls change nothing of it.
-    let _ = ORIGINAL_SOFT.compare_exchange(
-        u64::MAX,
-        before.soft,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
+    let _ =
+        ORIGINAL_SOFT.compare_exchange(u64::MAX, before.soft, Ordering::SeqCst, Ordering::SeqCst);
     if before.soft >= before.hard {
         return Ok((before, before));
     }
