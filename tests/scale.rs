@@ -459,3 +459,139 @@ fn a_master_out_of_descriptors_fails_single_calls_clearly_and_serves_the_rest() 
     unsafe { libc::kill(master.id() as i32, libc::SIGTERM) };
     wait_child(&mut master, Duration::from_secs(20), "the master to stop");
 }
+
+/// Two tiers: the master's one ssh goes to a gateway, whose agent runs the ssh to each of
+/// 50 hosts (`--via gw --via-mode ssh`). Each line comes attributed to its host, from an
+/// agent of that host's own; the master runs one ssh in all; ^C stops every process on
+/// every host.
+#[test]
+fn fifty_hosts_through_a_gateway_one_ssh_from_the_master_and_stop_leaves_nothing() {
+    plain_login_limits();
+    let sshd = Sshd::start();
+    let work = tempfile::Builder::new()
+        .prefix("mitossh-tier-")
+        .tempdir()
+        .unwrap();
+    // The gateway's agent runs as the test user: its ssh needs a key and a configuration
+    // of its own to read.
+    let gateway_key = key_for_test_user(&sshd, work.path());
+    let hosts = host_names("t", 50);
+    let cfg = FleetConfig::new()
+        .hosts(&sshd, &["gw".to_string()], "")
+        .hosts_with_key(&sshd, &hosts, &gateway_key, "")
+        .write(work.path());
+    let master = Master::start();
+    let marker = unique_marker();
+    let mut run = Command::new(bin("mitossh"))
+        .arg("run")
+        .arg("-H")
+        .arg(hosts.join(","))
+        .arg("-F")
+        .arg(&cfg)
+        .args(["--via", "gw", "--via-mode", "ssh", "--socket"])
+        .arg(&master.socket)
+        .arg("--json")
+        .args([
+            "--",
+            &format!("echo up {{host}} agent $PPID; exec -a {marker} sleep 1000"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = LineReader::new(run.stderr.take().unwrap());
+    lines.wait_for(T, "every host to say it is up", |text| {
+        text.matches(" agent ").count() >= hosts.len()
+    });
+
+    // Each line from its own host, by an agent of its own.
+    let mut agents = HashMap::new();
+    for line in lines.text().lines() {
+        if let Some((who, text)) = line.split_once(" | ") {
+            let host = who.split_whitespace().next().unwrap();
+            let (said_host, agent) = text
+                .strip_prefix("up ")
+                .and_then(|t| t.split_once(" agent "))
+                .unwrap_or_else(|| panic!("{line}"));
+            assert_eq!(said_host, host, "{line}");
+            assert!(agents.insert(host.to_string(), agent.to_string()).is_none());
+        }
+    }
+    assert_eq!(agents.len(), hosts.len(), "{}", lines.text());
+    let distinct: std::collections::HashSet<_> = agents.values().collect();
+    assert_eq!(distinct.len(), hosts.len(), "{agents:?}");
+
+    // The master's own ssh: one, to the gateway. The other 50 run under the gateway's
+    // agent, as the test user; sshd saw 51 logins.
+    let master_ssh: Vec<_> = descendants(master.pid())
+        .into_iter()
+        .filter(|p| p.exe.as_deref() == Some(std::path::Path::new("/usr/bin/ssh")))
+        .collect();
+    assert_eq!(master_ssh.len(), 1, "{master_ssh:?}");
+    assert!(
+        master_ssh[0].cmdline.iter().any(|a| a == "gw"),
+        "{master_ssh:?}"
+    );
+    let cfg_arg = cfg.display().to_string();
+    let uid = sshd.user().uid;
+    let tier_ssh = processes_matching(|p| {
+        p.uid == uid
+            && p.exe.as_deref() == Some(std::path::Path::new("/usr/bin/ssh"))
+            && p.cmdline.contains(&cfg_arg)
+    });
+    assert_eq!(tier_ssh.len(), hosts.len(), "{tier_ssh:?}");
+    assert_eq!(sshd.accepted_connections(), hosts.len() + 1);
+
+    // ^C: everything stops, on every host.
+    // SAFETY: signalling the process this test started.
+    unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
+    let status = wait_child(&mut run, T, "mitossh run to stop on ^C");
+    let mut json = String::new();
+    std::io::Read::read_to_string(&mut run.stdout.take().unwrap(), &mut json).unwrap();
+    assert_eq!(status.code(), Some(130), "{}", lines.text());
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["processes"].as_array().unwrap().len(), hosts.len());
+    assert_eq!(report["unreachable"].as_array().unwrap().len(), 0);
+    let left = processes_matching(|p| p.cmdline.iter().any(|a| a.contains(&marker)));
+    assert!(left.is_empty(), "left running after the run: {left:?}");
+    let log = master.log();
+    assert!(!log.contains("file descriptors"), "{log}");
+}
+
+/// Collects a child's output lines on a thread of its own, for waiting on what it said.
+struct LineReader {
+    text: Arc<std::sync::Mutex<String>>,
+}
+
+impl LineReader {
+    fn new(from: impl std::io::Read + Send + 'static) -> LineReader {
+        let text = Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(from);
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) > 0 {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        LineReader { text }
+    }
+
+    fn text(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+
+    fn wait_for(&self, timeout: Duration, what: &str, done: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.text()) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {timeout:?}:\n{}",
+                self.text()
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+}

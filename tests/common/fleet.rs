@@ -23,6 +23,18 @@ impl FleetConfig {
 
     /// `names` on `sshd`, each with `extra` lines (ssh's `%n` is the alias).
     pub fn hosts(&mut self, sshd: &Sshd, names: &[String], extra: &str) -> &mut FleetConfig {
+        self.hosts_with_key(sshd, names, sshd.key(), extra)
+    }
+
+    /// Like [`FleetConfig::hosts`], logging in with `key` (one a gateway's agent, running
+    /// as the test user, can read: [`key_for_test_user`]).
+    pub fn hosts_with_key(
+        &mut self,
+        sshd: &Sshd,
+        names: &[String],
+        key: &Path,
+        extra: &str,
+    ) -> &mut FleetConfig {
         for name in names {
             let _ = write!(
                 self.text,
@@ -31,7 +43,7 @@ impl FleetConfig {
                  LogLevel ERROR\n  BatchMode yes\n  HostKeyAlias {name}\n{extra}\n",
                 sshd.port(),
                 sshd.user().name,
-                sshd.key().display(),
+                key.display(),
             );
         }
         self
@@ -53,6 +65,20 @@ impl FleetConfig {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         p
     }
+}
+
+/// A copy of `sshd`'s client key in `dir`, owned by its user (0600): what an ssh run by
+/// that user's agent on a gateway logs in with. `dir` becomes 0755 so that the user can
+/// reach the key and a configuration written there.
+pub fn key_for_test_user(sshd: &Sshd, dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let key = dir.join("gateway_key");
+    std::fs::copy(sshd.key(), &key).unwrap();
+    let user = sshd.user();
+    std::os::unix::fs::chown(&key, Some(user.uid), Some(user.gid)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    key
 }
 
 /// `prefix` + 001, 002, … (as wide as `n` needs, at least 3 digits).
