@@ -6,8 +6,8 @@
 //! is bounded in bytes all the same: flow control bounds each stream's data (see
 //! [`crate::proto::flow`]), and whatever produces data in bulk (a pump, an agent relaying
 //! a child's frames) first waits for [`LinkSender::ready`], which holds it back while the
-//! queue is above [`QUEUE_LIMIT`]. Reading is a plain `FramedRead` with a large buffer;
-//! its owner decides where each frame goes.
+//! queue is above [`QUEUE_LIMIT`]. Reading is a plain `FramedRead` whose buffer grows with
+//! the frames and is given back when idle ([`trim`]); its owner decides where each frame goes.
 
 use std::io::IoSlice;
 use std::sync::Arc;
@@ -24,8 +24,13 @@ use crate::proto::{Frame, FrameCodec, frame::encode_header};
 /// Frames are gathered into writes of about this size.
 const WRITE_BATCH: usize = 256 * 1024;
 
-/// Read buffer size: a few data frames per read system call.
-const READ_BUFFER: usize = 256 * 1024;
+/// A link's read buffer starts this small (an idle link holds little: a master has one
+/// link per host) and grows as frames need: the codec makes room for each frame's whole
+/// body as soon as its length is read.
+const READ_BUFFER: usize = 8 * 1024;
+
+/// An empty read buffer larger than this is given back (see [`trim`]).
+const READ_BUFFER_KEPT: usize = 64 * 1024;
 
 /// Bytes queued on a link above which [`LinkSender::ready`] holds producers back: a few
 /// large writes' worth, enough to keep the pipe busy.
@@ -119,6 +124,15 @@ pub fn reader<R: AsyncRead>(r: R) -> LinkReader<R> {
     FramedRead::with_capacity(r, FrameCodec::default(), READ_BUFFER)
 }
 
+/// Gives back a large read buffer once it is empty, so that a link that carried a burst
+/// holds no more than an idle one. Call after each frame; cheap when there is nothing to do.
+pub fn trim<R>(reader: &mut LinkReader<R>) {
+    let buffer = reader.read_buffer_mut();
+    if buffer.is_empty() && buffer.capacity() > READ_BUFFER_KEPT {
+        *buffer = BytesMut::with_capacity(READ_BUFFER);
+    }
+}
+
 /// Starts the writer task for `w`. The task ends with `Ok` once every sender is dropped and
 /// the queue is written out, or with the first write error.
 pub fn spawn_writer<W>(w: W) -> (LinkSender, JoinHandle<std::io::Result<()>>)
@@ -141,7 +155,7 @@ where
 {
     // Headers are encoded into one buffer; payloads go out as they are, gathered with
     // writev, so no byte of data is copied in user space on its way out.
-    let mut headers = BytesMut::with_capacity(16 * 1024);
+    let mut headers = BytesMut::with_capacity(1024);
     let mut batch: Vec<(std::ops::Range<usize>, Bytes)> = Vec::new();
     while let Some(frame) = rx.recv().await {
         let mut costs = cost(&frame);
@@ -259,6 +273,30 @@ mod tests {
             "EOF after the last sender is dropped"
         );
         writer.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_read_buffer_grows_for_a_large_frame_and_is_given_back_once_idle() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let (tx, _writer) = spawn_writer(a);
+        let mut rx = reader(b);
+        assert!(rx.read_buffer().capacity() <= READ_BUFFER);
+        let big = Bytes::from(vec![3u8; 200 * 1024]);
+        let data = Message::Data {
+            stream: 1,
+            fd: Fd::Stdout,
+        };
+        tx.send(Frame::with_data(1, data.clone(), big)).unwrap();
+        let f = rx.next().await.unwrap().unwrap();
+        assert_eq!(f.data.len(), 200 * 1024);
+        drop(f);
+        assert!(rx.read_buffer().capacity() > READ_BUFFER_KEPT);
+        trim(&mut rx);
+        assert!(rx.read_buffer().capacity() <= READ_BUFFER);
+        // Still a working reader.
+        tx.send(Frame::with_data(1, data, Bytes::from_static(b"after")))
+            .unwrap();
+        assert_eq!(&rx.next().await.unwrap().unwrap().data[..], b"after");
     }
 
     #[tokio::test]

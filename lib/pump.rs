@@ -31,6 +31,9 @@ pub enum Input {
 const COALESCE_BELOW: usize = 16 * 1024;
 const CHUNK: usize = 64 * 1024;
 
+/// What a stream's first read makes room for (see [`read_with_credit`]).
+const FIRST_READ: usize = 16 * 1024;
+
 /// A queue of bytes for one descriptor's writer: [`Feed`] puts in, [`Inbox`] takes out.
 /// It does not bound itself: what may be put in is bounded by the window the writer's side
 /// granted, which the sender must respect (and which [`crate::guard`] checks on arrival
@@ -152,12 +155,16 @@ pub async fn read_with_credit<R>(
     // One buffer for the whole stream: each chunk is split off its front, so chunks share
     // allocations and a small read pins only what it holds, not a whole fresh buffer.
     let mut buf = BytesMut::new();
+    // Room made before each read: small while reads are (a quiet stdin must not hold a
+    // whole frame's worth for its life: a master has thousands), doubled while reads fill
+    // it, up to a full frame for a stream in bulk.
+    let mut room = FIRST_READ;
     loop {
         link.ready().await;
         let Some(allowed) = gate.acquire(MAX_DATA).await else {
             return; // closed: nobody wants the rest
         };
-        buf.reserve(allowed);
+        buf.reserve(room.min(allowed));
         let mut n = match src.read_buf(&mut (&mut buf).limit(allowed)).await {
             Ok(n) => n,
             Err(e) => {
@@ -177,6 +184,9 @@ pub async fn read_with_credit<R>(
             }
         }
         gate.give_back(allowed - n);
+        if n >= room {
+            room = (room * 2).min(MAX_DATA);
+        }
         if n == 0 {
             emit(None);
             return;

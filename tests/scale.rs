@@ -63,7 +63,7 @@ fn two_hundred_hosts_under_a_soft_limit_of_1024_all_connect_and_run() {
     let work = tempfile::tempdir().unwrap();
     let hosts = host_names("h", 200);
     let cfg = FleetConfig::new()
-        .hosts(&sshd, &hosts, "")
+        .hosts(&sshd, &hosts, FAST_KEX)
         .write(work.path());
     let master = Master::start();
     wait_until(
@@ -211,28 +211,81 @@ fn at_most_k_handshakes_at_once_the_rest_wait_and_progress_shows() {
         assert!(shown.contains(&format!("up {h}")), "{shown}");
     }
 
-    // Seen from the ssh side: every handshake takes at least DELAY, so K + 1 starts
-    // within DELAY would mean K + 1 at once.
-    let starts = proxy_starts(&log);
-    assert_eq!(starts.len(), hosts.len(), "{starts:?}");
-    for w in starts.windows(K + 1) {
-        let span = w[K].0 - w[0].0;
+    assert_window(&proxy_starts(&log), hosts.len(), K, DELAY);
+}
+
+/// Seen from the ssh side: every handshake takes at least `delay`, so K + 1 starts within
+/// `delay` would mean K + 1 at once; and the window was used (K started together).
+fn assert_window(starts: &[(f64, String)], hosts: usize, k: usize, delay: f64) {
+    assert_eq!(starts.len(), hosts, "{starts:?}");
+    for w in starts.windows(k + 1) {
+        let span = w[k].0 - w[0].0;
         assert!(
-            span >= DELAY * 0.9,
-            "{} ssh handshakes started within {span:.3}s (window {K}): {starts:?}",
-            K + 1
+            span >= delay * 0.9,
+            "{} ssh handshakes started within {span:.3}s (window {k}): {starts:?}",
+            k + 1
         );
     }
-    // And the window was used: K started together.
     assert!(
-        starts[K - 1].0 - starts[0].0 < DELAY * 0.8,
-        "the first {K} did not start together: {starts:?}"
+        starts[k - 1].0 - starts[0].0 < delay * 0.8,
+        "the first {k} did not start together: {starts:?}"
     );
     let total = starts[starts.len() - 1].0 - starts[0].0;
     assert!(
-        total >= DELAY * ((hosts.len() / K - 1) as f64) * 0.9,
-        "12 hosts through a window of {K} in {total:.2}s"
+        total >= delay * ((hosts / k - 1) as f64) * 0.9,
+        "{hosts} hosts through a window of {k} in {total:.2}s"
     );
+}
+
+/// The window holds on a gateway as well: its agent, running the ssh to each host below
+/// it, has at most K handshakes under way at once.
+#[test]
+fn a_gateway_runs_at_most_k_handshakes_at_once() {
+    plain_login_limits();
+    const K: usize = 3;
+    const DELAY: f64 = 0.6;
+    let sshd = Sshd::start();
+    let work = tempfile::Builder::new()
+        .prefix("mitossh-tier-window-")
+        .tempdir()
+        .unwrap();
+    let gateway_key = key_for_test_user(&sshd, work.path());
+    // The proxies run as the test user, on the gateway.
+    let log = work.path().join("proxy.log");
+    std::fs::write(&log, "").unwrap();
+    let user = sshd.user();
+    std::os::unix::fs::chown(&log, Some(user.uid), Some(user.gid)).unwrap();
+    let hosts = host_names("g", 9);
+    let cfg = FleetConfig::new()
+        .hosts(&sshd, &["gw".to_string()], "")
+        .hosts_with_key(
+            &sshd,
+            &hosts,
+            &gateway_key,
+            &slow_proxy(&log, &DELAY.to_string()),
+        )
+        .write(work.path());
+    let master = Master::start_with(&["--connect-window", &K.to_string()]);
+    let out = output_within(
+        Command::new(bin("mitossh"))
+            .arg("run")
+            .arg("-H")
+            .arg(hosts.join(","))
+            .arg("-F")
+            .arg(&cfg)
+            .args(["--via", "gw", "--via-mode", "ssh", "--socket"])
+            .arg(&master.socket)
+            .args(["--", "echo up {host}"]),
+        b"",
+        T,
+    );
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    for h in &hosts {
+        assert!(said.contains(&format!("up {h}")), "{said}");
+    }
+    assert_window(&proxy_starts(&log), hosts.len(), K, DELAY);
 }
 
 #[test]
@@ -478,7 +531,7 @@ fn fifty_hosts_through_a_gateway_one_ssh_from_the_master_and_stop_leaves_nothing
     let hosts = host_names("t", 50);
     let cfg = FleetConfig::new()
         .hosts(&sshd, &["gw".to_string()], "")
-        .hosts_with_key(&sshd, &hosts, &gateway_key, "")
+        .hosts_with_key(&sshd, &hosts, &gateway_key, FAST_KEX)
         .write(work.path());
     let master = Master::start();
     let marker = unique_marker();

@@ -180,6 +180,7 @@ impl Agent {
         let mut term = signal(SignalKind::terminate())?;
         let mut hup = signal(SignalKind::hangup())?;
         loop {
+            link::trim(&mut frames);
             let event = tokio::select! {
                 _ = term.recv() => break,
                 _ = hup.recv() => break,

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::stream::Live;
 use crate::guard::{Guard, Verdict};
-use crate::link::{LinkReader, LinkSender};
+use crate::link::{self, LinkReader, LinkSender};
 use crate::method::{self, AskPassword, BoxReader, SpawnError};
 use crate::proto::{ContextId, Frame, Message, Method, Secret};
 use crate::route::{Hop, Routes};
@@ -260,6 +260,7 @@ async fn forward_up(
     let mut breach = None;
     loop {
         up.ready().await;
+        link::trim(&mut reader);
         let mut frame = match reader.next().await {
             Some(Ok(frame)) => frame,
             Some(Err(e)) => {

@@ -47,6 +47,9 @@ pub const DESCRIPTORS_CONNECTED: usize = 3;
 /// Longest line of ssh's stderr passed on whole; the rest of a longer one is dropped.
 const MAX_LINE: usize = 4096;
 
+/// What the bootstrap reads ssh's stdout through: one marker line at a time.
+const BOOTSTRAP_BUFFER: usize = 2 * MAX_LINE;
+
 /// ssh's stderr is logged at most this many lines a second (a burst of twice as many).
 const LOG_LINES_PER_SEC: u32 = 50;
 
@@ -190,7 +193,9 @@ pub async fn bootstrap(
     let stdout = child.stdout.take().expect("piped");
     crate::sys::fdio::grow_pipe(&stdin);
     crate::sys::fdio::grow_pipe(&stdout);
-    let mut stdout = BufReader::with_capacity(256 * 1024, stdout);
+    // Small: it reads the marker lines, then stays under the link's reader for the link's
+    // life (tokio zeroes all of it), and reads larger than it go past it.
+    let mut stdout = BufReader::with_capacity(BOOTSTRAP_BUFFER, stdout);
 
     let handshake = wait_for_agent(&mut stdout, &mut stdin, image, &nonce);
     let started = Instant::now();

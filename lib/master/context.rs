@@ -531,6 +531,7 @@ async fn dispatch<R: AsyncRead + Unpin>(
     master: Weak<Master>,
 ) {
     loop {
+        link::trim(&mut reader);
         let frame = tokio::select! {
             f = reader.next() => f,
             // The writer failing means the pipe to ssh broke: the link is gone too.

@@ -1,0 +1,392 @@
+//! N hosts from one machine, side by side with pdsh and ClusterShell (`clush`): `true` on
+//! N host aliases of one private sshd (each alias its own connection), N = 50, 200, 500
+//! and 1,000, every tool with the same window of 64 handshakes at once and the soft
+//! descriptor limit of a plain login (1024).
+//!
+//! - **Wall time**: pdsh and clush log in anew on every run. mitossh *cold* is a new
+//!   master (the agent image already cached on the host, as after a first contact);
+//!   *warm* is the same run again on the connections the cold one left open.
+//! - **Memory** (KiB, from `/proc/PID/smaps_rollup`): the master's RSS and PSS with no
+//!   host, then idle with N hosts connected (after the cold run, and again once it has
+//!   been quiet for 2 s), per host; the ssh clients it keeps (PSS, their own processes);
+//!   the remote agents idle (RSS each, PSS in all); the peak of the `mitossh run` process
+//!   against a one-host run, per process; the peak of the pdsh and clush processes.
+//!   Budgets (issue 11): master ≤ 100 KiB per idle host, agent ≤ 4 MiB RSS idle,
+//!   `mitossh run` ≤ 64 KiB per process.
+//!
+//! `cargo bench --bench scale` (root: the harness starts sshd and a test user).
+//! `MITOSSH_BENCH_N=50,200` chooses the sizes; `MITOSSH_BENCH_QUICK=1` is N = 50 only.
+//! pdsh and clush are Debian's `pdsh` and `clustershell`; the bench installs them with
+//! apt-get when it can and otherwise leaves them out, saying so.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Handshakes at once, for every tool (clush's default; pdsh's is 32).
+const WINDOW: usize = 64;
+
+/// No run of any size may take longer than this.
+const LIMIT: Duration = Duration::from_secs(1800);
+
+/// (RSS, PSS) in KiB.
+type Mem = (u64, u64);
+
+struct Timed {
+    wall: Duration,
+    peak: Mem,
+    out: Output,
+}
+
+/// Runs `cmd` to its end (killed after [`LIMIT`]), sampling its own memory every 20 ms.
+fn timed(cmd: &mut Command) -> Timed {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pid = child.id() as i32;
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = (0, 0);
+            let deadline = Instant::now() + LIMIT;
+            while !done.load(Ordering::Relaxed) {
+                if let Some((rss, pss)) = memory(pid) {
+                    peak = (peak.0.max(rss), peak.1.max(pss));
+                }
+                if Instant::now() > deadline {
+                    // SAFETY: signalling the child this bench started.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let read = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let (o, e) = (read(Box::new(stdout)), read(Box::new(stderr)));
+    let status = child.wait().unwrap();
+    let wall = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    let out = Output {
+        status,
+        stdout: o.join().unwrap(),
+        stderr: e.join().unwrap(),
+    };
+    Timed { wall, peak, out }
+}
+
+fn ok(what: &str, t: &Timed) {
+    assert!(
+        t.out.status.success(),
+        "{what} failed ({:?}):\n{}",
+        t.out.status,
+        String::from_utf8_lossy(&t.out.stderr)
+            .lines()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// The program, installed from Debian's `package` if missing and we may; `None` (and why,
+/// printed) if it cannot be had.
+fn tool(program: &str, package: &str) -> Option<PathBuf> {
+    let path = PathBuf::from("/usr/bin").join(program);
+    if path.exists() {
+        return Some(path);
+    }
+    println!("{program}: not installed; installing Debian's {package}");
+    let installed = Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if installed && path.exists() {
+        Some(path)
+    } else {
+        println!("{program}: skipped (apt-get install {package} did not work)");
+        None
+    }
+}
+
+fn pdsh(pdsh: &Path, cfg: &Path, hosts: &[String]) -> Timed {
+    let t = timed(
+        Command::new(pdsh)
+            .args(["-S", "-R", "ssh", "-f", &WINDOW.to_string(), "-w"])
+            .arg(hosts.join(","))
+            .arg("true")
+            // pdsh's default adds `-l <local user>`, which would override the config's User.
+            .env("PDSH_SSH_ARGS", format!("-F {} %h", cfg.display())),
+    );
+    ok("pdsh", &t);
+    t
+}
+
+fn clush(clush: &Path, cfg: &Path, hosts: &[String]) -> Timed {
+    let t = timed(
+        Command::new(clush)
+            .args(["-S", "-f", &WINDOW.to_string(), "-o"])
+            .arg(format!("-F {}", cfg.display()))
+            .arg("-w")
+            .arg(hosts.join(","))
+            .arg("true"),
+    );
+    ok("clush", &t);
+    t
+}
+
+fn mitossh_run(socket: &Path, cfg: &Path, hosts: &[String]) -> Timed {
+    let t = timed(
+        Command::new(bin("mitossh"))
+            .args(["run", "-q", "-H"])
+            .arg(hosts.join(","))
+            .arg("-F")
+            .arg(cfg)
+            .arg("--socket")
+            .arg(socket)
+            .args(["--", "true"]),
+    );
+    ok("mitossh run", &t);
+    t
+}
+
+/// Sum of PSS and the largest RSS over `procs`.
+fn total(procs: &[Proc]) -> (u64, u64, usize) {
+    let mut pss = 0;
+    let mut max_rss = 0;
+    let mut n = 0;
+    for p in procs {
+        if let Some((rss, p_pss)) = memory(p.pid) {
+            pss += p_pss;
+            max_rss = max_rss.max(rss);
+            n += 1;
+        }
+    }
+    (max_rss, pss, n)
+}
+
+fn is_ssh(p: &Proc) -> bool {
+    p.exe.as_deref() == Some(Path::new("/usr/bin/ssh"))
+}
+
+fn is_agent(p: &Proc) -> bool {
+    p.cmdline.iter().any(|a| a == "agent") && p.cmdline.iter().any(|a| a == "--nonce")
+}
+
+fn per(kib: i64, n: usize) -> f64 {
+    kib as f64 / n as f64
+}
+
+struct Row {
+    n: usize,
+    pdsh: Option<Timed>,
+    clush: Option<Timed>,
+    cold: Timed,
+    warm: Timed,
+}
+
+fn main() {
+    let sizes: Vec<usize> = if std::env::var_os("MITOSSH_BENCH_QUICK").is_some() {
+        vec![50]
+    } else if let Ok(list) = std::env::var("MITOSSH_BENCH_N") {
+        list.split(',').map(|n| n.trim().parse().unwrap()).collect()
+    } else {
+        vec![50, 200, 500, 1000]
+    };
+    let pdsh_bin = tool("pdsh", "pdsh");
+    let clush_bin = tool("clush", "clustershell");
+    // What a plain login has; every tool here starts with it.
+    set_soft_descriptor_limit(1024);
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let all = host_names("h", *sizes.iter().max().unwrap());
+    let cfg = FleetConfig::new().hosts(&sshd, &all, "").write(dir.path());
+    println!("`true` on N host aliases of one sshd, window {WINDOW}, soft descriptor limit 1024:");
+
+    // The agent's image in the host's cache, and a one-host run to measure `mitossh run`
+    // against.
+    let mut one = Master::start_with(&["--connect-window", &WINDOW.to_string()]);
+    mitossh_run(&one.socket, &cfg, &all[..1]);
+    let single = mitossh_run(&one.socket, &cfg, &all[..1]);
+    one.stop();
+
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        let hosts = &all[..n];
+        println!("\nN = {n}");
+        let p = pdsh_bin.as_deref().map(|b| pdsh(b, &cfg, hosts));
+        if let Some(p) = &p {
+            println!(
+                "  pdsh       {:>8.2} s   peak RSS {} KiB",
+                p.wall.as_secs_f64(),
+                p.peak.0
+            );
+        }
+        let c = clush_bin.as_deref().map(|b| clush(b, &cfg, hosts));
+        if let Some(c) = &c {
+            println!(
+                "  clush      {:>8.2} s   peak RSS {} KiB",
+                c.wall.as_secs_f64(),
+                c.peak.0
+            );
+        }
+
+        let mut master = Master::start_with(&["--connect-window", &WINDOW.to_string()]);
+        let empty = memory(master.pid()).unwrap();
+        let cold = mitossh_run(&master.socket, &cfg, hosts);
+        let after = memory(master.pid()).unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        let idle = memory(master.pid()).unwrap();
+        let clients = total(
+            &descendants(master.pid())
+                .into_iter()
+                .filter(is_ssh)
+                .collect::<Vec<_>>(),
+        );
+        let agents = total(
+            &descendants(sshd.pid())
+                .into_iter()
+                .filter(is_agent)
+                .collect::<Vec<_>>(),
+        );
+        let warm = mitossh_run(&master.socket, &cfg, hosts);
+        println!(
+            "  mitossh    cold {:.2} s, warm {:.2} s",
+            cold.wall.as_secs_f64(),
+            warm.wall.as_secs_f64()
+        );
+        println!(
+            "  master     RSS/PSS KiB: {}/{} with no host, {}/{} after the cold run, {}/{} idle",
+            empty.0, empty.1, after.0, after.1, idle.0, idle.1
+        );
+        let (rss_per, pss_per) = (
+            per(idle.0 as i64 - empty.0 as i64, n),
+            per(idle.1 as i64 - empty.1 as i64, n),
+        );
+        println!(
+            "             per idle host: {rss_per:.0} KiB RSS, {pss_per:.0} KiB PSS \
+             (budget 100: {})",
+            if rss_per <= 100.0 { "met" } else { "NOT met" }
+        );
+        println!(
+            "  ssh        {} clients kept by the master: {:.0} KiB PSS each (RSS {} max)",
+            clients.2,
+            per(clients.1 as i64, clients.2.max(1)),
+            clients.0
+        );
+        println!(
+            "  agents     {} idle: RSS {} KiB at most (budget 4096: {}), PSS {:.0} KiB each",
+            agents.2,
+            agents.0,
+            if agents.0 <= 4096 { "met" } else { "NOT met" },
+            per(agents.1 as i64, agents.2.max(1))
+        );
+        let run_per = |t: &Timed| {
+            (
+                per(t.peak.0 as i64 - single.peak.0 as i64, n.max(2) - 1),
+                per(t.peak.1 as i64 - single.peak.1 as i64, n.max(2) - 1),
+            )
+        };
+        let (cr, cp) = run_per(&cold);
+        let (wr, wp) = run_per(&warm);
+        println!(
+            "  run        peak RSS/PSS KiB: {}/{} cold, {}/{} warm, {}/{} for one host: \
+             {cr:.1}/{cp:.1} cold, {wr:.1}/{wp:.1} warm per process (budget 64: {})",
+            cold.peak.0,
+            cold.peak.1,
+            warm.peak.0,
+            warm.peak.1,
+            single.peak.0,
+            single.peak.1,
+            if cr.max(wr) <= 64.0 { "met" } else { "NOT met" }
+        );
+        master.stop();
+        // Agents end with their links; the next size starts from none.
+        wait_until(Duration::from_secs(120), "the agents to exit", || {
+            !descendants(sshd.pid()).iter().any(is_agent)
+        });
+        rows.push(Row {
+            n,
+            pdsh: p,
+            clush: c,
+            cold,
+            warm,
+        });
+    }
+
+    println!("\nWall time, s (ratio: mitossh / other; below 1 is faster)");
+    println!(
+        "{:>6} {:>9} {:>9} {:>12} {:>12} {:>14} {:>14} {:>14} {:>14}",
+        "N",
+        "pdsh",
+        "clush",
+        "mitossh cold",
+        "mitossh warm",
+        "cold/pdsh",
+        "cold/clush",
+        "warm/pdsh",
+        "warm/clush"
+    );
+    let s = |t: &Timed| t.wall.as_secs_f64();
+    let fmt = |t: &Option<Timed>| t.as_ref().map_or("-".into(), |t| format!("{:.2}", s(t)));
+    let ratio = |a: &Timed, b: &Option<Timed>| {
+        b.as_ref()
+            .map_or("-".into(), |b| format!("{:.3}x", s(a) / s(b)))
+    };
+    for r in &rows {
+        println!(
+            "{:>6} {:>9} {:>9} {:>12.2} {:>12.2} {:>14} {:>14} {:>14} {:>14}",
+            r.n,
+            fmt(&r.pdsh),
+            fmt(&r.clush),
+            s(&r.cold),
+            s(&r.warm),
+            ratio(&r.cold, &r.pdsh),
+            ratio(&r.cold, &r.clush),
+            ratio(&r.warm, &r.pdsh),
+            ratio(&r.warm, &r.clush)
+        );
+    }
+    println!("\nPeak RSS of the tool's own process, KiB (mitossh run / other)");
+    for r in &rows {
+        let m = |t: &Option<Timed>| {
+            t.as_ref().map_or("-".into(), |t| {
+                format!(
+                    "{} ({:.2}x)",
+                    t.peak.0,
+                    r.cold.peak.0.max(r.warm.peak.0) as f64 / t.peak.0 as f64
+                )
+            })
+        };
+        println!(
+            "{:>6}  mitossh run {:>7}  pdsh {:>16}  clush {:>16}",
+            r.n,
+            r.cold.peak.0.max(r.warm.peak.0),
+            m(&r.pdsh),
+            m(&r.clush)
+        );
+    }
+}
