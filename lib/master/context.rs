@@ -474,12 +474,11 @@ pub async fn connect_ssh(
     parent: ContextId,
     hooks: ConnectHooks,
 ) -> Result<Arc<Context>, ConnectError> {
-    let boot = bootstrap(&ssh, &master.image, hooks).await?;
-    tracing::info!(
-        host = %ssh.label,
-        "agent started ({})",
-        if boot.uploaded { "uploaded" } else { "cached" }
-    );
+    let boot = bootstrap(&ssh, &master.agents.offer, hooks).await?;
+    match &boot.uploaded {
+        Some(up) => tracing::info!(host = %ssh.label, "agent started ({up})"),
+        None => tracing::info!(host = %ssh.label, "agent started (cached)"),
+    }
     let (sender, writer) = link::spawn_writer(boot.writer);
     let mut reader = link::reader(boot.reader);
     let hello = handshake(&mut reader, &sender, id)

@@ -13,6 +13,7 @@ use super::wait::wait_until;
 pub fn bin(name: &str) -> PathBuf {
     let p = match name {
         "mitossh" => env!("CARGO_BIN_EXE_mitossh"),
+        "mitossh-agent" => env!("CARGO_BIN_EXE_mitossh-agent"),
         "mitossh-env" => env!("CARGO_BIN_EXE_mitossh-env"),
         "ssh" => env!("CARGO_BIN_EXE_ssh"),
         "scp" => env!("CARGO_BIN_EXE_scp"),
