@@ -1,4 +1,5 @@
-//! Names this build: a hash of the sources the agent is made of, so that a master and an
+//! Names this build: a hash of the sources the agent is made of (the library, the agent's
+//! `main`, the manifest and the lock file), so that a master and an
 //! agent built from different sources (an agent image for another architecture left from
 //! an older build) find out at their handshake. Exposed as `MITOSSH_BUILD`.
 
@@ -7,11 +8,9 @@ use std::path::{Path, PathBuf};
 fn main() {
     let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let mut files = Vec::new();
-    for dir in ["lib", "bins"] {
-        collect(&root.join(dir), &mut files);
-        println!("cargo:rerun-if-changed={dir}");
-    }
-    for file in ["Cargo.toml", "Cargo.lock"] {
+    collect(&root.join("lib"), &mut files);
+    println!("cargo:rerun-if-changed=lib");
+    for file in ["bins/mitossh-agent.rs", "Cargo.toml", "Cargo.lock"] {
         files.push(root.join(file));
         println!("cargo:rerun-if-changed={file}");
     }

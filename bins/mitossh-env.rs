@@ -1,5 +1,6 @@
 //! `mitossh-env`: run a command with the mitossh shims first on PATH and a master at hand.
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,6 +1,7 @@
 //! `mitossh`: the master, and commands to inspect or stop a master or to run many
 //! processes at once. The agent is `mitossh-agent`, a binary of its own.
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -157,13 +157,14 @@ pub fn content_hash(bytes: &[u8]) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// What a bootstrap may send: images by architecture, and whether it may compress them.
+/// What a bootstrap may send: images by architecture, and how to compress them.
 #[derive(Debug, Clone)]
 pub struct Offer {
     pub images: Vec<Arc<AgentImage>>,
-    /// The master compresses; an agent starting another over ssh sends its own image as
-    /// it is (it carries no compressor).
-    pub gzip: bool,
+    /// The master's: [`AgentImage::gzip`]. An agent starting another over ssh sends its
+    /// own image as it is: reached only through this pointer, the compressor stays out
+    /// of the agent's image.
+    pub gzip: Option<fn(&AgentImage) -> Bytes>,
 }
 
 impl Offer {
@@ -203,7 +204,10 @@ impl AgentImages {
             ));
         }
         Ok(AgentImages {
-            offer: Offer { images, gzip: true },
+            offer: Offer {
+                images,
+                gzip: Some(AgentImage::gzip),
+            },
             dir,
         })
     }

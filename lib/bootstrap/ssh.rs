@@ -302,16 +302,16 @@ async fn send_image(stdin: &mut ChildStdin, offer: &Offer, words: &[u8]) -> io::
         .and_then(|a| offer.image(a))
         .ok_or_else(|| io::Error::other(format!("stage 1 asked for an agent for {arch:?}")))?
         .clone();
-    let (format, bytes) = match format {
-        "gz" if offer.gzip => {
+    let (format, bytes) = match (format, offer.gzip) {
+        ("gz", Some(gzip)) => {
             let compressing = image.clone();
-            let gz = tokio::task::spawn_blocking(move || compressing.gzip())
+            let gz = tokio::task::spawn_blocking(move || gzip(&compressing))
                 .await
                 .map_err(io::Error::other)?;
             ("gz", gz)
         }
-        "raw" => ("raw", image.bytes.clone()),
-        other => {
+        ("raw", _) => ("raw", image.bytes.clone()),
+        (other, _) => {
             return Err(io::Error::other(format!(
                 "stage 1 asked for the agent as {other:?}"
             )));

@@ -52,7 +52,11 @@ impl Stage1<'_> {
         let run = format!("agent {}", self.agent_args.join(" "));
         let dirs = r#""${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/mitossh}" "${HOME:+$HOME/.cache/mitossh}" "${TMPDIR:-/tmp}/mitossh-$u" "/dev/shm/mitossh-$u""#;
         let nonce = self.nonce;
-        let z = if self.offer.gzip { "gz" } else { "raw" };
+        let z = if self.offer.gzip.is_some() {
+            "gz"
+        } else {
+            "raw"
+        };
         // The architecture's image: a=its name, m=the cached file's name, n=its size.
         let arches: String = (self.offer.images.iter())
             .map(|i| {
@@ -113,7 +117,7 @@ mod tests {
     fn offer(images: &[Arc<AgentImage>], gzip: bool) -> Offer {
         Offer {
             images: images.to_vec(),
-            gzip,
+            gzip: gzip.then_some(AgentImage::gzip as fn(&AgentImage) -> bytes::Bytes),
         }
     }
 

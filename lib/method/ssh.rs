@@ -19,7 +19,7 @@ pub async fn start(child: ContextId, args: &[Vec<u8>], label: &str) -> Result<Ch
         .map_err(|e| SpawnError::Failed(format!("cannot read the agent image: {e}")))?;
     let offer = Offer {
         images: vec![Arc::new(image)],
-        gzip: false,
+        gzip: None,
     };
     let ssh = SshCommand {
         program: "ssh".into(),
