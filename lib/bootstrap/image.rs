@@ -70,6 +70,17 @@ impl Arch {
         }
     }
 
+    /// The architecture this program was built for.
+    pub fn native() -> Arch {
+        if cfg!(target_arch = "aarch64") {
+            Arch::Aarch64
+        } else if cfg!(target_arch = "arm") {
+            Arch::Armv7
+        } else {
+            Arch::X86_64
+        }
+    }
+
     /// The architecture a little-endian ELF executable is for, from its first 20 bytes.
     pub fn of_elf(header: &[u8]) -> Option<Arch> {
         if header.len() < 20 || &header[..4] != b"\x7fELF" || header[5] != 1 {
@@ -112,7 +123,7 @@ impl AgentImage {
     /// another over ssh (from a hop) sends what it runs. The mapping is of a running
     /// executable, which nobody can write to (ETXTBSY), so it cannot change underneath.
     pub fn own() -> io::Result<AgentImage> {
-        let file = std::fs::File::open("/proc/self/exe")?;
+        let file = open_own()?;
         // SAFETY: a read-only shared mapping of an executable being run, which the kernel
         // refuses to open for writing while it runs; nothing truncates it meanwhile.
         let map = unsafe { memmap2::Mmap::map(&file)? };
@@ -281,10 +292,48 @@ fn elf_arch(path: &Path) -> Option<Arch> {
     Arch::of_elf(&header)
 }
 
+/// The memory file this agent runs from, once [`run_from_memory`] moved it there.
+static IN_MEMORY: OnceLock<OwnedFd> = OnceLock::new();
+
+/// This process's own executable, opened afresh (closed when dropped): the memory file
+/// it runs from; else the file `/proc/self/exe` names, if it is there; else
+/// `/proc/self/exe` itself. Under qemu-user, opening `/proc/self/exe` yields a descriptor
+/// qemu has already closed (which may by then be another file's), and its link can name
+/// a descriptor, not a file: only a descriptor of our own says surely what we run.
+pub fn open_own() -> io::Result<std::fs::File> {
+    let reopen = |fd: &OwnedFd| std::fs::File::open(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    if let Some(fd) = IN_MEMORY.get() {
+        return reopen(fd);
+    }
+    if let Ok(path) = std::fs::read_link("/proc/self/exe")
+        && path.is_absolute()
+        && let Ok(file) = std::fs::File::open(&path)
+        && is_native_executable(&file)
+    {
+        return Ok(file);
+    }
+    std::fs::File::open("/proc/self/exe")
+}
+
+/// Whether `file` is an ELF executable of the architecture this program was built for.
+fn is_native_executable(file: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0u8; 20];
+    file.read_exact_at(&mut header, 0).is_ok() && Arch::of_elf(&header) == Some(Arch::native())
+}
+
 /// In a freshly started agent: re-execute from a memfd unless already running from one.
 /// Returns only when staying as is (already in memory, or the kernel refused).
+///
+/// The memfd stays open across the exec (its number in [`IN_MEMORY_ENV`]), so that the
+/// new image holds a descriptor of what it runs; it is made close-on-exec there at once.
 pub fn run_from_memory() {
-    if std::env::var_os(IN_MEMORY_ENV).is_some() {
+    if let Some(fd) = std::env::var(IN_MEMORY_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        && let Some(memory) = adopt_memory(fd)
+    {
+        let _ = IN_MEMORY.set(memory);
         return;
     }
     if let Ok(exe) = std::fs::read_link("/proc/self/exe")
@@ -297,16 +346,37 @@ pub fn run_from_memory() {
     }
 }
 
+/// The descriptor the previous image left us, if it is what it should be: an executable
+/// of ours. Close-on-exec from here on, so that nothing this agent starts inherits it.
+fn adopt_memory(fd: i32) -> Option<OwnedFd> {
+    // SAFETY: F_GETFD only asks whether `fd` is open; nothing is changed.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the previous image of this process opened `fd` for us alone and named it
+    // in the environment; nothing else in this process knows of it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: setting a flag on a descriptor we own.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let file = std::fs::File::from(owned);
+    if !is_native_executable(&file) {
+        // Not ours after all (a stray variable): leave the descriptor as it was.
+        std::mem::forget(file);
+        return None;
+    }
+    Some(OwnedFd::from(file))
+}
+
 fn reexec_from_memfd() -> io::Result<()> {
-    let fd = memfd("mitossh-agent")?;
-    let mut memory = std::fs::File::from(fd);
+    let mut memory = std::fs::File::from(memfd("mitossh-agent")?);
     // File to file: the kernel copies (copy_file_range or sendfile), no buffer of ours.
-    io::copy(&mut std::fs::File::open("/proc/self/exe")?, &mut memory)?;
+    io::copy(&mut open_own()?, &mut memory)?;
 
     let argv: Vec<CString> = std::env::args_os()
         .map(|a| CString::new(a.as_bytes().to_vec()))
         .collect::<Result<_, _>>()?;
     let mut envp: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| k != IN_MEMORY_ENV)
         .map(|(k, v)| {
             let mut kv = k;
             kv.push("=");
@@ -314,7 +384,10 @@ fn reexec_from_memfd() -> io::Result<()> {
             CString::new(kv.as_bytes().to_vec())
         })
         .collect::<Result<_, _>>()?;
-    envp.push(CString::new(format!("{IN_MEMORY_ENV}=1"))?);
+    envp.push(CString::new(format!(
+        "{IN_MEMORY_ENV}={}",
+        memory.as_raw_fd()
+    ))?);
     let argv_ptrs: Vec<*const libc::c_char> = argv
         .iter()
         .map(|a| a.as_ptr())
@@ -331,10 +404,11 @@ fn reexec_from_memfd() -> io::Result<()> {
     Err(io::Error::last_os_error())
 }
 
-/// An executable memfd. Kernels with `vm.memfd_noexec` want MFD_EXEC; older ones reject it.
+/// An executable memfd, inherited across exec (see [`run_from_memory`]). Kernels with
+/// `vm.memfd_noexec` want MFD_EXEC; older ones reject it.
 fn memfd(name: &str) -> io::Result<OwnedFd> {
     let name = CString::new(name)?;
-    for flags in [libc::MFD_CLOEXEC | libc::MFD_EXEC, libc::MFD_CLOEXEC] {
+    for flags in [libc::MFD_EXEC, 0] {
         // SAFETY: valid C string; returns a new descriptor or -1.
         let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
         if fd >= 0 {
@@ -404,12 +478,7 @@ mod tests {
     #[test]
     fn this_test_program_is_an_image_of_the_native_architecture() {
         let own = AgentImage::own().unwrap();
-        let native = if cfg!(target_arch = "aarch64") {
-            Arch::Aarch64
-        } else {
-            Arch::X86_64
-        };
-        assert_eq!(own.arch, native);
+        assert_eq!(own.arch, Arch::native());
         assert_eq!(
             own.bytes.len() as u64,
             std::fs::metadata("/proc/self/exe").unwrap().len()

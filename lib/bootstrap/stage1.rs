@@ -201,6 +201,9 @@ mod tests {
         }
     }
 
+    /// How a test answers an upload request (the marker's words in, bytes out).
+    type Answer<'a> = dyn Fn(&str) -> Vec<u8> + 'a;
+
     /// The master's answer: the byte count on a line, then the bytes.
     fn sized(bytes: &[u8]) -> Vec<u8> {
         let mut v = format!("{}\n", bytes.len()).into_bytes();
@@ -346,7 +349,7 @@ mod tests {
         let mut flipped = gz.to_vec();
         let middle = flipped.len() / 2;
         flipped[middle] ^= 0xff;
-        let answers: [Box<dyn Fn(&str) -> Vec<u8>>; 3] = [
+        let answers: [Box<Answer<'_>>; 3] = [
             // The count promised, then end of file halfway.
             Box::new(|_| sized(&gz)[..gz.len() / 2].to_vec()),
             // Corrupt compressed data: gzip's check fails.
