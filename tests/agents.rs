@@ -20,64 +20,6 @@ use mitossh::bootstrap::image::content_hash;
 
 const T: Duration = Duration::from_secs(180);
 
-/// An empty directory owned by `user`, readable only by it, in /tmp.
-fn private_dir(user: &TestUser, prefix: &str) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in("/tmp")
-        .unwrap();
-    chown(dir.path(), Some(user.uid), Some(user.gid)).unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    dir
-}
-
-/// `path` as a directory of `user`'s, made (with its parents) if missing.
-fn users_dir(user: &TestUser, path: &Path, mode: u32) {
-    if !path.is_dir() {
-        std::fs::create_dir_all(path).unwrap();
-        chown(path, Some(user.uid), Some(user.gid)).unwrap();
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-}
-
-/// A host that has never seen an agent: its sessions see empty directories of their own
-/// for `~/.cache` and `/dev/shm`, and `TMPDIR` set to a third (and `env`: sshd takes
-/// only its first `SetEnv` line, so they share one).
-struct FreshHost {
-    sshd: Sshd,
-    cache: tempfile::TempDir,
-    _shm: tempfile::TempDir,
-    _tmp: tempfile::TempDir,
-}
-
-impl FreshHost {
-    fn start(env: &str) -> FreshHost {
-        let user = test_user();
-        let (cache, shm, tmp) = (
-            private_dir(user, "mitossh-cache-"),
-            private_dir(user, "mitossh-shm-"),
-            private_dir(user, "mitossh-tmpdir-"),
-        );
-        std::fs::set_permissions(shm.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-        let dot_cache = user.home.join(".cache");
-        users_dir(user, &dot_cache, 0o700);
-        let mounts = Mounts {
-            bind: vec![
-                (cache.path().to_path_buf(), dot_cache),
-                (shm.path().to_path_buf(), "/dev/shm".into()),
-            ],
-            noexec: vec![],
-        };
-        let config = format!("SetEnv TMPDIR={} {env}\n", tmp.path().display());
-        FreshHost {
-            sshd: Sshd::start_with_mounts(user, &config, &mounts),
-            cache,
-            _shm: shm,
-            _tmp: tmp,
-        }
-    }
-}
-
 /// What the master logged of its upload: `(KiB sent, format, KiB of the image)`.
 fn upload(master: &Master) -> Option<(u64, String, u64)> {
     let log = master.log();

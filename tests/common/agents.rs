@@ -1,6 +1,7 @@
 //! The agent images as they ship (`scripts/build-agents`: size-optimised, one per
-//! architecture), qemu-user for running the aarch64 one here, and a `uname` that says
-//! another architecture, so that a test host can pose as another kind of machine.
+//! architecture), hosts that have never seen an agent ([`FreshHost`]), qemu-user for
+//! running the aarch64 one here, and a `uname` that says another architecture, so that a
+//! test host can pose as another kind of machine.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use std::os::unix::fs::chown;
+
+use super::sshd::{Mounts, Sshd, TestUser, test_user};
 use super::wait::output_within;
 
 /// Building the agents from scratch takes a few minutes on two busy cores.
@@ -35,18 +39,6 @@ pub fn shipped_agents() -> &'static Path {
 /// The shipped image for `arch`.
 pub fn shipped_agent(arch: &str) -> PathBuf {
     shipped_agents().join(format!("mitossh-agent-{arch}"))
-}
-
-/// A directory for `MITOSSH_AGENT_DIR` holding only the given images (links to them).
-pub fn agent_dir(images: &[PathBuf]) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("mitossh-agents-")
-        .tempdir()
-        .unwrap();
-    for (i, image) in images.iter().enumerate() {
-        std::os::unix::fs::symlink(image, dir.path().join(format!("mitossh-agent-{i}"))).unwrap();
-    }
-    dir
 }
 
 /// A directory (readable by test users) whose `uname -m` says `arch`; everything else
@@ -100,4 +92,72 @@ pub fn run_aarch64_with_qemu() {
             );
         }
     });
+}
+
+/// An empty directory owned by `user`, readable only by it, in /tmp.
+pub fn private_dir(user: &TestUser, prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .unwrap();
+    chown(dir.path(), Some(user.uid), Some(user.gid)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
+/// `path` as a directory of `user`'s, made (with its parents) if missing.
+pub fn users_dir(user: &TestUser, path: &Path, mode: u32) {
+    if !path.is_dir() {
+        std::fs::create_dir_all(path).unwrap();
+        chown(path, Some(user.uid), Some(user.gid)).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+/// A host that has never seen an agent: its sessions see empty directories of their own
+/// for `~/.cache` and `/dev/shm`, and `TMPDIR` set to a third (and `env`: sshd takes
+/// only its first `SetEnv` line, so they share one).
+pub struct FreshHost {
+    pub sshd: Sshd,
+    /// What its sessions see as `~/.cache`.
+    pub cache: tempfile::TempDir,
+    shm: tempfile::TempDir,
+    tmp: tempfile::TempDir,
+}
+
+impl FreshHost {
+    pub fn start(env: &str) -> FreshHost {
+        let user = test_user();
+        let (cache, shm, tmp) = (
+            private_dir(user, "mitossh-cache-"),
+            private_dir(user, "mitossh-shm-"),
+            private_dir(user, "mitossh-tmpdir-"),
+        );
+        std::fs::set_permissions(shm.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let dot_cache = user.home.join(".cache");
+        users_dir(user, &dot_cache, 0o700);
+        let mounts = Mounts {
+            bind: vec![
+                (cache.path().to_path_buf(), dot_cache),
+                (shm.path().to_path_buf(), "/dev/shm".into()),
+            ],
+            noexec: vec![],
+        };
+        let config = format!("SetEnv TMPDIR={} {env}\n", tmp.path().display());
+        FreshHost {
+            sshd: Sshd::start_with_mounts(user, &config, &mounts),
+            cache,
+            shm,
+            tmp,
+        }
+    }
+
+    /// Empties its agent caches again: the next connect is a first one.
+    pub fn forget_agents(&self) {
+        for dir in [self.cache.path(), self.shm.path(), self.tmp.path()] {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                std::fs::remove_dir_all(entry.path()).unwrap();
+            }
+        }
+    }
 }

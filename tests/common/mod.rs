@@ -27,3 +27,5 @@ pub mod helpers;
 pub use helpers::*;
 pub mod agents;
 pub use agents::*;
+pub mod wan;
+pub use wan::*;
