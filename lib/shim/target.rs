@@ -2,7 +2,8 @@
 //!
 //! In order of precedence:
 //! 1. a **named context** from the configuration file (`web1-root` = ssh to web1, then
-//!    sudo to root), when the destination host is such a name;
+//!    sudo to root; `web1-app` = then into a container; `here` = the master's own host),
+//!    when the destination host is such a name;
 //! 2. **`mitossh-env --become USER --via HOST`**, which reach the shim as
 //!    `MITOSSH_BECOME`, `MITOSSH_BECOME_METHOD`, `MITOSSH_VIA` and `MITOSSH_VIA_MODE`;
 //! 3. a leading **`sudo [-u USER] [flags]`** in the remote command, as Ansible's
@@ -54,12 +55,19 @@ pub fn resolve(
             .iter()
             .map(|v| hop_from(v, None, &ssh_args))
             .collect::<Result<_, _>>()?;
-        hops.push(hop_from(&named.host, named.port, &ssh_args)?);
+        if !named.is_local() {
+            hops.push(hop_from(&named.host, named.port, &ssh_args)?);
+        }
+        let exec = named
+            .exec_prefix()?
+            .map(|argv| argv.into_iter().map(String::into_bytes).collect());
         return Ok(Resolved {
             target: Target {
                 hops,
                 via: named.via_mode()?,
                 become_as: named.become_as()?,
+                exec,
+                local: named.is_local(),
             },
             command,
             password_file: named.password_file.clone(),
@@ -101,6 +109,7 @@ pub fn resolve(
             hops,
             via,
             become_as,
+            ..Target::default()
         },
         command,
         password_file: None,
