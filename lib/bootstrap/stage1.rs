@@ -2,12 +2,15 @@
 //!
 //! It is handed to the remote login shell (which may be bash, zsh, csh or fish) wrapped as
 //! `/bin/sh -c '<script>'`, so the script is one line without single quotes or `!`. It
-//! needs only `/bin/sh`, `id`, `mkdir`, `chmod`, `head`, `wc`, `mv` and `rm`.
+//! needs only `/bin/sh`, `id`, `mkdir`, `chmod`, `printf`, `head`, `wc`, `mv` and `rm`.
 //!
 //! Where the agent is kept: the first usable of `$XDG_RUNTIME_DIR/mitossh`,
 //! `~/.cache/mitossh`, `${TMPDIR:-/tmp}/mitossh-$UID` and `/dev/shm/mitossh-$UID`. A
 //! directory is usable when it is ours, not a symlink, mode 0700, writable, and allows
-//! executing files (an empty file is run as a probe: on a `noexec` mount that fails).
+//! executing files (a `#!/bin/sh` script is run as a probe: on a `noexec` mount that
+//! fails; an empty file would need the shell's own fallback for files without `#!`, which
+//! busybox's sh makes through `/proc/self/exe`, absent in a bare chroot). The `#!` is
+//! written with printf's octal escapes, since the script may not contain `!`.
 //! The file is named after the image's content hash, written under a temporary name and
 //! renamed into place, so concurrent connects never see half an agent.
 
@@ -49,7 +52,7 @@ impl Stage1<'_> {
             format!(r#"for d in {dirs}; do if test -n "$d" && test -O "$d" && test -f "$d/$m" && test -x "$d/$m"; then test -L "$d" || exec "$d/$m" {run}; fi; done"#),
             // Not cached: pick a directory, ask for the image, store it, start it.
             format!(
-                r#"for d in {dirs}; do test -n "$d" || continue; mkdir -p -m 700 "$d" 2>/dev/null; test -L "$d" && continue; test -d "$d" && test -O "$d" || continue; chmod 700 "$d" 2>/dev/null || continue; t="$d/.$m.$$"; rm -f "$t"; (: > "$t" && chmod 700 "$t" && "$t") 2>/dev/null || {{ rm -f "$t"; continue; }}; echo "{UPLOAD_MARKER} {nonce}"; if head -c {n} > "$t"; then s=$(wc -c < "$t"); if test "$((s))" = {n} && mv -f "$t" "$d/$m"; then exec "$d/$m" {run}; fi; fi; rm -f "$t"; echo "mitossh: could not store the agent in $d" >&2; exit 97; done"#
+                r#"for d in {dirs}; do test -n "$d" || continue; mkdir -p -m 700 "$d" 2>/dev/null; test -L "$d" && continue; test -d "$d" && test -O "$d" || continue; chmod 700 "$d" 2>/dev/null || continue; t="$d/.$m.$$"; rm -f "$t"; (printf "\043\041/bin/sh\n" > "$t" && chmod 700 "$t" && "$t") 2>/dev/null || {{ rm -f "$t"; continue; }}; echo "{UPLOAD_MARKER} {nonce}"; if head -c {n} > "$t"; then s=$(wc -c < "$t"); if test "$((s))" = {n} && mv -f "$t" "$d/$m"; then exec "$d/$m" {run}; fi; fi; rm -f "$t"; echo "mitossh: could not store the agent in $d" >&2; exit 97; done"#
             ),
             r#"echo "mitossh: no private writable directory to keep the agent in (tried XDG_RUNTIME_DIR, ~/.cache, TMPDIR or /tmp, /dev/shm)" >&2; exit 97"#.into(),
         ]

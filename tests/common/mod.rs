@@ -25,3 +25,5 @@ pub mod ansible;
 pub use ansible::*;
 pub mod helpers;
 pub use helpers::*;
+pub mod rootfs;
+pub use rootfs::*;
