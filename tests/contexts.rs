@@ -22,13 +22,13 @@ fn password_file(dir: &Path) -> PathBuf {
     p
 }
 
-/// A configuration file of named contexts: each `(name, lines)` on the test host as
-/// root (sudo with the password in `pw`), then whatever `lines` add.
+/// A configuration file of named contexts: each `(name, lines)` on the test host (sudo's
+/// password in `pw`), then whatever `lines` add.
 fn contexts_on(sshd: &Sshd, dir: &Path, pw: &Path, contexts: &[(&str, String)]) -> PathBuf {
     let mut text = String::new();
     for (name, lines) in contexts {
         text.push_str(&format!(
-            "[contexts.{name}]\nhost = \"{}\"\nssh_args = [\"-F\", \"{}\"]\nbecome = \"root\"\npassword_file = \"{}\"\n{lines}\n\n",
+            "[contexts.{name}]\nhost = \"{}\"\nssh_args = [\"-F\", \"{}\"]\npassword_file = \"{}\"\n{lines}\n\n",
             sshd.alias(),
             sshd.ssh_config().display(),
             pw.display()
@@ -46,17 +46,37 @@ fn with_config(master: &Master, config: &Path, program: impl AsRef<std::ffi::OsS
     cmd
 }
 
+/// `mitossh-env --become root`, as it reaches the tools it runs.
+const BECOME_ROOT: &[(&str, &str)] = &[("MITOSSH_BECOME", "root")];
+
 fn ssh_in(master: &Master, config: &Path, context: &str, command: &str) -> std::process::Output {
+    ssh_with(master, config, &[], context, command)
+}
+
+fn ssh_with(
+    master: &Master,
+    config: &Path,
+    env: &[(&str, &str)],
+    context: &str,
+    command: &str,
+) -> std::process::Output {
     output_within(
-        with_config(master, config, bin("ssh")).args([context, command]),
+        with_config(master, config, bin("ssh"))
+            .envs(env.iter().copied())
+            .args([context, command]),
         b"",
         T,
     )
 }
 
 fn rsync_to(master: &Master, config: &Path, src: &Path, dst: &str) {
+    rsync_with(master, config, &[], src, dst)
+}
+
+fn rsync_with(master: &Master, config: &Path, env: &[(&str, &str)], src: &Path, dst: &str) {
     let out = output_within(
         with_config(master, config, "rsync")
+            .envs(env.iter().copied())
             .args(["-a", "-e", "ssh"])
             .arg(format!("{}/", src.display()))
             .arg(dst),
@@ -98,7 +118,7 @@ fn rsync_into_a_chroot_and_a_namespace_through_sudo_over_one_connection() {
         work.path(),
         &pw,
         &[
-            ("jail", format!("chroot = \"{root}\"")),
+            ("jail", format!("become = \"root\"\nchroot = \"{root}\"")),
             (
                 "jail-ns",
                 format!(
@@ -125,22 +145,25 @@ fn rsync_into_a_chroot_and_a_namespace_through_sudo_over_one_connection() {
         Some(7)
     );
 
-    rsync_to(&master, &config, &src, "jail-ns:/srv/app2/");
+    // jail-ns names no user: `--become root` supplies the sudo step before its prefix.
+    rsync_with(&master, &config, BECOME_ROOT, &src, "jail-ns:/srv/app2/");
     same_tree(&src, &rootfs.join("srv/app2"));
     // A pid namespace of its own: its agent is process 1 there, commands come right after.
-    let out = ssh_in(
+    let out = ssh_with(
         &master,
         &config,
+        BECOME_ROOT,
         "jail-ns",
-        "echo $$; cat /etc/mitossh-rootfs",
+        "echo $$; id -u; cat /etc/mitossh-rootfs",
     );
     let said = check(&out);
-    let (pid, marker) = said.split_once('\n').unwrap();
-    assert!(pid.parse::<u32>().unwrap() < 20, "{said}");
-    assert_eq!(marker.trim(), rootfs.marker);
+    let said: Vec<&str> = said.lines().collect();
+    assert!(said[0].parse::<u32>().unwrap() < 20, "{said:?}");
+    assert_eq!(said[1..], ["0", rootfs.marker.as_str()]);
 
+    // Both below the one sudo context.
     let shown = tree(&master);
-    assert!(shown.contains("sudo:root"), "{shown}");
+    assert_eq!(shown.matches("sudo:root").count(), 1, "{shown}");
     assert!(shown.contains(&format!("chroot {root}")), "{shown}");
     assert!(shown.contains("unshare --mount"), "{shown}");
     assert_eq!(sshd.accepted_connections(), 1, "{}", sshd.log());
@@ -161,8 +184,8 @@ fn a_failing_exec_prefix_is_one_clear_line() {
         work.path(),
         &pw,
         &[
-            ("gone", format!("chroot = \"{missing}\"")),
-            ("root", String::new()),
+            ("gone", format!("become = \"root\"\nchroot = \"{missing}\"")),
+            ("root", "become = \"root\"".into()),
         ],
     );
     let out = ssh_in(&master, &config, "gone", "true");
@@ -195,7 +218,10 @@ fn rsync_into_a_podman_container_through_sudo_over_one_connection() {
         &sshd,
         work.path(),
         &pw,
-        &[("box", format!("podman = \"{}\"", container.name))],
+        &[(
+            "box",
+            format!("become = \"root\"\npodman = \"{}\"", container.name),
+        )],
     );
     let src = work.path().join("src");
     make_tree(&src, 2 << 20, 30);

@@ -5,7 +5,8 @@
 //!    sudo to root; `web1-app` = then into a container; `here` = the master's own host),
 //!    when the destination host is such a name;
 //! 2. **`mitossh-env --become USER --via HOST`**, which reach the shim as
-//!    `MITOSSH_BECOME`, `MITOSSH_BECOME_METHOD`, `MITOSSH_VIA` and `MITOSSH_VIA_MODE`;
+//!    `MITOSSH_BECOME`, `MITOSSH_BECOME_METHOD`, `MITOSSH_VIA` and `MITOSSH_VIA_MODE`
+//!    (`--become` also for a named context that names no user of its own);
 //! 3. a leading **`sudo [-u USER] [flags]`** in the remote command, as Ansible's
 //!    synchronize with become (`sudo -u root rsync --server …`) and rsync's
 //!    `--rsync-path="sudo rsync"` send: the rest runs in the sudo context of that host.
@@ -65,7 +66,9 @@ pub fn resolve(
             target: Target {
                 hops,
                 via: named.via_mode()?,
-                become_as: named.become_as()?,
+                // A context that names no user takes `--become`'s: `mitossh-env --become
+                // root` then reaches its container as root, as every other host.
+                become_as: named.become_as()?.or(env_become()?),
                 exec,
                 local: named.is_local(),
             },
@@ -89,13 +92,7 @@ pub fn resolve(
     }
     hops.push(destination);
     let via = config::parse_via_mode(&env(VIA_MODE_ENV).unwrap_or_else(|| "tcp".into()))?;
-    let mut become_as = match env(BECOME_ENV) {
-        Some(user) => Some(Become {
-            method: config::parse_method(&env(BECOME_METHOD_ENV).unwrap_or_else(|| "sudo".into()))?,
-            user,
-        }),
-        None => None,
-    };
+    let mut become_as = env_become()?;
     let mut command = command;
     if let Some((user, rest)) = command.as_deref().and_then(sudo_prefix) {
         become_as = Some(Become {
@@ -114,6 +111,19 @@ pub fn resolve(
         command,
         password_file: None,
     })
+}
+
+/// `mitossh-env --become USER [--become-method M]`, as the environment carries it.
+fn env_become() -> Result<Option<Become>, String> {
+    env(BECOME_ENV)
+        .map(|user| {
+            let method = env(BECOME_METHOD_ENV).unwrap_or_else(|| "sudo".into());
+            Ok(Become {
+                method: config::parse_method(&method)?,
+                user,
+            })
+        })
+        .transpose()
 }
 
 fn env(key: &str) -> Option<String> {
