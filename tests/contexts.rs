@@ -167,6 +167,13 @@ fn rsync_into_a_chroot_and_a_namespace_through_sudo_over_one_connection() {
     assert!(shown.contains(&format!("chroot {root}")), "{shown}");
     assert!(shown.contains("unshare --mount"), "{shown}");
     assert_eq!(sshd.accepted_connections(), 1, "{}", sshd.log());
+    // The agents inside end with the master, and leave nothing running in the root.
+    assert!(processes_matching(|p| rootfs.holds(p)).len() >= 2);
+    let mut master = master;
+    master.stop();
+    wait_until_none(Duration::from_secs(10), "processes in the root", |p| {
+        rootfs.holds(p)
+    });
 }
 
 /// An exec prefix that fails says why in one line (the tool's own words), and costs
@@ -255,6 +262,19 @@ fn rsync_into_a_podman_container_through_sudo_over_one_connection() {
         "{shown}"
     );
     assert_eq!(sshd.accepted_connections(), 1, "{}", sshd.log());
+    // The agent inside ends with the master: only the container's own process is left.
+    assert!(
+        container.processes().len() >= 2,
+        "{:?}",
+        container.processes()
+    );
+    let mut master = master;
+    master.stop();
+    wait_until(
+        Duration::from_secs(10),
+        "the container's agent to end",
+        || container.processes() == ["/bin/sleep 3600"],
+    );
 }
 
 /// `host = "local"`: the master's own host, with no ssh anywhere (no sshd runs), alone,

@@ -72,6 +72,11 @@ impl Rootfs {
         self.dir.path()
     }
 
+    /// Whether process `p` runs inside this root (its `/` is this directory).
+    pub fn holds(&self, p: &super::procs::Proc) -> bool {
+        std::fs::read_link(format!("/proc/{}/root", p.pid)).is_ok_and(|r| r == self.dir.path())
+    }
+
     /// A path inside the root, as seen from outside.
     pub fn join(&self, inside: &str) -> PathBuf {
         self.dir.path().join(inside.trim_start_matches('/'))
@@ -156,6 +161,12 @@ impl Container {
         )
         .trim()
         .to_string()
+    }
+
+    /// The command lines of the processes running in the container.
+    pub fn processes(&self) -> Vec<String> {
+        let out = check(&podman().args(["top", &self.name, "args"]).output().unwrap());
+        out.lines().skip(1).map(|l| l.trim().to_string()).collect()
     }
 
     /// Copies `inside` out of the container to `to`.
