@@ -98,7 +98,7 @@ enum Command {
         /// A TOML plan: hosts, processes per host, duration, files to fetch.
         #[arg(required_unless_present = "hosts", conflicts_with = "hosts")]
         plan: Option<PathBuf>,
-        /// Short form: these hosts (comma separated) …
+        /// Short form: these hosts (comma separated; `local` is this machine) …
         #[arg(short = 'H', long, value_delimiter = ',', requires = "command")]
         hosts: Vec<String>,
         /// … each running this many copies of COMMAND.

@@ -2,8 +2,8 @@
 //!
 //! It is handed to the remote login shell (which may be bash, zsh, csh or fish) wrapped as
 //! `/bin/sh -c '<script>'`, so the script is one line without single quotes or `!`. It
-//! needs only `/bin/sh`, `uname`, `id`, `mkdir`, `chmod`, `head`, `wc`, `mv` and `rm`, and
-//! uses `gzip` when the host has it.
+//! needs only `/bin/sh`, `uname`, `id`, `mkdir`, `chmod`, `printf`, `head`, `wc`, `mv` and
+//! `rm`, and uses `gzip` when the host has it.
 //!
 //! Which agent: the one offered for the architecture `uname -m` names; a host of any other
 //! architecture is told plainly that there is none (exit [`CANNOT_SERVE`]).
@@ -11,7 +11,10 @@
 //! Where the agent is kept: the first usable of `$XDG_RUNTIME_DIR/mitossh`,
 //! `~/.cache/mitossh`, `${TMPDIR:-/tmp}/mitossh-$UID` and `/dev/shm/mitossh-$UID`. A
 //! directory is usable when it is ours, not a symlink, mode 0700, writable, and allows
-//! executing files (an empty file is run as a probe: on a `noexec` mount that fails).
+//! executing files (a `#!/bin/sh` script is run as a probe: on a `noexec` mount that
+//! fails; an empty file would need the shell's own fallback for files without `#!`, which
+//! busybox's sh makes through `/proc/self/exe`, absent in a bare chroot). The `#!` is
+//! written with printf's octal escapes, since the script may not contain `!`.
 //! The file is named after the architecture and the image's content hash, written under a
 //! temporary name and renamed into place, so concurrent connects never see half an agent.
 //!
@@ -79,7 +82,7 @@ impl Stage1<'_> {
             // Not cached: how it can come, and where it can go; then ask, store, start.
             format!(r#"z={z}; test $z = gz && command -v gzip >/dev/null 2>&1 || z=raw"#),
             format!(
-                r#"for d in {dirs}; do test -n "$d" || continue; mkdir -p -m 700 "$d" 2>/dev/null; test -L "$d" && continue; test -d "$d" && test -O "$d" || continue; chmod 700 "$d" 2>/dev/null || continue; t="$d/.$m.$$"; rm -f "$t"; (: > "$t" && chmod 700 "$t" && "$t") 2>/dev/null || {{ rm -f "$t"; continue; }}; echo "{UPLOAD_MARKER} {nonce} $a $z"; IFS= read -r c || exit 97; if if test $z = gz; then head -c "$c" | gzip -dc; else head -c "$c"; fi > "$t"; then s=$(wc -c < "$t"); if test "$((s))" = "$n" && mv -f "$t" "$d/$m"; then exec "$d/$m" {run}; fi; fi; rm -f "$t"; echo "mitossh: could not store the agent in $d" >&2; exit 97; done"#
+                r#"for d in {dirs}; do test -n "$d" || continue; mkdir -p -m 700 "$d" 2>/dev/null; test -L "$d" && continue; test -d "$d" && test -O "$d" || continue; chmod 700 "$d" 2>/dev/null || continue; t="$d/.$m.$$"; rm -f "$t"; (printf "\043\041/bin/sh\n" > "$t" && chmod 700 "$t" && "$t") 2>/dev/null || {{ rm -f "$t"; continue; }}; echo "{UPLOAD_MARKER} {nonce} $a $z"; IFS= read -r c || exit 97; if if test $z = gz; then head -c "$c" | gzip -dc; else head -c "$c"; fi > "$t"; then s=$(wc -c < "$t"); if test "$((s))" = "$n" && mv -f "$t" "$d/$m"; then exec "$d/$m" {run}; fi; fi; rm -f "$t"; echo "mitossh: could not store the agent in $d" >&2; exit 97; done"#
             ),
             r#"echo "mitossh: no private writable directory to keep the agent in (tried XDG_RUNTIME_DIR, ~/.cache, TMPDIR or /tmp, /dev/shm)" >&2; exit 97"#.into(),
         ]

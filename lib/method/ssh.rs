@@ -15,12 +15,6 @@ use crate::proto::ContextId;
 /// Runs `ssh ARGS` (options and destination) from this host and starts an agent there.
 pub async fn start(child: ContextId, args: &[Vec<u8>], label: &str) -> Result<Child, SpawnError> {
     use std::os::unix::ffi::OsStrExt;
-    let image = AgentImage::own()
-        .map_err(|e| SpawnError::Failed(format!("cannot read the agent image: {e}")))?;
-    let offer = Offer {
-        images: vec![Arc::new(image)],
-        gzip: None,
-    };
     let ssh = SshCommand {
         program: "ssh".into(),
         args: args
@@ -29,7 +23,19 @@ pub async fn start(child: ContextId, args: &[Vec<u8>], label: &str) -> Result<Ch
             .collect(),
         label: label.to_string(),
     };
-    let boot = bootstrap(&ssh, &offer, ConnectHooks::none(SPAWN_TIMEOUT))
+    over(child, &ssh).await
+}
+
+/// Runs `command` with stage 1 as its last word, uploads this agent's image when stage 1
+/// asks, and says hello to the new agent.
+pub(super) async fn over(child: ContextId, command: &SshCommand) -> Result<Child, SpawnError> {
+    let image = AgentImage::own()
+        .map_err(|e| SpawnError::Failed(format!("cannot read the agent image: {e}")))?;
+    let offer = Offer {
+        images: vec![Arc::new(image)],
+        gzip: None,
+    };
+    let boot = bootstrap(command, &offer, ConnectHooks::none(SPAWN_TIMEOUT))
         .await
         .map_err(|e| SpawnError::Failed(e.to_string()))?;
     let (sender, _writer) = link::spawn_writer(boot.writer);

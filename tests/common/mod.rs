@@ -29,3 +29,5 @@ pub mod agents;
 pub use agents::*;
 pub mod wan;
 pub use wan::*;
+pub mod rootfs;
+pub use rootfs::*;
