@@ -64,12 +64,17 @@ mod tests {
     #[test]
     fn stage_1_runs_through_the_prefix() {
         use crate::bootstrap::UPLOAD_MARKER;
+        use crate::bootstrap::image::{AgentImage, Arch, Offer};
         use crate::bootstrap::stage1::Stage1;
         use std::io::BufRead;
         let home = tempfile::tempdir().unwrap();
+        let image = AgentImage::new(Arch::native(), b"x".to_vec().into(), Default::default());
+        let offer = Offer {
+            images: vec![std::sync::Arc::new(image)],
+            gzip: None,
+        };
         let s = Stage1 {
-            hash: "h",
-            size: 1,
+            offer: &offer,
             nonce: "n0nce",
             agent_args: &["--nonce", "n0nce"],
         };
@@ -93,6 +98,7 @@ mod tests {
             .unwrap();
         drop(child.stdin.take());
         let _ = child.wait();
-        assert_eq!(first, format!("{UPLOAD_MARKER} n0nce\n"));
+        let arch = Arch::native().name();
+        assert_eq!(first, format!("{UPLOAD_MARKER} n0nce {arch} raw\n"));
     }
 }
