@@ -243,14 +243,15 @@ fn interrupt_stops_everything_and_output_files_keep_each_stream() {
         .arg(&outputs)
         .args([
             "--",
-            "echo ready {i}; echo err {i} >&2; while :; do sleep 0.2; done",
+            "echo err {i} >&2; echo ready {i}; while :; do sleep 0.2; done",
         ])
         .env_remove("MITOSSH_SOCKET")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Once all three said they are ready, press ^C.
+    // Once all three said they are ready, press ^C. Each wrote its stderr line before it
+    // said so, so that line must be in its file however late it travelled.
     let mut seen = String::new();
     let mut reader = std::io::BufReader::new(run.stdout.take().unwrap());
     while seen.matches("ready").count() < 3 {
