@@ -39,7 +39,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bootstrap::image::AgentImage;
+use crate::bootstrap::image::AgentImages;
 use crate::proto::{StatusReport, StreamId};
 use crate::throttle::Warning;
 use registry::Registry;
@@ -71,7 +71,8 @@ pub struct Config {
 pub struct Master {
     pub config: Config,
     pub ssh: PathBuf,
-    pub image: AgentImage,
+    /// The agents it uploads, by architecture.
+    pub agents: AgentImages,
     pub registry: Registry,
     pub resolutions: Resolutions,
     pub connects: Connects,
@@ -135,8 +136,13 @@ pub async fn run(mut config: Config) -> io::Result<()> {
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot raise the descriptor limit: {e}"),
     }
-    let image = AgentImage::load()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot read its own executable: {e}")))?;
+    let agents = AgentImages::find()?;
+    agents.compress_ahead();
+    tracing::info!(
+        "agents for {} from {}",
+        agents.arches(),
+        agents.dir.display()
+    );
     let (listener, socket_file) = bind(&config.socket).await?;
     let ready = config.ready.take();
     let lifeline = config.lifeline.take();
@@ -144,7 +150,7 @@ pub async fn run(mut config: Config) -> io::Result<()> {
     let master = Arc::new(Master {
         ssh: config.ssh.clone(),
         config,
-        image,
+        agents,
         registry: Registry::default(),
         resolutions: Resolutions::new(crate::sys::user::Account::current().home),
         connects: Connects::new(window),

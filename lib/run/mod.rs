@@ -90,7 +90,7 @@ fn try_main(mut opts: Options) -> Result<i32, String> {
     let targets: Vec<Target> = exp
         .hosts
         .iter()
-        .map(|h| host_target(h, &config))
+        .map(|h| plan_target(h, &config))
         .collect::<Result<_, _>>()?;
     let real_ssh = paths::find_real("ssh").ok_or("ssh was not found on PATH")?;
     let dir = paths::scratch_dir("run").map_err(|e| e.to_string())?;
@@ -402,19 +402,35 @@ pub fn select(exp: &Experiment, spec: &str) -> Result<Vec<usize>, String> {
     Ok(selected)
 }
 
-/// Where a plan's host is, exactly as the ssh shim would resolve `ssh ARGS ADDRESS`
-/// (named contexts and `--become`/`--via` in the environment included).
-/// A plan's `via` replaces the environment's.
-fn host_target(host: &plan::Host, config: &config::Config) -> Result<Target, String> {
-    let address = &host.address;
-    let mut words: Vec<OsString> = host.ssh_args.iter().map(OsString::from).collect();
-    words.push(address.into());
-    let inv = args::parse(&words).map_err(|e| format!("host {address}: {e}"))?;
-    let resolved = target::resolve(&inv, None, config)?.target;
-    if host.via.is_empty() {
+/// Where a plan's host is: as [`host_target`] has it, through the plan's `via` when it
+/// names gateways (which replace the environment's; the master's own host has none).
+fn plan_target(host: &plan::Host, config: &config::Config) -> Result<Target, String> {
+    let resolved = host_target(&host.address, &host.ssh_args, config)?;
+    if host.via.is_empty() || resolved.local {
         return Ok(resolved);
     }
-    target::through(resolved, &host.via, host.via_mode).map_err(|e| format!("host {address}: {e}"))
+    target::through(resolved, &host.via, host.via_mode)
+        .map_err(|e| format!("host {}: {e}", host.address))
+}
+
+/// Where a plan's host is, exactly as the ssh shim would resolve `ssh ARGS ADDRESS`
+/// (named contexts and `--become`/`--via` in the environment included); `local` is the
+/// master's own host, unless a named context of that name says otherwise.
+fn host_target(
+    address: &str,
+    ssh_args: &[String],
+    config: &config::Config,
+) -> Result<Target, String> {
+    if address == config::LOCAL_HOST && !config.contexts.contains_key(address) {
+        return Ok(Target {
+            local: true,
+            ..Target::default()
+        });
+    }
+    let mut words: Vec<OsString> = ssh_args.iter().map(OsString::from).collect();
+    words.push(address.into());
+    let inv = args::parse(&words).map_err(|e| format!("host {address}: {e}"))?;
+    target::resolve(&inv, None, config).map(|r| r.target)
 }
 
 #[cfg(test)]
@@ -426,6 +442,18 @@ mod tests {
             "[sweep]\nclients = [1, 2, 4, 8]\n[[host]]\naddress = \"a\"\n[[host.process]]\nname = \"x\"\ncommand = \"c\"\n",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn local_is_the_masters_own_host_unless_a_context_is_called_so() {
+        let none = config::Config::default();
+        let t = host_target("local", &["-F".into(), "x".into()], &none).unwrap();
+        assert!(t.local && t.hops.is_empty());
+        let t = host_target("node1", &[], &none).unwrap();
+        assert!(!t.local && t.hops.len() == 1);
+        let named = config::parse("[contexts.local]\nhost = \"web1\"\n").unwrap();
+        let t = host_target("local", &[], &named).unwrap();
+        assert!(!t.local && t.hops[0].host == b"web1");
     }
 
     #[test]

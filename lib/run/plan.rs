@@ -21,7 +21,8 @@
 //! clients = [1, 2, 4]
 //!
 //! [[host]]
-//! address = "node1"         # as ssh takes it: alias, user@host, a named context
+//! address = "node1"         # as ssh takes it: alias, user@host, a named context, or
+//!                           # "local": the master's own host, with no ssh
 //! via = ["rack7-gw"]        # optional: overrides the plan's (via_mode too)
 //!
 //! [[host.process]]
