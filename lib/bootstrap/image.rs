@@ -8,9 +8,13 @@
 //!   a master never starts an agent of another build.
 //! - How an image travels: gzip-compressed when the host has `gzip` (compressed once per
 //!   master, on a thread of its own), as it is otherwise.
-//! - Running from memory: a started agent moves itself into an anonymous memory file
-//!   (`memfd_create` + `fexecve`) when the kernel allows, so it depends on no file, and
-//!   its children (sudo, su, doas) start from that same memory file.
+//! - Where an agent runs from: its cached copy, when it was started from one (a file of
+//!   ours in a private 0700 directory, renamed into place whole and never written again):
+//!   the kernel maps that file's pages shared, so a host's agents of one build hold one
+//!   copy of the code between them. Otherwise it moves itself into an anonymous memory
+//!   file (`memfd_create` + `fexecve`) when the kernel allows, so it depends on no file.
+//!   Its children under sudo, su and doas, which cannot open a private file of ours,
+//!   start from a memory file ([`image_for_others`]).
 
 use std::ffi::CString;
 use std::io::{self, Write};
@@ -322,12 +326,15 @@ fn is_native_executable(file: &std::fs::File) -> bool {
     file.read_exact_at(&mut header, 0).is_ok() && Arch::of_elf(&header) == Some(Arch::native())
 }
 
-/// In a freshly started agent: re-execute from a memfd unless already running from one.
-/// Returns only when staying as is (already in memory, or the kernel refused).
+/// In a freshly started agent: re-execute from a memfd unless already running from one or
+/// from a cached copy (see the module's notes). Returns only when staying as is.
 ///
 /// The memfd stays open across the exec (its number in [`IN_MEMORY_ENV`]), so that the
 /// new image holds a descriptor of what it runs; it is made close-on-exec there at once.
 pub fn run_from_memory() {
+    if runs_from_private_cache() {
+        return;
+    }
     if let Some(fd) = std::env::var(IN_MEMORY_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -365,6 +372,53 @@ fn adopt_memory(fd: i32) -> Option<OwnedFd> {
         return None;
     }
     Some(OwnedFd::from(file))
+}
+
+/// Whether this process runs a cached agent: a file named like one, ours and written by
+/// nobody else, in a directory of ours that only we may enter (as stage 1 makes them).
+/// Its pages are shared with every other agent that runs it; a memory file would be a
+/// private copy in each.
+fn runs_from_private_cache() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return false;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let cached_name = exe.file_name().is_some_and(|n| {
+        n.as_bytes()
+            .starts_with(format!("{FILE_PREFIX}-").as_bytes())
+    });
+    let private_file = std::fs::symlink_metadata(&exe)
+        .is_ok_and(|m| m.is_file() && m.uid() == me && m.mode() & 0o022 == 0);
+    let private_dir = exe.parent().is_some_and(|d| {
+        std::fs::symlink_metadata(d)
+            .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o777 == 0o700)
+    });
+    cached_name && private_file && private_dir
+}
+
+/// An executable another user (sudo's, su's or doas's target) can start this agent from:
+/// the memory file it runs from; else a new memory file holding a copy of its image
+/// (the cached file is private to this user), dropped once the child has it; else, if
+/// the kernel makes no memory files, its own file as [`open_own`] finds it.
+pub fn image_for_others() -> io::Result<std::fs::File> {
+    if IN_MEMORY.get().is_some() {
+        return open_own();
+    }
+    match memfd("mitossh-agent") {
+        Ok(fd) => {
+            // Close-on-exec as any file we open: the child gets it as a standard stream.
+            // SAFETY: setting a flag on a descriptor we own.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+            let mut memory = std::fs::File::from(fd);
+            io::copy(&mut open_own()?, &mut memory)?;
+            Ok(memory)
+        }
+        Err(e) => {
+            tracing::debug!("cannot make a memory file for a child: {e}");
+            open_own()
+        }
+    }
 }
 
 fn reexec_from_memfd() -> io::Result<()> {

@@ -1,8 +1,9 @@
 //! sudo, su and doas: becoming another user on this host.
 //!
 //! The tool runs with
-//! - **stdin**: this agent's own image (`/proc/self/exe`, a memfd when the agent runs from
-//!   memory; see `image::open_own`), which the new agent is started from: `exec /proc/self/fd/0 agent --hop`
+//! - **stdin**: this agent's own image in a memory file (`image::image_for_others`: the
+//!   cached copy it may run from is private to its user), which the new agent is started
+//!   from: `exec /proc/self/fd/0 agent --hop`
 //!   (su reads its password from stdin, so for su stdin is the pty and the image is fd 3);
 //! - **stdout**: one end of a socketpair, which becomes the new agent's link, both ways;
 //! - **stderr**: a pty slave, which is also its controlling terminal (so `requiretty` is
@@ -190,7 +191,7 @@ fn launch(role: &Become, dialect: &Dialect, nonce: &str, shell: &Path) -> io::Re
     }
     let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
     let (ours, theirs) = StdUnixStream::pair()?;
-    let image = crate::bootstrap::image::open_own()?;
+    let image = crate::bootstrap::image::image_for_others()?;
     let image_raw = image.as_raw_fd();
     if image_fd == 0 {
         cmd.stdin(Stdio::from(image));

@@ -6,7 +6,7 @@
 //! shim waits for the exit status, forwards window-size changes, and by exiting (or being
 //! killed) tells the master to stop the remote process.
 
-use std::io::{self, Write};
+use std::io::{self, ErrorKind, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -31,6 +31,10 @@ pub struct MasterConn {
     buf: BytesMut,
     /// Our `Hello` went out.
     introduced: bool,
+    /// The master closed the connection while a request was still going out (a master
+    /// out of descriptors answers and closes at once): what sending said, reported once
+    /// there is no answer to read either.
+    unsent: Option<io::Error>,
 }
 
 impl MasterConn {
@@ -40,6 +44,7 @@ impl MasterConn {
             codec: FrameCodec::default(),
             buf: BytesMut::with_capacity(16 * 1024),
             introduced: false,
+            unsent: None,
         })
     }
 
@@ -51,7 +56,13 @@ impl MasterConn {
     /// Sends the request with descriptors attached (a session's stdin, stdout, stderr).
     pub fn request_with_fds(&mut self, request: Request, fds: &[RawFd]) -> io::Result<()> {
         let buf = encode_request(request, !self.introduced)?;
-        send_with_fds(&self.stream, &buf, fds)?;
+        match send_with_fds(&self.stream, &buf, fds) {
+            Ok(()) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => {
+                self.unsent = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
         self.introduced = true;
         Ok(())
     }
@@ -88,6 +99,7 @@ impl MasterConn {
             codec: FrameCodec::default(),
             buf: BytesMut::new(),
             introduced: true,
+            unsent: None,
         })
     }
 
@@ -112,10 +124,10 @@ impl MasterConn {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(e);
+                return Err(self.unsent.take().unwrap_or(e));
             }
             if n == 0 {
-                return Ok(None);
+                return self.unsent.take().map_or(Ok(None), Err);
             }
             // SAFETY: the kernel wrote n bytes.
             unsafe { self.buf.set_len(self.buf.len() + n as usize) };

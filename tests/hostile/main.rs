@@ -408,14 +408,17 @@ fn root_attacks() {
     );
 }
 
-/// The agent processes (running from memory) that `sshd` started for the test user.
+/// The agent processes (running from their cached copy, or from memory) that `sshd`
+/// started for the test user.
 fn agents_of(sshd: &Sshd) -> Vec<i32> {
     descendants(sshd.pid())
         .into_iter()
         .filter(|p| {
-            p.exe
-                .as_ref()
-                .is_some_and(|e| e.to_string_lossy().starts_with("/memfd:mitossh-agent"))
+            p.exe.as_ref().is_some_and(|e| {
+                e.to_string_lossy().starts_with("/memfd:mitossh-agent")
+                    || e.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("mitossh-agent-"))
+            })
         })
         .map(|p| p.pid)
         .collect()
