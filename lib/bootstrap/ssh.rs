@@ -123,11 +123,15 @@ impl StderrTail {
     }
 }
 
-/// Starts ssh with stage 1 and waits until the agent announces itself.
+/// Starts ssh with stage 1 and waits until the agent announces itself. `first` (the
+/// encoded first frames for the agent) is written at once, so that an agent already on
+/// the host finds them waiting; stage 1 skips them when it has to receive the image, and
+/// they are sent again after it.
 pub async fn bootstrap(
     ssh: &SshCommand,
     image: &AgentImage,
     hooks: ConnectHooks,
+    first: &[u8],
 ) -> Result<Bootstrapped, ConnectError> {
     let ConnectHooks {
         say,
@@ -142,6 +146,7 @@ pub async fn bootstrap(
         size: image.bytes.len() as u64,
         nonce: &nonce,
         agent_args: &["--nonce", &nonce],
+        skip: first.len(),
     };
     let mut cmd = Command::new(&ssh.program);
     cmd.args(&ssh.args)
@@ -176,9 +181,13 @@ pub async fn bootstrap(
     let stdout = child.stdout.take().expect("piped");
     crate::sys::fdio::grow_pipe(&stdin);
     crate::sys::fdio::grow_pipe(&stdout);
-    let mut stdout = BufReader::with_capacity(256 * 1024, stdout);
+    // The pipe holds them whatever ssh does; an ssh that dies says so below.
+    if let Err(e) = stdin.write_all(first).await {
+        tracing::debug!(host = %ssh.label, "writing the first frames: {e}");
+    }
+    let mut stdout = BufReader::with_capacity(64 * 1024, stdout);
 
-    let handshake = wait_for_agent(&mut stdout, &mut stdin, image, &nonce);
+    let handshake = wait_for_agent(&mut stdout, &mut stdin, image, &nonce, first);
     let started = Instant::now();
     let outcome = tokio::select! {
         r = handshake => Ok(r),
@@ -237,6 +246,7 @@ async fn wait_for_agent(
     stdin: &mut ChildStdin,
     image: &AgentImage,
     nonce: &str,
+    first: &[u8],
 ) -> io::Result<bool> {
     let upload = format!("{UPLOAD_MARKER} {nonce}\n");
     let ready = format!("{READY_MARKER} {nonce} ");
@@ -254,6 +264,8 @@ async fn wait_for_agent(
         }
         if line == upload.as_bytes() {
             stdin.write_all(&image.bytes).await?;
+            // Stage 1 skipped the first frames to read the image: they come again.
+            stdin.write_all(first).await?;
             stdin.flush().await?;
             uploaded = true;
         } else if line.starts_with(ready.as_bytes()) {

@@ -10,6 +10,11 @@
 //! executing files (an empty file is run as a probe: on a `noexec` mount that fails).
 //! The file is named after the image's content hash, written under a temporary name and
 //! renamed into place, so concurrent connects never see half an agent.
+//!
+//! The master writes the agent's first frames before it knows which way the script goes
+//! (`skip` bytes): a cached agent reads them; before receiving the image the script
+//! throws them away (`head -c` reads exactly that many), and the master sends them again
+//! after the image.
 
 use super::UPLOAD_MARKER;
 
@@ -24,6 +29,9 @@ pub struct Stage1<'a> {
     pub nonce: &'a str,
     /// Arguments for the agent after the executable path.
     pub agent_args: &'a [&'a str],
+    /// Bytes the master sent ahead for a cached agent (its first frames), which must be
+    /// skipped before the image when there is none.
+    pub skip: usize,
 }
 
 impl Stage1<'_> {
@@ -40,6 +48,10 @@ impl Stage1<'_> {
         let dirs = r#""${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/mitossh}" "${HOME:+$HOME/.cache/mitossh}" "${TMPDIR:-/tmp}/mitossh-$u" "/dev/shm/mitossh-$u""#;
         let n = self.size;
         let nonce = self.nonce;
+        let skip = match self.skip {
+            0 => String::new(),
+            k => format!("head -c {k} >/dev/null || exit 97; "),
+        };
         [
             // Not x86_64: say so plainly; the master reports it as "cannot serve this host".
             r#"a=$(uname -m 2>/dev/null); case "$a" in x86_64|amd64) ;; *) echo "mitossh: no agent for the $a architecture" >&2; exit 97;; esac"#.to_string(),
@@ -49,7 +61,7 @@ impl Stage1<'_> {
             format!(r#"for d in {dirs}; do if test -n "$d" && test -O "$d" && test -f "$d/$m" && test -x "$d/$m"; then test -L "$d" || exec "$d/$m" {run}; fi; done"#),
             // Not cached: pick a directory, ask for the image, store it, start it.
             format!(
-                r#"for d in {dirs}; do test -n "$d" || continue; mkdir -p -m 700 "$d" 2>/dev/null; test -L "$d" && continue; test -d "$d" && test -O "$d" || continue; chmod 700 "$d" 2>/dev/null || continue; t="$d/.$m.$$"; rm -f "$t"; (: > "$t" && chmod 700 "$t" && "$t") 2>/dev/null || {{ rm -f "$t"; continue; }}; echo "{UPLOAD_MARKER} {nonce}"; if head -c {n} > "$t"; then s=$(wc -c < "$t"); if test "$((s))" = {n} && mv -f "$t" "$d/$m"; then exec "$d/$m" {run}; fi; fi; rm -f "$t"; echo "mitossh: could not store the agent in $d" >&2; exit 97; done"#
+                r#"for d in {dirs}; do test -n "$d" || continue; mkdir -p -m 700 "$d" 2>/dev/null; test -L "$d" && continue; test -d "$d" && test -O "$d" || continue; chmod 700 "$d" 2>/dev/null || continue; t="$d/.$m.$$"; rm -f "$t"; (: > "$t" && chmod 700 "$t" && "$t") 2>/dev/null || {{ rm -f "$t"; continue; }}; echo "{UPLOAD_MARKER} {nonce}"; {skip}if head -c {n} > "$t"; then s=$(wc -c < "$t"); if test "$((s))" = {n} && mv -f "$t" "$d/$m"; then exec "$d/$m" {run}; fi; fi; rm -f "$t"; echo "mitossh: could not store the agent in $d" >&2; exit 97; done"#
             ),
             r#"echo "mitossh: no private writable directory to keep the agent in (tried XDG_RUNTIME_DIR, ~/.cache, TMPDIR or /tmp, /dev/shm)" >&2; exit 97"#.into(),
         ]
@@ -77,6 +89,7 @@ mod tests {
             size,
             nonce: "n0nce",
             agent_args: &["--nonce", "n0nce"],
+            skip: 0,
         }
     }
 

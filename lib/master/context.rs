@@ -17,23 +17,26 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use tokio::io::AsyncRead;
+use bytes::BytesMut;
 use tokio::process::Child;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Master;
 use super::key::ContextKey;
-use crate::bootstrap::handshake;
 use crate::bootstrap::ssh::{ConnectError, ConnectHooks, SshCommand, bootstrap};
+use crate::bootstrap::{hello_frame, receive_hello};
 use crate::credit::CreditGate;
 use crate::guard::{Guard, Verdict, Violation};
-use crate::link::{self, LinkClosed, LinkReader, LinkSender};
+use crate::link::inbound::{Incoming, LinkIn};
+use crate::link::{self, LinkClosed, LinkSender, Staged};
+use crate::proto::flow::DEFAULT_WINDOW;
+use crate::proto::frame::encode_into;
 use crate::proto::{
     ContextId, ContextStatus, Fd, Frame, FrameError, Hello, Message, OpenSpec, Secret, StreamId,
 };
 use crate::pump::{self, Feed, Inbox, Input};
+use crate::sys::fdio::FdIo;
 use crate::untrusted;
 
 /// How long ssh may take to exit after its agent was told to shut down.
@@ -60,6 +63,12 @@ impl Link {
         let mut guard = self.guard.lock().unwrap_or_else(|p| p.into_inner());
         guard.sent(&frame);
         self.sender.send(frame)
+    }
+
+    fn send_staged(&self, frame: Frame, staged: Staged) -> Result<(), LinkClosed> {
+        let mut guard = self.guard.lock().unwrap_or_else(|p| p.into_inner());
+        guard.sent_with_payload(&frame, staged.len());
+        self.sender.send_staged(frame, staged)
     }
 
     fn guard(&self) -> std::sync::MutexGuard<'_, Guard> {
@@ -143,8 +152,8 @@ struct StreamEntry {
     events: mpsc::UnboundedSender<Message>,
     /// Credit for stdin: the window in `Opened`, then `Credit`.
     stdin: Arc<CreditGate>,
-    stdout: Option<Feed>,
-    stderr: Option<Feed>,
+    stdout: Option<Arc<Feed>>,
+    stderr: Option<Arc<Feed>>,
 }
 
 /// A stream's end in the master. Dropping it forgets the stream (and closes it on the
@@ -231,10 +240,20 @@ impl Context {
         id: StreamId,
         spec: OpenSpec,
     ) -> Result<StreamPort, LinkClosed> {
+        let port = self.register_stream(id)?;
+        self.send(Message::Open {
+            stream: id,
+            spec: Box::new(spec),
+        })?;
+        Ok(port)
+    }
+
+    /// Registers stream `id`, whose `Open` is (or is about to be) on its way.
+    fn register_stream(self: &Arc<Self>, id: StreamId) -> Result<StreamPort, LinkClosed> {
         let (events_tx, events) = mpsc::unbounded_channel();
         let stdin = Arc::new(CreditGate::new(0));
-        let (stdout_feed, stdout) = pump::inbox();
-        let (stderr_feed, stderr) = pump::inbox();
+        let (stdout_feed, stdout) = pump::inbox(DEFAULT_WINDOW);
+        let (stderr_feed, stderr) = pump::inbox(DEFAULT_WINDOW);
         {
             let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
             if self.dead.is_cancelled() {
@@ -243,27 +262,22 @@ impl Context {
             let entry = StreamEntry {
                 events: events_tx,
                 stdin: stdin.clone(),
-                stdout: Some(stdout_feed),
-                stderr: Some(stderr_feed),
+                stdout: Some(Arc::new(stdout_feed)),
+                stderr: Some(Arc::new(stderr_feed)),
             };
             streams.insert(id, entry);
         }
         self.recount();
         self.total_streams.fetch_add(1, Ordering::Relaxed);
         self.touch();
-        let port = StreamPort {
+        Ok(StreamPort {
             id,
             events,
             stdin,
             stdout: Some(stdout),
             stderr: Some(stderr),
             ctx: self.clone(),
-        };
-        self.send(Message::Open {
-            stream: id,
-            spec: Box::new(spec),
-        })?;
-        Ok(port)
+        })
     }
 
     fn forget(&self, id: StreamId) {
@@ -311,6 +325,16 @@ impl Context {
             return Err(LinkClosed);
         }
         self.link.send(Frame::with_data(self.id, msg, data))
+    }
+
+    /// Sends stdin bytes staged in a pipe to the agent.
+    pub fn send_staged(&self, msg: Message, staged: Staged) -> Result<(), LinkClosed> {
+        self.bytes_down
+            .fetch_add(staged.len() as u64, Ordering::Relaxed);
+        if self.dead.is_cancelled() {
+            return Err(LinkClosed);
+        }
+        self.link.send_staged(Frame::new(self.id, msg), staged)
     }
 
     /// The link's queue, for producers of bulk data to wait on ([`LinkSender::ready`]).
@@ -464,8 +488,19 @@ impl Context {
     }
 }
 
-/// Connects a context over an ssh the master runs: bootstrap, hello, then the link's
-/// dispatcher. `parent` is the context whose TCP stream ssh goes through, if any.
+/// The first stream of a new connection, whose `Open` travels with the master's `Hello`
+/// (so a first call costs no round trip more than `ssh host cmd`). Its port goes to the
+/// request that asked, if that request still waits.
+#[derive(Debug)]
+pub struct EarlyOpen {
+    pub stream: StreamId,
+    pub spec: OpenSpec,
+    pub port: oneshot::Sender<StreamPort>,
+}
+
+/// Connects a context over an ssh the master runs: bootstrap with the master's hello (and
+/// `early`'s `Open`) sent at once, the agent's hello, then the link's dispatcher. `parent`
+/// is the context whose TCP stream ssh goes through, if any.
 pub async fn connect_ssh(
     master: &Arc<Master>,
     id: ContextId,
@@ -473,22 +508,44 @@ pub async fn connect_ssh(
     ssh: SshCommand,
     parent: ContextId,
     hooks: ConnectHooks,
+    early: Option<EarlyOpen>,
 ) -> Result<Arc<Context>, ConnectError> {
-    let boot = bootstrap(&ssh, &master.image, hooks).await?;
+    let mut guard = Guard::new(id);
+    let mut first = BytesMut::new();
+    let mut frames = vec![hello_frame(id)];
+    let early = early.map(|e| {
+        frames.push(Frame::new(
+            id,
+            Message::Open {
+                stream: e.stream,
+                spec: Box::new(e.spec),
+            },
+        ));
+        (e.stream, e.port)
+    });
+    for frame in &frames {
+        guard.sent(frame);
+        encode_into(frame, &mut first).map_err(|e| ConnectError::Other(e.to_string()))?;
+    }
+    let boot = bootstrap(&ssh, &master.image, hooks, &first).await?;
     tracing::info!(
         host = %ssh.label,
         "agent started ({})",
         if boot.uploaded { "uploaded" } else { "cached" }
     );
-    let (sender, writer) = link::spawn_writer(boot.writer);
-    let mut reader = link::reader(boot.reader);
-    let hello = handshake(&mut reader, &sender, id)
+    let link_error = |e: std::io::Error| ConnectError::Other(format!("{}: {e}", ssh.label));
+    let writer = FdIo::new(boot.writer.into_owned_fd().map_err(link_error)?).map_err(link_error)?;
+    let already = boot.reader.buffer().to_vec();
+    let reader = boot.reader.into_inner().into_owned_fd().map_err(link_error)?;
+    let mut reader = LinkIn::new(FdIo::new(reader).map_err(link_error)?, &already);
+    let (sender, writer) = link::spawn_fd_writer(writer);
+    let hello = receive_hello(&mut reader)
         .await
         .map_err(|why| ConnectError::Other(format!("{}: {why}", ssh.label)))?;
     let link = Arc::new(Link {
         name: ssh.label.clone(),
         sender,
-        guard: Mutex::new(Guard::new(id)),
+        guard: Mutex::new(guard),
         contexts: Mutex::default(),
         breach: Mutex::default(),
         dead: CancellationToken::new(),
@@ -496,6 +553,12 @@ pub async fn connect_ssh(
     // Reached through `parent`'s TCP stream, not started by its agent: not its child.
     let ctx = Context::new(id, parent, key, "ssh", hello, link.clone(), false);
     link.add(ctx.clone());
+    if let Some((stream, waiter)) = early
+        && let Ok(port) = ctx.register_stream(stream)
+    {
+        // Nobody waits any more: dropping the port closes the stream.
+        let _ = waiter.send(port);
+    }
     master.tasks.spawn(dispatch(
         link,
         reader,
@@ -507,23 +570,27 @@ pub async fn connect_ssh(
 }
 
 /// Routes frames from the link to their contexts until it ends, then cleans up.
-async fn dispatch<R: AsyncRead + Unpin>(
+async fn dispatch(
     link: Arc<Link>,
-    mut reader: LinkReader<R>,
+    mut reader: LinkIn,
     mut child: Child,
     writer: tokio::task::JoinHandle<std::io::Result<()>>,
     master: Weak<Master>,
 ) {
     loop {
-        let frame = tokio::select! {
+        let incoming = tokio::select! {
             f = reader.next() => f,
             // The writer failing means the pipe to ssh broke: the link is gone too.
             _ = link.sender.closed() => None,
         };
-        let breach = match frame {
-            Some(Ok(frame)) => match route_up(&link, &master, frame) {
+        let breach = match incoming {
+            Some(Ok(incoming)) => match route_up(&link, &master, incoming, &mut reader).await {
                 Ok(()) => continue,
-                Err(why) => why.to_string(),
+                Err(Refused::Breach(why)) => why.to_string(),
+                Err(Refused::Link(e)) => {
+                    tracing::warn!("{}: the link broke: {e}", link.name);
+                    break;
+                }
             },
             Some(Err(FrameError::Io(e))) => {
                 tracing::warn!("{}: the link broke: {e}", link.name);
@@ -568,6 +635,26 @@ async fn dispatch<R: AsyncRead + Unpin>(
     tracing::info!("link closed (contexts {names:?})");
 }
 
+/// Why a frame ended its link.
+enum Refused {
+    /// It broke the protocol.
+    Breach(Violation),
+    /// Reading its payload failed.
+    Link(FrameError),
+}
+
+impl From<Violation> for Refused {
+    fn from(v: Violation) -> Refused {
+        Refused::Breach(v)
+    }
+}
+
+impl From<FrameError> for Refused {
+    fn from(e: FrameError) -> Refused {
+        Refused::Link(e)
+    }
+}
+
 /// A context is gone: tell its waiters, its parent and the registry.
 fn lose(ctx: &Arc<Context>, master: &Weak<Master>, reason: Option<String>) {
     ctx.die(reason);
@@ -582,10 +669,18 @@ fn lose(ctx: &Arc<Context>, master: &Weak<Master>, reason: Option<String>) {
     tracing::info!(context = ctx.id, "{} closed", ctx.name);
 }
 
-/// Hands one frame from the agent to whoever it is for, once it is clean and allowed.
-fn route_up(link: &Link, master: &Weak<Master>, mut frame: Frame) -> Result<(), Violation> {
+/// Hands one frame from the agent to whoever it is for, once it is clean and allowed. Its
+/// header is judged before any of its payload is taken off the link.
+async fn route_up(
+    link: &Link,
+    master: &Weak<Master>,
+    incoming: Incoming,
+    reader: &mut LinkIn,
+) -> Result<(), Refused> {
+    let Incoming { mut frame, unread } = incoming;
     untrusted::clean_message(&mut frame.msg);
-    let verdict = link.guard().arrived(&mut frame)?;
+    let payload = frame.data.len() + unread;
+    let verdict = link.guard().judge(frame.ctx, &mut frame.msg, payload)?;
     match verdict {
         Verdict::Pass => {}
         Verdict::Ignore => return Ok(()),
@@ -619,56 +714,95 @@ fn route_up(link: &Link, master: &Weak<Master>, mut frame: Frame) -> Result<(), 
             "{} from a context not yet adopted",
             frame.msg.name()
         );
+        reader.read_payload().await?;
         return Ok(());
     };
-    match frame.msg {
-        Message::Data { stream, fd } => {
-            ctx.bytes_up
-                .fetch_add(frame.data.len() as u64, Ordering::Relaxed);
-            ctx.with_stream(stream, |e| e.output(fd, Input::Data(frame.data)));
-        }
-        Message::Eof { stream, fd } => ctx.with_stream(stream, |e| e.output(fd, Input::Eof)),
-        Message::Credit { stream, bytes, .. } => ctx.with_stream(stream, |e| e.stdin.grant(bytes)),
-        msg @ Message::Opened { stream, window, .. } => ctx.with_stream(stream, |e| {
-            e.stdin.grant(window);
-            let _ = e.events.send(msg);
-        }),
-        msg @ (Message::OpenFailed { stream, .. }
-        | Message::Released { stream }
-        | Message::Exit { stream, .. }) => ctx.with_stream(stream, |e| {
-            let _ = e.events.send(msg);
-        }),
-        Message::NeedPassword { child, whose } => {
-            ctx.spawn_event(child, SpawnEvent::NeedPassword(whose));
-        }
-        Message::Spawned { child, hello } => {
-            if !ctx.spawn_event(child, SpawnEvent::Spawned(hello)) {
-                // Its spawner gave up waiting: nobody will use it.
-                tracing::warn!(
-                    context = child,
-                    "{}: a child started too late; stopping it",
-                    ctx.name
-                );
-                let _ = link.send(Frame::new(child, Message::Shutdown));
-            }
-        }
-        Message::SpawnFailed { child, error } => {
-            ctx.spawn_event(child, SpawnEvent::Failed(error));
-        }
-        other => tracing::warn!(context = ctx.id, "ignoring {}", other.name()),
+    if let Message::Data { stream, fd } = frame.msg {
+        ctx.bytes_up.fetch_add(payload as u64, Ordering::Relaxed);
+        return ctx.output(stream, fd, frame.data, unread, reader).await;
     }
+    ctx.event(link, frame.msg);
     Ok(())
 }
 
-impl StreamEntry {
-    fn output(&self, fd: Fd, input: Input) {
-        let feed = match fd {
-            Fd::Stdout => &self.stdout,
-            Fd::Stderr => &self.stderr,
-            Fd::Stdin => &None,
+impl Context {
+    /// A stream's output: into its writer's queue, or spliced on from the link.
+    async fn output(
+        &self,
+        stream: StreamId,
+        fd: Fd,
+        data: bytes::Bytes,
+        unread: usize,
+        reader: &mut LinkIn,
+    ) -> Result<(), Refused> {
+        let mut feed = None;
+        self.with_stream(stream, |e| feed = e.feed(fd).cloned());
+        let Some(feed) = feed else {
+            reader.read_payload().await?;
+            return Ok(());
         };
-        if let Some(feed) = feed {
-            feed.send(input);
+        if unread == 0 {
+            feed.send(Input::Data(data));
+            return Ok(());
+        }
+        let delivered = feed.deliver(data, unread, reader).await?;
+        if let Some(bytes) = delivered.grant {
+            let _ = self.send(Message::Credit { stream, fd, bytes });
+        }
+        if delivered.broken {
+            let _ = self.send(Message::Eof { stream, fd });
+        }
+        Ok(())
+    }
+
+    /// Anything but data from the agent.
+    fn event(&self, link: &Link, msg: Message) {
+        match msg {
+            Message::Eof { stream, fd } => self.with_stream(stream, |e| {
+                if let Some(feed) = e.feed(fd) {
+                    feed.send(Input::Eof);
+                }
+            }),
+            Message::Credit { stream, bytes, .. } => {
+                self.with_stream(stream, |e| e.stdin.grant(bytes))
+            }
+            msg @ Message::Opened { stream, window, .. } => self.with_stream(stream, |e| {
+                e.stdin.grant(window);
+                let _ = e.events.send(msg);
+            }),
+            msg @ (Message::OpenFailed { stream, .. }
+            | Message::Released { stream }
+            | Message::Exit { stream, .. }) => self.with_stream(stream, |e| {
+                let _ = e.events.send(msg);
+            }),
+            Message::NeedPassword { child, whose } => {
+                self.spawn_event(child, SpawnEvent::NeedPassword(whose));
+            }
+            Message::Spawned { child, hello } => {
+                if !self.spawn_event(child, SpawnEvent::Spawned(hello)) {
+                    // Its spawner gave up waiting: nobody will use it.
+                    tracing::warn!(
+                        context = child,
+                        "{}: a child started too late; stopping it",
+                        self.name
+                    );
+                    let _ = link.send(Frame::new(child, Message::Shutdown));
+                }
+            }
+            Message::SpawnFailed { child, error } => {
+                self.spawn_event(child, SpawnEvent::Failed(error));
+            }
+            other => tracing::warn!(context = self.id, "ignoring {}", other.name()),
+        }
+    }
+}
+
+impl StreamEntry {
+    fn feed(&self, fd: Fd) -> Option<&Arc<Feed>> {
+        match fd {
+            Fd::Stdout => self.stdout.as_ref(),
+            Fd::Stderr => self.stderr.as_ref(),
+            Fd::Stdin => None,
         }
     }
 }

@@ -22,7 +22,7 @@ pub async fn start(child: ContextId, args: &[Vec<u8>], label: &str) -> Result<Ch
             .collect(),
         label: label.to_string(),
     };
-    let boot = bootstrap(&ssh, &image, ConnectHooks::none(SPAWN_TIMEOUT))
+    let boot = bootstrap(&ssh, &image, ConnectHooks::none(SPAWN_TIMEOUT), &[])
         .await
         .map_err(|e| SpawnError::Failed(e.to_string()))?;
     let (sender, _writer) = link::spawn_writer(boot.writer);

@@ -5,4 +5,5 @@ pub mod adopt;
 pub mod fdio;
 pub mod passfd;
 pub mod process;
+pub mod splice;
 pub mod user;
