@@ -255,7 +255,10 @@ impl Feed {
         }
         let mut rest = unread;
         while rest > 0 && prefix.is_empty() && !failed {
-            match link.splice_payload(std::os::fd::AsFd::as_fd(fd), rest).await {
+            match link
+                .splice_payload(std::os::fd::AsFd::as_fd(fd), rest)
+                .await
+            {
                 Ok(Spliced::Moved(n)) => {
                     rest -= n;
                     moved += n;

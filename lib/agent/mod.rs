@@ -26,10 +26,10 @@ use nix::sys::signal::Signal;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use crate::link::inbound::{Incoming, LinkIn};
 use crate::link::{self, LinkSender};
 use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{Fd, Frame, Hello, MASTER, Message, PROTOCOL_VERSION, StreamId};
-use crate::link::inbound::{Incoming, LinkIn};
 use crate::pump::{Feed, Input};
 use crate::sys::fdio::FdIo;
 use launch::Session;

@@ -121,7 +121,8 @@ impl StreamHandle {
                 let stdin = Dst::<tokio::io::Empty>::Pipe(FdIo::new(stdin.into_owned_fd()?)?);
                 let out = FdIo::new(out.into_owned_fd()?)?;
                 let err = FdIo::new(err.into_owned_fd()?)?;
-                let input = tokio::spawn(pump_input(stream, input_rx, stdin, report.clone(), false));
+                let input =
+                    tokio::spawn(pump_input(stream, input_rx, stdin, report.clone(), false));
                 let output = |fd, pipe, gate: &Arc<CreditGate>| {
                     let (gate, report) = (gate.clone(), report.clone());
                     tokio::spawn(async move {
@@ -394,7 +395,13 @@ async fn run_tcp(
         fd: Fd::Stderr,
     });
     let (mut r, w) = sock.into_split();
-    let writer = tokio::spawn(pump_input(stream, input, Dst::Stream(w), report.clone(), false));
+    let writer = tokio::spawn(pump_input(
+        stream,
+        input,
+        Dst::Stream(w),
+        report.clone(),
+        false,
+    ));
     // The stream ends when the far side closes (or on cancel); the client may half-close
     // its direction earlier without ending it.
     let source = Source::stream(&mut r);

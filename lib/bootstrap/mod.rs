@@ -68,7 +68,11 @@ pub async fn handshake<R: AsyncRead + Unpin>(
 ) -> Result<Hello, String> {
     let _ = writer.send(hello_frame(ctx));
     let first = tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await;
-    judge_hello(first.map_err(|_| ()).map(|f| f.map(|f| f.map_err(|e| e.to_string()))))
+    judge_hello(
+        first
+            .map_err(|_| ())
+            .map(|f| f.map(|f| f.map_err(|e| e.to_string()))),
+    )
 }
 
 /// The agent's `Hello`, the first frame on a link whose own `Hello` went ahead with the

@@ -59,7 +59,10 @@ pub struct LinkIn {
 enum Parsed {
     Frame(Incoming),
     /// Read at least this many more; `ahead`: more may be read at once.
-    Need { more: usize, ahead: bool },
+    Need {
+        more: usize,
+        ahead: bool,
+    },
 }
 
 impl LinkIn {
@@ -237,7 +240,10 @@ fn scan_data_header(body: &[u8]) -> Scan {
 /// Where the varint starting at `at` ends, if all of it is there.
 fn varint_end(b: &[u8], at: usize) -> Option<usize> {
     let tail = b.get(at..)?;
-    tail.iter().take(5).position(|x| x & 0x80 == 0).map(|i| at + i + 1)
+    tail.iter()
+        .take(5)
+        .position(|x| x & 0x80 == 0)
+        .map(|i| at + i + 1)
 }
 
 /// The byte postcard writes for `Message::Data`'s variant.
@@ -357,7 +363,10 @@ mod tests {
                 // the header is read alone.
                 let ahead = got.frame.data.len();
                 assert!(ahead < READ_AHEAD, "{ahead} bytes read ahead");
-                assert!(!after_splice || ahead == 0, "{ahead} bytes read after a splice");
+                assert!(
+                    !after_splice || ahead == 0,
+                    "{ahead} bytes read after a splice"
+                );
                 let mut spliced = BytesMut::from(&got.frame.data[..]);
                 while reader.unread > 0 {
                     let n = match reader.splice_payload(out.write.as_fd(), 50_000).await {

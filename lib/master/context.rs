@@ -536,7 +536,11 @@ pub async fn connect_ssh(
     let link_error = |e: std::io::Error| ConnectError::Other(format!("{}: {e}", ssh.label));
     let writer = FdIo::new(boot.writer.into_owned_fd().map_err(link_error)?).map_err(link_error)?;
     let already = boot.reader.buffer().to_vec();
-    let reader = boot.reader.into_inner().into_owned_fd().map_err(link_error)?;
+    let reader = boot
+        .reader
+        .into_inner()
+        .into_owned_fd()
+        .map_err(link_error)?;
     let mut reader = LinkIn::new(FdIo::new(reader).map_err(link_error)?, &already);
     let (sender, writer) = link::spawn_fd_writer(writer);
     let hello = receive_hello(&mut reader)

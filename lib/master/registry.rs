@@ -142,8 +142,7 @@ impl Registry {
                         how,
                         parent,
                         attempt.clone(),
-                        batch,
-                        early,
+                        Starter { batch, early },
                     ));
                     let outcome = async move {
                         task.await.unwrap_or_else(|e| {
@@ -257,8 +256,15 @@ fn is_verbose(how: &How) -> bool {
     args::parse(&words).is_ok_and(|inv| inv.count('v') > 0)
 }
 
+/// What the request that starts an attempt brings to it.
+struct Starter {
+    /// It cannot be asked anything.
+    batch: bool,
+    /// Its first stream, to open with the connection.
+    early: Option<EarlyOpen>,
+}
+
 /// Makes the context `key` from `parent` as `how` says, and watches it for idleness.
-/// `batch`: the caller that started it cannot be asked anything.
 async fn make(
     master: Arc<Master>,
     id: ContextId,
@@ -266,13 +272,17 @@ async fn make(
     how: How,
     parent: Option<Arc<Context>>,
     attempt: Arc<Attempt>,
-    batch: bool,
-    early: Option<EarlyOpen>,
+    Starter { batch, early }: Starter,
 ) -> Result<Arc<Context>, ConnectError> {
     let label = key.label();
     let made = match (how, parent) {
         (How::Ssh(hop), parent) => {
-            let ssh = Ssh { hop: &hop, label, batch, early };
+            let ssh = Ssh {
+                hop: &hop,
+                label,
+                batch,
+                early,
+            };
             connect_ssh(&master, id, key, ssh, parent, &attempt).await
         }
         (How::SshOnHop(hop), Some(parent)) => {

@@ -27,11 +27,11 @@ use super::registry::Found;
 use crate::bootstrap::ssh::ConnectError;
 use crate::credit::CreditGate;
 use crate::link::{LinkReader, LinkSender};
+use crate::proto::MAX_DATA;
 use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{
     Caller, ContextId, ExitStatus, Fd, Frame, MASTER, Message, OpenSpec, Reply, StreamId, Target,
 };
-use crate::proto::MAX_DATA;
 use crate::pump::{self, Chunk, Dst, Inbox, Sink, Source};
 use crate::sys::adopt::{self, Adopted};
 use crate::untrusted;

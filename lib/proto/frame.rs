@@ -101,8 +101,8 @@ impl Decoder for FrameCodec {
 
 /// Decodes a frame's body (everything after its length).
 pub fn decode_body(body: Bytes) -> Result<Frame, FrameError> {
-    let ((ctx, msg), rest) = postcard::take_from_bytes::<(ContextId, Message)>(&body)
-        .map_err(FrameError::Malformed)?;
+    let ((ctx, msg), rest) =
+        postcard::take_from_bytes::<(ContextId, Message)>(&body).map_err(FrameError::Malformed)?;
     let header_len = body.len() - rest.len();
     let data = if rest.len() < COPY_BELOW {
         Bytes::copy_from_slice(rest)

@@ -33,7 +33,10 @@ pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 pub enum Adopted<T> {
     Pipe(FdIo),
     /// `file`: a regular file or device, read on a blocking thread (large reads pay).
-    Other { io: T, file: bool },
+    Other {
+        io: T,
+        file: bool,
+    },
 }
 
 /// Adopts `fd` for reading.
@@ -61,9 +64,7 @@ pub fn writer(fd: OwnedFd) -> io::Result<Adopted<Writer>> {
         })?)?),
         Kind::Terminal => other(Box::new(FdIo::new(reopen(&fd, libc::O_RDWR)?)?)),
         Kind::Socket => other(Box::new(SockIo::new(fd)?)),
-        Kind::Other => other(Box::new(tokio::fs::File::from_std(std::fs::File::from(
-            fd,
-        )))),
+        Kind::Other => other(Box::new(tokio::fs::File::from_std(std::fs::File::from(fd)))),
     })
 }
 
