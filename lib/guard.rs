@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::proto::flow::DEFAULT_WINDOW;
+use crate::proto::flow::{DEFAULT_WINDOW, FlowViolation};
 use crate::proto::{ContextId, Fd, Frame, MAX_DATA, Message, StreamId};
 
 /// A peer broke the protocol. The text names ids and counts only, never what the peer
@@ -30,6 +30,12 @@ use crate::proto::{ContextId, Fd, Frame, MAX_DATA, Message, StreamId};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct Violation(String);
+
+impl From<FlowViolation> for Violation {
+    fn from(e: FlowViolation) -> Violation {
+        Violation(format!("output beyond its window: {e}"))
+    }
+}
 
 /// What to do with a frame that passed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use crate::credit::CreditGate;
 use crate::link::inbound::{LinkIn, SPLICE_MIN};
 use crate::link::{LinkSender, Staged, Staging};
-use crate::proto::flow::RecvWindow;
+use crate::proto::flow::{FlowViolation, RecvWindow};
 use crate::proto::{FrameError, MAX_DATA};
 use crate::sys::fdio::{FdIo, Spliced};
 use crate::sys::splice;
@@ -158,23 +158,24 @@ pub struct Delivered {
 pub struct Feed(Arc<Shared>);
 
 impl Feed {
-    pub fn send(&self, input: Input) {
+    /// Queues `input`. Data beyond the window the sender was granted is refused (and
+    /// not queued): the caller drops the link it came on.
+    pub fn send(&self, input: Input) -> Result<(), FlowViolation> {
         {
             let mut q = self.0.lock();
             if q.closed || q.eof {
-                return; // nothing follows the end
+                return Ok(()); // nothing follows the end
             }
             match input {
                 Input::Data(bytes) => {
-                    // Over-sending was refused when it arrived (crate::guard); here the
-                    // window only batches the credit returned.
-                    let _ = q.window.received(bytes.len());
+                    q.window.received(bytes.len())?;
                     q.push(bytes);
                 }
                 Input::Eof => q.eof = true,
             }
         }
         self.0.changed.notify_one();
+        Ok(())
     }
 
     /// A payload arrived on `link`: `prefix` already read, `unread` more bytes still in
@@ -186,14 +187,14 @@ impl Feed {
         prefix: Bytes,
         unread: usize,
         link: &mut LinkIn,
-    ) -> Result<Delivered, FrameError> {
+    ) -> Result<Delivered, DeliverError> {
         let total = prefix.len() + unread;
         let route = {
             let mut q = self.0.lock();
             if q.closed || q.eof {
                 Route::Drop { credit: false }
             } else {
-                let _ = q.window.received(total);
+                q.window.received(total)?;
                 match &q.pipe {
                     _ if q.gone => Route::Drop { credit: true },
                     Some(pipe) if q.idle() && unread > 0 => {
@@ -227,7 +228,7 @@ impl Feed {
                     broken: false,
                 })
             }
-            Route::Splice(pipe) => self.splice_in(&pipe, prefix, unread, link).await,
+            Route::Splice(pipe) => Ok(self.splice_in(&pipe, prefix, unread, link).await?),
         }
     }
 
@@ -299,6 +300,17 @@ impl Feed {
             None => Ok(delivered),
         }
     }
+}
+
+/// Why a delivery ends the link it came on.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    /// The sender broke flow control.
+    #[error(transparent)]
+    Flow(#[from] FlowViolation),
+    /// The link failed while the payload was taken off it.
+    #[error(transparent)]
+    Link(#[from] FrameError),
 }
 
 /// Where a delivery goes.
@@ -714,11 +726,14 @@ mod tests {
     async fn tiny_payloads_are_gathered_in_order() {
         let (feed, mut inbox) = inbox(1 << 20);
         for i in 0..100_000u32 {
-            feed.send(Input::Data(Bytes::copy_from_slice(&[i as u8])));
+            feed.send(Input::Data(Bytes::copy_from_slice(&[i as u8])))
+                .unwrap();
         }
-        feed.send(Input::Data(Bytes::from(vec![9u8; COALESCE_BELOW])));
-        feed.send(Input::Eof);
-        feed.send(Input::Data(Bytes::from_static(b"after the end")));
+        feed.send(Input::Data(Bytes::from(vec![9u8; COALESCE_BELOW])))
+            .unwrap();
+        feed.send(Input::Eof).unwrap();
+        feed.send(Input::Data(Bytes::from_static(b"after the end")))
+            .unwrap();
         drop(feed);
         let mut got = Vec::new();
         let mut chunks = 0;
@@ -739,12 +754,29 @@ mod tests {
     #[tokio::test]
     async fn the_inbox_ends_when_the_feed_goes() {
         let (feed, mut inbox) = inbox(1 << 20);
-        feed.send(Input::Data(Bytes::from_static(b"last words")));
+        feed.send(Input::Data(Bytes::from_static(b"last words")))
+            .unwrap();
         drop(feed);
         assert_eq!(
             inbox.recv().await,
             Some(Input::Data(Bytes::from_static(b"last words")))
         );
         assert_eq!(inbox.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn data_beyond_the_window_is_refused_and_not_queued() {
+        let (feed, mut inbox) = inbox(100);
+        feed.send(Input::Data(Bytes::from(vec![1u8; 60]))).unwrap();
+        let over = feed.send(Input::Data(Bytes::from(vec![2u8; 41])));
+        assert!(over.is_err(), "101 bytes in a window of 100");
+        feed.send(Input::Data(Bytes::from(vec![3u8; 40]))).unwrap();
+        drop(feed);
+        let mut got = Vec::new();
+        while let Some(Input::Data(chunk)) = inbox.recv().await {
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got.len(), 100);
+        assert!(!got.contains(&2));
     }
 }

@@ -303,11 +303,21 @@ impl Agent {
             Message::Data {
                 stream,
                 fd: Fd::Stdin,
-            } => self.with_stream(stream, |s| s.input(Input::Data(frame.data))),
+            } => {
+                let mut refused = Ok(());
+                self.with_stream(stream, |s| refused = s.input(Input::Data(frame.data)));
+                if let Err(e) = refused {
+                    // As the master does with an agent's output: the link is at fault.
+                    eprintln!("mitossh agent: dropping the link: stdin of stream {stream}: {e}");
+                    return false;
+                }
+            }
             Message::Eof {
                 stream,
                 fd: Fd::Stdin,
-            } => self.with_stream(stream, |s| s.input(Input::Eof)),
+            } => self.with_stream(stream, |s| {
+                let _ = s.input(Input::Eof); // an end is never over the window
+            }),
             Message::Eof { stream, fd } => self.with_stream(stream, |s| s.stop_output(fd)),
             Message::Credit { stream, fd, bytes } => {
                 self.with_stream(stream, |s| s.credit(fd, bytes))

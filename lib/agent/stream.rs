@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::launch::{self, Launched, LaunchedIo, Session};
 use crate::credit::CreditGate;
 use crate::link::LinkSender;
-use crate::proto::flow::DEFAULT_WINDOW;
+use crate::proto::flow::{DEFAULT_WINDOW, FlowViolation};
 use crate::proto::{ContextId, Endpoint, Fd, Frame, Message, OpenSpec, StreamId, WinSize};
 use crate::pump::{self, Chunk, Dst, Feed, Inbox, Input, Source};
 use crate::sys::fdio::FdIo;
@@ -231,9 +231,11 @@ impl StreamHandle {
         });
     }
 
-    pub fn input(&self, input: Input) {
-        if let Some(tx) = &self.input {
-            tx.send(input);
+    /// Queues stdin for the process; refuses data beyond the window the master was given.
+    pub fn input(&self, input: Input) -> Result<(), FlowViolation> {
+        match &self.input {
+            Some(tx) => tx.send(input),
+            None => Ok(()),
         }
     }
 

@@ -13,8 +13,7 @@
 //! frame that breaks the rules drops the link it came on, and only that link.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -35,12 +34,24 @@ use crate::proto::frame::encode_into;
 use crate::proto::{
     ContextId, ContextStatus, Fd, Frame, FrameError, Hello, Message, OpenSpec, Secret, StreamId,
 };
-use crate::pump::{self, Feed, Inbox, Input};
+use crate::pump::{self, DeliverError, Feed, Inbox, Input};
 use crate::sys::fdio::FdIo;
 use crate::untrusted;
 
 /// How long ssh may take to exit after its agent was told to shut down.
 const EXIT_GRACE: Duration = Duration::from_secs(3);
+
+// Locking. The master runs on one thread (a current-thread runtime), so the locks here are
+// never contended: they are `Mutex`es rather than `RefCell`s only because the tasks that
+// share a link or a context must be `Send`. Each link and each context keeps all its
+// changing state under one lock, taken for a few statements and never across an await.
+// The order is link, then context: nothing takes a link's lock while holding a
+// context's. A change under either lock is whole before anything that could panic, so a
+// poisoned lock still guards consistent state and is simply taken (`lock`, once).
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// One transport and the contexts it carries.
 #[derive(Debug)]
@@ -48,53 +59,48 @@ pub struct Link {
     /// The host as the user named it, for log lines.
     name: String,
     sender: LinkSender,
-    /// What the agent may say; shown every frame sent, under this lock, so that its view
-    /// and the order on the wire agree.
-    guard: Mutex<Guard>,
-    contexts: Mutex<HashMap<ContextId, Arc<Context>>>,
-    /// Why the link was dropped, when its agent broke the protocol.
-    breach: Mutex<Option<String>>,
+    state: Mutex<LinkState>,
     /// Cancelled once the transport is gone.
     pub dead: CancellationToken,
 }
 
+#[derive(Debug)]
+struct LinkState {
+    /// What the agent may say; shown every frame sent, under the lock, so that its view
+    /// and the order on the wire agree.
+    guard: Guard,
+    contexts: HashMap<ContextId, Arc<Context>>,
+    /// Why the link was dropped, when its agent broke the protocol.
+    breach: Option<String>,
+}
+
 impl Link {
     fn send(&self, frame: Frame) -> Result<(), LinkClosed> {
-        let mut guard = self.guard.lock().unwrap_or_else(|p| p.into_inner());
-        guard.sent(&frame);
+        let mut state = lock(&self.state);
+        state.guard.sent(&frame);
         self.sender.send(frame)
     }
 
     fn send_staged(&self, frame: Frame, staged: Staged) -> Result<(), LinkClosed> {
-        let mut guard = self.guard.lock().unwrap_or_else(|p| p.into_inner());
-        guard.sent_with_payload(&frame, staged.len());
+        let mut state = lock(&self.state);
+        state.guard.sent_with_payload(&frame, staged.len());
         self.sender.send_staged(frame, staged)
     }
 
-    fn guard(&self) -> std::sync::MutexGuard<'_, Guard> {
-        self.guard.lock().unwrap_or_else(|p| p.into_inner())
+    fn is_open(&self, stream: StreamId) -> bool {
+        lock(&self.state).guard.is_open(stream)
     }
 
     fn context(&self, id: ContextId) -> Option<Arc<Context>> {
-        self.contexts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned()
+        lock(&self.state).contexts.get(&id).cloned()
     }
 
     fn add(&self, ctx: Arc<Context>) {
-        self.contexts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(ctx.id, ctx);
+        lock(&self.state).contexts.insert(ctx.id, ctx);
     }
 
     fn take(&self, id: ContextId) -> Option<Arc<Context>> {
-        self.contexts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id)
+        lock(&self.state).contexts.remove(&id)
     }
 }
 
@@ -120,29 +126,42 @@ pub struct Context {
     pub method: &'static str,
     pub agent: Hello,
     link: Arc<Link>,
-    streams: Mutex<HashMap<StreamId, StreamEntry>>,
-    spawns: Mutex<HashMap<ContextId, mpsc::UnboundedSender<SpawnEvent>>>,
-    /// Open streams plus live children; the idle watcher follows it.
-    active: watch::Sender<usize>,
-    /// Children started through this context's agent (a host reached through one of its
-    /// TCP streams is not one: that stream keeps this context busy instead).
-    children: AtomicUsize,
     /// Whether this context counts among its parent's `children`.
     counted: bool,
-    /// Why this context is gone, when known.
-    lost_reason: Mutex<Option<String>>,
-    total_streams: AtomicU64,
-    bytes_down: AtomicU64,
-    bytes_up: AtomicU64,
     opened: Instant,
-    last_used: Mutex<Instant>,
-    /// `ssh -O stop`, or shutting down: take no new streams.
-    draining: AtomicBool,
-    /// Passwords that worked for children of this context, by method and user, kept
-    /// for as long as this context lives (sudo asks for the same one every time).
-    passwords: Mutex<HashMap<(String, String), Secret>>,
+    state: Mutex<State>,
+    /// Open streams plus live children; the idle watcher follows it.
+    active: watch::Sender<usize>,
     /// Cancelled once this context is gone.
     pub dead: CancellationToken,
+}
+
+/// What changes in a context (see "Locking" above).
+#[derive(Debug)]
+struct State {
+    streams: HashMap<StreamId, StreamEntry>,
+    spawns: HashMap<ContextId, mpsc::UnboundedSender<SpawnEvent>>,
+    /// Children started through this context's agent (a host reached through one of its
+    /// TCP streams is not one: that stream keeps this context busy instead).
+    children: usize,
+    /// Why this context is gone, when known.
+    lost_reason: Option<String>,
+    total_streams: u64,
+    bytes_down: u64,
+    bytes_up: u64,
+    last_used: Instant,
+    /// `ssh -O stop`, or shutting down: take no new streams.
+    draining: bool,
+    /// Passwords that worked for children of this context, by method and user, kept
+    /// for as long as this context lives (sudo asks for the same one every time).
+    passwords: HashMap<(String, String), Secret>,
+}
+
+impl State {
+    /// Tells the idle watcher how busy the context is now.
+    fn recount(&self, active: &watch::Sender<usize>) {
+        active.send_replace(self.streams.len().saturating_add(self.children));
+    }
 }
 
 /// Where the dispatcher puts what the agent sends on one stream.
@@ -207,31 +226,35 @@ impl Context {
             agent,
             dead: link.dead.child_token(),
             link,
-            streams: Mutex::default(),
-            spawns: Mutex::default(),
-            active,
-            children: AtomicUsize::new(0),
             counted,
-            lost_reason: Mutex::default(),
-            total_streams: AtomicU64::new(0),
-            bytes_down: AtomicU64::new(0),
-            bytes_up: AtomicU64::new(0),
             opened: Instant::now(),
-            last_used: Mutex::new(Instant::now()),
-            draining: AtomicBool::new(false),
-            passwords: Mutex::default(),
+            state: Mutex::new(State {
+                streams: HashMap::new(),
+                spawns: HashMap::new(),
+                children: 0,
+                lost_reason: None,
+                total_streams: 0,
+                bytes_down: 0,
+                bytes_up: 0,
+                last_used: Instant::now(),
+                draining: false,
+                passwords: HashMap::new(),
+            }),
+            active,
         })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
     }
 
     /// Whether new streams (and children) may be started here.
     pub fn usable(&self) -> bool {
-        !self.dead.is_cancelled() && !self.draining.load(Ordering::SeqCst)
+        !self.dead.is_cancelled() && !self.state().draining
     }
 
-    fn recount(&self) {
-        let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner()).len();
-        self.active
-            .send_replace(streams.saturating_add(self.children.load(Ordering::SeqCst)));
+    fn draining(&self) -> bool {
+        self.state().draining
     }
 
     /// Registers stream `id` and asks the agent to start it.
@@ -255,7 +278,7 @@ impl Context {
         let (stdout_feed, stdout) = pump::inbox(DEFAULT_WINDOW);
         let (stderr_feed, stderr) = pump::inbox(DEFAULT_WINDOW);
         {
-            let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.state();
             if self.dead.is_cancelled() {
                 return Err(LinkClosed);
             }
@@ -265,11 +288,11 @@ impl Context {
                 stdout: Some(Arc::new(stdout_feed)),
                 stderr: Some(Arc::new(stderr_feed)),
             };
-            streams.insert(id, entry);
+            state.streams.insert(id, entry);
+            state.total_streams += 1;
+            state.last_used = Instant::now();
+            state.recount(&self.active);
         }
-        self.recount();
-        self.total_streams.fetch_add(1, Ordering::Relaxed);
-        self.touch();
         Ok(StreamPort {
             id,
             events,
@@ -281,30 +304,23 @@ impl Context {
     }
 
     fn forget(&self, id: StreamId) {
-        let removed = self
-            .streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id)
-            .is_some();
-        if removed {
-            self.recount();
+        {
+            let mut state = self.state();
+            if state.streams.remove(&id).is_some() {
+                state.recount(&self.active);
+            }
+            state.last_used = Instant::now();
         }
-        self.touch();
         // The agent may still run it: tell it, unless it ended there or was told.
-        let open = self.link.guard().is_open(id);
-        if open {
+        if self.link.is_open(id) {
             let _ = self.send(Message::Close { stream: id });
         }
     }
 
+    /// Runs `f` on stream `id`'s entry, if it has one, under the context's lock (`f` must
+    /// not take the link's).
     fn with_stream(&self, id: StreamId, f: impl FnOnce(&mut StreamEntry)) {
-        if let Some(entry) = self
-            .streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&id)
-        {
+        if let Some(entry) = self.state().streams.get_mut(&id) {
             f(entry);
         }
     }
@@ -319,8 +335,7 @@ impl Context {
 
     /// Sends stdin bytes to the agent.
     pub fn send_data(&self, msg: Message, data: bytes::Bytes) -> Result<(), LinkClosed> {
-        self.bytes_down
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.state().bytes_down += data.len() as u64;
         if self.dead.is_cancelled() {
             return Err(LinkClosed);
         }
@@ -329,8 +344,7 @@ impl Context {
 
     /// Sends stdin bytes staged in a pipe to the agent.
     pub fn send_staged(&self, msg: Message, staged: Staged) -> Result<(), LinkClosed> {
-        self.bytes_down
-            .fetch_add(staged.len() as u64, Ordering::Relaxed);
+        self.state().bytes_down += staged.len() as u64;
         if self.dead.is_cancelled() {
             return Err(LinkClosed);
         }
@@ -344,40 +358,30 @@ impl Context {
 
     /// Why this context is gone, if it is and that is known.
     pub fn lost_reason(&self) -> Option<String> {
-        self.lost_reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.state().lost_reason.clone()
     }
 
     /// Asks the agent to stop everything and exit. From here on the registry hands out a
     /// new context for the same key.
     pub fn shutdown(&self) {
-        self.draining.store(true, Ordering::SeqCst);
+        self.state().draining = true;
         let _ = self.send(Message::Shutdown);
     }
 
     /// `ssh -O stop`: finish the open streams, accept no new ones.
     pub fn drain(&self) {
-        self.draining.store(true, Ordering::SeqCst);
+        self.state().draining = true;
         self.active.send_modify(|_| {});
-    }
-
-    fn touch(&self) {
-        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
     /// A password that worked here before for `method` and `user`.
     pub fn known_password(&self, method: &str, user: &str) -> Option<Secret> {
-        self.passwords
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(method.to_string(), user.to_string()))
-            .cloned()
+        let key = (method.to_string(), user.to_string());
+        self.state().passwords.get(&key).cloned()
     }
 
     pub fn remember_password(&self, method: &str, user: &str, secret: Option<Secret>) {
-        let mut passwords = self.passwords.lock().unwrap_or_else(|p| p.into_inner());
+        let passwords = &mut self.state().passwords;
         let key = (method.to_string(), user.to_string());
         match secret {
             Some(s) => passwords.insert(key, s),
@@ -393,17 +397,14 @@ impl Context {
         msg: Message,
     ) -> Result<mpsc::UnboundedReceiver<SpawnEvent>, LinkClosed> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.spawns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
+        self.state().spawns.insert(id, tx);
         self.send(msg)?;
         Ok(rx)
     }
 
     /// Tells the spawner of `child` what happened; false if nobody waits any more.
     fn spawn_event(&self, child: ContextId, event: SpawnEvent) -> bool {
-        let mut spawns = self.spawns.lock().unwrap_or_else(|p| p.into_inner());
+        let spawns = &mut self.state().spawns;
         let done = matches!(event, SpawnEvent::Spawned(_) | SpawnEvent::Failed(_));
         let heard = spawns.get(&child).is_some_and(|tx| tx.send(event).is_ok());
         if done {
@@ -422,32 +423,38 @@ impl Context {
     ) -> Arc<Context> {
         let child = Context::new(id, self.id, key, method, hello, self.link.clone(), true);
         self.link.add(child.clone());
-        self.children.fetch_add(1, Ordering::SeqCst);
-        self.recount();
+        let mut state = self.state();
+        state.children += 1;
+        state.recount(&self.active);
+        drop(state);
         child
     }
 
     fn child_gone(&self) {
-        let counted = self
-            .children
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if counted.is_err() {
-            tracing::error!(
+        let mut state = self.state();
+        match state.children.checked_sub(1) {
+            Some(n) => state.children = n,
+            None => tracing::error!(
                 context = self.id,
                 "{}: a child ended that was never counted",
                 self.name
-            );
+            ),
         }
-        self.recount();
+        state.recount(&self.active);
     }
 
     /// This context is gone: its streams and spawns learn it by their channels closing.
     fn die(&self, reason: Option<String>) {
-        if reason.is_some() {
-            *self.lost_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
-        }
         self.dead.cancel();
-        let streams = std::mem::take(&mut *self.streams.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut state = self.state();
+        if reason.is_some() {
+            state.lost_reason = reason;
+        }
+        let streams = std::mem::take(&mut state.streams);
+        state.spawns.clear();
+        state.passwords.clear();
+        state.recount(&self.active);
+        drop(state);
         if !streams.is_empty() {
             tracing::warn!(
                 context = self.id,
@@ -456,20 +463,11 @@ impl Context {
                 streams.len()
             );
         }
-        self.spawns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        self.passwords
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        self.recount();
     }
 
     pub fn status(&self) -> ContextStatus {
         let now = Instant::now();
-        let last = *self.last_used.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.state();
         ContextStatus {
             id: self.id,
             parent: self.parent,
@@ -479,11 +477,11 @@ impl Context {
             hostname: self.agent.hostname.clone(),
             agent_pid: self.agent.pid,
             age_secs: now.duration_since(self.opened).as_secs(),
-            idle_secs: now.duration_since(last).as_secs(),
-            open_streams: self.streams.lock().unwrap_or_else(|p| p.into_inner()).len() as u32,
-            total_streams: self.total_streams.load(Ordering::Relaxed),
-            bytes_down: self.bytes_down.load(Ordering::Relaxed),
-            bytes_up: self.bytes_up.load(Ordering::Relaxed),
+            idle_secs: now.duration_since(state.last_used).as_secs(),
+            open_streams: state.streams.len() as u32,
+            total_streams: state.total_streams,
+            bytes_down: state.bytes_down,
+            bytes_up: state.bytes_up,
         }
     }
 }
@@ -549,9 +547,11 @@ pub async fn connect_ssh(
     let link = Arc::new(Link {
         name: ssh.label.clone(),
         sender,
-        guard: Mutex::new(guard),
-        contexts: Mutex::default(),
-        breach: Mutex::default(),
+        state: Mutex::new(LinkState {
+            guard,
+            contexts: HashMap::new(),
+            breach: None,
+        }),
         dead: CancellationToken::new(),
     });
     // Reached through `parent`'s TCP stream, not started by its agent: not its child.
@@ -605,24 +605,17 @@ async fn dispatch(
         };
         let why = format!("its agent broke the protocol: {breach}");
         tracing::error!("dropping the link to {}: {why}", link.name);
-        *link.breach.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        lock(&link.state).breach = Some(why);
         break;
     }
     // Whatever the agent still writes goes nowhere now.
     drop(reader);
     link.dead.cancel();
-    let breach = link
-        .breach
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let contexts: Vec<Arc<Context>> = link
-        .contexts
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .drain()
-        .map(|(_, c)| c)
-        .collect();
+    let (breach, contexts) = {
+        let mut state = lock(&link.state);
+        let contexts: Vec<Arc<Context>> = state.contexts.drain().map(|(_, c)| c).collect();
+        (state.breach.clone(), contexts)
+    };
     for ctx in &contexts {
         lose(ctx, &master, breach.clone());
     }
@@ -684,7 +677,9 @@ async fn route_up(
     let Incoming { mut frame, unread } = incoming;
     untrusted::clean_message(&mut frame.msg);
     let payload = frame.data.len() + unread;
-    let verdict = link.guard().judge(frame.ctx, &mut frame.msg, payload)?;
+    let verdict = lock(&link.state)
+        .guard
+        .judge(frame.ctx, &mut frame.msg, payload)?;
     match verdict {
         Verdict::Pass => {}
         Verdict::Ignore => return Ok(()),
@@ -695,12 +690,9 @@ async fn route_up(
             tracing::info!(contexts = ?gone, "lost: {reason}");
             for id in gone {
                 // A child that never finished starting: its spawner hears it failed.
-                for waiter in link
-                    .contexts
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .values()
-                {
+                let waiters: Vec<Arc<Context>> =
+                    lock(&link.state).contexts.values().cloned().collect();
+                for waiter in waiters {
                     waiter.spawn_event(id, SpawnEvent::Failed(reason.clone()));
                 }
                 if let Some(ctx) = link.take(id) {
@@ -722,7 +714,7 @@ async fn route_up(
         return Ok(());
     };
     if let Message::Data { stream, fd } = frame.msg {
-        ctx.bytes_up.fetch_add(payload as u64, Ordering::Relaxed);
+        ctx.state().bytes_up += payload as u64;
         return ctx.output(stream, fd, frame.data, unread, reader).await;
     }
     ctx.event(link, frame.msg);
@@ -746,10 +738,14 @@ impl Context {
             return Ok(());
         };
         if unread == 0 {
-            feed.send(Input::Data(data));
+            feed.send(Input::Data(data)).map_err(Violation::from)?;
             return Ok(());
         }
-        let delivered = feed.deliver(data, unread, reader).await?;
+        let delivered = match feed.deliver(data, unread, reader).await {
+            Ok(delivered) => delivered,
+            Err(DeliverError::Flow(e)) => return Err(Violation::from(e).into()),
+            Err(DeliverError::Link(e)) => return Err(e.into()),
+        };
         if let Some(bytes) = delivered.grant {
             let _ = self.send(Message::Credit { stream, fd, bytes });
         }
@@ -764,7 +760,7 @@ impl Context {
         match msg {
             Message::Eof { stream, fd } => self.with_stream(stream, |e| {
                 if let Some(feed) = e.feed(fd) {
-                    feed.send(Input::Eof);
+                    let _ = feed.send(Input::Eof); // an end is never over the window
                 }
             }),
             Message::Credit { stream, bytes, .. } => {
@@ -817,7 +813,7 @@ pub async fn watch_idle(ctx: Arc<Context>, idle: Duration) {
     let mut active = ctx.active.subscribe();
     loop {
         let busy = *active.borrow_and_update() > 0;
-        if !busy && ctx.draining.load(Ordering::SeqCst) {
+        if !busy && ctx.draining() {
             ctx.shutdown();
             return;
         }
