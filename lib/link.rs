@@ -41,6 +41,9 @@ const WRITE_BATCH: usize = 256 * 1024;
 /// messages (a shim's) stays small.
 const READ_BUFFER: usize = 16 * 1024;
 
+/// Initial read buffer of a link of control messages; it grows for a larger one.
+const CONTROL_READ_BUFFER: usize = 512;
+
 /// Bytes queued on a link above which [`LinkSender::ready`] holds producers back: a few
 /// large writes' worth, enough to keep the pipe busy.
 pub const QUEUE_LIMIT: usize = 4 << 20;
@@ -221,6 +224,12 @@ pub type LinkReader<R> = FramedRead<R, FrameCodec>;
 /// Wraps `r` as a link reader.
 pub fn reader<R: AsyncRead>(r: R) -> LinkReader<R> {
     FramedRead::with_capacity(r, FrameCodec::default(), READ_BUFFER)
+}
+
+/// Wraps `r` as the reader of a link that carries only control messages (a shim's): it
+/// holds next to nothing while its session runs.
+pub fn control_reader<R: AsyncRead>(r: R) -> LinkReader<R> {
+    FramedRead::with_capacity(r, FrameCodec::default(), CONTROL_READ_BUFFER)
 }
 
 /// Where a writer task writes.

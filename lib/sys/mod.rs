@@ -3,6 +3,7 @@
 
 pub mod adopt;
 pub mod fdio;
+pub mod memory;
 pub mod passfd;
 pub mod process;
 pub mod splice;
