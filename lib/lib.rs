@@ -3,6 +3,10 @@
 //!
 //! See `ARCHITECTURE.md` for the map of modules and their invariants.
 
+/// This build's version as master and agent say it in `Hello`: the package version and a
+/// hash of the sources (see `build.rs`). A master talks only to agents of its own build.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("MITOSSH_BUILD"));
+
 pub mod agent;
 pub mod askpass;
 pub mod bootstrap;

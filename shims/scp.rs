@@ -1,5 +1,6 @@
 //! The `scp` shim: the real scp, with the mitossh `ssh` shim as its transport.
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,5 +1,6 @@
 //! The `sftp` shim: the real sftp, with the mitossh `ssh` shim as its transport.
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

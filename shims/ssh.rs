@@ -1,5 +1,6 @@
 //! The `ssh` shim: OpenSSH's `ssh` command line, run through a mitossh master.
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

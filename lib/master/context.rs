@@ -508,6 +508,59 @@ pub async fn connect_ssh(
     hooks: ConnectHooks,
     early: Option<EarlyOpen>,
 ) -> Result<Arc<Context>, ConnectError> {
+    let way = Way {
+        command: ssh,
+        parent,
+        hooks,
+        method: "ssh",
+    };
+    connect(master, id, key, way, early).await
+}
+
+/// Connects a context on the master's own host (execnet's popen gateway): `/bin/sh` runs
+/// stage 1 as the login shell at the end of an ssh connection would, so the agent is
+/// found, or stored, and started exactly as on a remote host; no ssh, nothing to ask.
+pub async fn connect_local(
+    master: &Arc<Master>,
+    id: ContextId,
+    key: ContextKey,
+) -> Result<Arc<Context>, ConnectError> {
+    let way = Way {
+        command: SshCommand {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into()],
+            label: super::key::LOCAL.into(),
+        },
+        parent: crate::proto::MASTER,
+        hooks: ConnectHooks::none(master.config.connect_timeout),
+        method: "local",
+    };
+    connect(master, id, key, way, None).await
+}
+
+/// How a context's agent is reached: the command that runs stage 1 (ssh or the local
+/// shell), the context it goes through, what it may ask, and the method as shown.
+struct Way {
+    command: SshCommand,
+    parent: ContextId,
+    hooks: ConnectHooks,
+    method: &'static str,
+}
+
+/// Bootstrap with the master's hello (and `early`'s `Open`) sent at once, the agent's
+/// hello, then the link's dispatcher.
+async fn connect(
+    master: &Arc<Master>,
+    id: ContextId,
+    key: ContextKey,
+    Way {
+        command: ssh,
+        parent,
+        hooks,
+        method,
+    }: Way,
+    early: Option<EarlyOpen>,
+) -> Result<Arc<Context>, ConnectError> {
     let mut guard = Guard::new(id);
     let mut first = BytesMut::new();
     let mut frames = vec![hello_frame(id)];
@@ -525,12 +578,11 @@ pub async fn connect_ssh(
         guard.sent(frame);
         encode_into(frame, &mut first).map_err(|e| ConnectError::Other(e.to_string()))?;
     }
-    let boot = bootstrap(&ssh, &master.image, hooks, &first).await?;
-    tracing::info!(
-        host = %ssh.label,
-        "agent started ({})",
-        if boot.uploaded { "uploaded" } else { "cached" }
-    );
+    let boot = bootstrap(&ssh, &master.agents.offer, hooks, &first).await?;
+    match &boot.uploaded {
+        Some(up) => tracing::info!(host = %ssh.label, "agent started ({up})"),
+        None => tracing::info!(host = %ssh.label, "agent started (cached)"),
+    }
     let link_error = |e: std::io::Error| ConnectError::Other(format!("{}: {e}", ssh.label));
     let writer = FdIo::new(boot.writer.into_owned_fd().map_err(link_error)?).map_err(link_error)?;
     let already = boot.reader.buffer().to_vec();
@@ -555,7 +607,7 @@ pub async fn connect_ssh(
         dead: CancellationToken::new(),
     });
     // Reached through `parent`'s TCP stream, not started by its agent: not its child.
-    let ctx = Context::new(id, parent, key, "ssh", hello, link.clone(), false);
+    let ctx = Context::new(id, parent, key, method, hello, link.clone(), false);
     link.add(ctx.clone());
     if let Some((stream, waiter)) = early
         && let Ok(port) = ctx.register_stream(stream)

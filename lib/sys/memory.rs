@@ -1,7 +1,8 @@
 //! Giving freed memory back to the system. mimalloc keeps what a burst of work freed for
 //! reuse and returns it only when it next runs its purge, which an idle process never
 //! does: a master that carried 1,000 streams would stay at its peak. After work ends the
-//! master asks for a collection once things have settled.
+//! master asks for a collection once things have settled. Without mimalloc (the agents)
+//! there is nothing to do: musl's malloc returns freed memory itself.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,6 +13,7 @@ const SETTLE: Duration = Duration::from_secs(1);
 
 static SCHEDULED: AtomicBool = AtomicBool::new(false);
 
+#[cfg(feature = "mimalloc")]
 unsafe extern "C" {
     /// mimalloc's own (in the library that `mimalloc`'s allocator links): frees what it
     /// holds unused, purging it from memory with `force`.
@@ -21,7 +23,10 @@ unsafe extern "C" {
 /// Returns freed memory to the system now.
 pub fn give_back() {
     // SAFETY: mi_collect only walks mimalloc's own structures of the calling thread.
-    unsafe { mi_collect(true) }
+    #[cfg(feature = "mimalloc")]
+    unsafe {
+        mi_collect(true)
+    }
 }
 
 /// Returns freed memory a little later, once (from within a tokio runtime).
