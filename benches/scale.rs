@@ -6,11 +6,13 @@
 //! * per-call latency: sequential `ssh host true`, median;
 //! * 1,000 idle streams (`ssh host sleep`): the master's RSS and PSS idle, at peak and
 //!   after, the agent's peak, and a waiting shim's private memory against an idle ssh
-//!   client of the ControlMaster.
+//!   client of the ControlMaster;
+//! * 500 small files by rsync over an emulated WAN (50 ms round trip, 20 Mbit/s, the
+//!   user-space proxy of `common::wan`), each side's connection already up.
 //!
 //! `cargo bench --bench scale` (needs root: the harness starts sshd and a test user).
 //! `MITOSSH_BENCH_QUICK=1` shrinks every measure for a smoke run; `MITOSSH_BENCH_ONLY=`
-//! `throughput`, `latency` or `idle` runs one part.
+//! `throughput`, `latency`, `idle` or `rsync` runs those parts (comma-separated).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -33,7 +35,7 @@ fn wanted(part: &str) -> bool {
 struct Setup {
     sshd: Sshd,
     control_path: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Setup {
@@ -142,7 +144,7 @@ fn main() {
     let setup = Setup {
         control_path: dir.path().join("cm"),
         sshd: Sshd::start(),
-        _dir: dir,
+        dir,
     };
     run_ok(
         Command::new("/usr/bin/ssh")
@@ -172,6 +174,9 @@ fn main() {
     }
     if wanted("idle") {
         idle_streams(&setup);
+    }
+    if wanted("rsync") {
+        rsync_over_wan(&setup);
     }
     let _ = Command::new("/usr/bin/ssh")
         .args(["-O", "exit", "-S"])
@@ -407,5 +412,101 @@ fn idle_streams(s: &Setup) {
         cm_private,
         shim_private as f64 / cm_private.max(1) as f64
     );
+    println!();
+}
+
+/// 500 small files (1–8 KiB) by `rsync -a` into a new directory, over the WAN proxy.
+fn rsync_over_wan(s: &Setup) {
+    let runs = 3;
+    let files = if quick() { 100 } else { 500 };
+    let link = Link {
+        rtt: Duration::from_millis(50),
+        bandwidth: 20_000_000,
+    };
+    let wan = Wan::start(([127, 0, 0, 1], s.sshd.port()).into(), link);
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..files {
+        random_file(
+            &src.path().join(format!("f{i:04}")),
+            1024 + (i * 97) % 7168,
+            i as u64,
+        );
+    }
+    let cfg = s.sshd.ssh_config().display().to_string();
+    let port = format!("Port={}", wan.port());
+    let cm = s.dir.path().join("cm-wan");
+    let rsh = |extra: &str| format!("ssh -F {cfg} -o {port} -o {CIPHER} {extra}");
+    let mut n = 0;
+    let mut copy = |mut rsync: Command, e: &str| {
+        n += 1;
+        let dest = format!(
+            "{}:mitossh-bench-rsync-{}-{n}/",
+            s.sshd.alias(),
+            std::process::id()
+        );
+        let t = Instant::now();
+        run_ok(
+            rsync
+                .args(["-a", "-e", e])
+                .arg(format!("{}/", src.path().display()))
+                .arg(&dest),
+        );
+        t.elapsed()
+    };
+    let master = Master::start();
+    run_ok(
+        Command::new("/usr/bin/ssh")
+            .args(["-F", &cfg, "-o", &port])
+            .args(["-o", "ControlMaster=yes", "-o", "ControlPersist=yes", "-S"])
+            .arg(&cm)
+            .arg(s.sshd.alias())
+            .arg("true"),
+    );
+    run_ok(
+        master
+            .ssh()
+            .args(["-F", &cfg, "-o", &port, s.sshd.alias(), "true"]),
+    );
+    let (mut plain, mut via_cm, mut shim) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        plain.push(copy(
+            Command::new("rsync"),
+            &format!("/usr/bin/{}", rsh("")),
+        ));
+        via_cm.push(copy(
+            Command::new("rsync"),
+            &format!("/usr/bin/{}", rsh(&format!("-S {}", cm.display()))),
+        ));
+        shim.push(copy(master.command("rsync"), &rsh("")));
+    }
+    let (p, c, m) = (median(plain), median(via_cm), median(shim));
+    println!(
+        "rsync -a of {files} small files over a WAN ({} ms, {} Mbit/s), median of {runs}:",
+        link.rtt.as_millis(),
+        link.bandwidth / 1_000_000
+    );
+    println!("  plain ssh      {:>10}", ms(p));
+    println!("  ControlMaster  {:>10}", ms(c));
+    println!(
+        "  mitossh        {:>10}   = {:.2}x ControlMaster, {:.2}x plain ssh",
+        ms(m),
+        m.as_secs_f64() / c.as_secs_f64(),
+        m.as_secs_f64() / p.as_secs_f64()
+    );
+    let _ = Command::new("/usr/bin/ssh")
+        .args(["-F", &cfg, "-o", &port, "-O", "exit", "-S"])
+        .arg(&cm)
+        .arg(s.sshd.alias())
+        .stderr(Stdio::null())
+        .status();
+    // Only the directories this run made.
+    run_ok(master.ssh().args([
+        "-F",
+        &cfg,
+        "-o",
+        &port,
+        s.sshd.alias(),
+        &format!("rm -rf mitossh-bench-rsync-{}-*", std::process::id()),
+    ]));
     println!();
 }
