@@ -23,7 +23,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::proto::flow::DEFAULT_WINDOW;
+use crate::proto::flow::{DEFAULT_WINDOW, FlowViolation};
 use crate::proto::{ContextId, Fd, Frame, MAX_DATA, Message, StreamId};
 
 /// A peer broke the protocol. The text names ids and counts only, never what the peer
@@ -31,6 +31,12 @@ use crate::proto::{ContextId, Fd, Frame, MAX_DATA, Message, StreamId};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct Violation(String);
+
+impl From<FlowViolation> for Violation {
+    fn from(e: FlowViolation) -> Violation {
+        Violation(format!("output beyond its window: {e}"))
+    }
+}
 
 /// What to do with a frame that passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +109,12 @@ impl Guard {
 
     /// A frame is being sent down the link: learn what it allows the peer.
     pub fn sent(&mut self, frame: &Frame) {
+        self.sent_with_payload(frame, frame.data.len());
+    }
+
+    /// Like [`Guard::sent`], for a frame whose `payload` bytes travel apart from it
+    /// (spliced after its header).
+    pub fn sent_with_payload(&mut self, frame: &Frame, payload: usize) {
         match &frame.msg {
             Message::Open { stream, spec } => {
                 // A TCP stream (`ssh -W`) has no stderr, as an SSH direct-tcpip channel.
@@ -135,7 +147,7 @@ impl Guard {
                 fd: Fd::Stdin,
             } => {
                 if let Some(s) = self.streams.get_mut(stream) {
-                    s.stdin_sent += frame.data.len() as u64;
+                    s.stdin_sent += payload as u64;
                 }
             }
             Message::Close { stream } => {
@@ -160,16 +172,26 @@ impl Guard {
     /// Judges a frame that came up the link. An `Opened` window above [`DEFAULT_WINDOW`]
     /// is cut down to it in place.
     pub fn arrived(&mut self, frame: &mut Frame) -> Result<Verdict, Violation> {
-        let from = frame.ctx;
+        let payload = frame.data.len();
+        self.judge(frame.ctx, &mut frame.msg, payload)
+    }
+
+    /// Judges a frame from `from` by its message and the length of its whole payload,
+    /// before any of the payload is taken off the link (see [`crate::link::inbound`]).
+    pub fn judge(
+        &mut self,
+        from: ContextId,
+        msg: &mut Message,
+        payload: usize,
+    ) -> Result<Verdict, Violation> {
         if from != self.root && !self.below.contains_key(&from) {
             return breach!("a frame from context {from}, which does not live behind this link");
         }
-        let has_data = !frame.data.is_empty();
-        if has_data && !matches!(frame.msg, Message::Data { .. }) {
-            return breach!("context {from} sent a payload with {}", frame.msg.name());
+        if payload > 0 && !matches!(msg, Message::Data { .. }) {
+            return breach!("context {from} sent a payload with {}", msg.name());
         }
-        let n = frame.data.len() as u64;
-        match &mut frame.msg {
+        let n = payload as u64;
+        match msg {
             Message::Data { stream, fd } => {
                 let (stream, fd) = (*stream, *fd);
                 if n as usize > MAX_DATA {

@@ -6,10 +6,21 @@
 //! is bounded in bytes all the same: flow control bounds each stream's data (see
 //! [`crate::proto::flow`]), and whatever produces data in bulk (a pump, an agent relaying
 //! a child's frames) first waits for [`LinkSender::ready`], which holds it back while the
-//! queue is above [`QUEUE_LIMIT`]. Reading is a plain `FramedRead` whose buffer grows with
-//! the frames and is given back when idle ([`trim`]); its owner decides where each frame goes.
+//! queue is above [`QUEUE_LIMIT`]. A copying reader is a plain `FramedRead` whose buffer
+//! grows with the frames and is given back when idle ([`trim`]); its owner decides where
+//! each frame goes.
+//!
+//! A link whose far end is a descriptor of our own (ssh's pipes, an agent's stdio) moves
+//! payloads without copying them: a pump splices a stream's bytes into a [`Staging`] pipe
+//! and queues the frame with its length; the writer writes the header and splices the
+//! payload after it. The reading side is [`inbound::LinkIn`], which reads headers and
+//! leaves large payloads in the descriptor for their receiver to splice. Other links (the
+//! shims' sockets, child links) read with a plain `FramedRead` ([`reader`]).
+
+pub mod inbound;
 
 use std::io::IoSlice;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -19,7 +30,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
 
-use crate::proto::{Frame, FrameCodec, frame::encode_header};
+use crate::proto::frame::encode_header_for;
+use crate::proto::{Frame, FrameCodec};
+use crate::sys::fdio::FdIo;
+use crate::sys::splice::{self, Pipe};
 
 /// Frames are gathered into writes of about this size.
 const WRITE_BATCH: usize = 256 * 1024;
@@ -31,6 +45,9 @@ const READ_BUFFER: usize = 8 * 1024;
 
 /// An empty read buffer larger than this is given back (see [`trim`]).
 const READ_BUFFER_KEPT: usize = 64 * 1024;
+
+/// Initial read buffer of a link of control messages; it grows for a larger one.
+const CONTROL_READ_BUFFER: usize = 512;
 
 /// Bytes queued on a link above which [`LinkSender::ready`] holds producers back: a few
 /// large writes' worth, enough to keep the pipe busy.
@@ -44,12 +61,86 @@ const FRAME_COST: usize = 64;
 #[error("link closed")]
 pub struct LinkClosed;
 
+/// A stream's pipe of payloads on their way to a link: its pump splices bytes in, the
+/// link's writer splices them out right after their frame's header. Shared by the two,
+/// and closed when both are done with it.
+#[derive(Debug)]
+pub struct Staging {
+    pipe: Pipe,
+    /// Bytes put in and not yet taken out.
+    held: AtomicUsize,
+}
+
+impl Staging {
+    pub fn new() -> std::io::Result<Arc<Staging>> {
+        Ok(Arc::new(Staging {
+            pipe: splice::pipe()?,
+            held: AtomicUsize::new(0),
+        }))
+    }
+
+    /// Where a pump splices bytes in.
+    pub fn input(&self) -> BorrowedFd<'_> {
+        self.pipe.write.as_fd()
+    }
+
+    /// `n` more bytes were spliced in: a frame's payload, made ready to be queued.
+    pub fn staged(self: &Arc<Self>, n: usize) -> Staged {
+        self.held.fetch_add(n, Ordering::SeqCst);
+        Staged {
+            pipe: self.clone(),
+            len: n,
+        }
+    }
+
+    /// Bytes in the pipe that no frame has taken out yet.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
+    }
+}
+
+/// A payload waiting in a [`Staging`] pipe: the next `len` bytes there.
+#[derive(Debug)]
+pub struct Staged {
+    pipe: Arc<Staging>,
+    len: usize,
+}
+
+impl Staged {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A frame in a link's queue, its payload in `frame.data` or staged in a pipe.
+#[derive(Debug)]
+struct Outgoing {
+    frame: Frame,
+    staged: Option<Staged>,
+}
+
+impl Outgoing {
+    fn payload(&self) -> usize {
+        self.frame.data.len() + self.staged.as_ref().map_or(0, Staged::len)
+    }
+
+    fn cost(&self) -> usize {
+        self.payload() + FRAME_COST
+    }
+}
+
 /// The sending side of a link. Cloning is cheap; the link's write half closes once every
 /// clone is dropped and the queue is drained.
 #[derive(Debug, Clone)]
 pub struct LinkSender {
-    tx: mpsc::UnboundedSender<Frame>,
+    tx: mpsc::UnboundedSender<Outgoing>,
     backlog: Arc<Backlog>,
+    /// The writer splices staged payloads (its far end is a descriptor).
+    splices: bool,
 }
 
 /// Bytes queued and not yet written, and a wake-up for producers waiting for room.
@@ -68,19 +159,35 @@ impl Backlog {
     }
 }
 
-fn cost(frame: &Frame) -> usize {
-    frame.data.len() + FRAME_COST
-}
-
 impl LinkSender {
     /// Queues `frame`. Frames from one sender leave in the order they were queued.
     pub fn send(&self, frame: Frame) -> Result<(), LinkClosed> {
-        let n = cost(&frame);
+        self.queue(Outgoing {
+            frame,
+            staged: None,
+        })
+    }
+
+    /// Queues `frame` (without data of its own) with `staged` as its payload.
+    pub fn send_staged(&self, frame: Frame, staged: Staged) -> Result<(), LinkClosed> {
+        self.queue(Outgoing {
+            frame,
+            staged: Some(staged),
+        })
+    }
+
+    fn queue(&self, out: Outgoing) -> Result<(), LinkClosed> {
+        let n = out.cost();
         self.backlog.bytes.fetch_add(n, Ordering::SeqCst);
-        self.tx.send(frame).map_err(|_| {
+        self.tx.send(out).map_err(|_| {
             self.backlog.sub(n);
             LinkClosed
         })
+    }
+
+    /// Whether payloads staged in a pipe are welcome (the writer splices them).
+    pub fn splices(&self) -> bool {
+        self.splices
     }
 
     /// Waits while more than [`QUEUE_LIMIT`] bytes are queued (or returns at once when the
@@ -116,7 +223,7 @@ impl LinkSender {
     }
 }
 
-/// The reading side of a link.
+/// The reading side of a link that copies everything (see [`inbound`] for the other).
 pub type LinkReader<R> = FramedRead<R, FrameCodec>;
 
 /// Wraps `r` as a link reader.
@@ -133,45 +240,80 @@ pub fn trim<R>(reader: &mut LinkReader<R>) {
     }
 }
 
+/// Wraps `r` as the reader of a link that carries only control messages (a shim's): it
+/// holds next to nothing while its session runs.
+pub fn control_reader<R: AsyncRead>(r: R) -> LinkReader<R> {
+    FramedRead::with_capacity(r, FrameCodec::default(), CONTROL_READ_BUFFER)
+}
+
+/// Where a writer task writes.
+enum Output {
+    /// A descriptor of our own: staged payloads are spliced into it.
+    Fd(FdIo),
+    Stream(Box<dyn AsyncWrite + Send + Unpin>),
+}
+
 /// Starts the writer task for `w`. The task ends with `Ok` once every sender is dropped and
 /// the queue is written out, or with the first write error.
 pub fn spawn_writer<W>(w: W) -> (LinkSender, JoinHandle<std::io::Result<()>>)
 where
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let backlog = Arc::new(Backlog::default());
-    let task = tokio::spawn(write_frames(w, rx, backlog.clone()));
-    (LinkSender { tx, backlog }, task)
+    start_writer(Output::Stream(Box::new(w)))
 }
 
-async fn write_frames<W>(
-    mut w: W,
-    mut rx: mpsc::UnboundedReceiver<Frame>,
+/// Starts the writer task for a descriptor of our own; it splices staged payloads.
+pub fn spawn_fd_writer(fd: FdIo) -> (LinkSender, JoinHandle<std::io::Result<()>>) {
+    start_writer(Output::Fd(fd))
+}
+
+fn start_writer(out: Output) -> (LinkSender, JoinHandle<std::io::Result<()>>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let backlog = Arc::new(Backlog::default());
+    let splices = matches!(out, Output::Fd(_));
+    let task = tokio::spawn(write_frames(out, rx, backlog.clone()));
+    let sender = LinkSender {
+        tx,
+        backlog,
+        splices,
+    };
+    (sender, task)
+}
+
+async fn write_frames(
+    mut out: Output,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
     backlog: Arc<Backlog>,
-) -> std::io::Result<()>
-where
-    W: AsyncWrite + Unpin,
-{
-    // Headers are encoded into one buffer; payloads go out as they are, gathered with
-    // writev, so no byte of data is copied in user space on its way out.
-    let mut headers = BytesMut::with_capacity(1024);
+) -> std::io::Result<()> {
+    // Headers are encoded into one buffer; payloads in memory go out as they are,
+    // gathered with writev, and staged ones are spliced: no byte of data is copied in
+    // user space on its way out.
+    let mut headers = BytesMut::new();
     let mut batch: Vec<(std::ops::Range<usize>, Bytes)> = Vec::new();
-    while let Some(frame) = rx.recv().await {
-        let mut costs = cost(&frame);
-        let mut size = queue(frame, &mut headers, &mut batch);
-        while size < WRITE_BATCH && batch.len() < MAX_IOVECS / 2 {
+    while let Some(first) = rx.recv().await {
+        let mut costs = first.cost();
+        let (mut size, mut staged) = queue(first, &mut headers, &mut batch);
+        while staged.is_none() && size < WRITE_BATCH && batch.len() < MAX_IOVECS / 2 {
             match rx.try_recv() {
-                Ok(frame) => {
-                    costs += cost(&frame);
-                    size += queue(frame, &mut headers, &mut batch);
+                Ok(next) => {
+                    costs += next.cost();
+                    let (more, s) = queue(next, &mut headers, &mut batch);
+                    size += more;
+                    staged = s;
                 }
                 Err(_) => break,
             }
         }
-        let result = write_batch(&mut w, &headers, &batch).await;
+        let mut result = write_batch(&mut out, &headers, &batch).await;
+        if let (Ok(()), Some(staged)) = (&result, staged) {
+            result = splice_staged(&mut out, staged).await;
+        }
         headers.clear();
         batch.clear();
+        // An idle link keeps no buffers.
+        if headers.capacity() > 16 * 1024 {
+            headers = BytesMut::new();
+        }
         backlog.sub(costs);
         if let Err(e) = result {
             rx.close();
@@ -179,33 +321,67 @@ where
             return Err(e);
         }
     }
-    w.flush().await?;
-    w.shutdown().await
+    match &mut out {
+        Output::Fd(fd) => {
+            fd.flush().await?;
+            fd.shutdown().await
+        }
+        Output::Stream(w) => {
+            w.flush().await?;
+            w.shutdown().await
+        }
+    }
 }
 
 /// iovecs per writev, well below the kernel's IOV_MAX of 1024.
 const MAX_IOVECS: usize = 256;
 
 /// Appends a frame's header to `headers` and remembers where it is, with its payload.
+/// Returns the bytes it adds and its staged payload, which must follow at once.
 fn queue(
-    frame: Frame,
+    out: Outgoing,
     headers: &mut BytesMut,
     batch: &mut Vec<(std::ops::Range<usize>, Bytes)>,
-) -> usize {
+) -> (usize, Option<Staged>) {
     let start = headers.len();
-    if let Err(e) = encode_header(&frame, headers) {
+    if let Err(e) = encode_header_for(&out.frame, out.payload(), headers) {
         // Only a bug can produce an unencodable frame; dropping it keeps the link usable.
         tracing::error!("dropping a frame that cannot be encoded: {e}");
-        return 0;
+        return (0, None);
     }
-    let size = headers.len() - start + frame.data.len();
-    batch.push((start..headers.len(), frame.data));
-    size
+    let size = headers.len() - start + out.payload();
+    batch.push((start..headers.len(), out.frame.data));
+    (size, out.staged)
+}
+
+/// Moves a staged payload from its pipe to the link.
+async fn splice_staged(out: &mut Output, staged: Staged) -> std::io::Result<()> {
+    let from = staged.pipe.pipe.read.as_fd();
+    let mut left = staged.len;
+    while left > 0 {
+        let n = match out {
+            Output::Fd(fd) => fd.splice_from(from, left).await?,
+            Output::Stream(w) => {
+                // Not a descriptor: through memory after all (no pump stages for such a
+                // link; this only keeps the bytes right if one did).
+                let mut buf = BytesMut::new();
+                let n = splice::read(from, &mut buf, left)?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                w.write_all(&buf).await?;
+                n
+            }
+        };
+        left -= n;
+        staged.pipe.held.fetch_sub(n, Ordering::SeqCst);
+    }
+    Ok(())
 }
 
 /// Writes every header and payload of `batch`, in order, coping with partial writes.
-async fn write_batch<W: AsyncWrite + Unpin>(
-    w: &mut W,
+async fn write_batch(
+    out: &mut Output,
     headers: &BytesMut,
     batch: &[(std::ops::Range<usize>, Bytes)],
 ) -> std::io::Result<()> {
@@ -222,7 +398,10 @@ async fn write_batch<W: AsyncWrite + Unpin>(
         let slices: Vec<IoSlice> = std::iter::once(IoSlice::new(&parts[first][offset..]))
             .chain(parts[first + 1..].iter().map(|p| IoSlice::new(p)))
             .collect();
-        let mut n = w.write_vectored(&slices).await?;
+        let mut n = match out {
+            Output::Fd(fd) => fd.write_vectored(&slices).await?,
+            Output::Stream(w) => w.write_vectored(&slices).await?,
+        };
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }

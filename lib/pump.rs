@@ -4,19 +4,30 @@
 //! handed it. Both directions look the same from here: read only as much as the receiver
 //! granted (and only while the link has room); write what arrives and return credit once
 //! it has left.
+//!
+//! Where both ends are pipes, the bytes never enter user space: a reading pump splices
+//! its descriptor into a [`Staging`] pipe that the link's writer splices on, and a large
+//! payload arriving on a link is spliced straight into the destination pipe when nothing
+//! is queued for it ([`Feed::deliver`]). What cannot go that way (a full pipe, a terminal,
+//! a socket, a file) goes through memory, in order with the rest. Nothing is allocated
+//! for a stream while no bytes move.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use crate::credit::CreditGate;
-use crate::link::LinkSender;
-use crate::proto::MAX_DATA;
-use crate::proto::flow::RecvWindow;
+use crate::link::inbound::{LinkIn, SPLICE_MIN};
+use crate::link::{LinkSender, Staged, Staging};
+use crate::proto::flow::{FlowViolation, RecvWindow};
+use crate::proto::{FrameError, MAX_DATA};
+use crate::sys::fdio::{FdIo, Spliced};
+use crate::sys::splice;
 
 /// Bytes on their way to a descriptor.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,31 +42,52 @@ pub enum Input {
 const COALESCE_BELOW: usize = 16 * 1024;
 const CHUNK: usize = 64 * 1024;
 
-/// What a stream's first read makes room for (see [`read_with_credit`]).
-const FIRST_READ: usize = 16 * 1024;
+/// What a reading pump reads first from a descriptor that cannot say how much is
+/// waiting (a terminal, a socket): an idle stream holds no more than this.
+const FIRST_READ: usize = 4096;
+
+/// A pump keeps its staging pipe while bytes flow; after this long without any, it closes
+/// it (an idle stream holds no descriptors but its own).
+const STAGING_IDLE: Duration = Duration::from_secs(1);
 
 /// A queue of bytes for one descriptor's writer: [`Feed`] puts in, [`Inbox`] takes out.
 /// It does not bound itself: what may be put in is bounded by the window the writer's side
-/// granted, which the sender must respect (and which [`crate::guard`] checks on arrival
-/// of what an untrusted peer sends).
-pub fn inbox() -> (Feed, Inbox) {
-    let shared = Arc::new(Shared::default());
+/// granted (`window`), which the sender must respect (and which [`crate::guard`] checks
+/// on arrival of what an untrusted peer sends).
+pub fn inbox(window: u32) -> (Feed, Inbox) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(Queued::new(window)),
+        changed: Notify::new(),
+    });
     (Feed(shared.clone()), Inbox(shared))
 }
 
-#[derive(Debug, Default)]
+/// The queue and the destination, shared by the writer task and whoever delivers: both
+/// may write to the destination, so who does it now is decided under this lock.
+#[derive(Debug)]
 struct Shared {
     state: Mutex<Queued>,
     changed: Notify,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Queued {
     chunks: VecDeque<Bytes>,
     /// Small payloads being gathered into one chunk.
     tail: BytesMut,
     eof: bool,
     closed: bool,
+    /// What arrived and what left, for the credit to return.
+    window: RecvWindow,
+    /// The destination, when it is a pipe a delivery may splice into while the writer
+    /// is idle and nothing is queued.
+    pipe: Option<Arc<FdIo>>,
+    /// The writer is writing a chunk, or a delivery is splicing.
+    busy: bool,
+    /// The destination failed: bytes are dropped (and credited).
+    gone: bool,
+    /// `gone` was reported.
+    reported: bool,
 }
 
 impl Shared {
@@ -65,12 +97,60 @@ impl Shared {
 }
 
 impl Queued {
+    fn new(window: u32) -> Queued {
+        Queued {
+            chunks: VecDeque::new(),
+            tail: BytesMut::new(),
+            eof: false,
+            closed: false,
+            window: RecvWindow::new(window),
+            pipe: None,
+            busy: false,
+            gone: false,
+            reported: false,
+        }
+    }
+
     fn flush_tail(&mut self) {
         if !self.tail.is_empty() {
             let chunk = self.tail.split().freeze();
             self.chunks.push_back(chunk);
         }
     }
+
+    fn idle(&self) -> bool {
+        !self.busy && self.chunks.is_empty() && self.tail.is_empty()
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+        } else if bytes.len() < COALESCE_BELOW {
+            if self.tail.len() + bytes.len() > CHUNK {
+                self.flush_tail();
+            }
+            if self.tail.capacity() - self.tail.len() < bytes.len() {
+                self.tail.reserve(CHUNK);
+            }
+            self.tail.extend_from_slice(&bytes);
+        } else {
+            self.flush_tail();
+            self.chunks.push_back(bytes);
+        }
+    }
+
+    /// `n` bytes left (or were dropped): the credit to return now, if it is time.
+    fn consumed(&mut self, n: usize) -> Option<u32> {
+        self.window.consumed(n)
+    }
+}
+
+/// What a delivery asks of its caller.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Credit to return to the sender.
+    pub grant: Option<u32>,
+    /// The destination just failed: tell the sender (once).
+    pub broken: bool,
 }
 
 /// The producing end of an [`inbox`]. Dropping it ends the inbox once it is drained.
@@ -78,31 +158,178 @@ impl Queued {
 pub struct Feed(Arc<Shared>);
 
 impl Feed {
-    pub fn send(&self, input: Input) {
+    /// Queues `input`. Data beyond the window the sender was granted is refused (and
+    /// not queued): the caller drops the link it came on.
+    pub fn send(&self, input: Input) -> Result<(), FlowViolation> {
         {
             let mut q = self.0.lock();
             if q.closed || q.eof {
-                return; // nothing follows the end
+                return Ok(()); // nothing follows the end
             }
             match input {
-                Input::Data(bytes) if bytes.is_empty() => return,
-                Input::Data(bytes) if bytes.len() < COALESCE_BELOW => {
-                    if q.tail.len() + bytes.len() > CHUNK {
-                        q.flush_tail();
-                    }
-                    if q.tail.capacity() - q.tail.len() < bytes.len() {
-                        q.tail.reserve(CHUNK);
-                    }
-                    q.tail.extend_from_slice(&bytes);
-                }
                 Input::Data(bytes) => {
-                    q.flush_tail();
-                    q.chunks.push_back(bytes);
+                    q.window.received(bytes.len())?;
+                    q.push(bytes);
                 }
                 Input::Eof => q.eof = true,
             }
         }
         self.0.changed.notify_one();
+        Ok(())
+    }
+
+    /// A payload arrived on `link`: `prefix` already read, `unread` more bytes still in
+    /// the link. Splices it straight into the destination pipe when that is possible now,
+    /// else reads it into the queue; never waits for the destination. Either way, every
+    /// byte of it is taken off the link before this returns.
+    pub async fn deliver(
+        &self,
+        prefix: Bytes,
+        unread: usize,
+        link: &mut LinkIn,
+    ) -> Result<Delivered, DeliverError> {
+        let total = prefix.len() + unread;
+        let route = {
+            let mut q = self.0.lock();
+            if q.closed || q.eof {
+                Route::Drop { credit: false }
+            } else {
+                q.window.received(total)?;
+                match &q.pipe {
+                    _ if q.gone => Route::Drop { credit: true },
+                    Some(pipe) if q.idle() && unread > 0 => {
+                        let pipe = pipe.clone();
+                        q.busy = true;
+                        Route::Splice(pipe)
+                    }
+                    _ => Route::Queue,
+                }
+            }
+        };
+        match route {
+            Route::Queue => {
+                let data = join(prefix, link.read_payload().await?);
+                {
+                    let mut q = self.0.lock();
+                    q.push(data);
+                }
+                self.0.changed.notify_one();
+                Ok(Delivered::default())
+            }
+            Route::Drop { credit } => {
+                link.read_payload().await?;
+                let grant = if credit {
+                    self.0.lock().consumed(total)
+                } else {
+                    None
+                };
+                Ok(Delivered {
+                    grant,
+                    broken: false,
+                })
+            }
+            Route::Splice(pipe) => Ok(self.splice_in(&pipe, prefix, unread, link).await?),
+        }
+    }
+
+    async fn splice_in(
+        &self,
+        pipe: &FdIo,
+        mut prefix: Bytes,
+        unread: usize,
+        link: &mut LinkIn,
+    ) -> Result<Delivered, FrameError> {
+        let total = prefix.len() + unread;
+        let fd = pipe.get_ref();
+        let mut moved = 0;
+        let mut failed = false;
+        let mut error = None;
+        if !prefix.is_empty() {
+            match splice::write(std::os::fd::AsFd::as_fd(fd), &prefix) {
+                Ok(n) => {
+                    moved += n;
+                    prefix.advance(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => failed = true,
+            }
+        }
+        let mut rest = unread;
+        while rest > 0 && prefix.is_empty() && !failed {
+            match link
+                .splice_payload(std::os::fd::AsFd::as_fd(fd), rest)
+                .await
+            {
+                Ok(Spliced::Moved(n)) => {
+                    rest -= n;
+                    moved += n;
+                }
+                Ok(_) => break, // full: the rest waits in memory
+                Err(FrameError::Io(e)) if e.raw_os_error() == Some(libc::EPIPE) => failed = true,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut tail = Bytes::new();
+        if rest > 0 && error.is_none() {
+            match link.read_payload().await {
+                Ok(bytes) => tail = bytes,
+                Err(e) => error = Some(e),
+            }
+        }
+        let delivered = {
+            let mut q = self.0.lock();
+            q.busy = false;
+            q.gone |= failed;
+            let broken = failed && !q.reported;
+            q.reported |= failed;
+            let grant = if q.gone {
+                q.consumed(total)
+            } else {
+                q.push(prefix);
+                q.push(tail);
+                q.consumed(moved)
+            };
+            Delivered { grant, broken }
+        };
+        self.0.changed.notify_one();
+        match error {
+            Some(e) => Err(e),
+            None => Ok(delivered),
+        }
+    }
+}
+
+/// Why a delivery ends the link it came on.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    /// The sender broke flow control.
+    #[error(transparent)]
+    Flow(#[from] FlowViolation),
+    /// The link failed while the payload was taken off it.
+    #[error(transparent)]
+    Link(#[from] FrameError),
+}
+
+/// Where a delivery goes.
+enum Route {
+    Splice(Arc<FdIo>),
+    Queue,
+    Drop { credit: bool },
+}
+
+fn join(prefix: Bytes, rest: Bytes) -> Bytes {
+    match (prefix.is_empty(), rest.is_empty()) {
+        (true, _) => rest,
+        (_, true) => prefix,
+        _ => {
+            let mut all = BytesMut::with_capacity(prefix.len() + rest.len());
+            all.put(prefix);
+            all.put(rest);
+            all.freeze()
+        }
     }
 }
 
@@ -119,52 +346,252 @@ pub struct Inbox(Arc<Shared>);
 
 impl Inbox {
     /// The next input, in order; `None` once the feed is gone and everything was taken.
-    pub async fn recv(&mut self) -> Option<Input> {
+    /// Data is handed out only while nobody else writes to the destination, and marks it
+    /// busy until [`Inbox::wrote`].
+    async fn take(&mut self) -> Option<Input> {
         loop {
             {
                 let mut q = self.0.lock();
-                q.flush_tail();
-                if let Some(chunk) = q.chunks.pop_front() {
-                    return Some(Input::Data(chunk));
-                }
-                if q.eof {
-                    q.eof = false;
-                    q.closed = true;
-                    return Some(Input::Eof);
-                }
-                if q.closed {
-                    return None;
+                if !q.busy {
+                    q.flush_tail();
+                    if let Some(chunk) = q.chunks.pop_front() {
+                        q.busy = true;
+                        return Some(Input::Data(chunk));
+                    }
+                    if q.eof {
+                        q.eof = false;
+                        q.closed = true;
+                        return Some(Input::Eof);
+                    }
+                    if q.closed {
+                        return None;
+                    }
+                    if q.idle() && q.tail.capacity() > 0 {
+                        q.tail = BytesMut::new(); // an idle stream keeps no buffer
+                    }
                 }
             }
             self.0.changed.notified().await;
         }
     }
+
+    /// A chunk of `n` bytes was written (or, `failed`, could not be). Returns the credit
+    /// to return and whether the failure is news.
+    fn wrote(&self, n: usize, failed: bool) -> Delivered {
+        let mut q = self.0.lock();
+        q.busy = false;
+        q.gone |= failed;
+        let broken = failed && !q.reported;
+        q.reported |= failed;
+        Delivered {
+            grant: q.consumed(n),
+            broken,
+        }
+    }
+
+    fn gone(&self) -> bool {
+        self.0.lock().gone
+    }
+
+    #[cfg(test)]
+    pub async fn recv(&mut self) -> Option<Input> {
+        let input = self.take().await;
+        if let Some(Input::Data(d)) = &input {
+            self.wrote(d.len(), false);
+        }
+        input
+    }
 }
 
-/// Reads `src` as far as `gate` allows, handing each chunk to `emit`, then `None` at end
-/// of input. Reads only while `link` (where `emit` sends) has room. Returns early when the
-/// gate closes or `emit` returns false.
+/// Where a reading pump reads.
+pub enum Source<'a, R: ?Sized> {
+    /// A pipe of our own (non-blocking): spliced when the link takes staged payloads.
+    Pipe(&'a FdIo),
+    /// Anything else; `first`: how much to read at first (a file: a whole frame).
+    Stream { io: &'a mut R, first: usize },
+}
+
+impl<'a> Source<'a, tokio::io::Empty> {
+    pub fn pipe(pipe: &'a FdIo) -> Source<'a, tokio::io::Empty> {
+        Source::Pipe(pipe)
+    }
+}
+
+impl<'a, R: ?Sized> Source<'a, R> {
+    /// A source that says nothing about how much is waiting.
+    pub fn stream(io: &'a mut R) -> Source<'a, R> {
+        Source::Stream {
+            io,
+            first: FIRST_READ,
+        }
+    }
+}
+
+/// What a reading pump hands on.
+#[derive(Debug)]
+pub enum Chunk {
+    Bytes(Bytes),
+    /// Bytes in a staging pipe, to be spliced after their frame's header.
+    Staged(Staged),
+    /// The end of input.
+    End,
+}
+
+/// Reads `src` as far as `gate` allows, handing each chunk to `emit`, then `End`. Reads
+/// only while `link` (where `emit` sends) has room. Returns early when the gate closes or
+/// `emit` returns false.
 pub async fn read_with_credit<R>(
-    src: &mut R,
+    src: Source<'_, R>,
     gate: &CreditGate,
     link: &LinkSender,
-    mut emit: impl FnMut(Option<Bytes>) -> bool,
+    emit: impl FnMut(Chunk) -> bool,
 ) where
     R: AsyncRead + Unpin + ?Sized,
 {
-    // One buffer for the whole stream: each chunk is split off its front, so chunks share
-    // allocations and a small read pins only what it holds, not a whole fresh buffer.
-    let mut buf = BytesMut::new();
-    // Room made before each read: small while reads are (a quiet stdin must not hold a
-    // whole frame's worth for its life: a master has thousands), doubled while reads fill
-    // it, up to a full frame for a stream in bulk.
-    let mut room = FIRST_READ;
+    match src {
+        Source::Pipe(pipe) => read_pipe(pipe, gate, link, emit).await,
+        Source::Stream { io, first } => read_stream(io, first, gate, link, emit).await,
+    }
+}
+
+async fn read_pipe(
+    src: &FdIo,
+    gate: &CreditGate,
+    link: &LinkSender,
+    mut emit: impl FnMut(Chunk) -> bool,
+) {
+    let mut staging: Option<Arc<Staging>> = None;
     loop {
         link.ready().await;
         let Some(allowed) = gate.acquire(MAX_DATA).await else {
             return; // closed: nobody wants the rest
         };
-        buf.reserve(room.min(allowed));
+        let waiting = match wait_for_input(src, &mut staging).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!("read: {e}");
+                emit(Chunk::End);
+                return;
+            }
+        };
+        if link.splices() && waiting >= SPLICE_MIN && allowed >= SPLICE_MIN {
+            if staging.is_none() {
+                staging = Staging::new().ok();
+            }
+            if let Some(st) = &staging {
+                let (n, end) = stage(src, st, allowed);
+                gate.give_back(allowed - n);
+                if n > 0 && !emit(Chunk::Staged(st.staged(n))) {
+                    return;
+                }
+                if end {
+                    emit(Chunk::End);
+                    return;
+                }
+                if n > 0 {
+                    continue;
+                }
+                // The staging pipe is full: this once, through memory.
+                let Some(again) = gate.acquire(MAX_DATA).await else {
+                    return;
+                };
+                if !read_pipe_chunk(src, waiting, again, gate, &mut emit).await {
+                    return;
+                }
+                continue;
+            }
+        }
+        if !read_pipe_chunk(src, waiting, allowed, gate, &mut emit).await {
+            return;
+        }
+    }
+}
+
+/// Waits for input on `src`; closes the staging pipe if it stays unused a while.
+async fn wait_for_input(src: &FdIo, staging: &mut Option<Arc<Staging>>) -> std::io::Result<usize> {
+    loop {
+        let Some(st) = staging else {
+            return src.ready_to_read().await;
+        };
+        tokio::select! {
+            r = src.ready_to_read() => return r,
+            _ = tokio::time::sleep(STAGING_IDLE) => {
+                if st.held() == 0 {
+                    *staging = None;
+                }
+            }
+        }
+    }
+}
+
+/// Splices what `src` has now, up to `allowed`, into the staging pipe. Returns how much
+/// moved and whether the input ended.
+fn stage(src: &FdIo, st: &Staging, allowed: usize) -> (usize, bool) {
+    let mut n = 0;
+    while n < allowed {
+        match src.try_splice_to(st.input(), allowed - n) {
+            Ok(Some(Spliced::Moved(k))) => n += k,
+            Ok(Some(Spliced::End)) => return (n, true),
+            Ok(Some(Spliced::Full)) | Ok(None) => break,
+            Err(e) => {
+                tracing::debug!("splice: {e}");
+                return (n, true);
+            }
+        }
+    }
+    (n, false)
+}
+
+/// Reads one chunk of at most `allowed` bytes from a pipe into memory (`waiting`: what it
+/// said it holds). False when the stream is over.
+async fn read_pipe_chunk(
+    src: &FdIo,
+    waiting: usize,
+    allowed: usize,
+    gate: &CreditGate,
+    emit: &mut impl FnMut(Chunk) -> bool,
+) -> bool {
+    let size = waiting.clamp(FIRST_READ.min(allowed), allowed);
+    let mut buf = BytesMut::with_capacity(size);
+    let mut n = match src.read_into(&mut buf, size).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::debug!("read: {e}");
+            0
+        }
+    };
+    // Gather what is already waiting into the same frame: writers such as `head` hand
+    // over 8 KiB at a time, and each frame costs a wake-up in every process downstream.
+    while n > 0 && n < allowed {
+        match src.read_into(&mut buf, allowed - n).now_or_never() {
+            Some(Ok(more)) if more > 0 => n += more,
+            _ => break,
+        }
+    }
+    gate.give_back(allowed - n);
+    if n == 0 {
+        emit(Chunk::End);
+        return false;
+    }
+    emit(Chunk::Bytes(buf.freeze()))
+}
+
+async fn read_stream<R>(
+    src: &mut R,
+    first: usize,
+    gate: &CreditGate,
+    link: &LinkSender,
+    mut emit: impl FnMut(Chunk) -> bool,
+) where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    loop {
+        link.ready().await;
+        let Some(allowed) = gate.acquire(MAX_DATA).await else {
+            return; // closed: nobody wants the rest
+        };
+        // Small at first: a stream waiting for input holds only this much.
+        let mut buf = BytesMut::with_capacity(first.min(allowed));
         let mut n = match src.read_buf(&mut (&mut buf).limit(allowed)).await {
             Ok(n) => n,
             Err(e) => {
@@ -172,9 +599,10 @@ pub async fn read_with_credit<R>(
                 0
             }
         };
-        // Gather what is already waiting into the same frame: writers such as `head` hand
-        // over 8 KiB at a time, and each frame costs a wake-up in every process downstream.
         while n > 0 && n < allowed {
+            if buf.len() == buf.capacity() {
+                buf.reserve(buf.capacity().min(allowed - n));
+            }
             match src
                 .read_buf(&mut (&mut buf).limit(allowed - n))
                 .now_or_never()
@@ -184,24 +612,28 @@ pub async fn read_with_credit<R>(
             }
         }
         gate.give_back(allowed - n);
-        if n >= room {
-            room = (room * 2).min(MAX_DATA);
-        }
         if n == 0 {
-            emit(None);
+            emit(Chunk::End);
             return;
         }
-        if !emit(Some(buf.split().freeze())) {
+        if !emit(Chunk::Bytes(buf.freeze())) {
             return;
         }
     }
 }
 
+/// Where a writing pump writes.
+pub enum Dst<W> {
+    /// A pipe of our own (non-blocking): deliveries may splice into it directly.
+    Pipe(FdIo),
+    Stream(W),
+    /// Gone from the start: bytes are dropped and credited.
+    Gone,
+}
+
 /// Where written bytes go and what to do about credit.
 pub struct Sink<W> {
-    /// `None`: the destination was gone from the start (bytes are discarded, credited).
-    pub dst: Option<W>,
-    pub window: u32,
+    pub dst: Dst<W>,
     /// A terminal has no half-close: `Eof` leaves it open.
     pub keep_open_on_eof: bool,
 }
@@ -217,41 +649,68 @@ pub async fn write_with_credit<W>(
 ) where
     W: AsyncWrite + Unpin,
 {
-    let mut window = RecvWindow::new(sink.window);
-    let mut dst = sink.dst;
-    let mut reported = dst.is_none();
-    if reported {
-        broken();
+    let (mut pipe, mut stream) = (None, None);
+    match sink.dst {
+        Dst::Pipe(p) => {
+            let p = Arc::new(p);
+            rx.0.lock().pipe = Some(p.clone());
+            pipe = Some(p);
+        }
+        Dst::Stream(w) => stream = Some(w),
+        Dst::Gone => {
+            let said = rx.wrote(0, true);
+            if said.broken {
+                broken();
+            }
+        }
     }
-    while let Some(input) = rx.recv().await {
+    while let Some(input) = rx.take().await {
         match input {
             Input::Data(bytes) => {
-                // Over-sending was refused when it arrived (crate::guard); here the
-                // window only batches the credit returned.
-                let _ = window.received(bytes.len());
-                if let Some(w) = dst.as_mut()
-                    && let Err(e) = write_all(w, &bytes).await
-                {
+                let result = if rx.gone() {
+                    Ok(())
+                } else if let Some(p) = &pipe {
+                    write_pipe(p, &bytes).await
+                } else if let Some(w) = stream.as_mut() {
+                    write_all(w, &bytes).await
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = &result {
                     tracing::debug!("write: {e}");
-                    dst = None;
                 }
-                if dst.is_none() && !reported {
-                    reported = true;
+                let done = rx.wrote(bytes.len(), result.is_err());
+                if done.broken {
                     broken();
                 }
-                if let Some(n) = window.consumed(bytes.len()) {
+                if let Some(n) = done.grant {
                     grant(n);
                 }
             }
             Input::Eof if sink.keep_open_on_eof => {}
             Input::Eof => {
-                if let Some(mut w) = dst.take() {
+                {
+                    let mut q = rx.0.lock();
+                    q.pipe = None;
+                    q.gone = true;
+                    q.reported = true;
+                }
+                pipe = None;
+                if let Some(mut w) = stream.take() {
                     let _ = w.shutdown().await;
                 }
-                reported = true;
             }
         }
     }
+    drop(pipe);
+}
+
+async fn write_pipe(pipe: &FdIo, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let n = pipe.write_some(bytes).await?;
+        bytes = &bytes[n..];
+    }
+    Ok(())
 }
 
 async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
@@ -265,13 +724,16 @@ mod tests {
 
     #[tokio::test]
     async fn tiny_payloads_are_gathered_in_order() {
-        let (feed, mut inbox) = inbox();
+        let (feed, mut inbox) = inbox(1 << 20);
         for i in 0..100_000u32 {
-            feed.send(Input::Data(Bytes::copy_from_slice(&[i as u8])));
+            feed.send(Input::Data(Bytes::copy_from_slice(&[i as u8])))
+                .unwrap();
         }
-        feed.send(Input::Data(Bytes::from(vec![9u8; COALESCE_BELOW])));
-        feed.send(Input::Eof);
-        feed.send(Input::Data(Bytes::from_static(b"after the end")));
+        feed.send(Input::Data(Bytes::from(vec![9u8; COALESCE_BELOW])))
+            .unwrap();
+        feed.send(Input::Eof).unwrap();
+        feed.send(Input::Data(Bytes::from_static(b"after the end")))
+            .unwrap();
         drop(feed);
         let mut got = Vec::new();
         let mut chunks = 0;
@@ -291,13 +753,30 @@ mod tests {
 
     #[tokio::test]
     async fn the_inbox_ends_when_the_feed_goes() {
-        let (feed, mut inbox) = inbox();
-        feed.send(Input::Data(Bytes::from_static(b"last words")));
+        let (feed, mut inbox) = inbox(1 << 20);
+        feed.send(Input::Data(Bytes::from_static(b"last words")))
+            .unwrap();
         drop(feed);
         assert_eq!(
             inbox.recv().await,
             Some(Input::Data(Bytes::from_static(b"last words")))
         );
         assert_eq!(inbox.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn data_beyond_the_window_is_refused_and_not_queued() {
+        let (feed, mut inbox) = inbox(100);
+        feed.send(Input::Data(Bytes::from(vec![1u8; 60]))).unwrap();
+        let over = feed.send(Input::Data(Bytes::from(vec![2u8; 41])));
+        assert!(over.is_err(), "101 bytes in a window of 100");
+        feed.send(Input::Data(Bytes::from(vec![3u8; 40]))).unwrap();
+        drop(feed);
+        let mut got = Vec::new();
+        while let Some(Input::Data(chunk)) = inbox.recv().await {
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got.len(), 100);
+        assert!(!got.contains(&2));
     }
 }

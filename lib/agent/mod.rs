@@ -22,15 +22,15 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use nix::sys::signal::Signal;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use crate::link::inbound::{Incoming, LinkIn};
 use crate::link::{self, LinkSender};
 use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{Fd, Frame, Hello, MASTER, Message, PROTOCOL_VERSION, StreamId};
-use crate::pump::Input;
+use crate::pump::{Feed, Input};
 use crate::sys::fdio::FdIo;
 use launch::Session;
 use stream::{Live, Reporting, StreamHandle};
@@ -129,6 +129,17 @@ pub fn main(opts: Options) -> i32 {
     })
 }
 
+/// A payload's two parts as one.
+fn join(head: bytes::Bytes, rest: bytes::Bytes) -> bytes::Bytes {
+    if head.is_empty() {
+        return rest;
+    }
+    let mut all = bytes::BytesMut::with_capacity(head.len() + rest.len());
+    all.extend_from_slice(&head);
+    all.extend_from_slice(&rest);
+    all.freeze()
+}
+
 /// Moves the link off fds 0 and 1 (to close-on-exec descriptors) and puts /dev/null there.
 /// A hop agent's link is the socket on stdout (both ways); its stdin was its own image.
 fn take_stdio(hop: bool) -> io::Result<(OwnedFd, OwnedFd)> {
@@ -163,6 +174,7 @@ fn take_stdio(hop: bool) -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// What the agent's loop waits on besides its link.
 enum Event {
+    Frame(Incoming),
     StreamDone(StreamId),
     Tree(TreeEvent),
 }
@@ -179,8 +191,8 @@ struct Agent {
 
 impl Agent {
     async fn run(link_in: OwnedFd, link_out: OwnedFd, session: Session) -> io::Result<()> {
-        let mut frames = link::reader(FdIo::new(link_in)?);
-        let (up, writer) = link::spawn_writer(FdIo::new(link_out)?);
+        let mut frames = LinkIn::new(FdIo::new(link_in)?, &[]);
+        let (up, writer) = link::spawn_fd_writer(FdIo::new(link_out)?);
         up.send(Frame::new(
             MASTER,
             Message::Hello(Hello {
@@ -210,17 +222,11 @@ impl Agent {
         let mut term = signal(SignalKind::terminate())?;
         let mut hup = signal(SignalKind::hangup())?;
         loop {
-            link::trim(&mut frames);
             let event = tokio::select! {
                 _ = term.recv() => break,
                 _ = hup.recv() => break,
                 frame = frames.next() => match frame {
-                    Some(Ok(frame)) => {
-                        if !agent.on_frame(frame) {
-                            break;
-                        }
-                        continue;
-                    }
+                    Some(Ok(incoming)) => Event::Frame(incoming),
                     Some(Err(e)) => {
                         eprintln!("mitossh agent: dropping the link: {e}");
                         break;
@@ -231,6 +237,11 @@ impl Agent {
                 Some(e) = tree_rx.recv() => Event::Tree(e),
             };
             match event {
+                Event::Frame(incoming) => {
+                    if !agent.on_incoming(incoming, &mut frames).await {
+                        break;
+                    }
+                }
                 Event::StreamDone(id) => {
                     agent.streams.remove(&id);
                 }
@@ -241,6 +252,55 @@ impl Agent {
         drop(agent);
         let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
         Ok(())
+    }
+
+    /// Handles one frame from the master's side, taking its payload off the link (a
+    /// large one for a process's stdin is spliced straight to it); false ends the agent.
+    async fn on_incoming(&mut self, incoming: Incoming, link: &mut LinkIn) -> bool {
+        let Incoming { mut frame, unread } = incoming;
+        if unread > 0 {
+            if let Some((stream, feed)) = self.stdin_of(&frame) {
+                return match feed.deliver(frame.data, unread, link).await {
+                    Ok(delivered) => {
+                        if let Some(bytes) = delivered.grant {
+                            let credit = Message::Credit {
+                                stream,
+                                fd: Fd::Stdin,
+                                bytes,
+                            };
+                            let _ = self.up.send(Frame::new(self.tree.me(), credit));
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        eprintln!("mitossh agent: dropping the link: {e}");
+                        false
+                    }
+                };
+            }
+            match link.read_payload().await {
+                Ok(rest) => frame.data = join(frame.data, rest),
+                Err(e) => {
+                    eprintln!("mitossh agent: dropping the link: {e}");
+                    return false;
+                }
+            }
+        }
+        self.on_frame(frame)
+    }
+
+    /// The stdin of one of this agent's own streams, if `frame` carries data for it.
+    fn stdin_of(&self, frame: &Frame) -> Option<(StreamId, Arc<Feed>)> {
+        match frame.msg {
+            Message::Data {
+                stream,
+                fd: Fd::Stdin,
+            } if self.greeted && frame.ctx == self.tree.me() => {
+                let feed = self.streams.get(&stream)?.input_feed()?;
+                Some((stream, feed))
+            }
+            _ => None,
+        }
     }
 
     /// Handles one frame from the master's side; false ends the agent.
@@ -276,11 +336,21 @@ impl Agent {
             Message::Data {
                 stream,
                 fd: Fd::Stdin,
-            } => self.with_stream(stream, |s| s.input(Input::Data(frame.data))),
+            } => {
+                let mut refused = Ok(());
+                self.with_stream(stream, |s| refused = s.input(Input::Data(frame.data)));
+                if let Err(e) = refused {
+                    // As the master does with an agent's output: the link is at fault.
+                    eprintln!("mitossh agent: dropping the link: stdin of stream {stream}: {e}");
+                    return false;
+                }
+            }
             Message::Eof {
                 stream,
                 fd: Fd::Stdin,
-            } => self.with_stream(stream, |s| s.input(Input::Eof)),
+            } => self.with_stream(stream, |s| {
+                let _ = s.input(Input::Eof); // an end is never over the window
+            }),
             Message::Eof { stream, fd } => self.with_stream(stream, |s| s.stop_output(fd)),
             Message::Credit { stream, fd, bytes } => {
                 self.with_stream(stream, |s| s.credit(fd, bytes))

@@ -18,9 +18,10 @@ use tokio_util::sync::CancellationToken;
 use super::launch::{self, Launched, LaunchedIo, Session};
 use crate::credit::CreditGate;
 use crate::link::LinkSender;
-use crate::proto::flow::DEFAULT_WINDOW;
+use crate::proto::flow::{DEFAULT_WINDOW, FlowViolation};
 use crate::proto::{ContextId, Endpoint, Fd, Frame, Message, OpenSpec, StreamId, WinSize};
-use crate::pump::{self, Feed, Inbox, Input};
+use crate::pump::{self, Chunk, Dst, Feed, Inbox, Input, Source};
+use crate::sys::fdio::FdIo;
 use crate::sys::process::{exit_status, kill, kill_group};
 
 /// After `Close`, how long a process may take to exit on SIGHUP before SIGKILL.
@@ -66,7 +67,7 @@ impl Live {
 pub struct StreamHandle {
     /// The process (and its process group); `None` for a TCP stream.
     pub pid: Option<u32>,
-    input: Option<Feed>,
+    input: Option<Arc<Feed>>,
     stdout: Arc<CreditGate>,
     stderr: Arc<CreditGate>,
     pty: Option<OwnedFd>,
@@ -108,7 +109,7 @@ impl StreamHandle {
         report.live.add();
         let stdout = Arc::new(CreditGate::new(spec.window));
         let stderr = Arc::new(CreditGate::new(spec.window));
-        let (input_tx, input_rx) = pump::inbox();
+        let (input_tx, input_rx) = pump::inbox(DEFAULT_WINDOW);
         let mut pty = None;
         let (input, outputs) = match io {
             LaunchedIo::Pipes {
@@ -116,31 +117,31 @@ impl StreamHandle {
                 stdout: out,
                 stderr: err,
             } => {
+                // The process's pipes are the agent's alone: spliced to and from.
+                let stdin = Dst::<tokio::io::Empty>::Pipe(FdIo::new(stdin.into_owned_fd()?)?);
+                let out = FdIo::new(out.into_owned_fd()?)?;
+                let err = FdIo::new(err.into_owned_fd()?)?;
                 let input =
                     tokio::spawn(pump_input(stream, input_rx, stdin, report.clone(), false));
+                let output = |fd, pipe, gate: &Arc<CreditGate>| {
+                    let (gate, report) = (gate.clone(), report.clone());
+                    tokio::spawn(async move {
+                        let source = Source::pipe(&pipe);
+                        pump_output(stream, fd, source, gate, report).await
+                    })
+                };
                 (
                     input,
                     vec![
-                        tokio::spawn(pump_output(
-                            stream,
-                            Fd::Stdout,
-                            out,
-                            stdout.clone(),
-                            report.clone(),
-                        )),
-                        tokio::spawn(pump_output(
-                            stream,
-                            Fd::Stderr,
-                            err,
-                            stderr.clone(),
-                            report.clone(),
-                        )),
+                        output(Fd::Stdout, out, &stdout),
+                        output(Fd::Stderr, err, &stderr),
                     ],
                 )
             }
             LaunchedIo::Pty { master, resize } => {
                 pty = Some(resize);
-                let (r, w) = tokio::io::split(master);
+                let (mut r, w) = tokio::io::split(master);
+                let w = Dst::Stream(w);
                 let input = tokio::spawn(pump_input(stream, input_rx, w, report.clone(), true));
                 let (gate, report) = (stdout.clone(), report.clone());
                 // A pty merges stderr into its output: say so up front. From a task, so
@@ -152,7 +153,8 @@ impl StreamHandle {
                             stream,
                             fd: Fd::Stderr,
                         });
-                        pump_output(stream, Fd::Stdout, r, gate, report).await
+                        let source = Source::stream(&mut r);
+                        pump_output(stream, Fd::Stdout, source, gate, report).await
                     })],
                 )
             }
@@ -161,7 +163,7 @@ impl StreamHandle {
         tokio::spawn(supervise(stream, child, outputs, input, is_pty, report));
         Ok(StreamHandle {
             pid: Some(pid),
-            input: Some(input_tx),
+            input: Some(Arc::new(input_tx)),
             stdout,
             stderr,
             pty,
@@ -181,7 +183,7 @@ impl StreamHandle {
     ) -> StreamHandle {
         let stdout = Arc::new(CreditGate::new(window));
         let stderr = Arc::new(CreditGate::new(window));
-        let (input_tx, input_rx) = pump::inbox();
+        let (input_tx, input_rx) = pump::inbox(DEFAULT_WINDOW);
         let cancel = CancellationToken::new();
         tokio::spawn(run_tcp(
             stream,
@@ -193,7 +195,7 @@ impl StreamHandle {
         ));
         StreamHandle {
             pid: None,
-            input: Some(input_tx),
+            input: Some(Arc::new(input_tx)),
             stdout,
             stderr,
             pty: None,
@@ -229,10 +231,17 @@ impl StreamHandle {
         });
     }
 
-    pub fn input(&self, input: Input) {
-        if let Some(tx) = &self.input {
-            tx.send(input);
+    /// Queues stdin for the process; refuses data beyond the window the master was given.
+    pub fn input(&self, input: Input) -> Result<(), FlowViolation> {
+        match &self.input {
+            Some(tx) => tx.send(input),
+            None => Ok(()),
         }
+    }
+
+    /// Where stdin bytes go, for a delivery straight from the link.
+    pub fn input_feed(&self) -> Option<Arc<Feed>> {
+        self.input.clone()
     }
 
     pub fn credit(&self, fd: Fd, bytes: u32) {
@@ -297,34 +306,41 @@ impl StreamHandle {
 }
 
 /// Reads one of the process's outputs as far as the client granted and sends it up.
-async fn pump_output(
+async fn pump_output<R: AsyncRead + Unpin + ?Sized>(
     stream: StreamId,
     fd: Fd,
-    mut src: impl AsyncRead + Unpin,
+    src: Source<'_, R>,
     gate: Arc<CreditGate>,
     report: Reporting,
 ) {
-    pump::read_with_credit(&mut src, &gate, &report.up, |chunk| {
-        let frame = match chunk {
-            Some(data) => Frame::with_data(report.me, Message::Data { stream, fd }, data),
-            None => Frame::new(report.me, Message::Eof { stream, fd }),
+    let up = &report.up;
+    pump::read_with_credit(src, &gate, up, |chunk| {
+        let sent = match chunk {
+            Chunk::Bytes(data) => up.send(Frame::with_data(
+                report.me,
+                Message::Data { stream, fd },
+                data,
+            )),
+            Chunk::Staged(staged) => {
+                up.send_staged(Frame::new(report.me, Message::Data { stream, fd }), staged)
+            }
+            Chunk::End => up.send(Frame::new(report.me, Message::Eof { stream, fd })),
         };
-        report.up.send(frame).is_ok()
+        sent.is_ok()
     })
     .await;
 }
 
 /// Writes what the master sends to the process's stdin and returns credit as it goes.
-async fn pump_input(
+async fn pump_input<W: AsyncWrite + Unpin>(
     stream: StreamId,
     rx: Inbox,
-    dst: impl AsyncWrite + Unpin,
+    dst: Dst<W>,
     report: Reporting,
     is_pty: bool,
 ) {
     let sink = pump::Sink {
-        dst: Some(dst),
-        window: DEFAULT_WINDOW,
+        dst,
         keep_open_on_eof: is_pty,
     };
     let grant = |bytes| {
@@ -380,12 +396,19 @@ async fn run_tcp(
         stream,
         fd: Fd::Stderr,
     });
-    let (r, w) = sock.into_split();
-    let writer = tokio::spawn(pump_input(stream, input, w, report.clone(), false));
+    let (mut r, w) = sock.into_split();
+    let writer = tokio::spawn(pump_input(
+        stream,
+        input,
+        Dst::Stream(w),
+        report.clone(),
+        false,
+    ));
     // The stream ends when the far side closes (or on cancel); the client may half-close
     // its direction earlier without ending it.
+    let source = Source::stream(&mut r);
     tokio::select! {
-        _ = pump_output(stream, Fd::Stdout, r, gate, report.clone()) => {}
+        _ = pump_output(stream, Fd::Stdout, source, gate, report.clone()) => {}
         _ = cancel.cancelled() => {}
     }
     writer.abort();

@@ -10,12 +10,18 @@
 //! ```text
 //! master                         remote /bin/sh (stage 1)            agent
 //!   ── ssh host "/bin/sh -c '…'" ─▶ (hash and size per architecture)
+//!   ── Hello, Open (pipelined) ───────────────────────────────────────▶ (read once it runs)
 //!                                 uname -m; cached?  ── exec ───────▶
-//!                                 else  ◀── "MITOSSH-UPLOAD <nonce> <arch> gz|raw"
+//!                                 else: skips the pipelined frames,
+//!                                       ◀── "MITOSSH-UPLOAD <nonce> <arch> gz|raw"
 //!   ── "<count>\n" <count> bytes ─▶ inflated into a private 0700 dir ─exec▶
+//!   ── Hello, Open again ─────────────────────────────────────────────▶
 //!                                                  ◀── "MITOSSH-READY <nonce> <version>"
 //!   ◀═══════════════════════════ frames both ways ═══════════════════▶
 //! ```
+//!
+//! The master's first frames go out with the command, before it knows whether the host
+//! has the agent: on a host that has it, the first stream's `Open` costs no round trip.
 
 pub mod image;
 pub mod ssh;
@@ -26,6 +32,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::io::AsyncRead;
 
+use crate::link::inbound::LinkIn;
 use crate::link::{LinkReader, LinkSender};
 use crate::proto::{ContextId, Frame, Hello, Message, PROTOCOL_VERSION};
 
@@ -37,16 +44,9 @@ pub const READY_MARKER: &str = "MITOSSH-READY";
 /// How long a new agent has to introduce itself once its ready marker arrived.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The first frames on a new link: tells the agent its id, and returns its own `Hello`.
-/// An agent of another build is refused: the cache is keyed by content, so only an image
-/// of another build beside the master (or a host that lies) gets here. Errors are one
-/// line for the user.
-pub async fn handshake<R: AsyncRead + Unpin>(
-    reader: &mut LinkReader<R>,
-    writer: &LinkSender,
-    ctx: ContextId,
-) -> Result<Hello, String> {
-    let _ = writer.send(Frame::new(
+/// The master's (or a parent agent's) `Hello` to a new agent: its id.
+pub fn hello_frame(ctx: ContextId) -> Frame {
+    Frame::new(
         ctx,
         Message::Hello(Hello {
             protocol: PROTOCOL_VERSION,
@@ -56,8 +56,44 @@ pub async fn handshake<R: AsyncRead + Unpin>(
             user: crate::sys::user::Account::current().name,
             hostname: crate::sys::user::hostname(),
         }),
-    ));
+    )
+}
+
+/// The first frames on a new link: tells the agent its id, and returns its own `Hello`.
+/// Errors are one line for the user.
+pub async fn handshake<R: AsyncRead + Unpin>(
+    reader: &mut LinkReader<R>,
+    writer: &LinkSender,
+    ctx: ContextId,
+) -> Result<Hello, String> {
+    let _ = writer.send(hello_frame(ctx));
     let first = tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await;
+    judge_hello(
+        first
+            .map_err(|_| ())
+            .map(|f| f.map(|f| f.map_err(|e| e.to_string()))),
+    )
+}
+
+/// The agent's `Hello`, the first frame on a link whose own `Hello` went ahead with the
+/// bootstrap. Errors are one line for the user.
+pub async fn receive_hello(reader: &mut LinkIn) -> Result<Hello, String> {
+    let first = tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await;
+    let first = first.map_err(|_| ()).map(|f| {
+        f.map(|f| match f {
+            // A hello has no payload; anything that does is not one.
+            Ok(incoming) if incoming.unread == 0 => Ok(incoming.frame),
+            Ok(incoming) => Err(format!("unexpected {}", incoming.frame.msg.name())),
+            Err(e) => Err(e.to_string()),
+        })
+    });
+    judge_hello(first)
+}
+
+/// What the first frame from an agent says (`Err(())`: none came in time). An agent of
+/// another build is refused: the cache is keyed by content, so only an image of another
+/// build beside the master (or a host that lies) gets here.
+fn judge_hello(first: Result<Option<Result<Frame, String>>, ()>) -> Result<Hello, String> {
     match first {
         Ok(Some(Ok(Frame {
             msg: Message::Hello(mut h),
@@ -85,7 +121,7 @@ pub async fn handshake<R: AsyncRead + Unpin>(
         )),
         Ok(Some(Err(e))) => Err(format!("agent handshake failed: {e}")),
         Ok(None) => Err("agent handshake failed: the connection closed".into()),
-        Err(_) => Err(format!(
+        Err(()) => Err(format!(
             "agent handshake failed: no answer within {}s",
             HELLO_TIMEOUT.as_secs()
         )),

@@ -163,11 +163,15 @@ impl StderrTail {
     }
 }
 
-/// Starts ssh with stage 1 and waits until the agent announces itself.
+/// Starts ssh with stage 1 and waits until the agent announces itself. `first` (the
+/// encoded first frames for the agent) is written at once, so that an agent already on
+/// the host finds them waiting; stage 1 skips them when it has to receive the image, and
+/// they are sent again after it.
 pub async fn bootstrap(
     ssh: &SshCommand,
     offer: &Offer,
     hooks: ConnectHooks,
+    first: &[u8],
 ) -> Result<Bootstrapped, ConnectError> {
     let ConnectHooks {
         say,
@@ -181,6 +185,7 @@ pub async fn bootstrap(
         offer,
         nonce: &nonce,
         agent_args: &["--nonce", &nonce],
+        skip: first.len(),
     };
     let mut cmd = Command::new(&ssh.program);
     cmd.args(&ssh.args)
@@ -217,11 +222,15 @@ pub async fn bootstrap(
     let stdout = child.stdout.take().expect("piped");
     crate::sys::fdio::grow_pipe(&stdin);
     crate::sys::fdio::grow_pipe(&stdout);
+    // The pipe holds them whatever ssh does; an ssh that dies says so below.
+    if let Err(e) = stdin.write_all(first).await {
+        tracing::debug!(host = %ssh.label, "writing the first frames: {e}");
+    }
     // Small: it reads the marker lines, then stays under the link's reader for the link's
     // life (tokio zeroes all of it), and reads larger than it go past it.
     let mut stdout = BufReader::with_capacity(BOOTSTRAP_BUFFER, stdout);
 
-    let handshake = wait_for_agent(&mut stdout, &mut stdin, offer, &nonce);
+    let handshake = wait_for_agent(&mut stdout, &mut stdin, offer, &nonce, first);
     let started = Instant::now();
     let outcome = tokio::select! {
         r = handshake => Ok(r),
@@ -299,6 +308,7 @@ async fn wait_for_agent(
     stdin: &mut ChildStdin,
     offer: &Offer,
     nonce: &str,
+    first: &[u8],
 ) -> io::Result<Option<Uploaded>> {
     let upload = format!("{UPLOAD_MARKER} {nonce} ");
     let ready = format!("{READY_MARKER} {nonce} ");
@@ -316,6 +326,9 @@ async fn wait_for_agent(
         }
         if let Some(words) = line.strip_prefix(upload.as_bytes()) {
             let sent = send_image(stdin, offer, words).await?;
+            // Stage 1 skipped the first frames to read the image: they come again.
+            stdin.write_all(first).await?;
+            stdin.flush().await?;
             tracing::debug!("{sent}");
             uploaded = Some(sent);
         } else if line.starts_with(ready.as_bytes()) {

@@ -22,6 +22,11 @@
 //! `gz` when the master offers compression and the host has `gzip`, else `raw`); the
 //! master answers with one line holding the byte count, then that many bytes. The script
 //! reads exactly those bytes (`head -c`), so whatever follows on stdin is the agent's.
+//!
+//! The master writes the agent's first frames before it knows which way the script goes
+//! (`skip` bytes): a cached agent reads them; before asking for the image the script
+//! throws them away (`head -c` reads exactly that many), and the master sends them again
+//! after the image.
 
 use super::UPLOAD_MARKER;
 use super::image::{Offer, cache_name};
@@ -35,6 +40,9 @@ pub struct Stage1<'a> {
     pub nonce: &'a str,
     /// Arguments for the agent after the executable path.
     pub agent_args: &'a [&'a str],
+    /// Bytes the master sent ahead for a cached agent (its first frames), which must be
+    /// skipped before the image when there is none.
+    pub skip: usize,
 }
 
 impl Stage1<'_> {
@@ -55,6 +63,10 @@ impl Stage1<'_> {
         let run = format!("agent {}", self.agent_args.join(" "));
         let dirs = r#""${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/mitossh}" "${HOME:+$HOME/.cache/mitossh}" "${TMPDIR:-/tmp}/mitossh-$u" "/dev/shm/mitossh-$u""#;
         let nonce = self.nonce;
+        let skip = match self.skip {
+            0 => String::new(),
+            k => format!("head -c {k} >/dev/null || exit 97; "),
+        };
         let z = if self.offer.gzip.is_some() {
             "gz"
         } else {
@@ -82,7 +94,7 @@ impl Stage1<'_> {
             // Not cached: how it can come, and where it can go; then ask, store, start.
             format!(r#"z={z}; test $z = gz && command -v gzip >/dev/null 2>&1 || z=raw"#),
             format!(
-                r#"for d in {dirs}; do test -n "$d" || continue; mkdir -p -m 700 "$d" 2>/dev/null; test -L "$d" && continue; test -d "$d" && test -O "$d" || continue; chmod 700 "$d" 2>/dev/null || continue; t="$d/.$m.$$"; rm -f "$t"; (printf "\043\041/bin/sh\n" > "$t" && chmod 700 "$t" && "$t") 2>/dev/null || {{ rm -f "$t"; continue; }}; echo "{UPLOAD_MARKER} {nonce} $a $z"; IFS= read -r c || exit 97; if if test $z = gz; then head -c "$c" | gzip -dc; else head -c "$c"; fi > "$t"; then s=$(wc -c < "$t"); if test "$((s))" = "$n" && mv -f "$t" "$d/$m"; then exec "$d/$m" {run}; fi; fi; rm -f "$t"; echo "mitossh: could not store the agent in $d" >&2; exit 97; done"#
+                r#"for d in {dirs}; do test -n "$d" || continue; mkdir -p -m 700 "$d" 2>/dev/null; test -L "$d" && continue; test -d "$d" && test -O "$d" || continue; chmod 700 "$d" 2>/dev/null || continue; t="$d/.$m.$$"; rm -f "$t"; (printf "\043\041/bin/sh\n" > "$t" && chmod 700 "$t" && "$t") 2>/dev/null || {{ rm -f "$t"; continue; }}; {skip}echo "{UPLOAD_MARKER} {nonce} $a $z"; IFS= read -r c || exit 97; if if test $z = gz; then head -c "$c" | gzip -dc; else head -c "$c"; fi > "$t"; then s=$(wc -c < "$t"); if test "$((s))" = "$n" && mv -f "$t" "$d/$m"; then exec "$d/$m" {run}; fi; fi; rm -f "$t"; echo "mitossh: could not store the agent in $d" >&2; exit 97; done"#
             ),
             r#"echo "mitossh: no private writable directory to keep the agent in (tried XDG_RUNTIME_DIR, ~/.cache, TMPDIR or /tmp, /dev/shm)" >&2; exit 97"#.into(),
         ]
@@ -159,6 +171,7 @@ mod tests {
             offer,
             nonce: "n0nce",
             agent_args: &["--nonce", "n0nce"],
+            skip: 0,
         };
         let mut child = Command::new("/bin/sh")
             .arg("-c")
@@ -235,6 +248,7 @@ mod tests {
             offer: &o,
             nonce: "n",
             agent_args: &["--nonce", "n"],
+            skip: 0,
         }
         .script();
         assert!(!s.contains('\''));

@@ -13,32 +13,46 @@
 //! frame that breaks the rules drops the link it came on, and only that link.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use tokio::io::AsyncRead;
+use bytes::BytesMut;
 use tokio::process::Child;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Master;
 use super::key::ContextKey;
 use super::window::Window;
-use crate::bootstrap::handshake;
 use crate::bootstrap::ssh::{ConnectError, ConnectHooks, SshCommand, bootstrap};
+use crate::bootstrap::{hello_frame, receive_hello};
 use crate::credit::CreditGate;
 use crate::guard::{Guard, Verdict, Violation};
-use crate::link::{self, LinkClosed, LinkReader, LinkSender};
+use crate::link::inbound::{Incoming, LinkIn};
+use crate::link::{self, LinkClosed, LinkSender, Staged};
+use crate::proto::flow::DEFAULT_WINDOW;
+use crate::proto::frame::encode_into;
 use crate::proto::{
     ContextId, ContextStatus, Fd, Frame, FrameError, Hello, Message, OpenSpec, Secret, StreamId,
 };
-use crate::pump::{self, Feed, Inbox, Input};
+use crate::pump::{self, DeliverError, Feed, Inbox, Input};
+use crate::sys::fdio::FdIo;
 use crate::untrusted;
 
 /// How long ssh may take to exit after its agent was told to shut down.
 const EXIT_GRACE: Duration = Duration::from_secs(3);
+
+// Locking. The master runs on one thread (a current-thread runtime), so the locks here are
+// never contended: they are `Mutex`es rather than `RefCell`s only because the tasks that
+// share a link or a context must be `Send`. Each link and each context keeps all its
+// changing state under one lock, taken for a few statements and never across an await.
+// The order is link, then context: nothing takes a link's lock while holding a
+// context's. A change under either lock is whole before anything that could panic, so a
+// poisoned lock still guards consistent state and is simply taken (`lock`, once).
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// One transport and the contexts it carries.
 #[derive(Debug)]
@@ -46,47 +60,48 @@ pub struct Link {
     /// The host as the user named it, for log lines.
     name: String,
     sender: LinkSender,
-    /// What the agent may say; shown every frame sent, under this lock, so that its view
-    /// and the order on the wire agree.
-    guard: Mutex<Guard>,
-    contexts: Mutex<HashMap<ContextId, Arc<Context>>>,
-    /// Why the link was dropped, when its agent broke the protocol.
-    breach: Mutex<Option<String>>,
+    state: Mutex<LinkState>,
     /// Cancelled once the transport is gone.
     pub dead: CancellationToken,
 }
 
+#[derive(Debug)]
+struct LinkState {
+    /// What the agent may say; shown every frame sent, under the lock, so that its view
+    /// and the order on the wire agree.
+    guard: Guard,
+    contexts: HashMap<ContextId, Arc<Context>>,
+    /// Why the link was dropped, when its agent broke the protocol.
+    breach: Option<String>,
+}
+
 impl Link {
     fn send(&self, frame: Frame) -> Result<(), LinkClosed> {
-        let mut guard = self.guard.lock().unwrap_or_else(|p| p.into_inner());
-        guard.sent(&frame);
+        let mut state = lock(&self.state);
+        state.guard.sent(&frame);
         self.sender.send(frame)
     }
 
-    fn guard(&self) -> std::sync::MutexGuard<'_, Guard> {
-        self.guard.lock().unwrap_or_else(|p| p.into_inner())
+    fn send_staged(&self, frame: Frame, staged: Staged) -> Result<(), LinkClosed> {
+        let mut state = lock(&self.state);
+        state.guard.sent_with_payload(&frame, staged.len());
+        self.sender.send_staged(frame, staged)
+    }
+
+    fn is_open(&self, stream: StreamId) -> bool {
+        lock(&self.state).guard.is_open(stream)
     }
 
     fn context(&self, id: ContextId) -> Option<Arc<Context>> {
-        self.contexts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned()
+        lock(&self.state).contexts.get(&id).cloned()
     }
 
     fn add(&self, ctx: Arc<Context>) {
-        self.contexts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(ctx.id, ctx);
+        lock(&self.state).contexts.insert(ctx.id, ctx);
     }
 
     fn take(&self, id: ContextId) -> Option<Arc<Context>> {
-        self.contexts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id)
+        lock(&self.state).contexts.remove(&id)
     }
 }
 
@@ -112,32 +127,45 @@ pub struct Context {
     pub method: &'static str,
     pub agent: Hello,
     link: Arc<Link>,
-    streams: Mutex<HashMap<StreamId, StreamEntry>>,
-    spawns: Mutex<HashMap<ContextId, mpsc::UnboundedSender<SpawnEvent>>>,
-    /// Open streams plus live children; the idle watcher follows it.
-    active: watch::Sender<usize>,
-    /// Children started through this context's agent (a host reached through one of its
-    /// TCP streams is not one: that stream keeps this context busy instead).
-    children: AtomicUsize,
     /// Whether this context counts among its parent's `children`.
     counted: bool,
-    /// Why this context is gone, when known.
-    lost_reason: Mutex<Option<String>>,
-    total_streams: AtomicU64,
-    bytes_down: AtomicU64,
-    bytes_up: AtomicU64,
     opened: Instant,
-    last_used: Mutex<Instant>,
-    /// `ssh -O stop`, or shutting down: take no new streams.
-    draining: AtomicBool,
-    /// Passwords that worked for children of this context, by method and user, kept
-    /// for as long as this context lives (sudo asks for the same one every time).
-    passwords: Mutex<HashMap<(String, String), Secret>>,
+    state: Mutex<State>,
+    /// Open streams plus live children; the idle watcher follows it.
+    active: watch::Sender<usize>,
     /// The connect window of the hosts this context's agent runs ssh to (made the first
     /// time it is a gateway).
     spawn_window: OnceLock<Window>,
     /// Cancelled once this context is gone.
     pub dead: CancellationToken,
+}
+
+/// What changes in a context (see "Locking" above).
+#[derive(Debug)]
+struct State {
+    streams: HashMap<StreamId, StreamEntry>,
+    spawns: HashMap<ContextId, mpsc::UnboundedSender<SpawnEvent>>,
+    /// Children started through this context's agent (a host reached through one of its
+    /// TCP streams is not one: that stream keeps this context busy instead).
+    children: usize,
+    /// Why this context is gone, when known.
+    lost_reason: Option<String>,
+    total_streams: u64,
+    bytes_down: u64,
+    bytes_up: u64,
+    last_used: Instant,
+    /// `ssh -O stop`, or shutting down: take no new streams.
+    draining: bool,
+    /// Passwords that worked for children of this context, by method and user, kept
+    /// for as long as this context lives (sudo asks for the same one every time).
+    passwords: HashMap<(String, String), Secret>,
+}
+
+impl State {
+    /// Tells the idle watcher how busy the context is now.
+    fn recount(&self, active: &watch::Sender<usize>) {
+        active.send_replace(self.streams.len().saturating_add(self.children));
+    }
 }
 
 /// Where the dispatcher puts what the agent sends on one stream.
@@ -147,8 +175,8 @@ struct StreamEntry {
     events: mpsc::UnboundedSender<Message>,
     /// Credit for stdin: the window in `Opened`, then `Credit`.
     stdin: Arc<CreditGate>,
-    stdout: Option<Feed>,
-    stderr: Option<Feed>,
+    stdout: Option<Arc<Feed>>,
+    stderr: Option<Arc<Feed>>,
 }
 
 /// A stream's end in the master. Dropping it forgets the stream (and closes it on the
@@ -202,19 +230,21 @@ impl Context {
             agent,
             dead: link.dead.child_token(),
             link,
-            streams: Mutex::default(),
-            spawns: Mutex::default(),
-            active,
-            children: AtomicUsize::new(0),
             counted,
-            lost_reason: Mutex::default(),
-            total_streams: AtomicU64::new(0),
-            bytes_down: AtomicU64::new(0),
-            bytes_up: AtomicU64::new(0),
             opened: Instant::now(),
-            last_used: Mutex::new(Instant::now()),
-            draining: AtomicBool::new(false),
-            passwords: Mutex::default(),
+            state: Mutex::new(State {
+                streams: HashMap::new(),
+                spawns: HashMap::new(),
+                children: 0,
+                lost_reason: None,
+                total_streams: 0,
+                bytes_down: 0,
+                bytes_up: 0,
+                last_used: Instant::now(),
+                draining: false,
+                passwords: HashMap::new(),
+            }),
+            active,
             spawn_window: OnceLock::new(),
         })
     }
@@ -230,15 +260,17 @@ impl Context {
         self.spawn_window.get().map(Window::load)
     }
 
-    /// Whether new streams (and children) may be started here.
-    pub fn usable(&self) -> bool {
-        !self.dead.is_cancelled() && !self.draining.load(Ordering::SeqCst)
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
     }
 
-    fn recount(&self) {
-        let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner()).len();
-        self.active
-            .send_replace(streams.saturating_add(self.children.load(Ordering::SeqCst)));
+    /// Whether new streams (and children) may be started here.
+    pub fn usable(&self) -> bool {
+        !self.dead.is_cancelled() && !self.state().draining
+    }
+
+    fn draining(&self) -> bool {
+        self.state().draining
     }
 
     /// Registers stream `id` and asks the agent to start it.
@@ -247,34 +279,7 @@ impl Context {
         id: StreamId,
         spec: OpenSpec,
     ) -> Result<StreamPort, LinkClosed> {
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let stdin = Arc::new(CreditGate::new(0));
-        let (stdout_feed, stdout) = pump::inbox();
-        let (stderr_feed, stderr) = pump::inbox();
-        {
-            let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-            if self.dead.is_cancelled() {
-                return Err(LinkClosed);
-            }
-            let entry = StreamEntry {
-                events: events_tx,
-                stdin: stdin.clone(),
-                stdout: Some(stdout_feed),
-                stderr: Some(stderr_feed),
-            };
-            streams.insert(id, entry);
-        }
-        self.recount();
-        self.total_streams.fetch_add(1, Ordering::Relaxed);
-        self.touch();
-        let port = StreamPort {
-            id,
-            events,
-            stdin,
-            stdout: Some(stdout),
-            stderr: Some(stderr),
-            ctx: self.clone(),
-        };
+        let port = self.register_stream(id)?;
         self.send(Message::Open {
             stream: id,
             spec: Box::new(spec),
@@ -282,31 +287,56 @@ impl Context {
         Ok(port)
     }
 
-    fn forget(&self, id: StreamId) {
-        let removed = self
-            .streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id)
-            .is_some();
-        if removed {
-            self.recount();
+    /// Registers stream `id`, whose `Open` is (or is about to be) on its way.
+    fn register_stream(self: &Arc<Self>, id: StreamId) -> Result<StreamPort, LinkClosed> {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let stdin = Arc::new(CreditGate::new(0));
+        let (stdout_feed, stdout) = pump::inbox(DEFAULT_WINDOW);
+        let (stderr_feed, stderr) = pump::inbox(DEFAULT_WINDOW);
+        {
+            let mut state = self.state();
+            if self.dead.is_cancelled() {
+                return Err(LinkClosed);
+            }
+            let entry = StreamEntry {
+                events: events_tx,
+                stdin: stdin.clone(),
+                stdout: Some(Arc::new(stdout_feed)),
+                stderr: Some(Arc::new(stderr_feed)),
+            };
+            state.streams.insert(id, entry);
+            state.total_streams += 1;
+            state.last_used = Instant::now();
+            state.recount(&self.active);
         }
-        self.touch();
+        Ok(StreamPort {
+            id,
+            events,
+            stdin,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            ctx: self.clone(),
+        })
+    }
+
+    fn forget(&self, id: StreamId) {
+        {
+            let mut state = self.state();
+            if state.streams.remove(&id).is_some() {
+                state.recount(&self.active);
+            }
+            state.last_used = Instant::now();
+        }
         // The agent may still run it: tell it, unless it ended there or was told.
-        let open = self.link.guard().is_open(id);
-        if open {
+        if self.link.is_open(id) {
             let _ = self.send(Message::Close { stream: id });
         }
     }
 
+    /// Runs `f` on stream `id`'s entry, if it has one, under the context's lock (`f` must
+    /// not take the link's).
     fn with_stream(&self, id: StreamId, f: impl FnOnce(&mut StreamEntry)) {
-        if let Some(entry) = self
-            .streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&id)
-        {
+        if let Some(entry) = self.state().streams.get_mut(&id) {
             f(entry);
         }
     }
@@ -321,12 +351,20 @@ impl Context {
 
     /// Sends stdin bytes to the agent.
     pub fn send_data(&self, msg: Message, data: bytes::Bytes) -> Result<(), LinkClosed> {
-        self.bytes_down
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.state().bytes_down += data.len() as u64;
         if self.dead.is_cancelled() {
             return Err(LinkClosed);
         }
         self.link.send(Frame::with_data(self.id, msg, data))
+    }
+
+    /// Sends stdin bytes staged in a pipe to the agent.
+    pub fn send_staged(&self, msg: Message, staged: Staged) -> Result<(), LinkClosed> {
+        self.state().bytes_down += staged.len() as u64;
+        if self.dead.is_cancelled() {
+            return Err(LinkClosed);
+        }
+        self.link.send_staged(Frame::new(self.id, msg), staged)
     }
 
     /// The link's queue, for producers of bulk data to wait on ([`LinkSender::ready`]).
@@ -336,40 +374,30 @@ impl Context {
 
     /// Why this context is gone, if it is and that is known.
     pub fn lost_reason(&self) -> Option<String> {
-        self.lost_reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.state().lost_reason.clone()
     }
 
     /// Asks the agent to stop everything and exit. From here on the registry hands out a
     /// new context for the same key.
     pub fn shutdown(&self) {
-        self.draining.store(true, Ordering::SeqCst);
+        self.state().draining = true;
         let _ = self.send(Message::Shutdown);
     }
 
     /// `ssh -O stop`: finish the open streams, accept no new ones.
     pub fn drain(&self) {
-        self.draining.store(true, Ordering::SeqCst);
+        self.state().draining = true;
         self.active.send_modify(|_| {});
-    }
-
-    fn touch(&self) {
-        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
     /// A password that worked here before for `method` and `user`.
     pub fn known_password(&self, method: &str, user: &str) -> Option<Secret> {
-        self.passwords
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(method.to_string(), user.to_string()))
-            .cloned()
+        let key = (method.to_string(), user.to_string());
+        self.state().passwords.get(&key).cloned()
     }
 
     pub fn remember_password(&self, method: &str, user: &str, secret: Option<Secret>) {
-        let mut passwords = self.passwords.lock().unwrap_or_else(|p| p.into_inner());
+        let passwords = &mut self.state().passwords;
         let key = (method.to_string(), user.to_string());
         match secret {
             Some(s) => passwords.insert(key, s),
@@ -385,17 +413,14 @@ impl Context {
         msg: Message,
     ) -> Result<mpsc::UnboundedReceiver<SpawnEvent>, LinkClosed> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.spawns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
+        self.state().spawns.insert(id, tx);
         self.send(msg)?;
         Ok(rx)
     }
 
     /// Tells the spawner of `child` what happened; false if nobody waits any more.
     fn spawn_event(&self, child: ContextId, event: SpawnEvent) -> bool {
-        let mut spawns = self.spawns.lock().unwrap_or_else(|p| p.into_inner());
+        let spawns = &mut self.state().spawns;
         let done = matches!(event, SpawnEvent::Spawned(_) | SpawnEvent::Failed(_));
         let heard = spawns.get(&child).is_some_and(|tx| tx.send(event).is_ok());
         if done {
@@ -414,32 +439,38 @@ impl Context {
     ) -> Arc<Context> {
         let child = Context::new(id, self.id, key, method, hello, self.link.clone(), true);
         self.link.add(child.clone());
-        self.children.fetch_add(1, Ordering::SeqCst);
-        self.recount();
+        let mut state = self.state();
+        state.children += 1;
+        state.recount(&self.active);
+        drop(state);
         child
     }
 
     fn child_gone(&self) {
-        let counted = self
-            .children
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if counted.is_err() {
-            tracing::error!(
+        let mut state = self.state();
+        match state.children.checked_sub(1) {
+            Some(n) => state.children = n,
+            None => tracing::error!(
                 context = self.id,
                 "{}: a child ended that was never counted",
                 self.name
-            );
+            ),
         }
-        self.recount();
+        state.recount(&self.active);
     }
 
     /// This context is gone: its streams and spawns learn it by their channels closing.
     fn die(&self, reason: Option<String>) {
-        if reason.is_some() {
-            *self.lost_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
-        }
         self.dead.cancel();
-        let streams = std::mem::take(&mut *self.streams.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut state = self.state();
+        if reason.is_some() {
+            state.lost_reason = reason;
+        }
+        let streams = std::mem::take(&mut state.streams);
+        state.spawns.clear();
+        state.passwords.clear();
+        state.recount(&self.active);
+        drop(state);
         if !streams.is_empty() {
             tracing::warn!(
                 context = self.id,
@@ -448,20 +479,11 @@ impl Context {
                 streams.len()
             );
         }
-        self.spawns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        self.passwords
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        self.recount();
     }
 
     pub fn status(&self) -> ContextStatus {
         let now = Instant::now();
-        let last = *self.last_used.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.state();
         ContextStatus {
             id: self.id,
             parent: self.parent,
@@ -471,17 +493,28 @@ impl Context {
             hostname: self.agent.hostname.clone(),
             agent_pid: self.agent.pid,
             age_secs: now.duration_since(self.opened).as_secs(),
-            idle_secs: now.duration_since(last).as_secs(),
-            open_streams: self.streams.lock().unwrap_or_else(|p| p.into_inner()).len() as u32,
-            total_streams: self.total_streams.load(Ordering::Relaxed),
-            bytes_down: self.bytes_down.load(Ordering::Relaxed),
-            bytes_up: self.bytes_up.load(Ordering::Relaxed),
+            idle_secs: now.duration_since(state.last_used).as_secs(),
+            open_streams: state.streams.len() as u32,
+            total_streams: state.total_streams,
+            bytes_down: state.bytes_down,
+            bytes_up: state.bytes_up,
         }
     }
 }
 
-/// Connects a context over an ssh the master runs: bootstrap, hello, then the link's
-/// dispatcher. `parent` is the context whose TCP stream ssh goes through, if any.
+/// The first stream of a new connection, whose `Open` travels with the master's `Hello`
+/// (so a first call costs no round trip more than `ssh host cmd`). Its port goes to the
+/// request that asked, if that request still waits.
+#[derive(Debug)]
+pub struct EarlyOpen {
+    pub stream: StreamId,
+    pub spec: OpenSpec,
+    pub port: oneshot::Sender<StreamPort>,
+}
+
+/// Connects a context over an ssh the master runs: bootstrap with the master's hello (and
+/// `early`'s `Open`) sent at once, the agent's hello, then the link's dispatcher. `parent`
+/// is the context whose TCP stream ssh goes through, if any.
 pub async fn connect_ssh(
     master: &Arc<Master>,
     id: ContextId,
@@ -489,8 +522,15 @@ pub async fn connect_ssh(
     ssh: SshCommand,
     parent: ContextId,
     hooks: ConnectHooks,
+    early: Option<EarlyOpen>,
 ) -> Result<Arc<Context>, ConnectError> {
-    connect(master, id, key, ssh, parent, hooks, "ssh").await
+    let way = Way {
+        command: ssh,
+        parent,
+        hooks,
+        method: "ssh",
+    };
+    connect(master, id, key, way, early).await
 }
 
 /// Connects a context on the master's own host (execnet's popen gateway): `/bin/sh` runs
@@ -501,46 +541,96 @@ pub async fn connect_local(
     id: ContextId,
     key: ContextKey,
 ) -> Result<Arc<Context>, ConnectError> {
-    let shell = SshCommand {
-        program: "/bin/sh".into(),
-        args: vec!["-c".into()],
-        label: super::key::LOCAL.into(),
+    let way = Way {
+        command: SshCommand {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into()],
+            label: super::key::LOCAL.into(),
+        },
+        parent: crate::proto::MASTER,
+        hooks: ConnectHooks::none(master.config.connect_timeout),
+        method: "local",
     };
-    let hooks = ConnectHooks::none(master.config.connect_timeout);
-    connect(master, id, key, shell, crate::proto::MASTER, hooks, "local").await
+    connect(master, id, key, way, None).await
 }
 
-/// Bootstrap over `ssh` (or the local shell), hello, then the link's dispatcher.
+/// How a context's agent is reached: the command that runs stage 1 (ssh or the local
+/// shell), the context it goes through, what it may ask, and the method as shown.
+struct Way {
+    command: SshCommand,
+    parent: ContextId,
+    hooks: ConnectHooks,
+    method: &'static str,
+}
+
+/// Bootstrap with the master's hello (and `early`'s `Open`) sent at once, the agent's
+/// hello, then the link's dispatcher.
 async fn connect(
     master: &Arc<Master>,
     id: ContextId,
     key: ContextKey,
-    ssh: SshCommand,
-    parent: ContextId,
-    hooks: ConnectHooks,
-    method: &'static str,
+    Way {
+        command: ssh,
+        parent,
+        hooks,
+        method,
+    }: Way,
+    early: Option<EarlyOpen>,
 ) -> Result<Arc<Context>, ConnectError> {
-    let boot = bootstrap(&ssh, &master.agents.offer, hooks).await?;
+    let mut guard = Guard::new(id);
+    let mut first = BytesMut::new();
+    let mut frames = vec![hello_frame(id)];
+    let early = early.map(|e| {
+        frames.push(Frame::new(
+            id,
+            Message::Open {
+                stream: e.stream,
+                spec: Box::new(e.spec),
+            },
+        ));
+        (e.stream, e.port)
+    });
+    for frame in &frames {
+        guard.sent(frame);
+        encode_into(frame, &mut first).map_err(|e| ConnectError::Other(e.to_string()))?;
+    }
+    let boot = bootstrap(&ssh, &master.agents.offer, hooks, &first).await?;
     match &boot.uploaded {
         Some(up) => tracing::info!(host = %ssh.label, "agent started ({up})"),
         None => tracing::info!(host = %ssh.label, "agent started (cached)"),
     }
-    let (sender, writer) = link::spawn_writer(boot.writer);
-    let mut reader = link::reader(boot.reader);
-    let hello = handshake(&mut reader, &sender, id)
+    let link_error = |e: std::io::Error| ConnectError::Other(format!("{}: {e}", ssh.label));
+    let writer = FdIo::new(boot.writer.into_owned_fd().map_err(link_error)?).map_err(link_error)?;
+    let already = boot.reader.buffer().to_vec();
+    let reader = boot
+        .reader
+        .into_inner()
+        .into_owned_fd()
+        .map_err(link_error)?;
+    let mut reader = LinkIn::new(FdIo::new(reader).map_err(link_error)?, &already);
+    let (sender, writer) = link::spawn_fd_writer(writer);
+    let hello = receive_hello(&mut reader)
         .await
         .map_err(|why| ConnectError::Other(format!("{}: {why}", ssh.label)))?;
     let link = Arc::new(Link {
         name: ssh.label.clone(),
         sender,
-        guard: Mutex::new(Guard::new(id)),
-        contexts: Mutex::default(),
-        breach: Mutex::default(),
+        state: Mutex::new(LinkState {
+            guard,
+            contexts: HashMap::new(),
+            breach: None,
+        }),
         dead: CancellationToken::new(),
     });
     // Reached through `parent`'s TCP stream, not started by its agent: not its child.
     let ctx = Context::new(id, parent, key, method, hello, link.clone(), false);
     link.add(ctx.clone());
+    if let Some((stream, waiter)) = early
+        && let Ok(port) = ctx.register_stream(stream)
+    {
+        // Nobody waits any more: dropping the port closes the stream.
+        let _ = waiter.send(port);
+    }
     master.tasks.spawn(dispatch(
         link,
         reader,
@@ -552,24 +642,27 @@ async fn connect(
 }
 
 /// Routes frames from the link to their contexts until it ends, then cleans up.
-async fn dispatch<R: AsyncRead + Unpin>(
+async fn dispatch(
     link: Arc<Link>,
-    mut reader: LinkReader<R>,
+    mut reader: LinkIn,
     mut child: Child,
     writer: tokio::task::JoinHandle<std::io::Result<()>>,
     master: Weak<Master>,
 ) {
     loop {
-        link::trim(&mut reader);
-        let frame = tokio::select! {
+        let incoming = tokio::select! {
             f = reader.next() => f,
             // The writer failing means the pipe to ssh broke: the link is gone too.
             _ = link.sender.closed() => None,
         };
-        let breach = match frame {
-            Some(Ok(frame)) => match route_up(&link, &master, frame) {
+        let breach = match incoming {
+            Some(Ok(incoming)) => match route_up(&link, &master, incoming, &mut reader).await {
                 Ok(()) => continue,
-                Err(why) => why.to_string(),
+                Err(Refused::Breach(why)) => why.to_string(),
+                Err(Refused::Link(e)) => {
+                    tracing::warn!("{}: the link broke: {e}", link.name);
+                    break;
+                }
             },
             Some(Err(FrameError::Io(e))) => {
                 tracing::warn!("{}: the link broke: {e}", link.name);
@@ -580,24 +673,17 @@ async fn dispatch<R: AsyncRead + Unpin>(
         };
         let why = format!("its agent broke the protocol: {breach}");
         tracing::error!("dropping the link to {}: {why}", link.name);
-        *link.breach.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        lock(&link.state).breach = Some(why);
         break;
     }
     // Whatever the agent still writes goes nowhere now.
     drop(reader);
     link.dead.cancel();
-    let breach = link
-        .breach
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let contexts: Vec<Arc<Context>> = link
-        .contexts
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .drain()
-        .map(|(_, c)| c)
-        .collect();
+    let (breach, contexts) = {
+        let mut state = lock(&link.state);
+        let contexts: Vec<Arc<Context>> = state.contexts.drain().map(|(_, c)| c).collect();
+        (state.breach.clone(), contexts)
+    };
     for ctx in &contexts {
         lose(ctx, &master, breach.clone());
     }
@@ -614,6 +700,26 @@ async fn dispatch<R: AsyncRead + Unpin>(
     tracing::info!("link closed (contexts {names:?})");
 }
 
+/// Why a frame ended its link.
+enum Refused {
+    /// It broke the protocol.
+    Breach(Violation),
+    /// Reading its payload failed.
+    Link(FrameError),
+}
+
+impl From<Violation> for Refused {
+    fn from(v: Violation) -> Refused {
+        Refused::Breach(v)
+    }
+}
+
+impl From<FrameError> for Refused {
+    fn from(e: FrameError) -> Refused {
+        Refused::Link(e)
+    }
+}
+
 /// A context is gone: tell its waiters, its parent and the registry.
 fn lose(ctx: &Arc<Context>, master: &Weak<Master>, reason: Option<String>) {
     ctx.die(reason);
@@ -628,10 +734,20 @@ fn lose(ctx: &Arc<Context>, master: &Weak<Master>, reason: Option<String>) {
     tracing::info!(context = ctx.id, "{} closed", ctx.name);
 }
 
-/// Hands one frame from the agent to whoever it is for, once it is clean and allowed.
-fn route_up(link: &Link, master: &Weak<Master>, mut frame: Frame) -> Result<(), Violation> {
+/// Hands one frame from the agent to whoever it is for, once it is clean and allowed. Its
+/// header is judged before any of its payload is taken off the link.
+async fn route_up(
+    link: &Link,
+    master: &Weak<Master>,
+    incoming: Incoming,
+    reader: &mut LinkIn,
+) -> Result<(), Refused> {
+    let Incoming { mut frame, unread } = incoming;
     untrusted::clean_message(&mut frame.msg);
-    let verdict = link.guard().arrived(&mut frame)?;
+    let payload = frame.data.len() + unread;
+    let verdict = lock(&link.state)
+        .guard
+        .judge(frame.ctx, &mut frame.msg, payload)?;
     match verdict {
         Verdict::Pass => {}
         Verdict::Ignore => return Ok(()),
@@ -642,12 +758,9 @@ fn route_up(link: &Link, master: &Weak<Master>, mut frame: Frame) -> Result<(), 
             tracing::info!(contexts = ?gone, "lost: {reason}");
             for id in gone {
                 // A child that never finished starting: its spawner hears it failed.
-                for waiter in link
-                    .contexts
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .values()
-                {
+                let waiters: Vec<Arc<Context>> =
+                    lock(&link.state).contexts.values().cloned().collect();
+                for waiter in waiters {
                     waiter.spawn_event(id, SpawnEvent::Failed(reason.clone()));
                 }
                 if let Some(ctx) = link.take(id) {
@@ -665,56 +778,99 @@ fn route_up(link: &Link, master: &Weak<Master>, mut frame: Frame) -> Result<(), 
             "{} from a context not yet adopted",
             frame.msg.name()
         );
+        reader.read_payload().await?;
         return Ok(());
     };
-    match frame.msg {
-        Message::Data { stream, fd } => {
-            ctx.bytes_up
-                .fetch_add(frame.data.len() as u64, Ordering::Relaxed);
-            ctx.with_stream(stream, |e| e.output(fd, Input::Data(frame.data)));
-        }
-        Message::Eof { stream, fd } => ctx.with_stream(stream, |e| e.output(fd, Input::Eof)),
-        Message::Credit { stream, bytes, .. } => ctx.with_stream(stream, |e| e.stdin.grant(bytes)),
-        msg @ Message::Opened { stream, window, .. } => ctx.with_stream(stream, |e| {
-            e.stdin.grant(window);
-            let _ = e.events.send(msg);
-        }),
-        msg @ (Message::OpenFailed { stream, .. }
-        | Message::Released { stream }
-        | Message::Exit { stream, .. }) => ctx.with_stream(stream, |e| {
-            let _ = e.events.send(msg);
-        }),
-        Message::NeedPassword { child, whose } => {
-            ctx.spawn_event(child, SpawnEvent::NeedPassword(whose));
-        }
-        Message::Spawned { child, hello } => {
-            if !ctx.spawn_event(child, SpawnEvent::Spawned(hello)) {
-                // Its spawner gave up waiting: nobody will use it.
-                tracing::warn!(
-                    context = child,
-                    "{}: a child started too late; stopping it",
-                    ctx.name
-                );
-                let _ = link.send(Frame::new(child, Message::Shutdown));
-            }
-        }
-        Message::SpawnFailed { child, error } => {
-            ctx.spawn_event(child, SpawnEvent::Failed(error));
-        }
-        other => tracing::warn!(context = ctx.id, "ignoring {}", other.name()),
+    if let Message::Data { stream, fd } = frame.msg {
+        ctx.state().bytes_up += payload as u64;
+        return ctx.output(stream, fd, frame.data, unread, reader).await;
     }
+    ctx.event(link, frame.msg);
     Ok(())
 }
 
-impl StreamEntry {
-    fn output(&self, fd: Fd, input: Input) {
-        let feed = match fd {
-            Fd::Stdout => &self.stdout,
-            Fd::Stderr => &self.stderr,
-            Fd::Stdin => &None,
+impl Context {
+    /// A stream's output: into its writer's queue, or spliced on from the link.
+    async fn output(
+        &self,
+        stream: StreamId,
+        fd: Fd,
+        data: bytes::Bytes,
+        unread: usize,
+        reader: &mut LinkIn,
+    ) -> Result<(), Refused> {
+        let mut feed = None;
+        self.with_stream(stream, |e| feed = e.feed(fd).cloned());
+        let Some(feed) = feed else {
+            reader.read_payload().await?;
+            return Ok(());
         };
-        if let Some(feed) = feed {
-            feed.send(input);
+        if unread == 0 {
+            feed.send(Input::Data(data)).map_err(Violation::from)?;
+            return Ok(());
+        }
+        let delivered = match feed.deliver(data, unread, reader).await {
+            Ok(delivered) => delivered,
+            Err(DeliverError::Flow(e)) => return Err(Violation::from(e).into()),
+            Err(DeliverError::Link(e)) => return Err(e.into()),
+        };
+        if let Some(bytes) = delivered.grant {
+            let _ = self.send(Message::Credit { stream, fd, bytes });
+        }
+        if delivered.broken {
+            let _ = self.send(Message::Eof { stream, fd });
+        }
+        Ok(())
+    }
+
+    /// Anything but data from the agent.
+    fn event(&self, link: &Link, msg: Message) {
+        match msg {
+            Message::Eof { stream, fd } => self.with_stream(stream, |e| {
+                if let Some(feed) = e.feed(fd) {
+                    let _ = feed.send(Input::Eof); // an end is never over the window
+                }
+            }),
+            Message::Credit { stream, bytes, .. } => {
+                self.with_stream(stream, |e| e.stdin.grant(bytes))
+            }
+            msg @ Message::Opened { stream, window, .. } => self.with_stream(stream, |e| {
+                e.stdin.grant(window);
+                let _ = e.events.send(msg);
+            }),
+            msg @ (Message::OpenFailed { stream, .. }
+            | Message::Released { stream }
+            | Message::Exit { stream, .. }) => self.with_stream(stream, |e| {
+                let _ = e.events.send(msg);
+            }),
+            Message::NeedPassword { child, whose } => {
+                self.spawn_event(child, SpawnEvent::NeedPassword(whose));
+            }
+            Message::Spawned { child, hello } => {
+                if !self.spawn_event(child, SpawnEvent::Spawned(hello)) {
+                    // Its spawner gave up waiting: nobody will use it.
+                    tracing::warn!(
+                        context = child,
+                        "{}: a child started too late; stopping it",
+                        self.name
+                    );
+                    let _ = link.send(Frame::new(child, Message::Shutdown));
+                }
+            }
+            Message::SpawnFailed { child, error } => {
+                self.spawn_event(child, SpawnEvent::Failed(error));
+            }
+            other => tracing::warn!(context = self.id, "ignoring {}", other.name()),
+        }
+    }
+}
+
+impl StreamEntry {
+    fn feed(&self, fd: Fd) -> Option<&Arc<Feed>> {
+        match fd {
+            Fd::Stdout => self.stdout.as_ref(),
+            Fd::Stderr => self.stderr.as_ref(),
+            Fd::Stdin => None,
         }
     }
 }
@@ -725,7 +881,7 @@ pub async fn watch_idle(ctx: Arc<Context>, idle: Duration) {
     let mut active = ctx.active.subscribe();
     loop {
         let busy = *active.borrow_and_update() > 0;
-        if !busy && ctx.draining.load(Ordering::SeqCst) {
+        if !busy && ctx.draining() {
             ctx.shutdown();
             return;
         }

@@ -20,7 +20,7 @@ use futures::future::{BoxFuture, Shared};
 
 use super::Master;
 use super::attempt::Attempt;
-use super::context::{self, Context, SpawnEvent};
+use super::context::{self, Context, EarlyOpen, SpawnEvent};
 use super::key::{self, ContextKey, How};
 use super::prompt::Prompter;
 use crate::bootstrap::ssh::{ConnectError, ConnectHooks};
@@ -71,17 +71,23 @@ pub struct Found {
 
 impl Registry {
     /// The context for `target`, making whatever is missing on the way. `prompter` asks
-    /// the questions (the terminal of the command that needs the connection).
+    /// the questions (the terminal of the command that needs the connection). `early`:
+    /// the caller's first stream, opened with the connection if this call makes the
+    /// target's ssh connection (its port then arrives on `early.port`).
     pub async fn get_or_connect(
         &self,
         master: &Arc<Master>,
         target: &Target,
         prompter: &Prompter,
+        mut early: Option<EarlyOpen>,
     ) -> Result<Found, ConnectError> {
         let mut parent: Option<Arc<Context>> = None;
         let mut waited = false;
-        for (key, how) in key::plan(target) {
-            let (ctx, new) = self.step(master, key, how, parent, prompter).await?;
+        let plan = key::plan(target);
+        let last = plan.len().saturating_sub(1);
+        for (i, (key, how)) in plan.into_iter().enumerate() {
+            let early = if i == last { early.take() } else { None };
+            let (ctx, new) = self.step(master, key, how, parent, prompter, early).await?;
             waited |= new;
             parent = Some(ctx);
         }
@@ -111,6 +117,7 @@ impl Registry {
         how: How,
         parent: Option<Arc<Context>>,
         prompter: &Prompter,
+        early: Option<EarlyOpen>,
     ) -> Result<(Arc<Context>, bool), ConnectError> {
         let (id, outcome) = {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -135,7 +142,7 @@ impl Registry {
                         how,
                         parent,
                         attempt.clone(),
-                        batch,
+                        Starter { batch, early },
                     ));
                     let outcome = async move {
                         task.await.unwrap_or_else(|e| {
@@ -249,8 +256,15 @@ fn is_verbose(how: &How) -> bool {
     args::parse(&words).is_ok_and(|inv| inv.count('v') > 0)
 }
 
+/// What the request that starts an attempt brings to it.
+struct Starter {
+    /// It cannot be asked anything.
+    batch: bool,
+    /// Its first stream, to open with the connection.
+    early: Option<EarlyOpen>,
+}
+
 /// Makes the context `key` from `parent` as `how` says, and watches it for idleness.
-/// `batch`: the caller that started it cannot be asked anything.
 async fn make(
     master: Arc<Master>,
     id: ContextId,
@@ -258,13 +272,19 @@ async fn make(
     how: How,
     parent: Option<Arc<Context>>,
     attempt: Arc<Attempt>,
-    batch: bool,
+    Starter { batch, early }: Starter,
 ) -> Result<Arc<Context>, ConnectError> {
     let label = key.label();
     let name = key.path_label();
     let made = match (how, parent) {
         (How::Ssh(hop), parent) => {
-            connect_ssh(&master, id, key, &hop, parent, &attempt, label, batch).await
+            let ssh = Ssh {
+                hop: &hop,
+                label,
+                batch,
+                early,
+            };
+            connect_ssh(&master, id, key, ssh, parent, &attempt).await
         }
         (How::SshOnHop(hop), Some(parent)) => {
             // Nobody can answer an ssh on another host: it must not ask (or guess).
@@ -310,17 +330,28 @@ async fn make(
     Ok(ctx)
 }
 
+/// What the master's own ssh to a hop is made of.
+struct Ssh<'a> {
+    hop: &'a SshHop,
+    label: String,
+    /// Nobody can be asked anything.
+    batch: bool,
+    early: Option<EarlyOpen>,
+}
+
 /// The master's own ssh to `hop`: directly, or through a TCP stream `parent`'s agent opens.
-#[allow(clippy::too_many_arguments)]
 async fn connect_ssh(
     master: &Arc<Master>,
     id: ContextId,
     key: ContextKey,
-    hop: &SshHop,
+    Ssh {
+        hop,
+        label,
+        batch,
+        early,
+    }: Ssh<'_>,
     parent: Option<Arc<Context>>,
     attempt: &Arc<Attempt>,
-    label: String,
-    batch: bool,
 ) -> Result<Arc<Context>, ConnectError> {
     let exe = std::env::current_exe()
         .map_err(|e| ConnectError::Other(format!("mitossh: cannot find itself: {e}")))?;
@@ -346,7 +377,7 @@ async fn connect_ssh(
     let parent_id = parent.map_or(MASTER, |p| p.id);
     // Behind those who came first; the connect timeout starts once through.
     let _slot = master.connects.window.enter().await;
-    context::connect_ssh(master, id, key, ssh, parent_id, hooks).await
+    context::connect_ssh(master, id, key, ssh, parent_id, hooks, early).await
 }
 
 /// What the user is asked: where, to become whom, and whose password it is (sudo wants

@@ -84,7 +84,12 @@ pub async fn serve(master: Arc<Master>, listener: UnixListener) {
                 continue;
             }
         }
-        master.tasks.spawn(client(master.clone(), stream));
+        let master = master.clone();
+        master.tasks.clone().spawn(async move {
+            client(master, stream).await;
+            // What the call used (a session's buffers above all) goes back.
+            crate::sys::memory::give_back_soon();
+        });
     }
 }
 
@@ -157,7 +162,7 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
             }
         };
     let (r, w) = stream.into_split();
-    let mut frames = link::reader(r);
+    let mut frames = link::control_reader(r);
     frames.read_buffer_mut().extend_from_slice(&leftover);
     let (to_client, _writer) = link::spawn_writer(w);
 

@@ -20,19 +20,20 @@ use tokio::net::unix::OwnedReadHalf;
 use tokio::task::JoinHandle;
 
 use super::Master;
-use super::context::Context;
+use super::context::{Context, EarlyOpen};
 use super::escape::{Escape, Escapes};
 use super::prompt::Prompter;
 use super::registry::Found;
 use crate::bootstrap::ssh::ConnectError;
 use crate::credit::CreditGate;
 use crate::link::{LinkReader, LinkSender};
+use crate::proto::MAX_DATA;
 use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{
     Caller, ContextId, ExitStatus, Fd, Frame, MASTER, Message, OpenSpec, Reply, StreamId, Target,
 };
-use crate::pump::{self, Inbox, Sink};
-use crate::sys::adopt;
+use crate::pump::{self, Chunk, Dst, Inbox, Sink, Source};
+use crate::sys::adopt::{self, Adopted};
 use crate::untrusted;
 
 /// Exit status ssh uses for its own failures.
@@ -89,8 +90,17 @@ pub async fn run(
     let prompter = Prompter::for_shim(to_shim.clone(), caller.can_prompt);
     // However this ends, questions to this shim are not answered any more.
     let _closed = ClosePrompter(prompter.clone());
+    let id = master.next_stream_id();
+    spec.window = DEFAULT_WINDOW;
+    // If this call makes the connection, its stream opens with it.
+    let (early_port, mut early_opened) = tokio::sync::oneshot::channel();
+    let early = EarlyOpen {
+        stream: id,
+        spec: spec.clone(),
+        port: early_port,
+    };
     let found = {
-        let connect = find(&master, place, &prompter);
+        let connect = find(&master, place, &prompter, early);
         tokio::pin!(connect);
         // While connecting, the shim may be asked questions.
         loop {
@@ -134,8 +144,6 @@ pub async fn run(
             );
         }
     };
-    let id = master.next_stream_id();
-    spec.window = DEFAULT_WINDOW;
     // A TCP stream (`ssh -W`, a hop's ProxyCommand) has no stderr, as an SSH direct-tcpip
     // channel has none: nothing the agent says reaches the shim's real stderr.
     let tcp = spec.connect.is_some();
@@ -169,7 +177,11 @@ pub async fn run(
         };
         return reply(&to_shim, failed);
     }
-    let mut port = match ctx.open_stream(id, spec) {
+    let opened = match early_opened.try_recv() {
+        Ok(port) => Ok(port),
+        Err(_) => ctx.open_stream(id, spec),
+    };
+    let mut port = match opened {
         Ok(port) => port,
         Err(_) => return fail(&to_shim, lost(&ctx)),
     };
@@ -303,13 +315,14 @@ async fn find(
     master: &Arc<Master>,
     place: Place,
     prompter: &Prompter,
+    early: EarlyOpen,
 ) -> Result<Found, ConnectError> {
     match place {
         Place::Target(mut target) => {
             master.resolutions.complete(&master.ssh, &mut target).await;
             master
                 .registry
-                .get_or_connect(master, &target, prompter)
+                .get_or_connect(master, &target, prompter, Some(early))
                 .await
         }
         Place::Context(id) => master
@@ -424,7 +437,7 @@ impl EscapeInput {
 fn pump_stdin(
     ctx: Arc<Context>,
     id: StreamId,
-    src: std::io::Result<adopt::Reader>,
+    src: std::io::Result<Adopted<adopt::Reader>>,
     credit: Arc<CreditGate>,
     mut escapes: Option<EscapeInput>,
 ) -> JoinHandle<()> {
@@ -433,7 +446,7 @@ fn pump_stdin(
             stream: id,
             fd: Fd::Stdin,
         };
-        let mut src = match src {
+        let src = match src {
             Ok(src) => src,
             Err(e) => {
                 tracing::warn!(host = %ctx.name, "stream {id}: cannot read stdin: {e}");
@@ -441,9 +454,14 @@ fn pump_stdin(
                 return;
             }
         };
+        let data = Message::Data {
+            stream: id,
+            fd: Fd::Stdin,
+        };
         let link = ctx.link_sender().clone();
-        pump::read_with_credit(&mut src, &credit, &link, |chunk| match chunk {
-            Some(data) => {
+        let escaping = escapes.is_some();
+        let emit = |chunk| match chunk {
+            Chunk::Bytes(data) => {
                 let data = match escapes.as_mut() {
                     Some(e) => match e.filter(data, &credit) {
                         Some(data) => data,
@@ -462,9 +480,30 @@ fn pump_stdin(
                         )
                         .is_ok()
             }
-            None => ctx.send(eof.clone()).is_ok(),
-        })
-        .await;
+            Chunk::Staged(staged) => ctx.send_staged(data.clone(), staged).is_ok(),
+            Chunk::End => ctx.send(eof.clone()).is_ok(),
+        };
+        match src {
+            // Escape sequences are looked for in the bytes, so those come through memory.
+            Adopted::Pipe(pipe) if !escaping => {
+                let source = Source::pipe(&pipe);
+                pump::read_with_credit(source, &credit, &link, emit).await;
+            }
+            Adopted::Pipe(mut pipe) => {
+                let source = Source::stream(&mut pipe);
+                pump::read_with_credit(source, &credit, &link, emit).await;
+            }
+            Adopted::Other { mut io, file } => {
+                let source = match file {
+                    true => Source::Stream {
+                        io: &mut io,
+                        first: MAX_DATA,
+                    },
+                    false => Source::stream(&mut io),
+                };
+                pump::read_with_credit(source, &credit, &link, emit).await;
+            }
+        }
     })
 }
 
@@ -475,20 +514,20 @@ fn pump_output(
     ctx: Arc<Context>,
     id: StreamId,
     fd: Fd,
-    dst: std::io::Result<adopt::Writer>,
+    dst: std::io::Result<Adopted<adopt::Writer>>,
     queue: Inbox,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let dst = match dst {
-            Ok(w) => Some(w),
+            Ok(Adopted::Pipe(pipe)) => Dst::Pipe(pipe),
+            Ok(Adopted::Other { io, .. }) => Dst::Stream(io),
             Err(e) => {
                 tracing::debug!(host = %ctx.name, "stream {id}: cannot write {fd:?}: {e}");
-                None
+                Dst::Gone
             }
         };
         let sink = Sink {
             dst,
-            window: DEFAULT_WINDOW,
             keep_open_on_eof: false,
         };
         let grant = |bytes| {

@@ -77,6 +77,7 @@ mod tests {
             offer: &offer,
             nonce: "n0nce",
             agent_args: &["--nonce", "n0nce"],
+            skip: 0,
         };
         // `env -i HOME=…` as the prefix: runs what follows elsewhere, as `chroot DIR` does.
         let home_var = format!("HOME={}", home.path().display());

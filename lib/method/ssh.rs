@@ -35,7 +35,7 @@ pub(super) async fn over(child: ContextId, command: &SshCommand) -> Result<Child
         images: vec![Arc::new(image)],
         gzip: None,
     };
-    let boot = bootstrap(command, &offer, ConnectHooks::none(SPAWN_TIMEOUT))
+    let boot = bootstrap(command, &offer, ConnectHooks::none(SPAWN_TIMEOUT), &[])
         .await
         .map_err(|e| SpawnError::Failed(e.to_string()))?;
     let (sender, _writer) = link::spawn_writer(boot.writer);

@@ -95,17 +95,21 @@ impl Decoder for FrameCodec {
             }
             Err(e) => return Err(FrameError::Io(e)),
         };
-        let body = body.freeze();
-        let ((ctx, msg), rest) = postcard::take_from_bytes::<(ContextId, Message)>(&body)
-            .map_err(FrameError::Malformed)?;
-        let header_len = body.len() - rest.len();
-        let data = if rest.len() < COPY_BELOW {
-            Bytes::copy_from_slice(rest)
-        } else {
-            body.slice(header_len..)
-        };
-        Ok(Some(Frame { ctx, msg, data }))
+        decode_body(body.freeze()).map(Some)
     }
+}
+
+/// Decodes a frame's body (everything after its length).
+pub fn decode_body(body: Bytes) -> Result<Frame, FrameError> {
+    let ((ctx, msg), rest) =
+        postcard::take_from_bytes::<(ContextId, Message)>(&body).map_err(FrameError::Malformed)?;
+    let header_len = body.len() - rest.len();
+    let data = if rest.len() < COPY_BELOW {
+        Bytes::copy_from_slice(rest)
+    } else {
+        body.slice(header_len..)
+    };
+    Ok(Frame { ctx, msg, data })
 }
 
 impl Encoder<Frame> for FrameCodec {
@@ -134,8 +138,18 @@ pub fn encode_into(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> 
 /// Appends the length and header of `frame` to `dst`: everything but the payload, which
 /// the caller sends right after (with a vectored write, say). On error `dst` is unchanged.
 pub fn encode_header(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+    encode_header_for(frame, frame.data.len(), dst)
+}
+
+/// Like [`encode_header`], for a payload of `payload` bytes that travels apart from the
+/// frame (spliced from a pipe right after the header).
+pub fn encode_header_for(
+    frame: &Frame,
+    payload: usize,
+    dst: &mut BytesMut,
+) -> Result<(), FrameError> {
     let header = postcard::to_stdvec(&(frame.ctx, &frame.msg)).map_err(FrameError::Malformed)?;
-    let body = header.len() + frame.data.len();
+    let body = header.len() + payload;
     if body > MAX_FRAME {
         return Err(FrameError::TooLarge);
     }

@@ -9,6 +9,9 @@
 //! * sockets use `MSG_DONTWAIT` per call and leave the flags alone;
 //! * regular files (and other devices) get blocking I/O on tokio's blocking threads, on
 //!   the shared description, so file offsets advance for everyone as with ssh.
+//!
+//! A pipe comes back as such ([`Adopted::Pipe`]): the data path splices to and from it
+//! (with `SPLICE_F_NONBLOCK`, on the description of our own).
 
 use std::fs::OpenOptions;
 use std::io;
@@ -25,32 +28,48 @@ use super::fdio::{FdIo, poll_read_with, poll_write_with};
 pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
 pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
+/// An adopted descriptor: a pipe (a description of our own, non-blocking, which can be
+/// spliced to and from) or anything else behind the generic traits.
+pub enum Adopted<T> {
+    Pipe(FdIo),
+    /// `file`: a regular file or device, read on a blocking thread (large reads pay).
+    Other {
+        io: T,
+        file: bool,
+    },
+}
+
 /// Adopts `fd` for reading.
-pub fn reader(fd: OwnedFd) -> io::Result<Reader> {
+pub fn reader(fd: OwnedFd) -> io::Result<Adopted<Reader>> {
     Ok(match kind(&fd)? {
-        Kind::Pipe => Box::new(FdIo::new(reopen(&fd, libc::O_RDONLY)?)?),
-        Kind::Terminal => Box::new(FdIo::new(reopen(&fd, libc::O_RDWR)?)?),
-        Kind::Socket => Box::new(SockIo::new(fd)?),
-        Kind::Other => Box::new(tokio::fs::File::from_std(std::fs::File::from(fd))),
+        Kind::Pipe => Adopted::Pipe(FdIo::new(reopen(&fd, libc::O_RDONLY)?)?),
+        Kind::Terminal => other(Box::new(FdIo::new(reopen(&fd, libc::O_RDWR)?)?)),
+        Kind::Socket => other(Box::new(SockIo::new(fd)?)),
+        Kind::Other => Adopted::Other {
+            io: Box::new(tokio::fs::File::from_std(std::fs::File::from(fd))),
+            file: true,
+        },
     })
 }
 
 /// Adopts `fd` for writing. A pipe whose reader is gone gives `BrokenPipe`.
-pub fn writer(fd: OwnedFd) -> io::Result<Writer> {
+pub fn writer(fd: OwnedFd) -> io::Result<Adopted<Writer>> {
     Ok(match kind(&fd)? {
-        Kind::Pipe => {
-            Box::new(FdIo::new(reopen(&fd, libc::O_WRONLY).map_err(
-                |e| match e.raw_os_error() {
-                    // Opening a pipe for writing without a reader: what writing would say.
-                    Some(libc::ENXIO) => io::Error::from(io::ErrorKind::BrokenPipe),
-                    _ => e,
-                },
-            )?)?)
-        }
-        Kind::Terminal => Box::new(FdIo::new(reopen(&fd, libc::O_RDWR)?)?),
-        Kind::Socket => Box::new(SockIo::new(fd)?),
-        Kind::Other => Box::new(tokio::fs::File::from_std(std::fs::File::from(fd))),
+        Kind::Pipe => Adopted::Pipe(FdIo::new(reopen(&fd, libc::O_WRONLY).map_err(|e| {
+            match e.raw_os_error() {
+                // Opening a pipe for writing without a reader: what writing would say.
+                Some(libc::ENXIO) => io::Error::from(io::ErrorKind::BrokenPipe),
+                _ => e,
+            }
+        })?)?),
+        Kind::Terminal => other(Box::new(FdIo::new(reopen(&fd, libc::O_RDWR)?)?)),
+        Kind::Socket => other(Box::new(SockIo::new(fd)?)),
+        Kind::Other => other(Box::new(tokio::fs::File::from_std(std::fs::File::from(fd)))),
     })
+}
+
+fn other<T>(io: T) -> Adopted<T> {
+    Adopted::Other { io, file: false }
 }
 
 enum Kind {

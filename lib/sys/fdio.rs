@@ -6,12 +6,16 @@
 //! alone: callers pass descriptors whose open file description nobody else uses.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use bytes::BytesMut;
+
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::splice;
 
 /// An owned descriptor usable with tokio.
 #[derive(Debug)]
@@ -43,6 +47,119 @@ impl FdIo {
     pub fn get_ref(&self) -> &OwnedFd {
         self.fd.get_ref()
     }
+
+    fn raw(&self) -> BorrowedFd<'_> {
+        self.fd.get_ref().as_fd()
+    }
+
+    /// Waits until a read would not wait; returns how many bytes are waiting. 0: the end
+    /// (or an error) is there, or bytes came just now: read to know.
+    pub async fn ready_to_read(&self) -> io::Result<usize> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let n = splice::pending(self.raw())?;
+            if n > 0 {
+                return Ok(n);
+            }
+            if splice::readable_now(self.raw()) {
+                return Ok(0);
+            }
+            guard.clear_ready();
+        }
+    }
+
+    /// Reads at most `max` bytes onto the end of `buf`, waiting for some; 0 at the end.
+    pub async fn read_into(&self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+        std::future::poll_fn(|cx| {
+            loop {
+                let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+                match guard.try_io(|inner| splice::read(inner.get_ref().as_fd(), buf, max)) {
+                    Ok(result) => return Poll::Ready(result),
+                    Err(_would_block) => continue,
+                }
+            }
+        })
+        .await
+    }
+
+    /// Writes some of `data`, waiting for room.
+    pub async fn write_some(&self, data: &[u8]) -> io::Result<usize> {
+        std::future::poll_fn(|cx| {
+            loop {
+                let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+                match guard.try_io(|inner| splice::write(inner.get_ref().as_fd(), data)) {
+                    Ok(result) => return Poll::Ready(result),
+                    Err(_would_block) => continue,
+                }
+            }
+        })
+        .await
+    }
+
+    /// Moves up to `max` bytes of this descriptor's input into `to`, a pipe that is never
+    /// waited for: waits for input only.
+    pub async fn splice_to(&self, to: BorrowedFd<'_>, max: usize) -> io::Result<Spliced> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match splice::splice(self.raw(), to, max) {
+                Ok(0) => return Ok(Spliced::End),
+                Ok(n) => return Ok(Spliced::Moved(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if splice::pending(self.raw())? > 0 {
+                        return Ok(Spliced::Full);
+                    }
+                    guard.clear_ready();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Like [`FdIo::splice_to`], without waiting: `None` when there is no input now.
+    pub fn try_splice_to(&self, to: BorrowedFd<'_>, max: usize) -> io::Result<Option<Spliced>> {
+        match splice::splice(self.raw(), to, max) {
+            Ok(0) => Ok(Some(Spliced::End)),
+            Ok(n) => Ok(Some(Spliced::Moved(n))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if splice::pending(self.raw())? > 0 {
+                    Ok(Some(Spliced::Full))
+                } else {
+                    Ok(None)
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves up to `len` bytes from the pipe `from`, which holds at least that many, into
+    /// this descriptor, waiting for room; returns how many moved (at least one).
+    pub async fn splice_from(&self, from: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+        loop {
+            let mut guard = self.fd.writable().await?;
+            match splice::splice(from, self.raw(), len) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if splice::pending(from)? == 0 {
+                        // Only a bug leaves a staged pipe short; never wait for it.
+                        return Err(io::Error::other("staged bytes are missing"));
+                    }
+                    guard.clear_ready();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// What one splice into a pipe that is never waited for did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spliced {
+    Moved(usize),
+    /// The input ended.
+    End,
+    /// The destination is full.
+    Full,
 }
 
 /// Sets or clears O_NONBLOCK on `fd`.

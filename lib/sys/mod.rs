@@ -4,6 +4,8 @@
 pub mod adopt;
 pub mod fdio;
 pub mod limits;
+pub mod memory;
 pub mod passfd;
 pub mod process;
+pub mod splice;
 pub mod user;

@@ -1,0 +1,512 @@
+//! Data-path benchmark (issue 14), side by side in one run against plain ssh and an OpenSSH
+//! ControlMaster, all on one private loopback sshd with the same (default) cipher:
+//!
+//! * bulk throughput: 1 GiB `cat | ssh host 'cat >/dev/null'`, median of 3, with the CPU
+//!   time the master and the agent spent per GiB;
+//! * per-call latency: sequential `ssh host true`, median;
+//! * 1,000 idle streams (`ssh host sleep`): the master's RSS and PSS idle, at peak and
+//!   after, the agent's peak, and a waiting shim's private memory against an idle ssh
+//!   client of the ControlMaster;
+//! * 500 small files by rsync over an emulated WAN (50 ms round trip, 20 Mbit/s, the
+//!   user-space proxy of `common::wan`), each side's connection already up.
+//!
+//! `cargo bench --bench datapath` (needs root: the harness starts sshd and a test user).
+//! `MITOSSH_BENCH_QUICK=1` shrinks every measure for a smoke run; `MITOSSH_BENCH_ONLY=`
+//! `throughput`, `latency`, `idle` or `rsync` runs those parts (comma-separated).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CIPHER: &str = "Ciphers=chacha20-poly1305@openssh.com";
+
+fn quick() -> bool {
+    std::env::var_os("MITOSSH_BENCH_QUICK").is_some()
+}
+
+fn wanted(part: &str) -> bool {
+    std::env::var("MITOSSH_BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p == part))
+}
+
+struct Setup {
+    sshd: Sshd,
+    control_path: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn plain(&self) -> Command {
+        let mut c = Command::new("/usr/bin/ssh");
+        c.args(["-o", CIPHER]).args(self.sshd.ssh_args());
+        c
+    }
+
+    fn control_master(&self) -> Command {
+        let mut c = Command::new("/usr/bin/ssh");
+        c.args(["-o", CIPHER, "-S"])
+            .arg(&self.control_path)
+            .args(self.sshd.ssh_args());
+        c
+    }
+
+    fn shim(&self, m: &Master) -> Command {
+        let mut c = m.ssh();
+        c.args(["-o", CIPHER]).args(self.sshd.ssh_args());
+        c
+    }
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// Fields of `/proc/PID/smaps_rollup` in KiB: `Rss:`, `Pss:`, `Private_Dirty:` …
+fn smaps_kib(pid: i32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn private_kib(pid: i32) -> u64 {
+    smaps_kib(pid, "Private_Clean:") + smaps_kib(pid, "Private_Dirty:")
+}
+
+/// User plus system CPU time of a process so far.
+fn cpu(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // After the command: state is field 0, utime 11, stime 12.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_secs_f64(ticks as f64 / 100.0)
+}
+
+/// The agents (running from memory) under `sshd`.
+fn agents(sshd: &Sshd) -> Vec<i32> {
+    descendants(sshd.pid())
+        .into_iter()
+        .filter(|p| {
+            p.exe
+                .as_ref()
+                .is_some_and(|e| e.to_string_lossy().starts_with("/memfd:mitossh-agent"))
+        })
+        .map(|p| p.pid)
+        .collect()
+}
+
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit fill and read the struct they are given.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max.min(65536);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+fn main() {
+    raise_fd_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        control_path: dir.path().join("cm"),
+        sshd: Sshd::start(),
+        dir,
+    };
+    run_ok(
+        Command::new("/usr/bin/ssh")
+            .args([
+                "-o",
+                "ControlMaster=yes",
+                "-o",
+                "ControlPersist=yes",
+                "-o",
+                CIPHER,
+            ])
+            .arg("-S")
+            .arg(&setup.control_path)
+            .args(setup.sshd.ssh_args())
+            .arg("true"),
+    );
+    println!(
+        "mitossh scale benchmark: loopback sshd, chacha20-poly1305, {} cores",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!();
+    if wanted("throughput") {
+        throughput(&setup);
+    }
+    if wanted("latency") {
+        latency(&setup);
+    }
+    if wanted("idle") {
+        idle_streams(&setup);
+    }
+    if wanted("rsync") {
+        rsync_over_wan(&setup);
+    }
+    let _ = Command::new("/usr/bin/ssh")
+        .args(["-O", "exit", "-S"])
+        .arg(&setup.control_path)
+        .args(setup.sshd.ssh_args())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// `head -c N /dev/zero | ssh 'cat >/dev/null'`: its duration.
+fn pipe_through(mut ssh: Command, bytes: u64) -> Duration {
+    let t = Instant::now();
+    let mut feeder = Command::new("head")
+        .args(["-c", &bytes.to_string(), "/dev/zero"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = ssh
+        .arg("cat >/dev/null")
+        .stdin(feeder.stdout.take().unwrap())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    feeder.wait().unwrap();
+    t.elapsed()
+}
+
+fn throughput(s: &Setup) {
+    let bytes: u64 = if quick() { 128 << 20 } else { 1 << 30 };
+    let runs = 3;
+    let master = Master::start();
+    run_ok(s.shim(&master).arg("true"));
+    let agent = agents(&s.sshd).first().copied().unwrap_or(0);
+    let (mut plain, mut cm, mut shim) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut master_cpu, mut agent_cpu) = (Vec::new(), Vec::new());
+    // Interleaved, so that a noisy neighbour hurts all three alike.
+    for _ in 0..runs {
+        plain.push(pipe_through(s.plain(), bytes));
+        cm.push(pipe_through(s.control_master(), bytes));
+        let (m0, a0) = (cpu(master.pid()), cpu(agent));
+        shim.push(pipe_through(s.shim(&master), bytes));
+        master_cpu.push(cpu(master.pid()) - m0);
+        agent_cpu.push(cpu(agent) - a0);
+    }
+    let mbps = |t: Duration| bytes as f64 / t.as_secs_f64() / 1e6;
+    let (p, c, m) = (median(plain), median(cm), median(shim));
+    let per_gib = |d: Duration| d.as_secs_f64() * (1u64 << 30) as f64 / bytes as f64;
+    println!(
+        "{} MiB `cat | ssh host 'cat >/dev/null'`, median of {runs}:",
+        bytes >> 20
+    );
+    println!("  plain ssh      {:>8.0} MB/s", mbps(p));
+    println!("  ControlMaster  {:>8.0} MB/s", mbps(c));
+    println!(
+        "  mitossh        {:>8.0} MB/s   = {:.2}x plain ssh, {:.2}x ControlMaster (goal >= 1.0x both)",
+        mbps(m),
+        mbps(m) / mbps(p),
+        mbps(m) / mbps(c)
+    );
+    println!(
+        "  CPU per GiB: master {:.2} s, agent {:.2} s",
+        per_gib(median(master_cpu)),
+        per_gib(median(agent_cpu))
+    );
+    println!();
+}
+
+fn latency(s: &Setup) {
+    let n = if quick() { 20 } else { 100 };
+    let master = Master::start();
+    run_ok(s.shim(&master).arg("true"));
+    let time = |make: &dyn Fn() -> Command| {
+        median(
+            (0..n)
+                .map(|_| {
+                    let t = Instant::now();
+                    run_ok(make().arg("true"));
+                    t.elapsed()
+                })
+                .collect(),
+        )
+    };
+    let cm = time(&|| s.control_master());
+    let shim = time(&|| s.shim(&master));
+    let plain = time(&|| s.plain());
+    println!("{n} sequential `ssh host true`, median per call:");
+    println!("  plain ssh      {:>10}", ms(plain));
+    println!("  ControlMaster  {:>10}", ms(cm));
+    println!(
+        "  mitossh        {:>10}   = {:.2}x ControlMaster (goal <= 0.35x), {:.2}x plain ssh",
+        ms(shim),
+        shim.as_secs_f64() / cm.as_secs_f64(),
+        shim.as_secs_f64() / plain.as_secs_f64()
+    );
+    println!();
+}
+
+/// A process in the background with its stdin and stdout held open as pipes.
+fn idle(mut cmd: Command) -> Child {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+struct Memory {
+    rss: u64,
+    pss: u64,
+}
+
+fn memory(pid: i32) -> Memory {
+    Memory {
+        rss: smaps_kib(pid, "Rss:"),
+        pss: smaps_kib(pid, "Pss:"),
+    }
+}
+
+fn idle_streams(s: &Setup) {
+    let n = if quick() { 200 } else { 1000 };
+    let master = Master::start();
+    run_ok(s.shim(&master).arg("true"));
+    let agent = agents(&s.sshd).first().copied().unwrap_or(0);
+    let idle_before = memory(master.pid());
+    let agent_before = memory(agent);
+
+    let marker = unique_marker();
+    let mut children: Vec<Child> = (0..n)
+        .map(|_| {
+            let mut c = s.shim(&master);
+            c.arg(format!("exec -a {marker} sleep 600"));
+            idle(c)
+        })
+        .collect();
+    let (mut peak, mut agent_peak) = (Memory { rss: 0, pss: 0 }, Memory { rss: 0, pss: 0 });
+    let sample = |peak: &mut Memory, agent_peak: &mut Memory| {
+        let m = memory(master.pid());
+        peak.rss = peak.rss.max(m.rss);
+        peak.pss = peak.pss.max(m.pss);
+        let a = memory(agent);
+        agent_peak.rss = agent_peak.rss.max(a.rss);
+        agent_peak.pss = agent_peak.pss.max(a.pss);
+    };
+    let running = || processes_matching(|p| p.cmdline.first().is_some_and(|a| a == &marker)).len();
+    wait_until(
+        Duration::from_secs(300),
+        "every remote sleep to run",
+        || {
+            sample(&mut peak, &mut agent_peak);
+            running() >= n
+        },
+    );
+    for _ in 0..20 {
+        sample(&mut peak, &mut agent_peak);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let shims: Vec<u64> = children
+        .iter()
+        .take(20)
+        .map(|c| private_kib(c.id() as i32))
+        .collect();
+    let shim_private = median(shims);
+
+    // The same wait through the ControlMaster (its sessions are limited by sshd's
+    // MaxSessions): an idle ssh client's own memory.
+    let mut cm_clients: Vec<Child> = (0..10)
+        .map(|_| {
+            let mut c = s.control_master();
+            c.arg("sleep 600");
+            idle(c)
+        })
+        .collect();
+    let cm_marker_wait = Instant::now();
+    while cm_marker_wait.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cm_private = median(
+        cm_clients
+            .iter()
+            .map(|c| private_kib(c.id() as i32))
+            .collect(),
+    );
+    for c in cm_clients.iter_mut().chain(children.iter_mut()) {
+        let _ = c.kill();
+    }
+    for c in cm_clients.iter_mut().chain(children.iter_mut()) {
+        let _ = c.wait();
+    }
+    wait_until(Duration::from_secs(120), "the remote sleeps to end", || {
+        sample(&mut peak, &mut agent_peak);
+        running() == 0
+    });
+    // What the master gives back once the streams are gone.
+    let ended = Instant::now();
+    let mut after = memory(master.pid());
+    while ended.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(250));
+        after = memory(master.pid());
+    }
+    let agent_after = memory(agent);
+    println!("{n} idle `ssh host sleep` through one master (stdin, stdout: pipes):");
+    println!(
+        "  master RSS  idle {:>9}  peak {:>9} (goal <= 40 MiB)  after {:>9} (goal <= 15 MiB)",
+        mib(idle_before.rss),
+        mib(peak.rss),
+        mib(after.rss)
+    );
+    println!(
+        "  master PSS  idle {:>9}  peak {:>9}                   after {:>9}",
+        mib(idle_before.pss),
+        mib(peak.pss),
+        mib(after.pss)
+    );
+    println!(
+        "  per idle stream: {:.1} KiB RSS",
+        (peak.rss.saturating_sub(idle_before.rss)) as f64 / n as f64
+    );
+    println!(
+        "  agent RSS   idle {:>9}  peak {:>9} (goal <= 40 MiB)  after {:>9}",
+        mib(agent_before.rss),
+        mib(agent_peak.rss),
+        mib(agent_after.rss)
+    );
+    println!(
+        "  agent PSS   idle {:>9}  peak {:>9}",
+        mib(agent_before.pss),
+        mib(agent_peak.pss)
+    );
+    println!(
+        "  a waiting shim: {} KiB private (goal <= 1536), an idle ssh client of the ControlMaster: {} KiB = {:.2}x",
+        shim_private,
+        cm_private,
+        shim_private as f64 / cm_private.max(1) as f64
+    );
+    println!();
+}
+
+/// 500 small files (1–8 KiB) by `rsync -a` into a new directory, over the WAN proxy.
+fn rsync_over_wan(s: &Setup) {
+    let runs = 3;
+    let files = if quick() { 100 } else { 500 };
+    let link = Link {
+        rtt: Duration::from_millis(50),
+        bandwidth: 20_000_000,
+    };
+    let wan = Wan::start(([127, 0, 0, 1], s.sshd.port()).into(), link);
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..files {
+        random_file(
+            &src.path().join(format!("f{i:04}")),
+            1024 + (i * 97) % 7168,
+            i as u64,
+        );
+    }
+    let cfg = s.sshd.ssh_config().display().to_string();
+    let port = format!("Port={}", wan.port());
+    let cm = s.dir.path().join("cm-wan");
+    let rsh = |extra: &str| format!("ssh -F {cfg} -o {port} -o {CIPHER} {extra}");
+    let mut n = 0;
+    let mut copy = |mut rsync: Command, e: &str| {
+        n += 1;
+        let dest = format!(
+            "{}:mitossh-bench-rsync-{}-{n}/",
+            s.sshd.alias(),
+            std::process::id()
+        );
+        let t = Instant::now();
+        run_ok(
+            rsync
+                .args(["-a", "-e", e])
+                .arg(format!("{}/", src.path().display()))
+                .arg(&dest),
+        );
+        t.elapsed()
+    };
+    let master = Master::start();
+    run_ok(
+        Command::new("/usr/bin/ssh")
+            .args(["-F", &cfg, "-o", &port])
+            .args(["-o", "ControlMaster=yes", "-o", "ControlPersist=yes", "-S"])
+            .arg(&cm)
+            .arg(s.sshd.alias())
+            .arg("true"),
+    );
+    run_ok(
+        master
+            .ssh()
+            .args(["-F", &cfg, "-o", &port, s.sshd.alias(), "true"]),
+    );
+    let (mut plain, mut via_cm, mut shim) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        plain.push(copy(
+            Command::new("rsync"),
+            &format!("/usr/bin/{}", rsh("")),
+        ));
+        via_cm.push(copy(
+            Command::new("rsync"),
+            &format!("/usr/bin/{}", rsh(&format!("-S {}", cm.display()))),
+        ));
+        shim.push(copy(master.command("rsync"), &rsh("")));
+    }
+    let (p, c, m) = (median(plain), median(via_cm), median(shim));
+    println!(
+        "rsync -a of {files} small files over a WAN ({} ms, {} Mbit/s), median of {runs}:",
+        link.rtt.as_millis(),
+        link.bandwidth / 1_000_000
+    );
+    println!("  plain ssh      {:>10}", ms(p));
+    println!("  ControlMaster  {:>10}", ms(c));
+    println!(
+        "  mitossh        {:>10}   = {:.2}x ControlMaster, {:.2}x plain ssh",
+        ms(m),
+        m.as_secs_f64() / c.as_secs_f64(),
+        m.as_secs_f64() / p.as_secs_f64()
+    );
+    let _ = Command::new("/usr/bin/ssh")
+        .args(["-F", &cfg, "-o", &port, "-O", "exit", "-S"])
+        .arg(&cm)
+        .arg(s.sshd.alias())
+        .stderr(Stdio::null())
+        .status();
+    // Only the directories this run made.
+    run_ok(master.ssh().args([
+        "-F",
+        &cfg,
+        "-o",
+        &port,
+        s.sshd.alias(),
+        &format!("rm -rf mitossh-bench-rsync-{}-*", std::process::id()),
+    ]));
+    println!();
+}
