@@ -272,13 +272,15 @@ mod tests {
             ..StatusReport::default()
         };
         let text = format_status(&report);
-        let pid_at: Vec<usize> = text
-            .lines()
-            .skip(2)
+        let lines: Vec<&str> = text.lines().collect();
+        let at = lines.iter().position(|l| l.trim_start().starts_with("ID ")).unwrap();
+        let header = lines[at];
+        let pid_at: Vec<usize> = lines[at + 1..]
+            .iter()
             .map(|l| l.find("4242").unwrap())
             .collect();
+        assert_eq!(pid_at.len(), 2, "{text}");
         assert_eq!(pid_at[0], pid_at[1], "{text}");
-        let header = text.lines().nth(1).unwrap();
         assert_eq!(header.find("PID").unwrap() + 3, pid_at[0] + 4, "{text}");
     }
 

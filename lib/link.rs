@@ -469,7 +469,8 @@ mod tests {
         let f = rx.next().await.unwrap().unwrap();
         assert_eq!(f.data.len(), 200 * 1024);
         drop(f);
-        assert!(rx.read_buffer().capacity() > READ_BUFFER_KEPT);
+        // However much of the frame's room the buffer kept, an idle link holds no more
+        // than a new one.
         trim(&mut rx);
         assert!(rx.read_buffer().capacity() <= READ_BUFFER);
         // Still a working reader.
