@@ -167,11 +167,23 @@ mod tests {
     /// Runs the script with /bin/sh in a private HOME and `path`, answering an upload
     /// request with what `answer` makes of the marker's words.
     fn run(home: &Path, path: &str, offer: &Offer, answer: impl Fn(&str) -> Vec<u8>) -> Run {
+        run_after(home, path, offer, answer, b"")
+    }
+
+    /// Like [`run`], with `first` written ahead as the master writes an agent's first
+    /// frames (and again after an image, as the master does).
+    fn run_after(
+        home: &Path,
+        path: &str,
+        offer: &Offer,
+        answer: impl Fn(&str) -> Vec<u8>,
+        first: &[u8],
+    ) -> Run {
         let s = Stage1 {
             offer,
             nonce: "n0nce",
             agent_args: &["--nonce", "n0nce"],
-            skip: 0,
+            skip: first.len(),
         };
         let mut child = Command::new("/bin/sh")
             .arg("-c")
@@ -186,18 +198,20 @@ mod tests {
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(first).unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        out.read_line(&mut first).unwrap();
-        let asked = first
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let asked = line
             .strip_prefix(&format!("{UPLOAD_MARKER} n0nce "))
             .map(|w| w.trim_end().to_string());
         let mut rest = String::new();
         match &asked {
             Some(words) => {
                 let _ = stdin.write_all(&answer(words));
+                let _ = stdin.write_all(first);
             }
-            None => rest.push_str(&first),
+            None => rest.push_str(&line),
         }
         drop(stdin);
         out.read_to_string(&mut rest).unwrap();
@@ -283,6 +297,30 @@ mod tests {
         let dir_mode = std::fs::metadata(cached.parent().unwrap()).unwrap();
         assert_eq!(dir_mode.permissions().mode() & 0o777, 0o700);
         assert_eq!(std::fs::read(&cached).unwrap(), images[0].bytes);
+    }
+
+    /// The master's first frames, written before it knows whether the host has the agent,
+    /// reach the agent exactly once either way: stage 1 drops them before an upload.
+    #[test]
+    fn frames_sent_ahead_reach_the_agent_once_cached_or_not() {
+        let home = tempfile::tempdir().unwrap();
+        let text = "#!/bin/sh\necho ran; cat\n";
+        let images = [Arc::new(AgentImage::new(
+            Arch::X86_64,
+            text.as_bytes().to_vec().into(),
+            PathBuf::new(),
+        ))];
+        let o = offer(&images, false);
+        let path = format!("{}:/usr/bin:/bin", tools(home.path(), "x86_64").display());
+        // Printable, so that the output reads as text; any bytes would do for stage 1.
+        let first: Vec<u8> = (b' '..=b'~').cycle().take(5000).collect();
+        let want = [b"ran\n".as_slice(), first.as_slice()].concat();
+        let r = run_after(home.path(), &path, &o, master(&o), &first);
+        assert_eq!(r.asked.as_deref(), Some("x86_64 raw"), "{}", r.err);
+        assert!(r.out.as_bytes() == want, "uploaded: {:?}", r.out.len());
+        let r = run_after(home.path(), &path, &o, |_| panic!("asked again"), &first);
+        assert_eq!(r.asked, None);
+        assert!(r.out.as_bytes() == want, "cached: {:?}", r.out.len());
     }
 
     #[test]
