@@ -1,9 +1,10 @@
 //! Thin wrappers over the operating system: non-blocking descriptors, process control,
-//! signals, resource limits and user accounts. Everything `unsafe` in mitossh lives here.
+//! signals, resource limits, memory and user accounts. Everything `unsafe` in mitossh lives here.
 
 pub mod adopt;
 pub mod fdio;
 pub mod limits;
+pub mod memory;
 pub mod passfd;
 pub mod process;
 pub mod user;
