@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Handshakes at once, for every tool (clush's default; pdsh's is 32).
-const WINDOW: usize = 64;
+/// Handshakes at once, for every tool (clush's default, and mitossh's; pdsh's is 32).
+const WINDOW: usize = mitossh::master::window::DEFAULT_WINDOW;
 
 /// No run of any size may take longer than this.
 const LIMIT: Duration = Duration::from_secs(1800);
@@ -158,7 +158,7 @@ fn clush(clush: &Path, cfg: &Path, hosts: &[String]) -> Timed {
     t
 }
 
-fn mitossh_run(socket: &Path, cfg: &Path, hosts: &[String]) -> Timed {
+fn mitossh_run(socket: &Path, cfg: &Path, hosts: &[String], command: &str) -> Timed {
     let t = timed(
         Command::new(bin("mitossh"))
             .args(["run", "-q", "-H"])
@@ -167,7 +167,7 @@ fn mitossh_run(socket: &Path, cfg: &Path, hosts: &[String]) -> Timed {
             .arg(cfg)
             .arg("--socket")
             .arg(socket)
-            .args(["--", "true"]),
+            .args(["--", command]),
     );
     ok("mitossh run", &t);
     t
@@ -228,9 +228,12 @@ fn main() {
 
     // The agent's image in the host's cache, and a one-host run to measure `mitossh run`
     // against.
-    let mut one = Master::start_with(&["--connect-window", &WINDOW.to_string()]);
-    mitossh_run(&one.socket, &cfg, &all[..1]);
-    let single = mitossh_run(&one.socket, &cfg, &all[..1]);
+    // The release build's agent beside the master (musl's malloc, as shipped; not the
+    // size-optimised profile of scripts/build-agents).
+    let mut one = Master::start();
+    mitossh_run(&one.socket, &cfg, &all[..1], "true");
+    // Long enough for the sampler to see it at its peak.
+    let single = mitossh_run(&one.socket, &cfg, &all[..1], "sleep 1");
     one.stop();
 
     let mut rows = Vec::new();
@@ -254,9 +257,10 @@ fn main() {
             );
         }
 
-        let mut master = Master::start_with(&["--connect-window", &WINDOW.to_string()]);
+        // Its default window is WINDOW.
+        let mut master = Master::start();
         let empty = memory(master.pid()).unwrap();
-        let cold = mitossh_run(&master.socket, &cfg, hosts);
+        let cold = mitossh_run(&master.socket, &cfg, hosts, "true");
         let after = memory(master.pid()).unwrap();
         std::thread::sleep(Duration::from_secs(2));
         let idle = memory(master.pid()).unwrap();
@@ -272,7 +276,7 @@ fn main() {
                 .filter(is_agent)
                 .collect::<Vec<_>>(),
         );
-        let warm = mitossh_run(&master.socket, &cfg, hosts);
+        let warm = mitossh_run(&master.socket, &cfg, hosts, "true");
         println!(
             "  mitossh    cold {:.2} s, warm {:.2} s",
             cold.wall.as_secs_f64(),

@@ -440,7 +440,7 @@ fn a_master_out_of_descriptors_fails_single_calls_clearly_and_serves_the_rest() 
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
     with_descriptor_limits(&mut cmd, 48, 48);
-    let mut master = cmd.spawn().unwrap();
+    let mut master = StopOnDrop(cmd.spawn().unwrap());
     wait_until(Duration::from_secs(20), "the master to listen", || {
         std::os::unix::net::UnixStream::connect(&socket).is_ok()
     });
@@ -509,8 +509,31 @@ fn a_master_out_of_descriptors_fails_single_calls_clearly_and_serves_the_rest() 
     );
     eprintln!("{ok} of 40 calls ran, {} refused clearly", failures.len());
     // SAFETY: signalling our own child by pid.
-    unsafe { libc::kill(master.id() as i32, libc::SIGTERM) };
-    wait_child(&mut master, Duration::from_secs(20), "the master to stop");
+    unsafe { libc::kill(master.0.id() as i32, libc::SIGTERM) };
+    wait_child(&mut master.0, Duration::from_secs(20), "the master to stop");
+}
+
+/// A child of the test's own, stopped however the test ends (SIGTERM, a bounded wait,
+/// then SIGKILL): a failed assertion must not leave a master running.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return;
+        }
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Two tiers: the master's one ssh goes to a gateway, whose agent runs the ssh to each of

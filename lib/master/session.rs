@@ -87,6 +87,8 @@ pub async fn run(
     mut from_shim: LinkReader<OwnedReadHalf>,
     to_shim: LinkSender,
 ) {
+    // A few hundred sessions at once (`mitossh run`) give their memory back when over.
+    let _busy = crate::sys::memory::Busy::enter();
     let prompter = Prompter::for_shim(to_shim.clone(), caller.can_prompt);
     // However this ends, questions to this shim are not answered any more.
     let _closed = ClosePrompter(prompter.clone());

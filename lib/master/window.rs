@@ -37,6 +37,8 @@ pub struct Window {
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
     handshaking: Arc<AtomicUsize>,
+    /// From the moment it queued: a large connect gives memory back when it is over.
+    _busy: crate::sys::memory::Busy,
 }
 
 impl Drop for Slot {
@@ -56,6 +58,7 @@ impl Window {
 
     /// Waits for a place, behind everyone who asked before.
     pub async fn enter(&self) -> Slot {
+        let busy = crate::sys::memory::Busy::enter();
         self.queued.fetch_add(1, Ordering::SeqCst);
         // Counted down however the wait ends (the attempt may be dropped while queued).
         let _waiting = Decrement(&self.queued);
@@ -69,6 +72,7 @@ impl Window {
         Slot {
             _permit: permit,
             handshaking: self.handshaking.clone(),
+            _busy: busy,
         }
     }
 

@@ -1,5 +1,5 @@
 //! Thin wrappers over the operating system: non-blocking descriptors, process control,
-//! signals, resource limits and user accounts. Everything `unsafe` in mitossh lives here.
+//! signals, resource limits, memory and user accounts. Everything `unsafe` in mitossh lives here.
 
 pub mod adopt;
 pub mod fdio;
