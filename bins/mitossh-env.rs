@@ -1,5 +1,7 @@
 //! `mitossh-env`: run a command with the mitossh shims first on PATH and a master at hand.
 
+#![deny(unsafe_code)]
+
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

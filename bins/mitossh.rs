@@ -1,9 +1,10 @@
 //! `mitossh`: the master, the agent, and commands to inspect or stop a master.
 
+#![deny(unsafe_code)]
+
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -330,16 +331,21 @@ fn run_master(
         );
         return 1;
     };
-    // SAFETY: the descriptors were passed to us for exactly this use and nothing else
-    // in this process owns them.
-    let take = |fd: Option<i32>| fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    let take = |fd: Option<i32>| fd.map(mitossh::sys::stdio::inherited).transpose();
+    let (ready, lifeline) = match (take(ready_fd), take(lifeline_fd)) {
+        (Ok(ready), Ok(lifeline)) => (ready, lifeline),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("mitossh: {e}");
+            return 1;
+        }
+    };
     let config = master::Config {
         socket,
         idle_timeout,
         connect_timeout,
         ssh,
-        ready: take(ready_fd),
-        lifeline: take(lifeline_fd),
+        ready,
+        lifeline,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

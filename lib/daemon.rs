@@ -7,7 +7,6 @@
 
 use std::io::{self, BufRead, BufReader};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,9 +14,12 @@ use std::time::{Duration, Instant};
 use crate::paths;
 use crate::proto::{Reply, Request};
 use crate::shim::client::MasterConn;
+use crate::sys::spawn::ChildSetup;
 
 /// How long a new master may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a master that failed to start may take to exit (and say why in its log).
+const FAIL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a master may take to shut down before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -141,27 +143,12 @@ fn start(opts: &MasterOptions, socket: &Path, dir: &Path, real_ssh: &Path) -> io
     if let Some(t) = &opts.connect_timeout {
         cmd.arg("--connect-timeout").arg(t);
     }
-    let ready_fd = ready_w.as_raw_fd();
-    let life_fd = lifeline.as_ref().map(|(r, _)| r.as_raw_fd());
-    // SAFETY: only async-signal-safe calls (setsid, fcntl, dup2) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Its own session: no controlling terminal, untouched by the terminal's ^C.
-            libc::setsid();
-            // Move the inherited ends above 10 first so the placements cannot clobber
-            // each other.
-            let ready = libc::fcntl(ready_fd, libc::F_DUPFD, 10);
-            let life = life_fd.map(|fd| libc::fcntl(fd, libc::F_DUPFD, 10));
-            if ready < 0 || life.is_some_and(|l| l < 0) {
-                return Err(io::Error::last_os_error());
-            }
-            crate::sys::process::place_fd(ready, 3)?;
-            if let Some(life) = life {
-                crate::sys::process::place_fd(life, 4)?;
-            }
-            Ok(())
-        });
-    }
+    // Its own session: no controlling terminal, untouched by the terminal's ^C.
+    cmd.new_session();
+    match &lifeline {
+        Some((life_r, _)) => cmd.place_fds([(ready_w.as_raw_fd(), 3), (life_r.as_raw_fd(), 4)]),
+        None => cmd.place_fds([(ready_w.as_raw_fd(), 3)]),
+    };
     let mut child = cmd
         .spawn()
         .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", exe.display())))?;
@@ -175,8 +162,11 @@ fn start(opts: &MasterOptions, socket: &Path, dir: &Path, real_ssh: &Path) -> io
     let mut line = String::new();
     let mut reader = BufReader::new(std::fs::File::from(ready_r));
     if !(read_line_within(&mut reader, &mut line, START_TIMEOUT) && line.starts_with("ready")) {
-        let _ = child.kill();
-        let _ = child.wait();
+        // A master that failed says why on its way out (its readiness pipe may close first).
+        if !exited_within(&mut child, FAIL_TIMEOUT) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let why = std::fs::read_to_string(&log)
             .ok()
             .and_then(|l| {
@@ -223,21 +213,28 @@ fn read_line_within(
     }
 }
 
+/// Whether `child` exits (and is reaped) within `timeout`.
+fn exited_within(child: &mut Child, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return true,
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            _ => return false,
+        }
+    }
+}
+
 /// Asks the master to stop, waits for it, and kills it if it does not go.
 fn stop(mut master: Started, socket: &Path) {
     if let Ok(mut conn) = MasterConn::connect(socket) {
         let _ = conn.request(Request::Shutdown).and_then(|_| conn.reply());
     }
     drop(master.lifeline.take());
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    loop {
-        match master.child.try_wait() {
-            Ok(Some(_)) => return,
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            _ => break,
-        }
+    if exited_within(&mut master.child, STOP_TIMEOUT) {
+        return;
     }
     eprintln!(
         "mitossh: the master did not stop within {}s; killing it (log: {})",

@@ -3,6 +3,9 @@
 //!
 //! See `ARCHITECTURE.md` for the map of modules and their invariants.
 
+// Everything `unsafe` is in `sys`, behind safe wrappers; nowhere else may have any.
+#![deny(unsafe_code)]
+
 pub mod agent;
 pub mod askpass;
 pub mod bootstrap;
@@ -25,3 +28,5 @@ pub mod shim;
 pub mod sshconfig;
 pub mod sys;
 pub mod untrusted;
+
+pub use sys::spawn::ChildSetup;

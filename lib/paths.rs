@@ -104,7 +104,7 @@ pub fn scratch_dir(kind: &str) -> io::Result<PathBuf> {
             else {
                 continue;
             };
-            if !process_exists(pid) && is_leftover(&entry.path()) {
+            if !crate::sys::process::exists(pid) && is_leftover(&entry.path()) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
@@ -112,12 +112,6 @@ pub fn scratch_dir(kind: &str) -> io::Result<PathBuf> {
     let dir = runtime.join(format!("{kind}-{}", std::process::id()));
     private_dir(&dir)?;
     Ok(dir)
-}
-
-fn process_exists(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only asks whether the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0;
-    alive || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Whether `dir` is a scratch directory of ours that nothing uses any more.

@@ -1,5 +1,7 @@
 //! The `scp` shim: the real scp, with the mitossh `ssh` shim as its transport.
 
+#![deny(unsafe_code)]
+
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

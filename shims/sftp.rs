@@ -1,5 +1,7 @@
 //! The `sftp` shim: the real sftp, with the mitossh `ssh` shim as its transport.
 
+#![deny(unsafe_code)]
+
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,5 +1,7 @@
 //! The `ssh` shim: OpenSSH's `ssh` command line, run through a mitossh master.
 
+#![deny(unsafe_code)]
+
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -39,8 +39,7 @@ fn start_long(mut cmd: Command, extra: &[&str], sshd: &Sshd) -> (Child, i32) {
 /// Sends `sig` to `child` and returns its exit code (None: killed by a signal) and the
 /// last line of its stderr (ssh at log level VERBOSE says more before).
 fn signal_and_wait(mut child: Child, sig: i32) -> (Option<i32>, String) {
-    // SAFETY: signalling our own child by pid.
-    unsafe { libc::kill(child.id() as i32, sig) };
+    send_signal(child.id() as i32, sig);
     let status = wait_child(&mut child, T, "ssh to end on a signal");
     let mut err = String::new();
     child
@@ -62,8 +61,7 @@ fn a_signal_ends_a_session_as_it_ends_ssh_and_stops_the_remote_command() {
             let (real, real_remote) = start_long(Command::new(REAL_SSH), extra, &sshd);
             let real = signal_and_wait(real, sig);
             // Plain ssh leaves its remote command running; clean it up.
-            // SAFETY: the remote shell's pid, a process under our sshd.
-            unsafe { libc::kill(real_remote, libc::SIGKILL) };
+            send_signal(real_remote, libc::SIGKILL);
 
             let (ours, remote) = start_long(master.ssh(), extra, &sshd);
             let remote = process(remote).expect("the remote command runs");

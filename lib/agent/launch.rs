@@ -8,11 +8,13 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 
 use super::acceptenv::Policy;
 use crate::proto::{OpenSpec, WinSize};
 use crate::sys::fdio::FdIo;
+use crate::sys::spawn::ChildSetup;
 use crate::sys::user::Account;
 
 /// Where sftp-server lives on common systems, for `Subsystem sftp internal-sftp` setups
@@ -171,44 +173,28 @@ pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
     };
     let go = if spec.hold {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-        let raw = r.as_raw_fd();
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || crate::sys::process::place_fd(raw, 3));
-        }
+        cmd.place_fds([(r.as_raw_fd(), 3)]);
         Some((r, w))
     } else {
         None
     };
-    let parent = std::process::id() as libc::pid_t;
+    // A new session and process group, as sshd gives every session: signals to the group
+    // reach everything the command started.
+    cmd.new_session();
     match &pty {
         Some((_, slave)) => {
             cmd.stdin(Stdio::from(slave.try_clone()?))
                 .stdout(Stdio::from(slave.try_clone()?))
-                .stderr(Stdio::from(slave.try_clone()?));
-            // SAFETY: only async-signal-safe calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    new_session()?;
-                    // The pty slave on fd 0 becomes the controlling terminal.
-                    if libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    crate::sys::process::set_parent_death_signal(libc::SIGHUP, parent)
-                });
-            }
+                .stderr(Stdio::from(slave.try_clone()?))
+                // The pty slave on fd 0 becomes the controlling terminal.
+                .controlling_terminal(0)
+                .parent_death_signal(Signal::SIGHUP);
         }
         None => {
             cmd.stdin(Stdio::piped())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            // SAFETY: only async-signal-safe calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    new_session()?;
-                    crate::sys::process::set_parent_death_signal(libc::SIGKILL, parent)
-                });
-            }
+                .stderr(Stdio::piped())
+                .parent_death_signal(Signal::SIGKILL);
         }
     }
 
@@ -243,16 +229,6 @@ pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
     Ok(Launched { child, pid, io, go })
 }
 
-/// A new session and process group, as sshd gives every session: signals to the group
-/// reach everything the command started.
-fn new_session() -> io::Result<()> {
-    // SAFETY: setsid is async-signal-safe.
-    if unsafe { libc::setsid() } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 fn open_pty(size: WinSize) -> io::Result<(OwnedFd, OwnedFd)> {
     let ws = to_winsize(size);
     let pty = nix::pty::openpty(Some(&ws), None).map_err(io::Error::from)?;
@@ -270,9 +246,7 @@ fn to_winsize(size: WinSize) -> nix::pty::Winsize {
 
 /// Applies a new window size to a pty.
 pub fn resize(pty: &OwnedFd, size: WinSize) {
-    let ws = to_winsize(size);
-    // SAFETY: TIOCSWINSZ reads a winsize struct we own.
-    unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    crate::sys::term::set_window_size(pty, &to_winsize(size));
 }
 
 /// The command line for a subsystem: sshd_config's `Subsystem` line if readable, with

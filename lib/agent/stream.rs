@@ -19,9 +19,11 @@ use super::launch::{self, Launched, LaunchedIo, Session};
 use crate::credit::CreditGate;
 use crate::link::LinkSender;
 use crate::proto::flow::DEFAULT_WINDOW;
-use crate::proto::{ContextId, Endpoint, Fd, Frame, Message, OpenSpec, StreamId, WinSize};
+use crate::proto::{
+    ContextId, Endpoint, ExitStatus, Fd, Frame, Message, OpenSpec, StreamId, WinSize,
+};
 use crate::pump::{self, Feed, Inbox, Input};
-use crate::sys::process::{exit_status, kill, kill_group};
+use crate::sys::process::{kill, kill_group, signal_name};
 
 /// After `Close`, how long a process may take to exit on SIGHUP before SIGKILL.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
@@ -391,7 +393,7 @@ async fn run_tcp(
     writer.abort();
     report.send(Message::Exit {
         stream,
-        status: crate::proto::ExitStatus::Code(0),
+        status: ExitStatus::Code(0),
     });
     report.finished(stream);
 }
@@ -425,9 +427,24 @@ async fn supervise(
         Ok(s) => exit_status(s),
         Err(e) => {
             tracing::warn!("stream {stream}: waiting for the process: {e}");
-            crate::proto::ExitStatus::Code(255)
+            ExitStatus::Code(255)
         }
     };
     report.send(Message::Exit { stream, status });
     report.finished(stream);
+}
+
+/// How a process ended, in the protocol's form.
+fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        ExitStatus::Code(code)
+    } else if let Some(sig) = status.signal() {
+        ExitStatus::Signal {
+            signal: signal_name(sig),
+            core_dumped: status.core_dumped(),
+        }
+    } else {
+        ExitStatus::Code(255)
+    }
 }

@@ -7,7 +7,6 @@
 
 use std::ffi::CString;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use bytes::Bytes;
@@ -56,7 +55,7 @@ pub fn run_from_memory() {
 
 fn reexec_from_memfd() -> io::Result<()> {
     let image = std::fs::read("/proc/self/exe")?;
-    let fd = memfd("mitossh-agent")?;
+    let fd = crate::sys::memfd::executable("mitossh-agent")?;
     let mut file = std::fs::File::from(fd);
     file.write_all(&image)?;
 
@@ -72,38 +71,8 @@ fn reexec_from_memfd() -> io::Result<()> {
         })
         .collect::<Result<_, _>>()?;
     envp.push(CString::new(format!("{IN_MEMORY_ENV}=1"))?);
-    let argv_ptrs: Vec<*const libc::c_char> = argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp_ptrs: Vec<*const libc::c_char> = envp
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    // SAFETY: null-terminated arrays of valid C strings that outlive the call; on success
-    // the call does not return.
-    unsafe { libc::fexecve(file.as_raw_fd(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
-    Err(io::Error::last_os_error())
-}
-
-/// An executable memfd. Kernels with `vm.memfd_noexec` want MFD_EXEC; older ones reject it.
-fn memfd(name: &str) -> io::Result<OwnedFd> {
-    let name = CString::new(name)?;
-    for flags in [libc::MFD_CLOEXEC | libc::MFD_EXEC, libc::MFD_CLOEXEC] {
-        // SAFETY: valid C string; returns a new descriptor or -1.
-        let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
-        if fd >= 0 {
-            // SAFETY: a fresh descriptor that nothing else owns.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINVAL) {
-            return Err(err);
-        }
-    }
-    Err(io::Error::from_raw_os_error(libc::EINVAL))
+    let Err(e) = nix::unistd::fexecve(&file, &argv, &envp);
+    Err(e.into())
 }
 
 /// Removes mitossh's private variables from an environment about to be given to a child.

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::image::AgentImage;
 use super::stage1::{CANNOT_SERVE, Stage1};
 use super::{READY_MARKER, UPLOAD_MARKER};
+use crate::sys::spawn::ChildSetup;
 
 /// Output before the markers (from login scripts, say) tolerated before giving up.
 const MAX_NOISE: usize = 1 << 20;
@@ -151,11 +152,7 @@ pub async fn bootstrap(
         .stderr(Stdio::piped())
         .envs(env)
         .kill_on_drop(true);
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || crate::sys::process::set_parent_death_signal(libc::SIGTERM, parent));
-    }
+    cmd.parent_death_signal(nix::sys::signal::Signal::SIGTERM);
     tracing::debug!(host = %ssh.label, "starting {:?} {:?}", ssh.program, ssh.args);
     let mut child = cmd
         .spawn()
@@ -411,9 +408,7 @@ impl RateLimit {
 /// 64 random bits as hex, from the kernel.
 pub fn random_token() -> String {
     let mut buf = [0u8; 8];
-    // SAFETY: getrandom fills the buffer it is given.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n != buf.len() as isize {
+    if !crate::sys::random::fill(&mut buf) {
         // Not secret, only unlikely to collide with stray output.
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

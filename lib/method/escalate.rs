@@ -29,6 +29,7 @@ use crate::bootstrap::{READY_MARKER, handshake, ssh::random_token};
 use crate::link;
 use crate::proto::{Become, BecomeMethod, ContextId};
 use crate::sys::fdio::FdIo;
+use crate::sys::spawn::ChildSetup;
 
 /// At most this much of the tool's terminal output is kept for judging it.
 const TRANSCRIPT_LIMIT: usize = 64 * 1024;
@@ -201,22 +202,11 @@ fn launch(role: &Become, dialect: &Dialect, nonce: &str, shell: &Path) -> io::Re
     cmd.stdout(Stdio::from(OwnedFd::from(theirs)))
         .stderr(Stdio::from(pty.slave))
         .kill_on_drop(true);
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if image_fd == 3 {
-                crate::sys::process::place_fd(image_raw, 3)?;
-            }
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The pty slave (stderr) becomes the controlling terminal sudo prompts on.
-            if libc::ioctl(2, libc::TIOCSCTTY as _, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    if image_fd == 3 {
+        cmd.place_fds([(image_raw, 3)]);
     }
+    // The pty slave (stderr) becomes the controlling terminal sudo prompts on.
+    cmd.new_session().controlling_terminal(2);
     let process = cmd.spawn()?;
     ours.set_nonblocking(true)?;
     let (read, write) = tokio::net::UnixStream::from_std(ours)?.into_split();

@@ -287,10 +287,7 @@ impl std::fmt::Debug for Secret {
 
 impl Drop for Secret {
     fn drop(&mut self) {
-        for b in self.0.iter_mut() {
-            // SAFETY: a valid, aligned byte we own; volatile so the wipe is not optimised out.
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
+        crate::sys::mem::wipe(&mut self.0);
     }
 }
 

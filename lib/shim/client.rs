@@ -7,7 +7,7 @@
 //! killed) tells the master to stop the remote process.
 
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -19,6 +19,7 @@ use crate::proto::{
     ExitStatus, Frame, FrameCodec, Hello, HopConfig, MASTER, Message, PROTOCOL_VERSION, Reply,
     Request, SshHop,
 };
+use crate::sys::fdio::read_buf;
 use crate::sys::passfd::send_with_fds;
 
 /// Exit status ssh uses for its own failures.
@@ -110,28 +111,9 @@ impl MasterConn {
             if let Some(frame) = self.codec.decode(&mut self.buf).map_err(io::Error::other)? {
                 return Ok(Some(frame));
             }
-            self.buf.reserve(16 * 1024);
-            let spare = self.buf.spare_capacity_mut();
-            // SAFETY: read initialises the first n bytes of the spare capacity.
-            let n = unsafe {
-                libc::read(
-                    self.stream.as_raw_fd(),
-                    spare.as_mut_ptr().cast(),
-                    spare.len(),
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
+            if read_buf(&self.stream, &mut self.buf, 16 * 1024)? == 0 {
                 return Ok(None);
             }
-            // SAFETY: the kernel wrote n bytes.
-            unsafe { self.buf.set_len(self.buf.len() + n as usize) };
         }
     }
 
@@ -255,18 +237,24 @@ impl Stdio {
                 .open("/dev/null")?
                 .into())
         };
-        let dup = |fd: RawFd| -> io::Result<OwnedFd> {
-            // SAFETY: borrowing a standard descriptor only to duplicate it.
-            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            match borrowed.try_clone_to_owned() {
+        let dup = |fd: BorrowedFd<'_>| -> io::Result<OwnedFd> {
+            match fd.try_clone_to_owned() {
                 Ok(owned) => Ok(owned),
                 Err(e) if e.raw_os_error() == Some(libc::EBADF) => null(),
                 Err(e) => Err(e),
             }
         };
-        let stdin = if stdin_null { null()? } else { dup(0)? };
+        let stdin = if stdin_null {
+            null()?
+        } else {
+            dup(io::stdin().as_fd())?
+        };
         Ok(Stdio {
-            fds: [stdin, dup(1)?, dup(2)?],
+            fds: [
+                stdin,
+                dup(io::stdout().as_fd())?,
+                dup(io::stderr().as_fd())?,
+            ],
         })
     }
 
@@ -282,16 +270,7 @@ impl Stdio {
 /// After the master took over stdin and stdout: let go of ours, so that the master
 /// closing its copies is seen as end of file by whoever is at the other end.
 pub fn release_stdin_stdout() {
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        for fd in [0, 1] {
-            // SAFETY: dup2 onto standard descriptors of this process.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
-    }
+    let _ = crate::sys::stdio::null_stdin_stdout();
 }
 
 /// Waits for the end of an opened session. Returns ssh's exit status.

@@ -19,7 +19,7 @@ use nix::sys::signal::Signal;
 use super::client::SSH_ERROR;
 use super::tty::{self, Terminal};
 use crate::proto::WinSize;
-use crate::sys::process::{is_ignored, signals_to_pipe};
+use crate::sys::process::{default_action, is_ignored, signals_to_pipe};
 
 /// The signals that end an ssh session.
 const ENDING: [Signal; 4] = [
@@ -111,9 +111,7 @@ pub fn session_started() {
 
 /// Dies by `sig`, its default action restored.
 fn die_by(sig: Signal) -> ! {
-    use nix::sys::signal::{SigHandler, signal};
-    // SAFETY: restoring the default action installs no code.
-    let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+    default_action(sig);
     let _ = nix::sys::signal::raise(sig);
     std::process::exit(128 + sig as i32)
 }

@@ -1,19 +1,21 @@
 //! The local terminal under `ssh -t`: raw mode while the session runs, and its size.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 
 use nix::sys::termios::{self, SetArg, Termios};
 
 use crate::proto::WinSize;
 
-/// The terminal settings to put back, shared with the signal thread: (fd, settings).
+/// The terminal settings to put back, shared with the signal thread.
 static SAVED: Mutex<Option<Saved>> = Mutex::new(None);
 
 /// Terminal settings to put back, and whether they were changed for a password prompt
 /// (rather than for raw mode).
 struct Saved {
-    fd: RawFd,
+    /// Our own descriptor of the terminal, so it cannot close before the settings are back.
+    fd: OwnedFd,
     settings: Termios,
     prompt: bool,
 }
@@ -24,8 +26,8 @@ pub struct Terminal(OwnedFd);
 impl Terminal {
     /// A handle on stdin if it is a terminal.
     pub fn stdin() -> Option<Terminal> {
-        // SAFETY: fd 0 stays open for the duration of the borrow.
-        let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+        let stdin = io::stdin();
+        let stdin = stdin.as_fd();
         if !nix::unistd::isatty(stdin).unwrap_or(false) {
             return None;
         }
@@ -39,7 +41,7 @@ impl Terminal {
         let mut raw = original.clone();
         termios::cfmakeraw(&mut raw);
         *SAVED.lock().unwrap_or_else(|p| p.into_inner()) = Some(Saved {
-            fd: self.0.as_raw_fd(),
+            fd: self.0.try_clone().ok()?,
             settings: original,
             prompt: false,
         });
@@ -49,7 +51,7 @@ impl Terminal {
 
     /// The terminal's window size.
     pub fn size(&self) -> Option<WinSize> {
-        window_size(self.0.as_raw_fd())
+        window_size(&self.0)
     }
 }
 
@@ -65,8 +67,11 @@ impl Drop for RawMode {
 /// Remembers `settings` as the ones to put back on `fd` if a signal ends the shim during
 /// a password prompt (echo is off); [`forget`] once they are back.
 pub fn remember(fd: BorrowedFd<'_>, settings: Termios) {
+    let Ok(fd) = fd.try_clone_to_owned() else {
+        return;
+    };
     *SAVED.lock().unwrap_or_else(|p| p.into_inner()) = Some(Saved {
-        fd: fd.as_raw_fd(),
+        fd,
         settings,
         prompt: true,
     });
@@ -80,44 +85,35 @@ pub fn forget() {
 /// Puts the terminal back as it was, if raw mode (or a prompt) changed it. Returns
 /// whether a password prompt was interrupted.
 pub fn restore() -> bool {
-    // Held while the settings are written, so the descriptor cannot close meanwhile.
+    // Held while the settings are written: one writer at a time.
     let mut guard = SAVED.lock().unwrap_or_else(|p| p.into_inner());
     let Some(saved) = guard.take() else {
         return false;
     };
-    // SAFETY: the descriptor belongs to the Terminal (raw mode) or the prompt's open
-    // terminal, both of which outlive their entry here.
-    let fd = unsafe { BorrowedFd::borrow_raw(saved.fd) };
-    let _ = termios::tcsetattr(fd, SetArg::TCSADRAIN, &saved.settings);
+    let _ = termios::tcsetattr(&saved.fd, SetArg::TCSADRAIN, &saved.settings);
     saved.prompt
 }
 
-fn window_size(fd: RawFd) -> Option<WinSize> {
-    // SAFETY: TIOCGWINSZ fills the struct we pass.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_col > 0 {
-        Some(WinSize {
-            rows: ws.ws_row,
-            cols: ws.ws_col,
-            xpixel: ws.ws_xpixel,
-            ypixel: ws.ws_ypixel,
-        })
-    } else {
-        None
-    }
+fn window_size(fd: impl AsFd) -> Option<WinSize> {
+    crate::sys::term::window_size(fd).map(|ws| WinSize {
+        rows: ws.ws_row,
+        cols: ws.ws_col,
+        xpixel: ws.ws_xpixel,
+        ypixel: ws.ws_ypixel,
+    })
 }
 
 /// The size of the terminal on stdin, stdout or stderr, whichever is one.
 pub fn stdio_window_size() -> Option<WinSize> {
-    [0, 1, 2].into_iter().find_map(window_size)
+    window_size(io::stdin())
+        .or_else(|| window_size(io::stdout()))
+        .or_else(|| window_size(io::stderr()))
 }
 
 /// Whether stdin is a terminal whose foreground is another process group (we run as a
 /// background job).
 pub fn in_background() -> bool {
-    // SAFETY: fd 0 stays open for the duration of the borrow.
-    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
-    match nix::unistd::tcgetpgrp(stdin) {
+    match nix::unistd::tcgetpgrp(io::stdin()) {
         Ok(fg) => fg != nix::unistd::getpgrp(),
         Err(_) => false,
     }

@@ -1,4 +1,5 @@
-//! Async I/O on a raw descriptor we own: pipes, sockets and pty masters alike.
+//! Async I/O on a raw descriptor we own: pipes, sockets and pty masters alike (and one
+//! blocking read into a buffer's spare capacity, for the shim's connection to the master).
 //!
 //! tokio's own types each want one kind of descriptor; an agent's link may be a pipe or a
 //! socket depending on how sshd or sudo set it up, and a pty master is neither. The
@@ -6,10 +7,11 @@
 //! alone: callers pass descriptors whose open file description nobody else uses.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use bytes::BytesMut;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -166,6 +168,33 @@ impl AsyncWrite for FdIo {
         // SAFETY: shutdown on a descriptor we hold; ENOTSOCK is expected for pipes.
         unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) };
         Poll::Ready(Ok(()))
+    }
+}
+
+/// One blocking `read(2)` from `fd` into `buf`'s spare capacity, after reserving at least
+/// `want` bytes there: returns the number of bytes read, 0 at end of file. Interrupted
+/// reads are retried.
+pub fn read_buf(fd: impl AsFd, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+    buf.reserve(want);
+    loop {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: read(2) writes at most `spare.len()` bytes into the spare capacity.
+        let n = unsafe {
+            libc::read(
+                fd.as_fd().as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+            )
+        };
+        match syscall_result(n) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+            Ok(n) => {
+                // SAFETY: the kernel initialised the first n bytes of the spare capacity.
+                unsafe { buf.set_len(buf.len() + n) };
+                return Ok(n);
+            }
+        }
     }
 }
 

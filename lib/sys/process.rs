@@ -1,55 +1,12 @@
-//! Process control: parent-death signals, process groups, signal names and exit statuses.
+//! Process control: process groups, whether a process exists, signal names and
+//! dispositions. (What a child does before exec is [`super::spawn`].)
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::unistd::Pid;
-
-use crate::proto::ExitStatus;
-
-/// In a `pre_exec` hook: have the kernel send `sig` to this process when its parent thread
-/// dies, and close the race where the parent died before the call.
-///
-/// # Safety
-/// Only async-signal-safe calls; meant for use between fork and exec.
-pub unsafe fn set_parent_death_signal(
-    sig: libc::c_int,
-    expected_parent: libc::pid_t,
-) -> io::Result<()> {
-    // SAFETY: prctl and getppid are async-signal-safe.
-    unsafe {
-        if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::getppid() != expected_parent {
-            libc::raise(sig);
-        }
-    }
-    Ok(())
-}
-
-/// In a `pre_exec` hook: makes `fd` descriptor number `at` in the new program, open across
-/// exec. (dup2 clears close-on-exec on the copy, but does nothing if `fd == at`.)
-///
-/// # Safety
-/// Only async-signal-safe calls; meant for use between fork and exec.
-pub unsafe fn place_fd(fd: libc::c_int, at: libc::c_int) -> io::Result<()> {
-    // SAFETY: fcntl and dup2 are async-signal-safe.
-    let ok = unsafe {
-        if fd == at {
-            libc::fcntl(at, libc::F_SETFD, 0) >= 0
-        } else {
-            libc::dup2(fd, at) >= 0
-        }
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
 
 /// Sends `sig` to every process of the group `pgid`. A group that no longer exists is fine.
 pub fn kill_group(pgid: u32, sig: Signal) {
@@ -59,6 +16,14 @@ pub fn kill_group(pgid: u32, sig: Signal) {
 /// Sends `sig` to one process. A process that no longer exists is fine.
 pub fn kill(pid: u32, sig: Signal) {
     let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), sig);
+}
+
+/// Whether process `pid` exists (perhaps another user's).
+pub fn exists(pid: i32) -> bool {
+    match nix::sys::signal::kill(Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(e) => e == nix::errno::Errno::EPERM,
+    }
 }
 
 /// The name of a signal without its `SIG` prefix, as ssh's exit-signal names it.
@@ -94,6 +59,40 @@ pub fn is_ignored(sig: Signal) -> bool {
     }
 }
 
+/// Gives `sig` its default action back (a handler installed earlier goes).
+pub fn default_action(sig: Signal) {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: the default action runs no code of ours in signal context.
+    let _ = unsafe { sigaction(sig, &default) };
+}
+
+/// Signals ignored for as long as this lives (as system(3) ignores SIGINT and SIGQUIT
+/// while it waits); their previous actions come back when it is dropped.
+pub struct Ignored {
+    previous: Vec<(Signal, SigAction)>,
+}
+
+impl Ignored {
+    pub fn new(signals: &[Signal]) -> Ignored {
+        let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+        let previous = signals
+            .iter()
+            // SAFETY: SIG_IGN runs no code in signal context.
+            .filter_map(|&sig| Some((sig, unsafe { sigaction(sig, &ignore) }.ok()?)))
+            .collect();
+        Ignored { previous }
+    }
+}
+
+impl Drop for Ignored {
+    fn drop(&mut self) {
+        for (sig, action) in &self.previous {
+            // SAFETY: putting back the actions we replaced.
+            let _ = unsafe { sigaction(*sig, action) };
+        }
+    }
+}
+
 /// Where [`signals_to_pipe`]'s handler writes; -1 until it is installed.
 static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
 
@@ -115,7 +114,6 @@ extern "C" fn write_signal(sig: libc::c_int) {
 /// handlers do not survive exec.
 pub fn signals_to_pipe(signals: &[Signal]) -> io::Result<OwnedFd> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     // A full pipe must never block the handler (a burst of signals needs only one byte).
     fcntl(&write, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
@@ -131,21 +129,6 @@ pub fn signals_to_pipe(signals: &[Signal]) -> io::Result<OwnedFd> {
         unsafe { sigaction(sig, &action) }?;
     }
     Ok(read)
-}
-
-/// Converts how a child ended into the protocol's form.
-pub fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(code) = status.code() {
-        ExitStatus::Code(code)
-    } else if let Some(sig) = status.signal() {
-        ExitStatus::Signal {
-            signal: signal_name(sig),
-            core_dumped: status.core_dumped(),
-        }
-    } else {
-        ExitStatus::Code(255)
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::AsFd;
 
 use bytes::{Bytes, BytesMut};
 use mitossh::proto::flow::DEFAULT_WINDOW;
@@ -102,8 +102,14 @@ pub fn main(args: &[String]) -> i32 {
         eprintln!("hostile agent: no attack named in {MODE_FILE}: {mode:?}");
         return 1;
     };
-    // SAFETY: this process owns its standard descriptors and nothing else uses them.
-    let (input, output) = unsafe { (File::from_raw_fd(0), File::from_raw_fd(1)) };
+    let (Ok(input), Ok(output)) = (
+        std::io::stdin().as_fd().try_clone_to_owned(),
+        std::io::stdout().as_fd().try_clone_to_owned(),
+    ) else {
+        eprintln!("hostile agent: no stdin or stdout");
+        return 1;
+    };
+    let (input, output) = (File::from(input), File::from(output));
     let mut peer = Peer {
         input,
         output,
