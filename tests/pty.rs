@@ -86,3 +86,31 @@ fn ssh_t_runs_a_program_on_a_pty() {
     tmux.wait_for("on-a-tty-42", T);
     tmux.wait_for("status=0", T);
 }
+
+#[test]
+fn escape_sequences_work_as_with_ssh() {
+    let sshd = Sshd::start();
+    let master = Master::start();
+    for (name, ssh) in [("real", "/usr/bin/ssh"), ("mitossh", "ssh")] {
+        let tmux = Tmux::start(100, 30, &local_shell(&master));
+        tmux.wait_for("local$ ", T);
+        tmux.type_line(&format!(
+            "{ssh} -o LogLevel=INFO -F {} {}; echo {name}-status=$?",
+            sshd.ssh_config().display(),
+            sshd.alias()
+        ));
+        tmux.wait_for(&format!("{}@", sshd.user().name), T);
+        // `~~` sends one `~`; `~?` lists the sequences; `~.` ends the session.
+        // (At a line's start: `~/../../bin/true` is /bin/true; `~~/…` would fail.)
+        tmux.keys(&["-l", "~~"]);
+        tmux.keys(&["-l", "/../../bin/true && echo tilde-$((1+1))"]);
+        tmux.keys(&["Enter"]);
+        tmux.wait_for("tilde-2", T);
+        tmux.keys(&["-l", "~?"]);
+        tmux.wait_for("Supported escape sequences:", T);
+        tmux.keys(&["Enter"]);
+        tmux.keys(&["-l", "~."]);
+        tmux.wait_for("Connection to 127.0.0.1 closed.", T);
+        tmux.wait_for(&format!("{name}-status=255"), T);
+    }
+}

@@ -135,6 +135,21 @@ impl ContextKey {
             .join(" => ")
     }
 
+    /// The host name the last ssh step connects to (after the configuration's `HostName`),
+    /// as ssh names it in "Connection to … closed.".
+    pub fn host_name(&self) -> String {
+        self.steps
+            .iter()
+            .rev()
+            .find_map(|s| match s {
+                StepKey::Ssh(k) | StepKey::SshOnHop(k) => {
+                    Some(String::from_utf8_lossy(&k.host).into_owned())
+                }
+                StepKey::Become(_) => None,
+            })
+            .unwrap_or_default()
+    }
+
     /// The host an ssh path ends on, for messages about become steps.
     pub fn host_label(&self) -> String {
         self.steps

@@ -16,6 +16,7 @@
 
 pub mod attempt;
 pub mod context;
+pub mod escape;
 pub mod key;
 pub mod prompt;
 pub mod registry;

@@ -14,12 +14,14 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use tokio::net::unix::OwnedReadHalf;
 use tokio::task::JoinHandle;
 
 use super::Master;
 use super::context::Context;
+use super::escape::{Escape, Escapes};
 use super::prompt::Prompter;
 use super::registry::Found;
 use crate::bootstrap::ssh::ConnectError;
@@ -27,7 +29,7 @@ use crate::credit::CreditGate;
 use crate::link::{LinkReader, LinkSender};
 use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{
-    Caller, ContextId, Fd, Frame, MASTER, Message, OpenSpec, Reply, StreamId, Target,
+    Caller, ContextId, ExitStatus, Fd, Frame, MASTER, Message, OpenSpec, Reply, StreamId, Target,
 };
 use crate::pump::{self, Inbox, Sink};
 use crate::sys::adopt;
@@ -172,8 +174,14 @@ pub async fn run(
     let stdin_credit = port.stdin.clone();
     let stdout_queue = port.stdout.take().expect("taken once");
     let stderr_queue = port.stderr.take().expect("taken once");
+    let (disconnect_tx, mut disconnect) = tokio::sync::oneshot::channel();
+    let escapes = caller.escape.map(|ch| EscapeInput {
+        escapes: Escapes::new(ch),
+        to_shim: to_shim.clone(),
+        disconnect: Some(disconnect_tx),
+    });
     let mut pumps = Pumps {
-        stdin: pump_stdin(ctx.clone(), id, stdin, stdin_credit.clone()),
+        stdin: pump_stdin(ctx.clone(), id, stdin, stdin_credit.clone(), escapes),
         stdout: Some(pump_output(
             ctx.clone(),
             id,
@@ -186,6 +194,22 @@ pub async fn run(
 
     loop {
         tokio::select! {
+            Ok(()) = &mut disconnect => {
+                // `~.`: as ssh, end the session; the remote process is hung up on.
+                let _ = ctx.send(Message::Close { stream: id });
+                pumps.abort();
+                if !caller.quiet {
+                    let text = format!("Connection to {} closed.\r", ctx.key.host_name());
+                    let text = text.into_bytes();
+                    let _ = to_shim.send(Frame::new(MASTER, Message::Diagnostic { text }));
+                }
+                let status = ExitStatus::Signal {
+                    signal: "HUP".into(),
+                    core_dumped: false,
+                };
+                let _ = to_shim.send(Frame::new(MASTER, Message::Exit { stream: 0, status }));
+                return;
+            }
             frame = from_shim.next() => {
                 let Some(Ok(frame)) = frame else {
                     // The shim is gone (killed, or its process exited): stop the process.
@@ -323,11 +347,48 @@ impl Pumps {
 }
 
 /// Reads the client's stdin as far as the agent's credit allows and sends it on.
+/// A pty session's input as ssh reads it: with escape sequences (`~.`, `~?`, `~~`).
+struct EscapeInput {
+    escapes: Escapes,
+    to_shim: LinkSender,
+    /// Fired on `~.`.
+    disconnect: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl EscapeInput {
+    /// What of `data` goes to the remote side; acts on the sequences in it.
+    fn filter(&mut self, data: Bytes, credit: &CreditGate) -> Option<Bytes> {
+        let mut out = Vec::with_capacity(data.len());
+        let asked = self.escapes.filter(&data, &mut out);
+        // Bytes not sent are not owed to the agent: their credit comes back.
+        credit.give_back(data.len().saturating_sub(out.len()));
+        match asked {
+            Some(Escape::Disconnect) => {
+                if let Some(tx) = self.disconnect.take() {
+                    let _ = tx.send(());
+                }
+                return None;
+            }
+            Some(Escape::Help) => {
+                for line in self.escapes.help() {
+                    let text = format!("{line}\r").into_bytes();
+                    let _ = self
+                        .to_shim
+                        .send(Frame::new(MASTER, Message::Diagnostic { text }));
+                }
+            }
+            None => {}
+        }
+        Some(Bytes::from(out))
+    }
+}
+
 fn pump_stdin(
     ctx: Arc<Context>,
     id: StreamId,
     fd: OwnedFd,
     credit: Arc<CreditGate>,
+    mut escapes: Option<EscapeInput>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let eof = Message::Eof {
@@ -344,15 +405,25 @@ fn pump_stdin(
         };
         let link = ctx.link_sender().clone();
         pump::read_with_credit(&mut src, &credit, &link, |chunk| match chunk {
-            Some(data) => ctx
-                .send_data(
-                    Message::Data {
-                        stream: id,
-                        fd: Fd::Stdin,
+            Some(data) => {
+                let data = match escapes.as_mut() {
+                    Some(e) => match e.filter(data, &credit) {
+                        Some(data) => data,
+                        None => return false,
                     },
-                    data,
-                )
-                .is_ok(),
+                    None => data,
+                };
+                data.is_empty()
+                    || ctx
+                        .send_data(
+                            Message::Data {
+                                stream: id,
+                                fd: Fd::Stdin,
+                            },
+                            data,
+                        )
+                        .is_ok()
+            }
             None => ctx.send(eof.clone()).is_ok(),
         })
         .await;

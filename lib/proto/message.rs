@@ -484,6 +484,12 @@ pub struct Caller {
     /// What ssh would print before connecting at this call's `-v` level (its configuration
     /// lines): shown when the session reuses a context, as a ControlMaster client shows it.
     pub preamble: Vec<u8>,
+    /// The escape character of a session with a pty (`EscapeChar`, `-e`), if any: the
+    /// master interprets ssh's escape sequences on its input.
+    pub escape: Option<u8>,
+    /// ssh's log level there is below INFO (`-q`, `LogLevel ERROR`…): messages ssh prints
+    /// at INFO (such as "Connection to host closed.") are not shown.
+    pub quiet: bool,
 }
 
 /// The master's answers.

@@ -295,6 +295,10 @@ pub fn wait_exit(conn: &mut MasterConn) -> i32 {
                     }
                     return SSH_ERROR;
                 }
+                Message::Diagnostic { mut text } => {
+                    text.push(b'\n');
+                    let _ = std::io::stderr().write_all(&text);
+                }
                 other => tracing::debug!("ignoring {other:?}"),
             },
             Ok(None) | Err(_) => {

@@ -110,6 +110,8 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     let caller = Caller {
         can_prompt: askpass::can_prompt(),
         preamble,
+        escape: None,
+        quiet: settings.quiet,
     };
     session(conn, &inv, &settings, resolved, caller, &argv)
 }
@@ -170,8 +172,10 @@ struct Settings {
     tty: TtyRequest,
     session_type: SessionType,
     remote_command: Option<Vec<u8>>,
-    /// `-q` or `LogLevel QUIET`.
+    /// `-q`, or a `LogLevel` below INFO.
     quiet: bool,
+    /// `-e`, else `EscapeChar`.
+    escape: Option<u8>,
     env: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -200,7 +204,8 @@ impl Settings {
                 .filter(|c| *c != "none")
                 .map(|c| c.as_bytes().to_vec())
         });
-        let quiet = inv.count('q') > 0 || config.is_some_and(|c| c.log_level == "QUIET");
+        let quiet = inv.count('q') > 0
+            || config.is_some_and(|c| matches!(c.log_level.as_str(), "QUIET" | "FATAL" | "ERROR"));
         // The command line's SendEnv/SetEnv are session options, not part of the
         // connection the configuration was resolved for: ssh reads them first.
         let mut send_env = argv_send_env(inv);
@@ -214,13 +219,28 @@ impl Settings {
             }
         }
         let env = forwarded_env(&send_env, &set_env);
+        let escape = match inv.arg('e') {
+            Some(e) => escape_char(e.as_bytes()),
+            None => config.map_or(Some(b'~'), |c| c.escape_char),
+        };
         Settings {
             tty,
             session_type,
             remote_command,
             quiet,
+            escape,
             env,
         }
+    }
+}
+
+/// `-e`'s value as ssh reads it: `none`, `^X` for a control character, or one character.
+fn escape_char(value: &[u8]) -> Option<u8> {
+    match value {
+        b"none" => None,
+        [b'^', c] => Some(c & 0x1f),
+        [c] => Some(*c),
+        _ => Some(b'~'),
     }
 }
 
@@ -327,7 +347,7 @@ fn session(
     inv: &Invocation,
     settings: &Settings,
     resolved: Resolved,
-    caller: Caller,
+    mut caller: Caller,
     argv: &[OsString],
 ) -> i32 {
     let subsystem = settings.session_type == SessionType::Subsystem;
@@ -344,6 +364,8 @@ fn session(
     } else {
         pty_request(settings, command.is_none() && !subsystem)
     };
+    // As in ssh, escape sequences only on a session with a pty.
+    caller.escape = settings.escape.filter(|_| pty.is_some());
     let spec = OpenSpec {
         connect: stdio_forward,
         subsystem: if subsystem {

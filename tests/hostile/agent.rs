@@ -50,6 +50,9 @@ pub enum Attack {
     WindowMax,
     /// Escape sequences in its `Hello` and in error texts; otherwise well behaved.
     Escapes,
+    /// Its stderr (which the master's ssh reads) flooded without a newline, escape
+    /// sequences included; otherwise well behaved.
+    StderrFlood,
 }
 
 impl Attack {
@@ -73,13 +76,14 @@ impl Attack {
             Attack::ForgedSpawned => "forged-spawned",
             Attack::WindowMax => "window-max",
             Attack::Escapes => "escapes",
+            Attack::StderrFlood => "stderr-flood",
         }
     }
 
     fn parse(s: &str) -> Option<Attack> {
         Attack::FLOODS
             .into_iter()
-            .chain([Attack::Escapes])
+            .chain([Attack::Escapes, Attack::StderrFlood])
             .find(|a| a.name() == s.trim())
     }
 }
@@ -149,6 +153,10 @@ pub fn main(args: &[String]) -> i32 {
     );
     while let Some(frame) = peer.recv() {
         match frame.msg {
+            Message::Open { stream, .. } if attack == Attack::StderrFlood => {
+                flood_stderr();
+                peer.serve(stream, false);
+            }
             Message::Open { stream, spec } if attack == Attack::Escapes => {
                 let fail = spec
                     .command
@@ -166,6 +174,16 @@ pub fn main(args: &[String]) -> i32 {
         }
     }
     0
+}
+
+/// [`FLOOD_LIMIT`] bytes on stderr, in one endless line with escape sequences in it.
+fn flood_stderr() {
+    let chunk = "\u{1b}]0;pwned\u{7}\u{1b}[2J".repeat(4096);
+    let mut stderr = std::io::stderr().lock();
+    let mut sent = 0;
+    while sent < FLOOD_LIMIT && stderr.write_all(chunk.as_bytes()).is_ok() {
+        sent += chunk.len();
+    }
 }
 
 struct Peer {
@@ -342,7 +360,7 @@ impl Peer {
                 );
             }
             Attack::WindowMax => self.window_max(stream),
-            Attack::Escapes => unreachable!("served, not attacked"),
+            Attack::Escapes | Attack::StderrFlood => unreachable!("served, not attacked"),
         }
     }
 

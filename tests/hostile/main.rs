@@ -50,13 +50,14 @@ fn main() {
     if args.get(1).is_some_and(|a| a == "agent") {
         std::process::exit(agent::main(&args[2..]));
     }
-    let tests: [(&str, fn()); 3] = [
+    let tests: [(&str, fn()); 4] = [
         ("attacks_from_a_host_cost_only_its_link", root_attacks),
         (
             "a_hostile_agent_below_a_genuine_one_is_cut_off",
             child_attacks,
         ),
         ("what_an_agent_says_about_itself_is_shown_escaped", escapes),
+        ("a_stderr_flood_costs_no_memory_and_no_log", stderr_flood),
     ];
     std::process::exit(run_tests(&args[1..], &tests));
 }
@@ -581,4 +582,47 @@ fn assert_safe(text: &str) {
         .filter(|c| (c.is_control() && *c != '\n') || ('\u{202a}'..='\u{202e}').contains(c))
         .collect();
     assert!(bad.is_empty(), "unescaped {bad:?} in {text:?}");
+}
+
+/// The agent's stderr reaches the master through its ssh's stderr: hundreds of MiB in one
+/// line with escape sequences must cost neither memory nor log space, nor another host's
+/// stream, and the session itself still works.
+fn stderr_flood() {
+    let genuine = Sshd::start();
+    let hostile = HostileHost::start();
+    let master = Master::start();
+    check(&output_within(
+        master.ssh().args(genuine.ssh_args()).arg("true"),
+        b"",
+        T,
+    ));
+    hostile.arm(Attack::StderrFlood);
+    let mut echo = Echo::start(master.ssh().args(genuine.ssh_args()).arg("cat"));
+    echo.feed(&random_bytes(4 << 20, 99));
+    reset_peak(master.pid());
+    let before = status_kib(master.pid(), "VmRSS:");
+    // The agent floods once the stream opens, after its connection is made.
+    let out = output_within(master.ssh().args(hostile.sshd.ssh_args()).arg("ok"), b"", T);
+    let peak = status_kib(master.pid(), "VmHWM:");
+    echo.feed(&random_bytes(4 << 20, 100));
+    echo.finish();
+    assert_grows_at_most("the master", Attack::StderrFlood, before, peak, 16 << 10);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, "ok\n");
+    assert_safe(&stderr);
+    let log = master.log();
+    assert!(
+        log.len() < 1 << 20,
+        "the master's log grew to {} bytes",
+        log.len()
+    );
+    assert_safe(&log);
+    println!(
+        "stderr flood (256 MiB, one line): master RSS {before} -> {peak} KiB, log {} bytes",
+        log.len()
+    );
 }
