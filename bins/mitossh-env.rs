@@ -65,8 +65,8 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    mitossh::logging::init("warn");
-    let code = mitossh::env::run(mitossh::env::Options {
+    mitossh::init_logging("warn");
+    let code = mitossh::env(mitossh::EnvOptions {
         keep: cli.keep,
         socket: cli.socket,
         idle_timeout: cli.idle_timeout,

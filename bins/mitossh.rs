@@ -10,9 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::builder::StyledStr;
-use clap::{Parser, Subcommand};
-use mitossh::proto::{Reply, Request, StatusReport};
-use mitossh::{control, master, paths};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -36,24 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a master in the foreground until stopped.
-    Master {
-        /// Listen here [default: $MITOSSH_SOCKET, else $XDG_RUNTIME_DIR/mitossh/master.sock
-        /// or /tmp/mitossh-UID/master.sock].
-        #[arg(long)]
-        socket: Option<PathBuf>,
-        /// Close a context after this long without streams (e.g. 300, 5m, 1h).
-        #[arg(long, default_value = "10m", value_parser = parse_duration)]
-        idle_timeout: Duration,
-        /// Give up starting an agent after this long (authentication included).
-        #[arg(long, default_value = "60s", value_parser = parse_duration)]
-        connect_timeout: Duration,
-        /// Write "ready" to this descriptor once listening (for supervisors).
-        #[arg(long, hide = true)]
-        ready_fd: Option<i32>,
-        /// Shut down when this descriptor reaches end of file.
-        #[arg(long, hide = true)]
-        lifeline_fd: Option<i32>,
-    },
+    Master(MasterArgs),
     /// Show the master's contexts and their streams, one per line.
     Status {
         /// The master's socket [default: $MITOSSH_SOCKET, else the default of `master`].
@@ -150,6 +131,38 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct MasterArgs {
+    /// Listen here [default: $MITOSSH_SOCKET, else $XDG_RUNTIME_DIR/mitossh/master.sock
+    /// or /tmp/mitossh-UID/master.sock].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Close a context after this long without streams (e.g. 300, 5m, 1h).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Give up starting an agent after this long (authentication included).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// Write "ready" to this descriptor once listening (for supervisors).
+    #[arg(long, hide = true)]
+    ready_fd: Option<i32>,
+    /// Shut down when this descriptor reaches end of file.
+    #[arg(long, hide = true)]
+    lifeline_fd: Option<i32>,
+}
+
+impl From<MasterArgs> for mitossh::ServeOptions {
+    fn from(a: MasterArgs) -> Self {
+        mitossh::ServeOptions {
+            socket: a.socket,
+            idle_timeout: a.idle_timeout,
+            connect_timeout: a.connect_timeout,
+            ready_fd: a.ready_fd,
+            lifeline_fd: a.lifeline_fd,
+        }
+    }
+}
+
 /// Help text shown as written. clap turns `{n}` into a line break wherever it appears (a
 /// clap 2 leftover), and `mitossh run` has a `{n}` placeholder: an empty style between
 /// `{` and `n}` keeps it (escapes are dropped when help does not go to a terminal).
@@ -159,39 +172,14 @@ fn verbatim(text: &str) -> StyledStr {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    mitossh::config::parse_duration(s)
-}
-
-/// `mitossh status` and `mitossh tree`: the master's report, printed by `format`.
-fn show_status(socket: Option<PathBuf>, format: fn(&StatusReport) -> String) -> i32 {
-    match socket_or_default(socket).and_then(|s| control::ask(&s, Request::Status)) {
-        Ok(Reply::Status(report)) => {
-            print!("{}", format(&report));
-            0
-        }
-        Ok(other) => {
-            eprintln!("mitossh: unexpected answer: {other:?}");
-            1
-        }
-        Err(e) => {
-            eprintln!("mitossh: {e}");
-            1
-        }
-    }
-}
-
-fn socket_or_default(socket: Option<PathBuf>) -> std::io::Result<PathBuf> {
-    match socket.or_else(paths::socket_from_env) {
-        Some(s) => Ok(s),
-        None => paths::default_socket(),
-    }
+    mitossh::parse_duration(s)
 }
 
 fn main() -> ExitCode {
     // Run by a master's ssh as its SSH_ASKPASS: one argument, the prompt.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if let Some(prompt) = mitossh::askpass::invoked(&argv) {
-        return ExitCode::from(mitossh::askpass::main(&prompt) as u8);
+    if let Some(prompt) = mitossh::askpass_prompt(&argv) {
+        return ExitCode::from(mitossh::askpass(&prompt) as u8);
     }
     let cli = Cli::parse();
     let code = match cli.command {
@@ -201,8 +189,8 @@ fn main() -> ExitCode {
             drop_env,
             command_shell,
         } => {
-            mitossh::logging::init("warn");
-            mitossh::agent::main(mitossh::agent::Options {
+            mitossh::init_logging("warn");
+            mitossh::agent(mitossh::AgentOptions {
                 nonce,
                 hop,
                 drop_env,
@@ -264,7 +252,7 @@ fn main() -> ExitCode {
                     mitossh::run::main(mitossh::run::Options {
                         plan,
                         json,
-                        master: mitossh::daemon::MasterOptions {
+                        master: mitossh::MasterOptions {
                             socket,
                             ..Default::default()
                         },
@@ -276,94 +264,19 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Tree { socket } => show_status(socket, control::format_tree),
+        Command::Tree { socket } => mitossh::tree(socket),
         Command::Proxy {
             socket,
             context,
             host,
             port,
-        } => match socket_or_default(socket) {
-            Ok(s) => mitossh::shim::proxy::main(&s, context, host, port),
-            Err(e) => {
-                eprintln!("mitossh: {e}");
-                255
-            }
-        },
-        Command::Master {
-            socket,
-            idle_timeout,
-            connect_timeout,
-            ready_fd,
-            lifeline_fd,
-        } => run_master(socket, idle_timeout, connect_timeout, ready_fd, lifeline_fd),
-        Command::Status { socket } => show_status(socket, control::format_status),
-        Command::Stop { socket } => {
-            match socket_or_default(socket).and_then(|s| control::ask(&s, Request::Shutdown)) {
-                Ok(_) => 0,
-                Err(e) => {
-                    eprintln!("mitossh: {e}");
-                    1
-                }
-            }
+        } => mitossh::proxy(socket, context, host, port),
+        Command::Master(args) => {
+            mitossh::init_logging("info");
+            mitossh::serve(args.into())
         }
+        Command::Status { socket } => mitossh::status(socket),
+        Command::Stop { socket } => mitossh::stop(socket),
     };
     ExitCode::from(code as u8)
-}
-
-fn run_master(
-    socket: Option<PathBuf>,
-    idle_timeout: Duration,
-    connect_timeout: Duration,
-    ready_fd: Option<i32>,
-    lifeline_fd: Option<i32>,
-) -> i32 {
-    mitossh::logging::init("info");
-    let socket = match socket_or_default(socket) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("mitossh: {e}");
-            return 1;
-        }
-    };
-    let Some(ssh) = paths::find_real("ssh") else {
-        eprintln!(
-            "mitossh: ssh was not found on PATH; install openssh-client or set MITOSSH_REAL_SSH"
-        );
-        return 1;
-    };
-    let take = |fd: Option<i32>| fd.map(mitossh::sys::stdio::inherited).transpose();
-    let (ready, lifeline) = match (take(ready_fd), take(lifeline_fd)) {
-        (Ok(ready), Ok(lifeline)) => (ready, lifeline),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("mitossh: {e}");
-            return 1;
-        }
-    };
-    let config = master::Config {
-        socket,
-        idle_timeout,
-        connect_timeout,
-        ssh,
-        ready,
-        lifeline,
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("mitossh: {e}");
-            return 1;
-        }
-    };
-    let result = runtime.block_on(master::run(config));
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("mitossh: {e}");
-            1
-        }
-    }
 }

@@ -23,18 +23,18 @@ use serde::Deserialize;
 use crate::proto::{Become, BecomeMethod, ViaMode};
 
 /// The variable that names the configuration file, overriding the XDG location.
-pub const CONFIG_ENV: &str = "MITOSSH_CONFIG";
+pub(crate) const CONFIG_ENV: &str = "MITOSSH_CONFIG";
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     #[serde(default)]
     pub contexts: BTreeMap<String, NamedContext>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NamedContext {
+pub(crate) struct NamedContext {
     pub host: String,
     pub port: Option<u16>,
     #[serde(default)]
@@ -49,11 +49,11 @@ pub struct NamedContext {
 }
 
 impl NamedContext {
-    pub fn via_mode(&self) -> Result<ViaMode, String> {
+    pub(crate) fn via_mode(&self) -> Result<ViaMode, String> {
         parse_via_mode(self.via_mode.as_deref().unwrap_or("tcp"))
     }
 
-    pub fn become_as(&self) -> Result<Option<Become>, String> {
+    pub(crate) fn become_as(&self) -> Result<Option<Become>, String> {
         self.become_user
             .as_ref()
             .map(|user| {
@@ -85,7 +85,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_millis(ms))
 }
 
-pub fn parse_via_mode(s: &str) -> Result<ViaMode, String> {
+pub(crate) fn parse_via_mode(s: &str) -> Result<ViaMode, String> {
     match s {
         "tcp" => Ok(ViaMode::Tcp),
         "ssh" => Ok(ViaMode::Ssh),
@@ -93,13 +93,13 @@ pub fn parse_via_mode(s: &str) -> Result<ViaMode, String> {
     }
 }
 
-pub fn parse_method(s: &str) -> Result<BecomeMethod, String> {
+pub(crate) fn parse_method(s: &str) -> Result<BecomeMethod, String> {
     BecomeMethod::parse(s).ok_or_else(|| format!("become method {s:?}: use sudo, su or doas"))
 }
 
 /// Where the configuration file is: `$MITOSSH_CONFIG`, else
 /// `$XDG_CONFIG_HOME/mitossh/config.toml`, else `~/.config/mitossh/config.toml`.
-pub fn path() -> Option<PathBuf> {
+pub(crate) fn path() -> Option<PathBuf> {
     let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
     if let Some(p) = var(CONFIG_ENV) {
         return Some(PathBuf::from(p));
@@ -111,14 +111,14 @@ pub fn path() -> Option<PathBuf> {
 }
 
 /// Loads the configuration; a missing file is an empty configuration.
-pub fn load() -> Result<Config, String> {
+pub(crate) fn load() -> Result<Config, String> {
     let Some(path) = path() else {
         return Ok(Config::default());
     };
     load_from(&path)
 }
 
-pub fn load_from(path: &Path) -> Result<Config, String> {
+pub(crate) fn load_from(path: &Path) -> Result<Config, String> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse(&text).map_err(|e| format!("{}: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
@@ -126,7 +126,7 @@ pub fn load_from(path: &Path) -> Result<Config, String> {
     }
 }
 
-pub fn parse(text: &str) -> Result<Config, String> {
+pub(crate) fn parse(text: &str) -> Result<Config, String> {
     let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
     for (name, ctx) in &config.contexts {
         if name.contains(':') || name.is_empty() {

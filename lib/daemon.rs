@@ -36,7 +36,7 @@ pub struct MasterOptions {
 }
 
 /// The master in use; [`MasterGuard::finish`] stops it if it was started here.
-pub struct MasterGuard {
+pub(crate) struct MasterGuard {
     socket: PathBuf,
     started: Option<Started>,
     keep: bool,
@@ -51,7 +51,7 @@ struct Started {
 }
 
 /// Finds a live master or starts one (its files in `dir`, a private directory).
-pub fn ensure(opts: &MasterOptions, dir: &Path, real_ssh: &Path) -> io::Result<MasterGuard> {
+pub(crate) fn ensure(opts: &MasterOptions, dir: &Path, real_ssh: &Path) -> io::Result<MasterGuard> {
     let requested = opts.socket.clone().or_else(paths::socket_from_env);
     let (socket, started) = match requested {
         Some(s) if master_answers(&s) => (s, None),
@@ -75,13 +75,13 @@ pub fn ensure(opts: &MasterOptions, dir: &Path, real_ssh: &Path) -> io::Result<M
 }
 
 impl MasterGuard {
-    pub fn socket(&self) -> &Path {
+    pub(crate) fn socket(&self) -> &Path {
         &self.socket
     }
 
     /// Stops a master started here, unless asked to keep it: then says where it is and
     /// returns true (its socket and log must stay where they are).
-    pub fn finish(mut self) -> bool {
+    pub(crate) fn finish(mut self) -> bool {
         let Some(master) = self.started.take() else {
             return false;
         };

@@ -16,7 +16,7 @@ use crate::sys::process::Ignored;
 use crate::{daemon, paths};
 
 /// Exit status when mitossh-env itself fails, as GNU env uses.
-pub const ENV_FAILED: i32 = 125;
+pub(crate) const ENV_FAILED: i32 = 125;
 
 /// Options of `mitossh-env`.
 #[derive(Debug, Clone, Default)]

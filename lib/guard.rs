@@ -29,11 +29,11 @@ use crate::proto::{ContextId, Fd, Frame, MAX_DATA, Message, StreamId};
 /// sent, so it is safe to log and to show.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct Violation(String);
+pub(crate) struct Violation(String);
 
 /// What to do with a frame that passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Deliver it.
     Pass,
     /// Old news (a context already known to be gone): drop it quietly.
@@ -64,7 +64,7 @@ struct Stream {
 
 /// The rules of one link. See the module documentation.
 #[derive(Debug)]
-pub struct Guard {
+pub(crate) struct Guard {
     root: ContextId,
     /// Contexts below the root, with their parents.
     below: HashMap<ContextId, ContextId>,
@@ -81,7 +81,7 @@ macro_rules! breach {
 
 impl Guard {
     /// A link whose far end is context `root`.
-    pub fn new(root: ContextId) -> Guard {
+    pub(crate) fn new(root: ContextId) -> Guard {
         Guard {
             root,
             below: HashMap::new(),
@@ -92,12 +92,12 @@ impl Guard {
     }
 
     /// Whether stream `id` is open and not yet closed from this side.
-    pub fn is_open(&self, id: StreamId) -> bool {
+    pub(crate) fn is_open(&self, id: StreamId) -> bool {
         self.streams.get(&id).is_some_and(|s| !s.closing)
     }
 
     /// A frame is being sent down the link: learn what it allows the peer.
-    pub fn sent(&mut self, frame: &Frame) {
+    pub(crate) fn sent(&mut self, frame: &Frame) {
         match &frame.msg {
             Message::Open { stream, spec } => {
                 // A TCP stream (`ssh -W`) has no stderr, as an SSH direct-tcpip channel.
@@ -153,7 +153,7 @@ impl Guard {
 
     /// Judges a frame that came up the link. An `Opened` window above [`DEFAULT_WINDOW`]
     /// is cut down to it in place.
-    pub fn arrived(&mut self, frame: &mut Frame) -> Result<Verdict, Violation> {
+    pub(crate) fn arrived(&mut self, frame: &mut Frame) -> Result<Verdict, Violation> {
         let from = frame.ctx;
         if from != self.root && !self.below.contains_key(&from) {
             return breach!("a frame from context {from}, which does not live behind this link");

@@ -5,28 +5,50 @@
 
 // Everything `unsafe` is in `sys`, behind safe wrappers; nowhere else may have any.
 #![deny(unsafe_code)]
+// Modules are private and the public surface is the list below, so the compiler reports
+// what nothing uses, and what is public is public on purpose.
+#![warn(unreachable_pub)]
 
-pub mod agent;
-pub mod askpass;
-pub mod bootstrap;
-pub mod config;
-pub mod control;
-pub mod credit;
-pub mod daemon;
-pub mod env;
-pub mod guard;
-pub mod link;
-pub mod logging;
-pub mod master;
-pub mod method;
-pub mod paths;
+mod agent;
+mod askpass;
+mod bootstrap;
+mod config;
+mod control;
+mod credit;
+mod daemon;
+mod env;
+mod guard;
+mod link;
+mod logging;
+mod master;
+mod method;
+mod paths;
 pub mod proto;
-pub mod pump;
-pub mod route;
+mod pump;
+mod route;
 pub mod run;
-pub mod shim;
-pub mod sshconfig;
-pub mod sys;
-pub mod untrusted;
+mod shim;
+mod sshconfig;
+mod sys;
+mod untrusted;
 
+// The programs. `bins/` and `shims/` are thin `main`s over these: argument parsing (clap)
+// or none, then one call that returns the exit status.
+pub use agent::{Options as AgentOptions, main as agent};
+pub use askpass::{invoked as askpass_prompt, main as askpass};
+pub use config::parse_duration;
+pub use control::{status, stop, tree};
+pub use env::{Options as EnvOptions, run as env};
+pub use logging::init as init_logging;
+pub use master::{Options as ServeOptions, main as serve};
+pub use shim::proxy::main as proxy;
+pub use shim::ssh::main as ssh;
+pub use shim::wrap::main as wrap;
+// `mitossh run`'s options name the master it uses. (`run` itself is public until it takes
+// its own command line, once its rework has landed.)
+pub use daemon::MasterOptions;
+
+// For the tests: the wire protocol (`proto`) and the agent image's name, which the hostile
+// agent needs to pass for an agent; a child's setup before exec.
+pub use bootstrap::image::AgentImage;
 pub use sys::spawn::ChildSetup;

@@ -20,7 +20,7 @@ use crate::proto::flow::RecvWindow;
 
 /// Bytes on their way to a descriptor.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Input {
+pub(crate) enum Input {
     Data(Bytes),
     Eof,
 }
@@ -35,7 +35,7 @@ const CHUNK: usize = 64 * 1024;
 /// It does not bound itself: what may be put in is bounded by the window the writer's side
 /// granted, which the sender must respect (and which [`crate::guard`] checks on arrival
 /// of what an untrusted peer sends).
-pub fn inbox() -> (Feed, Inbox) {
+pub(crate) fn inbox() -> (Feed, Inbox) {
     let shared = Arc::new(Shared::default());
     (Feed(shared.clone()), Inbox(shared))
 }
@@ -72,10 +72,10 @@ impl Queued {
 
 /// The producing end of an [`inbox`]. Dropping it ends the inbox once it is drained.
 #[derive(Debug)]
-pub struct Feed(Arc<Shared>);
+pub(crate) struct Feed(Arc<Shared>);
 
 impl Feed {
-    pub fn send(&self, input: Input) {
+    pub(crate) fn send(&self, input: Input) {
         {
             let mut q = self.0.lock();
             if q.closed || q.eof {
@@ -112,11 +112,11 @@ impl Drop for Feed {
 
 /// The consuming end of an [`inbox`].
 #[derive(Debug)]
-pub struct Inbox(Arc<Shared>);
+pub(crate) struct Inbox(Arc<Shared>);
 
 impl Inbox {
     /// The next input, in order; `None` once the feed is gone and everything was taken.
-    pub async fn recv(&mut self) -> Option<Input> {
+    pub(crate) async fn recv(&mut self) -> Option<Input> {
         loop {
             {
                 let mut q = self.0.lock();
@@ -141,7 +141,7 @@ impl Inbox {
 /// Reads `src` as far as `gate` allows, handing each chunk to `emit`, then `None` at end
 /// of input. Reads only while `link` (where `emit` sends) has room. Returns early when the
 /// gate closes or `emit` returns false.
-pub async fn read_with_credit<R>(
+pub(crate) async fn read_with_credit<R>(
     src: &mut R,
     gate: &CreditGate,
     link: &LinkSender,
@@ -188,7 +188,7 @@ pub async fn read_with_credit<R>(
 }
 
 /// Where written bytes go and what to do about credit.
-pub struct Sink<W> {
+pub(crate) struct Sink<W> {
     /// `None`: the destination was gone from the start (bytes are discarded, credited).
     pub dst: Option<W>,
     pub window: u32,
@@ -199,7 +199,7 @@ pub struct Sink<W> {
 /// Writes what arrives in `rx` to the sink, calling `grant` with credit as bytes leave.
 /// After a write error `broken` is called once and further bytes are discarded but still
 /// credited, as sshd does, so the sender never blocks on a reader that is gone.
-pub async fn write_with_credit<W>(
+pub(crate) async fn write_with_credit<W>(
     mut rx: Inbox,
     sink: Sink<W>,
     mut grant: impl FnMut(u32),

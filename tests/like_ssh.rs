@@ -240,3 +240,59 @@ fn control_commands_answer_for_their_destination_like_ssh() {
     let out = run(master.ssh().args(opts("check", a.alias())));
     assert_eq!(out.status.code(), Some(255));
 }
+
+/// What ssh printed for a bad command line: its status, whether a line came before the
+/// usage text, and whether the usage text came.
+fn rejection(out: &Output) -> (Option<i32>, bool, bool) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let usage = err.find("usage: ssh [");
+    (
+        out.status.code(),
+        usage != Some(0) && !err.is_empty(),
+        usage.is_some(),
+    )
+}
+
+/// A bad command line ends as with ssh: status 255, ssh's usage text exactly where ssh
+/// prints it (after getopt's errors and a missing subsystem, alone where there is no
+/// destination), and not after the errors it reports on their own.
+#[test]
+fn bad_command_lines_show_the_usage_where_ssh_does() {
+    let cases: &[&[&str]] = &[
+        &[],
+        &["-t"],
+        &["-p"],
+        &["-Z"],
+        &["-z", "host"],
+        &["host", "-l"],
+        &["-:"],
+        &["-s", "host"],
+        &["@host"],
+        &["ssh://@host"],
+        &["-o", "Foo=bar", "host"],
+        &["-o:"],
+        &["-p", "99999", "host"],
+        &["-w", "bad", "host"],
+        &["-e", "xx", "host"],
+        &["-J", "a:b:c", "host"],
+        &["-L", "bad", "host"],
+        &["-1", "host"],
+        &["-O", "bogus", "host"],
+        &["-Q", "nope"],
+    ];
+    for args in cases {
+        let real = run(Command::new(REAL_SSH).args(*args));
+        // Strict: a command line the shim accepted would fail differently, not pass.
+        let ours = run(Command::new(bin("ssh"))
+            .args(*args)
+            .env_remove("MITOSSH_SOCKET")
+            .env("MITOSSH_STRICT", "1"));
+        assert_eq!(
+            rejection(&ours),
+            rejection(&real),
+            "ssh {args:?}:\nreal: {}\nshim: {}",
+            String::from_utf8_lossy(&real.stderr),
+            String::from_utf8_lossy(&ours.stderr)
+        );
+    }
+}

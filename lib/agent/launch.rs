@@ -29,7 +29,7 @@ const SFTP_SERVERS: &[&str] = &[
 ];
 
 /// A started process and the agent's ends of its stdio.
-pub struct Launched {
+pub(crate) struct Launched {
     pub child: Child,
     pub pid: u32,
     pub io: LaunchedIo,
@@ -43,7 +43,7 @@ pub struct Launched {
 const HOLD: &str = r#"read _ <&3 && exec 3<&- && exec "$0" -c "$1""#;
 
 /// The agent's ends of a process's stdio.
-pub enum LaunchedIo {
+pub(crate) enum LaunchedIo {
     Pipes {
         stdin: tokio::process::ChildStdin,
         stdout: tokio::process::ChildStdout,
@@ -55,7 +55,7 @@ pub enum LaunchedIo {
 
 /// What every process of this agent shares.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub(crate) struct Session {
     pub account: Account,
     /// The shell that runs commands (`-c`), subsystems and held processes. Under sshd and
     /// su, the account's login shell. Under sudo and doas, which run a command themselves
@@ -73,7 +73,7 @@ impl Session {
     /// This agent's account and environment, without mitossh's own variables and those in
     /// `drop` (set by whoever started the agent, for its own purposes). `command_shell`:
     /// the shell its starter ran commands with, for an agent started by sudo or doas.
-    pub fn current(drop: &[String], command_shell: Option<PathBuf>) -> Session {
+    pub(crate) fn current(drop: &[String], command_shell: Option<PathBuf>) -> Session {
         let env = std::env::vars_os()
             .filter(|(k, _)| !crate::bootstrap::image::is_private_env(k.as_bytes()))
             .filter(|(k, _)| !drop.iter().any(|d| d.as_bytes() == k.as_bytes()))
@@ -99,7 +99,7 @@ fn executable(path: &Path) -> bool {
 }
 
 /// Starts the process `spec` describes.
-pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
+pub(crate) fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
     let interactive = spec.subsystem.is_none() && spec.command.is_none();
     let shell = if interactive {
         &session.account.shell
@@ -245,7 +245,7 @@ fn to_winsize(size: WinSize) -> nix::pty::Winsize {
 }
 
 /// Applies a new window size to a pty.
-pub fn resize(pty: &OwnedFd, size: WinSize) {
+pub(crate) fn resize(pty: &OwnedFd, size: WinSize) {
     crate::sys::term::set_window_size(pty, &to_winsize(size));
 }
 

@@ -11,10 +11,10 @@
 //! dropped) the agent SIGTERMs every process group and child it started, SIGKILLs what is
 //! left a second later, and exits.
 
-pub mod acceptenv;
-pub mod launch;
-pub mod stream;
-pub mod tree;
+pub(crate) mod acceptenv;
+pub(crate) mod launch;
+pub(crate) mod stream;
+pub(crate) mod tree;
 
 use std::collections::HashMap;
 use std::io::{self, Write};

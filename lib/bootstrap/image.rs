@@ -39,7 +39,7 @@ impl AgentImage {
 
 /// In a freshly started agent: re-execute from a memfd unless already running from one.
 /// Returns only when staying as is (already in memory, or the kernel refused).
-pub fn run_from_memory() {
+pub(crate) fn run_from_memory() {
     if std::env::var_os(IN_MEMORY_ENV).is_some() {
         return;
     }
@@ -76,7 +76,7 @@ fn reexec_from_memfd() -> io::Result<()> {
 }
 
 /// Removes mitossh's private variables from an environment about to be given to a child.
-pub fn is_private_env(key: &[u8]) -> bool {
+pub(crate) fn is_private_env(key: &[u8]) -> bool {
     key == IN_MEMORY_ENV.as_bytes()
 }
 

@@ -17,9 +17,9 @@
 //!   ◀═══════════════════════════ frames both ways ═══════════════════▶
 //! ```
 
-pub mod image;
-pub mod ssh;
-pub mod stage1;
+pub(crate) mod image;
+pub(crate) mod ssh;
+pub(crate) mod stage1;
 
 use std::time::Duration;
 
@@ -30,16 +30,16 @@ use crate::link::{LinkReader, LinkSender};
 use crate::proto::{ContextId, Frame, Hello, Message, PROTOCOL_VERSION};
 
 /// Marker line: stage 1 wants the image.
-pub const UPLOAD_MARKER: &str = "MITOSSH-UPLOAD";
+pub(crate) const UPLOAD_MARKER: &str = "MITOSSH-UPLOAD";
 /// Marker line: the agent runs; frames follow the newline.
-pub const READY_MARKER: &str = "MITOSSH-READY";
+pub(crate) const READY_MARKER: &str = "MITOSSH-READY";
 
 /// How long a new agent has to introduce itself once its ready marker arrived.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The first frames on a new link: tells the agent its id, and returns its own `Hello`.
 /// Errors are one line for the user.
-pub async fn handshake<R: AsyncRead + Unpin>(
+pub(crate) async fn handshake<R: AsyncRead + Unpin>(
     reader: &mut LinkReader<R>,
     writer: &LinkSender,
     ctx: ContextId,

@@ -30,7 +30,7 @@ const MAX_NOISE: usize = 1 << 20;
 
 /// How to reach the host.
 #[derive(Debug, Clone)]
-pub struct SshCommand {
+pub(crate) struct SshCommand {
     /// The real ssh client.
     pub program: PathBuf,
     /// Everything between the program and the remote command: options and destination.
@@ -46,11 +46,11 @@ const MAX_LINE: usize = 4096;
 const LOG_LINES_PER_SEC: u32 = 50;
 
 /// Where each line ssh writes on stderr goes while it connects.
-pub type LineSink = Box<dyn Fn(&[u8]) + Send + Sync>;
+pub(crate) type LineSink = Box<dyn Fn(&[u8]) + Send + Sync>;
 
 /// Who is told what while ssh connects (see `master::attempt`), so that this module knows
 /// nothing of the master.
-pub struct ConnectHooks {
+pub(crate) struct ConnectHooks {
     /// Each line ssh writes on stderr until the agent runs: bounded, control characters
     /// escaped. After that, its lines go only to the log.
     pub say: LineSink,
@@ -66,7 +66,7 @@ pub struct ConnectHooks {
 
 impl ConnectHooks {
     /// Nobody listens; only `timeout` bounds the attempt.
-    pub fn none(timeout: Duration) -> ConnectHooks {
+    pub(crate) fn none(timeout: Duration) -> ConnectHooks {
         ConnectHooks {
             say: Box::new(|_| {}),
             flush: mpsc::unbounded_channel().1,
@@ -79,20 +79,18 @@ impl ConnectHooks {
 
 /// A running agent at the end of an ssh connection, frames not yet exchanged.
 #[derive(Debug)]
-pub struct Bootstrapped {
+pub(crate) struct Bootstrapped {
     pub child: Child,
     /// The agent's output; frames start at its read position.
     pub reader: BufReader<ChildStdout>,
     pub writer: ChildStdin,
     /// Whether the image had to be uploaded (no cached copy).
     pub uploaded: bool,
-    /// The last lines ssh wrote on stderr, for error messages.
-    pub stderr: StderrTail,
 }
 
 /// Why an agent could not be started.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     /// ssh itself failed (its exit status 255): its message, as ssh printed it.
     #[error("{0}")]
     Ssh(String),
@@ -106,7 +104,7 @@ pub enum ConnectError {
 
 /// The last few lines of a child's stderr, also logged as they arrive.
 #[derive(Debug, Clone, Default)]
-pub struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+pub(crate) struct StderrTail(Arc<Mutex<VecDeque<String>>>);
 
 impl StderrTail {
     fn push(&self, line: String) {
@@ -118,14 +116,14 @@ impl StderrTail {
     }
 
     /// The most telling line: the last non-empty one.
-    pub fn last(&self) -> Option<String> {
+    pub(crate) fn last(&self) -> Option<String> {
         let lines = self.0.lock().unwrap_or_else(|p| p.into_inner());
         lines.iter().rev().find(|l| !l.trim().is_empty()).cloned()
     }
 }
 
 /// Starts ssh with stage 1 and waits until the agent announces itself.
-pub async fn bootstrap(
+pub(crate) async fn bootstrap(
     ssh: &SshCommand,
     image: &AgentImage,
     hooks: ConnectHooks,
@@ -190,7 +188,6 @@ pub async fn bootstrap(
                 reader: stdout,
                 writer: stdin,
                 uploaded,
-                stderr,
             })
         }
         Ok(Err(e)) => {
@@ -361,7 +358,7 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
 
 /// A line fit for a terminal and a log: invalid UTF-8 replaced, a trailing carriage
 /// return dropped, the rest cleaned as any untrusted text.
-pub fn printable(line: &[u8]) -> String {
+pub(crate) fn printable(line: &[u8]) -> String {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     crate::untrusted::clean(&String::from_utf8_lossy(line), MAX_LINE)
 }
@@ -406,7 +403,7 @@ impl RateLimit {
 }
 
 /// 64 random bits as hex, from the kernel.
-pub fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     let mut buf = [0u8; 8];
     if !crate::sys::random::fill(&mut buf) {
         // Not secret, only unlikely to collide with stray output.

@@ -15,7 +15,7 @@ use super::UPLOAD_MARKER;
 
 /// Inputs to the script.
 #[derive(Debug, Clone)]
-pub struct Stage1<'a> {
+pub(crate) struct Stage1<'a> {
     /// Content hash of the image, hex; names the cached file.
     pub hash: &'a str,
     /// Size of the image in bytes.
@@ -28,7 +28,7 @@ pub struct Stage1<'a> {
 
 impl Stage1<'_> {
     /// The script, one line.
-    pub fn script(&self) -> String {
+    pub(crate) fn script(&self) -> String {
         for s in [self.hash, self.nonce].iter().chain(self.agent_args) {
             assert!(
                 s.bytes()
@@ -57,13 +57,13 @@ impl Stage1<'_> {
     }
 
     /// The remote command for ssh: the script wrapped for whatever the login shell is.
-    pub fn remote_command(&self) -> String {
+    pub(crate) fn remote_command(&self) -> String {
         format!("/bin/sh -c '{}'", self.script())
     }
 }
 
 /// Exit status stage 1 uses for "this host cannot run an agent".
-pub const CANNOT_SERVE: i32 = 97;
+pub(crate) const CANNOT_SERVE: i32 = 97;
 
 #[cfg(test)]
 mod tests {

@@ -41,7 +41,7 @@ const EXIT_GRACE: Duration = Duration::from_secs(3);
 
 /// One transport and the contexts it carries.
 #[derive(Debug)]
-pub struct Link {
+pub(crate) struct Link {
     /// The host as the user named it, for log lines.
     name: String,
     sender: LinkSender,
@@ -91,7 +91,7 @@ impl Link {
 
 /// What a spawner hears about the child it waits for.
 #[derive(Debug)]
-pub enum SpawnEvent {
+pub(crate) enum SpawnEvent {
     /// A password is needed: whose (an account name, untrusted).
     NeedPassword(String),
     Spawned(Hello),
@@ -100,7 +100,7 @@ pub enum SpawnEvent {
 
 /// One agent, at the end of a link or somewhere below it.
 #[derive(Debug)]
-pub struct Context {
+pub(crate) struct Context {
     pub id: ContextId,
     /// The context this one was started from (`MASTER` for a first ssh hop). A host reached
     /// through another's TCP stream has that one as parent, though its link is its own.
@@ -150,7 +150,7 @@ struct StreamEntry {
 /// A stream's end in the master. Dropping it forgets the stream (and closes it on the
 /// agent, unless it ended there).
 #[derive(Debug)]
-pub struct StreamPort {
+pub(crate) struct StreamPort {
     pub id: StreamId,
     /// Everything but data: `Opened` or `OpenFailed` first, then perhaps `Released`, then
     /// `Exit`.
@@ -164,7 +164,7 @@ pub struct StreamPort {
 
 impl StreamPort {
     /// No more output comes (the process exited): the writers finish what is queued.
-    pub fn end_output(&self) {
+    pub(crate) fn end_output(&self) {
         self.ctx.with_stream(self.id, |e| {
             e.stdout = None;
             e.stderr = None;
@@ -215,7 +215,7 @@ impl Context {
     }
 
     /// Whether new streams (and children) may be started here.
-    pub fn usable(&self) -> bool {
+    pub(crate) fn usable(&self) -> bool {
         !self.dead.is_cancelled() && !self.draining.load(Ordering::SeqCst)
     }
 
@@ -226,7 +226,7 @@ impl Context {
     }
 
     /// Registers stream `id` and asks the agent to start it.
-    pub fn open_stream(
+    pub(crate) fn open_stream(
         self: &Arc<Self>,
         id: StreamId,
         spec: OpenSpec,
@@ -296,7 +296,7 @@ impl Context {
     }
 
     /// Sends a message to this context's agent.
-    pub fn send(&self, msg: Message) -> Result<(), LinkClosed> {
+    pub(crate) fn send(&self, msg: Message) -> Result<(), LinkClosed> {
         if self.dead.is_cancelled() {
             return Err(LinkClosed);
         }
@@ -304,7 +304,7 @@ impl Context {
     }
 
     /// Sends stdin bytes to the agent.
-    pub fn send_data(&self, msg: Message, data: bytes::Bytes) -> Result<(), LinkClosed> {
+    pub(crate) fn send_data(&self, msg: Message, data: bytes::Bytes) -> Result<(), LinkClosed> {
         self.bytes_down
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         if self.dead.is_cancelled() {
@@ -314,12 +314,12 @@ impl Context {
     }
 
     /// The link's queue, for producers of bulk data to wait on ([`LinkSender::ready`]).
-    pub fn link_sender(&self) -> &LinkSender {
+    pub(crate) fn link_sender(&self) -> &LinkSender {
         &self.link.sender
     }
 
     /// Why this context is gone, if it is and that is known.
-    pub fn lost_reason(&self) -> Option<String> {
+    pub(crate) fn lost_reason(&self) -> Option<String> {
         self.lost_reason
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -328,13 +328,13 @@ impl Context {
 
     /// Asks the agent to stop everything and exit. From here on the registry hands out a
     /// new context for the same key.
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         self.draining.store(true, Ordering::SeqCst);
         let _ = self.send(Message::Shutdown);
     }
 
     /// `ssh -O stop`: finish the open streams, accept no new ones.
-    pub fn drain(&self) {
+    pub(crate) fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
         self.active.send_modify(|_| {});
     }
@@ -344,7 +344,7 @@ impl Context {
     }
 
     /// A password that worked here before for `method` and `user`.
-    pub fn known_password(&self, method: &str, user: &str) -> Option<Secret> {
+    pub(crate) fn known_password(&self, method: &str, user: &str) -> Option<Secret> {
         self.passwords
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -352,7 +352,7 @@ impl Context {
             .cloned()
     }
 
-    pub fn remember_password(&self, method: &str, user: &str, secret: Option<Secret>) {
+    pub(crate) fn remember_password(&self, method: &str, user: &str, secret: Option<Secret>) {
         let mut passwords = self.passwords.lock().unwrap_or_else(|p| p.into_inner());
         let key = (method.to_string(), user.to_string());
         match secret {
@@ -363,7 +363,7 @@ impl Context {
 
     /// Starts child `id` below this context by `msg` (a `Spawn`), and returns what the
     /// agent says about it, in order.
-    pub fn spawn(
+    pub(crate) fn spawn(
         &self,
         id: ContextId,
         msg: Message,
@@ -389,7 +389,7 @@ impl Context {
     }
 
     /// A child of this context now runs on `link`.
-    pub fn adopt(
+    pub(crate) fn adopt(
         self: &Arc<Self>,
         id: ContextId,
         key: ContextKey,
@@ -443,7 +443,7 @@ impl Context {
         self.recount();
     }
 
-    pub fn status(&self) -> ContextStatus {
+    pub(crate) fn status(&self) -> ContextStatus {
         let now = Instant::now();
         let last = *self.last_used.lock().unwrap_or_else(|p| p.into_inner());
         ContextStatus {
@@ -466,7 +466,7 @@ impl Context {
 
 /// Connects a context over an ssh the master runs: bootstrap, hello, then the link's
 /// dispatcher. `parent` is the context whose TCP stream ssh goes through, if any.
-pub async fn connect_ssh(
+pub(crate) async fn connect_ssh(
     master: &Arc<Master>,
     id: ContextId,
     key: ContextKey,
@@ -675,7 +675,7 @@ impl StreamEntry {
 
 /// Closes the context after `idle` without streams or children, or at once when
 /// draining and empty.
-pub async fn watch_idle(ctx: Arc<Context>, idle: Duration) {
+pub(crate) async fn watch_idle(ctx: Arc<Context>, idle: Duration) {
     let mut active = ctx.active.subscribe();
     loop {
         let busy = *active.borrow_and_update() > 0;

@@ -14,15 +14,15 @@
 //! cancellation token: the listener stops, every agent is told to stop its processes and
 //! exit, and the master waits (bounded) for the ssh clients to end before it returns.
 
-pub mod attempt;
-pub mod context;
-pub mod escape;
-pub mod key;
-pub mod prompt;
-pub mod registry;
-pub mod resolve;
-pub mod server;
-pub mod session;
+pub(crate) mod attempt;
+pub(crate) mod context;
+pub(crate) mod escape;
+pub(crate) mod key;
+pub(crate) mod prompt;
+pub(crate) mod registry;
+pub(crate) mod resolve;
+pub(crate) mod server;
+pub(crate) mod session;
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -47,7 +47,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How the master runs.
 #[derive(Debug)]
-pub struct Config {
+pub(crate) struct Config {
     pub socket: PathBuf,
     /// Close a context after this long without streams.
     pub idle_timeout: Duration,
@@ -62,7 +62,7 @@ pub struct Config {
 }
 
 /// State shared by every task of the master.
-pub struct Master {
+pub(crate) struct Master {
     pub config: Config,
     pub ssh: PathBuf,
     pub image: AgentImage,
@@ -75,13 +75,13 @@ pub struct Master {
 }
 
 impl Master {
-    pub fn next_stream_id(&self) -> StreamId {
+    pub(crate) fn next_stream_id(&self) -> StreamId {
         self.next_stream
             .fetch_add(1, Ordering::Relaxed)
             .wrapping_add(1)
     }
 
-    pub fn status(&self) -> StatusReport {
+    pub(crate) fn status(&self) -> StatusReport {
         StatusReport {
             master_pid: std::process::id(),
             socket: self.config.socket.display().to_string(),
@@ -96,8 +96,60 @@ impl Master {
     }
 }
 
+/// How `mitossh master` was asked to run.
+#[derive(Debug)]
+pub struct Options {
+    /// Listen here; default `$MITOSSH_SOCKET`, else the default socket.
+    pub socket: Option<PathBuf>,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Descriptors its starter left open: write "ready" to this one once listening…
+    pub ready_fd: Option<i32>,
+    /// … and shut down when this one reaches end of file.
+    pub lifeline_fd: Option<i32>,
+}
+
+/// Runs `mitossh master` until it is stopped; returns the exit status.
+pub fn main(opts: Options) -> i32 {
+    match Config::of(opts).and_then(|config| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let result = runtime.block_on(run(config));
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        result
+    }) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("mitossh: {e}");
+            1
+        }
+    }
+}
+
+impl Config {
+    fn of(opts: Options) -> io::Result<Config> {
+        let socket = crate::paths::socket_or_default(opts.socket)?;
+        let ssh = crate::paths::find_real("ssh").ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "ssh was not found on PATH; install openssh-client or set MITOSSH_REAL_SSH",
+            )
+        })?;
+        let take = |fd: Option<i32>| fd.map(crate::sys::stdio::inherited).transpose();
+        Ok(Config {
+            socket,
+            idle_timeout: opts.idle_timeout,
+            connect_timeout: opts.connect_timeout,
+            ssh,
+            ready: take(opts.ready_fd)?,
+            lifeline: take(opts.lifeline_fd)?,
+        })
+    }
+}
+
 /// Runs a master until it is told to stop.
-pub async fn run(mut config: Config) -> io::Result<()> {
+async fn run(mut config: Config) -> io::Result<()> {
     let image = AgentImage::load()
         .map_err(|e| io::Error::new(e.kind(), format!("cannot read its own executable: {e}")))?;
     let (listener, socket_file) = bind(&config.socket).await?;

@@ -55,7 +55,7 @@ const CANNOT_SERVE_MEMORY: Duration = Duration::from_secs(60);
 
 /// All contexts of a master.
 #[derive(Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     entries: Mutex<HashMap<ContextKey, Entry>>,
     next_id: AtomicU32,
     /// Attempts whose ssh may run mitossh's askpass helper, by the token it carries.
@@ -63,7 +63,7 @@ pub struct Registry {
 }
 
 /// A context found or made for a request.
-pub struct Found {
+pub(crate) struct Found {
     pub ctx: Arc<Context>,
     /// Whether the request waited for a new connection (else it reused one).
     pub waited: bool,
@@ -72,7 +72,7 @@ pub struct Found {
 impl Registry {
     /// The context for `target`, making whatever is missing on the way. `prompter` asks
     /// the questions (the terminal of the command that needs the connection).
-    pub async fn get_or_connect(
+    pub(crate) async fn get_or_connect(
         &self,
         master: &Arc<Master>,
         target: &Target,
@@ -91,7 +91,7 @@ impl Registry {
     }
 
     /// The attempt whose ssh runs the askpass helper with `token`.
-    pub fn askpass_attempt(&self, token: &str) -> Option<Arc<Attempt>> {
+    pub(crate) fn askpass_attempt(&self, token: &str) -> Option<Arc<Attempt>> {
         let askpass = self.askpass.lock().unwrap_or_else(|p| p.into_inner());
         askpass.get(token).and_then(Weak::upgrade)
     }
@@ -175,7 +175,7 @@ impl Registry {
     }
 
     /// The live context for `target`, if any; never connects.
-    pub fn find(&self, target: &Target) -> Option<Arc<Context>> {
+    pub(crate) fn find(&self, target: &Target) -> Option<Arc<Context>> {
         let key = key::key_of(target)?;
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         match entries.get(&key) {
@@ -186,7 +186,7 @@ impl Registry {
 
     /// The live context for `target` and every live context started from it (sudo on
     /// that host, hosts reached through it); never connects.
-    pub fn find_with_descendants(&self, target: &Target) -> Vec<Arc<Context>> {
+    pub(crate) fn find_with_descendants(&self, target: &Target) -> Vec<Arc<Context>> {
         let Some(key) = key::key_of(target) else {
             return Vec::new();
         };
@@ -203,7 +203,7 @@ impl Registry {
     }
 
     /// The live context with id `id`.
-    pub fn by_id(&self, id: ContextId) -> Option<Arc<Context>> {
+    pub(crate) fn by_id(&self, id: ContextId) -> Option<Arc<Context>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.values().find_map(|e| match e {
             Entry::Ready(ctx) if ctx.id == id && !ctx.dead.is_cancelled() => Some(ctx.clone()),
@@ -212,7 +212,7 @@ impl Registry {
     }
 
     /// Forgets `ctx` (it is gone).
-    pub fn remove(&self, ctx: &Context) {
+    pub(crate) fn remove(&self, ctx: &Context) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if matches!(entries.get(&ctx.key), Some(Entry::Ready(c)) if c.id == ctx.id) {
             entries.remove(&ctx.key);
@@ -220,7 +220,7 @@ impl Registry {
     }
 
     /// Every connected context, by id.
-    pub fn contexts(&self) -> Vec<Arc<Context>> {
+    pub(crate) fn contexts(&self) -> Vec<Arc<Context>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let mut all: Vec<_> = entries
             .values()

@@ -26,7 +26,7 @@ use crate::sys::passfd::recv_with_fds;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts connections until the master shuts down.
-pub async fn serve(master: Arc<Master>, listener: UnixListener) {
+pub(crate) async fn serve(master: Arc<Master>, listener: UnixListener) {
     let me = nix::unistd::getuid().as_raw();
     loop {
         let accepted = tokio::select! {

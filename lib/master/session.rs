@@ -36,12 +36,12 @@ use crate::sys::adopt;
 use crate::untrusted;
 
 /// Exit status ssh uses for its own failures.
-pub const SSH_ERROR: i32 = 255;
+pub(crate) const SSH_ERROR: i32 = 255;
 
 /// How long an agent may take to answer `Open`: it connects a TCP stream within 30 s.
 const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-pub fn reply(to: &LinkSender, mut reply: Reply) {
+pub(crate) fn reply(to: &LinkSender, mut reply: Reply) {
     // A failure goes to the user's terminal, and its text may quote a remote host (an
     // agent's error, a line the remote shell wrote on ssh's stderr).
     if let Reply::Failed { message, .. } = &mut reply {
@@ -50,7 +50,7 @@ pub fn reply(to: &LinkSender, mut reply: Reply) {
     let _ = to.send(Frame::new(MASTER, Message::Reply(Box::new(reply))));
 }
 
-pub fn fail(to: &LinkSender, message: String) {
+pub(crate) fn fail(to: &LinkSender, message: String) {
     reply(
         to,
         Reply::Failed {
@@ -64,7 +64,7 @@ pub fn fail(to: &LinkSender, message: String) {
 
 /// Where a session runs.
 #[derive(Debug)]
-pub enum Place {
+pub(crate) enum Place {
     /// The context of a target, made if missing.
     Target(Target),
     /// An existing context, by id (`mitossh proxy`).
@@ -72,7 +72,7 @@ pub enum Place {
 }
 
 /// Runs a session until the remote process exits or the shim goes away.
-pub async fn run(
+pub(crate) async fn run(
     master: Arc<Master>,
     place: Place,
     mut spec: OpenSpec,

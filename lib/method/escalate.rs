@@ -37,7 +37,7 @@ const TRANSCRIPT_LIMIT: usize = 64 * 1024;
 /// Starts a child agent as `role.user` and waits until it has said hello.
 /// `shell` is the parent's command shell: sudo and doas run a command themselves, not
 /// through the target's login shell, so their child keeps it (su's child uses its own).
-pub async fn start(
+pub(crate) async fn start(
     child: ContextId,
     role: &Become,
     shell: &Path,

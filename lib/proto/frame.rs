@@ -22,7 +22,7 @@ pub const MAX_DATA: usize = 256 * 1024;
 /// Payloads shorter than this are copied out of the read buffer when decoded. Longer ones
 /// are sliced out of it: a quarter of the largest payload or more, so a frame pins at most
 /// a few times its own size however a peer mixes its frames.
-pub const COPY_BELOW: usize = MAX_DATA / 4;
+pub(crate) const COPY_BELOW: usize = MAX_DATA / 4;
 
 /// One frame: which context it concerns, what it says and, for data, the bytes.
 ///
@@ -133,7 +133,7 @@ pub fn encode_into(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> 
 
 /// Appends the length and header of `frame` to `dst`: everything but the payload, which
 /// the caller sends right after (with a vectored write, say). On error `dst` is unchanged.
-pub fn encode_header(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+pub(crate) fn encode_header(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
     let header = postcard::to_stdvec(&(frame.ctx, &frame.msg)).map_err(FrameError::Malformed)?;
     let body = header.len() + frame.data.len();
     if body > MAX_FRAME {

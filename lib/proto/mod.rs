@@ -5,9 +5,10 @@
 //! - [`message`]: the typed messages a frame carries;
 //! - [`flow`]: per-stream credit accounting, pure state machines.
 
-pub mod flow;
-pub mod frame;
-pub mod message;
+pub(crate) mod flow;
+pub(crate) mod frame;
+mod message;
 
-pub use frame::{Frame, FrameCodec, FrameError, MAX_DATA, MAX_FRAME};
+pub use flow::DEFAULT_WINDOW;
+pub use frame::{Frame, FrameCodec, FrameError, MAX_DATA, MAX_FRAME, encode_into};
 pub use message::*;

@@ -34,7 +34,7 @@ use std::os::unix::ffi::OsStrExt;
 
 /// One option, as ssh's getopt delivered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Opt {
+pub(crate) enum Opt {
     /// A flag without argument: one of 4 6 A a C f G g K k M N n q s T t V v X x Y y (and 2).
     /// Also `P`: in OpenSSH 9.2 `-P` is a deprecated flag that is ignored (it takes a
     /// tag argument only from 9.4 on).
@@ -60,7 +60,7 @@ pub enum Opt {
 
 /// The destination word, taken apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Destination {
+pub(crate) struct Destination {
     /// The user written in the destination; whether ssh uses it is [`Invocation::user`]'s call.
     pub user: Option<OsString>,
     pub host: OsString,
@@ -70,7 +70,7 @@ pub struct Destination {
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invocation {
+pub(crate) struct Invocation {
     /// All options in argv order, before and after the destination.
     pub options: Vec<Opt>,
     /// How many of `options` came before the destination: the destination's `user@` and
@@ -84,7 +84,7 @@ pub struct Invocation {
 
 /// Whether the session asks for a pseudo-terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TtyRequest {
+pub(crate) enum TtyRequest {
     /// No -t/-T/RequestTTY: a tty only for an interactive login (no command).
     Auto,
     /// `-T`, `-N`, `-W` or `RequestTTY=no`.
@@ -97,7 +97,7 @@ pub enum TtyRequest {
 
 /// What the session runs once connected (ssh's `SessionType`, `-s`, `-N`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionType {
+pub(crate) enum SessionType {
     /// A shell or the remote command.
     Default,
     /// No session at all (`-N`, `-W`, `SessionType=none`).
@@ -108,12 +108,21 @@ pub enum SessionType {
 
 /// An error with ssh's wording where ssh has one; Display is a single line like ssh prints.
 ///
-/// ssh exits with status 255 for all of them; when [`ArgError::shows_usage`] is true it also
-/// prints [`USAGE`] after the message.
+/// ssh exits with status 255 for all of them; [`ArgError::report`] prints what ssh prints:
+/// the message, [`USAGE`] after it, or (where ssh calls `usage()` alone) only the usage.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArgError {
+pub(crate) struct ArgError {
     message: String,
-    usage: bool,
+    shown: Shown,
+}
+
+/// What ssh prints for an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    Message,
+    MessageAndUsage,
+    /// The message only explains (to callers other than the shim, such as a plan's host).
+    Usage,
 }
 
 impl ArgError {
@@ -121,7 +130,16 @@ impl ArgError {
     fn usage(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
-            usage: true,
+            shown: Shown::MessageAndUsage,
+        }
+    }
+
+    /// An error for which ssh prints its usage text and nothing else; `why` says what
+    /// was wrong, for other callers.
+    fn usage_only(why: impl Into<String>) -> Self {
+        Self {
+            message: why.into(),
+            shown: Shown::Usage,
         }
     }
 
@@ -129,7 +147,7 @@ impl ArgError {
     fn fatal(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
-            usage: false,
+            shown: Shown::Message,
         }
     }
 
@@ -138,14 +156,24 @@ impl ArgError {
         Self::fatal(format!("command-line line 0: {message}"))
     }
 
-    /// The message, as one line.
-    pub fn message(&self) -> &str {
-        &self.message
+    /// Whether ssh prints [`USAGE`] for this error.
+    pub(crate) fn shows_usage(&self) -> bool {
+        self.shown != Shown::Message
     }
 
-    /// Whether ssh prints [`USAGE`] after the message.
-    pub fn shows_usage(&self) -> bool {
-        self.usage
+    /// Whether ssh prints a message for this error.
+    pub(crate) fn shows_message(&self) -> bool {
+        self.shown != Shown::Usage
+    }
+
+    /// Prints the error on stderr as ssh does.
+    pub(crate) fn report(&self) {
+        if self.shows_message() {
+            eprintln!("ssh: {}", self.message);
+        }
+        if self.shows_usage() {
+            eprintln!("{USAGE}");
+        }
     }
 }
 
@@ -159,7 +187,7 @@ impl std::error::Error for ArgError {}
 
 /// ssh 9.2's usage text verbatim, without the final newline: `eprintln!("{USAGE}")`
 /// prints exactly what ssh prints.
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
 usage: ssh [-46AaCfGgKkMNnqsTtVvXxYy] [-B bind_interface]
            [-b bind_address] [-c cipher_spec] [-D [bind_address:]port]
            [-E log_file] [-e escape_char] [-F configfile] [-I pkcs11]
@@ -588,7 +616,7 @@ fn is_query(q: &[u8]) -> bool {
 ///
 /// `-V` and `-Q` end the parse where they stand, as ssh prints and exits there: the
 /// rest of argv is neither looked at nor checked.
-pub fn parse(args: &[OsString]) -> Result<Invocation, ArgError> {
+pub(crate) fn parse(args: &[OsString]) -> Result<Invocation, ArgError> {
     let words: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
     let mut parser = Parser::default();
 
@@ -597,7 +625,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, ArgError> {
         Run::Stopped(at) => at,
     };
     let Some((&dest_word, after)) = words[first..].split_first() else {
-        return Err(ArgError::usage("no destination given"));
+        return Err(ArgError::usage_only("no destination given"));
     };
     // ssh's test: `optind > 1 && strcmp(av[optind - 1], "--") == 0`. It also holds when
     // "--" was an option's argument (`-F -- host -p 1`): then, as in ssh, no options
@@ -629,7 +657,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, ArgError> {
 
 impl Opt {
     /// The option as argv words again (`-o` options in their original spelling).
-    pub fn to_words(&self) -> Vec<OsString> {
+    pub(crate) fn to_words(&self) -> Vec<OsString> {
         match self {
             Opt::Flag(c) => vec![format!("-{c}").into()],
             Opt::Arg(c, v) => vec![format!("-{c}").into(), v.clone()],
@@ -640,7 +668,7 @@ impl Opt {
 
 /// Parses option words (without a destination), keeps the options `keep` accepts and
 /// renders them back as argv words. Words that do not parse come back unchanged.
-pub fn filter_options(words: &[OsString], keep: impl Fn(&Opt) -> bool) -> Vec<OsString> {
+pub(crate) fn filter_options(words: &[OsString], keep: impl Fn(&Opt) -> bool) -> Vec<OsString> {
     let mut parsed = words.to_vec();
     parsed.extend([OsString::from("--"), OsString::from("h")]);
     match parse(&parsed) {
@@ -694,7 +722,7 @@ impl Invocation {
     }
 
     /// How many times a flag was given (`-tt` -> 2).
-    pub fn count(&self, flag: char) -> usize {
+    pub(crate) fn count(&self, flag: char) -> usize {
         self.options
             .iter()
             .filter(|o| **o == Opt::Flag(flag))
@@ -709,7 +737,7 @@ impl Invocation {
     /// `-I`, `-m`, `-S`, `-w`), which ssh overwrites. This looks at the option alone: `-l`
     /// and `-p` compete with `-o` and the destination in [`Invocation::user`] and
     /// [`Invocation::port`].
-    pub fn arg(&self, opt: char) -> Option<&OsStr> {
+    pub(crate) fn arg(&self, opt: char) -> Option<&OsStr> {
         let mut values = self.args(opt).into_iter();
         if "lpQJOWLRDi".contains(opt) {
             values.next()
@@ -719,7 +747,7 @@ impl Invocation {
     }
 
     /// All values of an option in argv order; for `'o'` the raw -o words.
-    pub fn args(&self, opt: char) -> Vec<&OsStr> {
+    pub(crate) fn args(&self, opt: char) -> Vec<&OsStr> {
         self.options
             .iter()
             .filter_map(|o| match o {
@@ -733,7 +761,7 @@ impl Invocation {
     /// The value ssh would use for -o `key` (any case, aliases included): the first one,
     /// as ssh only fills unset settings, except `StreamLocalBindMask`, which ssh overwrites.
     /// Only -o options are looked at, not the flags that set the same thing.
-    pub fn config(&self, key: &str) -> Option<&OsStr> {
+    pub(crate) fn config(&self, key: &str) -> Option<&OsStr> {
         let key = key.to_ascii_lowercase();
         let mut values = self.configs(&key).into_iter();
         if canonical(&key) == "streamlocalbindmask" {
@@ -744,7 +772,7 @@ impl Invocation {
     }
 
     /// Every value given for -o `key`, in argv order (SendEnv, SetEnv, IdentityFile ...).
-    pub fn configs(&self, key: &str) -> Vec<&OsStr> {
+    pub(crate) fn configs(&self, key: &str) -> Vec<&OsStr> {
         let key = key.to_ascii_lowercase();
         let key = canonical(&key);
         self.options
@@ -769,7 +797,7 @@ impl Invocation {
 
     /// The user per ssh's precedence: the first of `-l`, `-o User`, `user@host` and
     /// `ssh://user@` in argv order. `None` leaves it to the configuration files.
-    pub fn user(&self) -> Option<OsString> {
+    pub(crate) fn user(&self) -> Option<OsString> {
         self.in_order().find_map(|s| match s {
             Setting::Opt(Opt::Arg('l', v)) => Some(v.clone()),
             Setting::Opt(Opt::Config { key, value, .. }) if key == "user" => Some(value.clone()),
@@ -780,7 +808,7 @@ impl Invocation {
 
     /// The port per ssh's precedence: the first of `-p`, `-o Port` and `ssh://host:port` in
     /// argv order. `None` leaves it to the configuration files (or 22).
-    pub fn port(&self) -> Result<Option<u16>, ArgError> {
+    pub(crate) fn port(&self) -> Result<Option<u16>, ArgError> {
         let bad = |v: &OsStr| ArgError::fatal(format!("Bad port '{}'", v.to_string_lossy()));
         for setting in self.in_order() {
             match setting {
@@ -798,14 +826,14 @@ impl Invocation {
     }
 
     /// The host as written in the destination (before any `Hostname` from the configuration).
-    pub fn host(&self) -> Option<&OsStr> {
+    pub(crate) fn host(&self) -> Option<&OsStr> {
         self.destination.as_ref().map(|d| d.host.as_os_str())
     }
 
     /// The pty request: `-t` asks for one, a `-t` after another `-t` forces it (a third
     /// goes back to plain yes, as in ssh), `-T`, `-N` and `-W` refuse it, all in argv
     /// order; `-o RequestTTY` only counts if none of these came before it.
-    pub fn tty_request(&self) -> TtyRequest {
+    pub(crate) fn tty_request(&self) -> TtyRequest {
         let mut tty = None;
         for o in &self.options {
             match o {
@@ -834,7 +862,7 @@ impl Invocation {
     /// The command words joined by single spaces, as ssh sends them. `None` when there is
     /// no command, including the empty one (`ssh host ""`): ssh tests the joined length,
     /// so that opens a login shell.
-    pub fn remote_command(&self) -> Option<Vec<u8>> {
+    pub(crate) fn remote_command(&self) -> Option<Vec<u8>> {
         let joined = self
             .command
             .iter()
@@ -846,7 +874,7 @@ impl Invocation {
 
     /// The session type: `-N`/`-W` give none and `-s` a subsystem; `-o SessionType` only
     /// counts when none of those came before it.
-    pub fn session_type(&self) -> SessionType {
+    pub(crate) fn session_type(&self) -> SessionType {
         let mut session = None;
         for o in &self.options {
             match o {
@@ -865,11 +893,6 @@ impl Invocation {
         session.unwrap_or(SessionType::Default)
     }
 
-    /// Whether the command is a subsystem name (`-s`, or `-o SessionType=subsystem`).
-    pub fn subsystem(&self) -> bool {
-        self.session_type() == SessionType::Subsystem
-    }
-
     /// The options to hand to a real ssh that opens the *connection* for this host: every
     /// option in original order as argv words, except those that only matter to a session
     /// or to multiplexing. -o options are passed as the two words "-o", raw.
@@ -885,7 +908,7 @@ impl Invocation {
     /// Kept, among others: `-E` and `-y`, because the connection's own diagnostics (host
     /// keys, authentication) belong where the user sent the log; `-q`/`-v`; `-F`, `-J`,
     /// `-i`, `-l`, `-p`; `-C`, `-4`, `-6`, `-K`, `-k`.
-    pub fn connection_args(&self) -> Vec<OsString> {
+    pub(crate) fn connection_args(&self) -> Vec<OsString> {
         const SESSION_FLAGS: &str = "tTnNsfGVMAaXxYgP";
         const SESSION_ARGS: &str = "LRDWwOSeQ";
         let mut out = Vec::new();
@@ -1226,7 +1249,7 @@ impl Parser {
     fn destination(&mut self, word: &[u8]) -> Result<Destination, ArgError> {
         let shown = || String::from_utf8_lossy(word).into_owned();
         match parse_ssh_uri(word) {
-            Uri::Invalid => Err(ArgError::usage(format!(
+            Uri::Invalid => Err(ArgError::usage_only(format!(
                 "invalid ssh:// destination '{}'",
                 shown()
             ))),
@@ -1241,7 +1264,10 @@ impl Parser {
                 })
             }
             Uri::Plain => match word.iter().rposition(|&b| b == b'@') {
-                Some(0) => Err(ArgError::usage(format!("empty user name in '{}'", shown()))),
+                Some(0) => Err(ArgError::usage_only(format!(
+                    "empty user name in '{}'",
+                    shown()
+                ))),
                 Some(at) => Ok(Destination {
                     user: Some(os(&word[..at])),
                     host: os(&word[at + 1..]),
@@ -2432,7 +2458,7 @@ mod tests {
         );
         assert_eq!(inv.host(), Some(OsStr::new("host")));
         assert_eq!(command(&inv), ["sftp"]);
-        assert!(inv.subsystem());
+        assert_eq!(inv.session_type(), SessionType::Subsystem);
         assert_eq!(inv.tty_request(), TtyRequest::No);
         assert_eq!(user(&inv).as_deref(), Some("bob"));
         assert_eq!(inv.config("remotecommand"), Some(OsStr::new("none")));
@@ -2445,7 +2471,7 @@ mod tests {
         let inv = ok(&words);
         assert_eq!(inv.options[0], config("forwardx11", "no", "ForwardX11 no"));
         assert_eq!(inv.config("ForwardX11"), Some(OsStr::new("no")));
-        assert!(inv.subsystem());
+        assert_eq!(inv.session_type(), SessionType::Subsystem);
     }
 
     #[test]
@@ -2628,9 +2654,9 @@ mod tests {
         assert_eq!(command(&inv), ["-p", "7"]);
         assert_eq!(inv.port(), Ok(None));
         // "--" alone or twice: no destination, or a destination "--".
-        assert_eq!(err(&["--"]).message(), "no destination given");
+        assert_eq!(err(&["--"]).to_string(), "no destination given");
         assert_eq!(
-            err(&["--", "--"]).message(),
+            err(&["--", "--"]).to_string(),
             "hostname contains invalid characters"
         );
     }
@@ -2659,7 +2685,7 @@ mod tests {
         );
         // A user taken that way is then refused (Debian's valid_ruser: no leading '-').
         assert_eq!(
-            err(&["-l", "-x", "host"]).message(),
+            err(&["-l", "-x", "host"]).to_string(),
             "remote username contains invalid characters"
         );
         let inv = ok(&["-oPort=2", "host"]);
@@ -2670,23 +2696,23 @@ mod tests {
     fn dash_alone_and_dash_in_a_cluster() {
         // "-" ends the options; as a host it then fails Debian's hostname check.
         assert_eq!(
-            err(&["-"]).message(),
+            err(&["-"]).to_string(),
             "hostname contains invalid characters"
         );
         // getopt stops at a '-' ending a cluster, after taking the flags before it, and the
         // whole word becomes the destination (ssh -G: "hostname contains invalid characters").
         assert_eq!(
-            err(&["-t-", "host"]).message(),
+            err(&["-t-", "host"]).to_string(),
             "hostname contains invalid characters"
         );
-        assert_eq!(err(&["--x", "host"]).message(), "unknown option -- -");
-        assert_eq!(err(&["-t-x", "host"]).message(), "unknown option -- -");
+        assert_eq!(err(&["--x", "host"]).to_string(), "unknown option -- -");
+        assert_eq!(err(&["-t-x", "host"]).to_string(), "unknown option -- -");
     }
 
     #[test]
     fn protocol_flags_and_p() {
         let e = err(&["-1", "host"]);
-        assert_eq!(e.message(), "SSH protocol v.1 is no longer supported");
+        assert_eq!(e.to_string(), "SSH protocol v.1 is no longer supported");
         assert!(!e.shows_usage());
         assert_eq!(ok(&["-2", "host"]).options, vec![Opt::Flag('2')]);
         // 9.2's -P is a flag: "host" stays the destination.
@@ -2701,25 +2727,28 @@ mod tests {
         let e = err(&["-z", "host"]);
         assert_eq!(e.to_string(), "unknown option -- z");
         assert!(e.shows_usage());
-        assert_eq!(err(&["host", "-z"]).message(), "unknown option -- z");
+        assert_eq!(err(&["host", "-z"]).to_string(), "unknown option -- z");
         let e = err(&["-p"]);
-        assert_eq!(e.message(), "option requires an argument -- p");
+        assert_eq!(e.to_string(), "option requires an argument -- p");
         assert!(e.shows_usage());
         assert_eq!(
-            err(&["host", "-l"]).message(),
+            err(&["host", "-l"]).to_string(),
             "option requires an argument -- l"
         );
         assert_eq!(
-            err(&["-o:"]).message(),
+            err(&["-o:"]).to_string(),
             "command-line line 0: no argument after keyword \":\""
         );
-        assert_eq!(err(&["-:", "h"]).message(), "unknown option -- :");
-        assert!(err(&[]).shows_usage());
-        assert!(err(&["-t"]).shows_usage());
-        assert!(err(&["-p", "22"]).shows_usage());
-        assert!(err(&["@host"]).shows_usage());
+        assert_eq!(err(&["-:", "h"]).to_string(), "unknown option -- :");
+        // No destination, or an empty user name: ssh prints its usage and nothing else.
+        for words in [&[][..], &["-t"], &["-p", "22"], &["@host"], &["ssh://@h"]] {
+            let e = err(words);
+            assert!(e.shows_usage() && !e.shows_message(), "{words:?}");
+        }
+        let e = err(&["-p", "99999", "h"]);
+        assert!(!e.shows_usage() && e.shows_message());
         let e = err(&["-s", "host"]);
-        assert_eq!(e.message(), "You must specify a subsystem to invoke.");
+        assert_eq!(e.to_string(), "You must specify a subsystem to invoke.");
         assert!(e.shows_usage());
         assert!(USAGE.starts_with("usage: ssh [-46AaCfGgKkMNnqsTtVvXxYy] [-B bind_interface]\n"));
         assert!(USAGE.ends_with("destination [command [argument ...]]"));
@@ -2730,14 +2759,14 @@ mod tests {
         // ssh prints and exits at -V/-Q: nothing after them is read.
         let inv = ok(&["-V", "-z", "@"]);
         assert_eq!(inv.options, vec![Opt::Flag('V')]);
-        assert_eq!(err(&["-z", "-V"]).message(), "unknown option -- z");
+        assert_eq!(err(&["-z", "-V"]).to_string(), "unknown option -- z");
         let inv = ok(&["-Q", "cipher"]);
         assert_eq!(inv.arg('Q'), Some(OsStr::new("cipher")));
         assert_eq!(inv.destination, None);
         assert!(ok(&["-QCiphers"]).arg('Q').is_some());
         assert!(ok(&["-Q", "kex-gss"]).arg('Q').is_some());
         assert_eq!(
-            err(&["-Q", "Cipher"]).message(),
+            err(&["-Q", "Cipher"]).to_string(),
             "Unsupported query \"Cipher\""
         );
         let inv = ok(&["host", "-V", "cmd"]);
@@ -2748,52 +2777,52 @@ mod tests {
     #[test]
     fn option_checks() {
         assert_eq!(
-            err(&["-O", "bogus", "h"]).message(),
+            err(&["-O", "bogus", "h"]).to_string(),
             "Invalid multiplex command."
         );
         assert_eq!(
-            err(&["-O", "check", "-O", "exit", "h"]).message(),
+            err(&["-O", "check", "-O", "exit", "h"]).to_string(),
             "Multiplexing command already specified"
         );
         assert_eq!(
-            err(&["-W", "a:1", "-O", "exit", "h"]).message(),
+            err(&["-W", "a:1", "-O", "exit", "h"]).to_string(),
             "Cannot specify multiplexing command with -W"
         );
         assert_eq!(
-            err(&["-O", "exit", "-W", "a:1", "h"]).message(),
+            err(&["-O", "exit", "-W", "a:1", "h"]).to_string(),
             "Cannot specify stdio forward with -O"
         );
         assert_eq!(
-            err(&["-W", "a:1", "-W", "b:1", "h"]).message(),
+            err(&["-W", "a:1", "-W", "b:1", "h"]).to_string(),
             "stdio forward already specified"
         );
         assert_eq!(
-            err(&["-J", "a", "h", "-J", "b"]).message(),
+            err(&["-J", "a", "h", "-J", "b"]).to_string(),
             "Only a single -J option is permitted (use commas to separate multiple jump hops)"
         );
         assert_eq!(
-            err(&["-oProxyJump=a", "-J", "b", "h"]).message(),
-            err(&["-J", "a", "-J", "b", "h"]).message()
+            err(&["-oProxyJump=a", "-J", "b", "h"]).to_string(),
+            err(&["-J", "a", "-J", "b", "h"]).to_string()
         );
         assert_eq!(
-            err(&["-oProxyCommand=nc %h %p", "-J", "b", "h"]).message(),
+            err(&["-oProxyCommand=nc %h %p", "-J", "b", "h"]).to_string(),
             "Cannot specify -J with ProxyCommand"
         );
-        assert_eq!(err(&["-J", "a/b", "h"]).message(), "Invalid -J argument");
-        assert_eq!(err(&["-J", "@a", "h"]).message(), "Invalid -J argument");
-        assert_eq!(err(&["-J", "a:0", "h"]).message(), "Invalid -J argument");
+        assert_eq!(err(&["-J", "a/b", "h"]).to_string(), "Invalid -J argument");
+        assert_eq!(err(&["-J", "@a", "h"]).to_string(), "Invalid -J argument");
+        assert_eq!(err(&["-J", "a:0", "h"]).to_string(), "Invalid -J argument");
         ok(&["-J", "u@a:22,ssh://v@b:23,[::1]:24", "h"]);
         ok(&["-J", "none", "h"]);
         assert_eq!(
-            err(&["-N", "-s", "h", "x"]).message(),
+            err(&["-N", "-s", "h", "x"]).to_string(),
             "Cannot specify -s with -N/SessionType"
         );
         assert_eq!(
-            err(&["-s", "-N", "h", "x"]).message(),
+            err(&["-s", "-N", "h", "x"]).to_string(),
             "Cannot specify -N with -s/SessionType"
         );
         assert_eq!(
-            err(&["-oSessionType=default", "-N", "h"]).message(),
+            err(&["-oSessionType=default", "-N", "h"]).to_string(),
             "Cannot specify -N with -s/SessionType"
         );
         // -W overrides instead.
@@ -2802,14 +2831,14 @@ mod tests {
             SessionType::None
         );
         assert_eq!(
-            err(&["-e", "ab", "h"]).message(),
+            err(&["-e", "ab", "h"]).to_string(),
             "Bad escape character 'ab'."
         );
         ok(&["-e", "^a", "-e", "none", "-e", "~", "-e", "^", "h"]);
-        assert_eq!(err(&["-w", "x", "h"]).message(), "Bad tun device 'x'");
+        assert_eq!(err(&["-w", "x", "h"]).to_string(), "Bad tun device 'x'");
         ok(&["-w", "any:1", "-w", "0", "h"]);
         assert_eq!(
-            err(&["-y", "-E", "/l", "h"]).message(),
+            err(&["-y", "-E", "/l", "h"]).to_string(),
             "Can't specify both -y and -E"
         );
     }
@@ -2861,11 +2890,11 @@ mod tests {
         }
         // Debian's checks on host and user.
         assert_eq!(
-            err(&["ho st"]).message(),
+            err(&["ho st"]).to_string(),
             "hostname contains invalid characters"
         );
         assert_eq!(
-            err(&["bob;x@host"]).message(),
+            err(&["bob;x@host"]).to_string(),
             "remote username contains invalid characters"
         );
         // ...on the user ssh uses: -l came first, so "x;y" is never looked at.
@@ -2940,15 +2969,18 @@ mod tests {
         assert_eq!(both(&["-p", " +22", "host"]), (None, Some(22)));
         assert_eq!(both(&["-p", "022", "host"]), (None, Some(22)));
         assert_eq!(
-            err(&["-p", "bogus", "-p", "22", "host"]).message(),
+            err(&["-p", "bogus", "-p", "22", "host"]).to_string(),
             "Bad port 'bogus'"
         );
-        assert_eq!(err(&["-p", "0", "host"]).message(), "Bad port '0'");
-        assert_eq!(err(&["-p", "65536", "host"]).message(), "Bad port '65536'");
-        assert_eq!(err(&["-p", "22 ", "host"]).message(), "Bad port '22 '");
+        assert_eq!(err(&["-p", "0", "host"]).to_string(), "Bad port '0'");
+        assert_eq!(
+            err(&["-p", "65536", "host"]).to_string(),
+            "Bad port '65536'"
+        );
+        assert_eq!(err(&["-p", "22 ", "host"]).to_string(), "Bad port '22 '");
         // -o Port is checked every time.
         assert_eq!(
-            err(&["-p", "22", "-o", "Port=bogus", "host"]).message(),
+            err(&["-p", "22", "-o", "Port=bogus", "host"]).to_string(),
             "command-line line 0: Bad port 'bogus'."
         );
         // port() re-checks a hand-made Invocation.
@@ -3232,7 +3264,7 @@ mod tests {
         );
         // A value ssh then refuses to combine with a command.
         assert_eq!(
-            err(&["-oRemoteCommand=ls", "h", "x"]).message(),
+            err(&["-oRemoteCommand=ls", "h", "x"]).to_string(),
             "Cannot execute command-line and remote command."
         );
         ok(&["-oRemoteCommand=NONE", "h", "x"]);
@@ -3276,7 +3308,7 @@ mod tests {
             match inv {
                 Ok(_) => {}
                 Err(e) => assert!(
-                    !e.message().contains("Bad configuration option"),
+                    !e.to_string().contains("Bad configuration option"),
                     "{k}: {e}"
                 ),
             }
@@ -3296,13 +3328,13 @@ mod tests {
         assert_eq!(inv.options[1], config("foobar", "1", "FooBar=1"));
         assert!(
             err(&["-o", "IgnoreUnknown=Foo*,!foobaz", "-o", "FooBaz=1", "h"])
-                .message()
+                .to_string()
                 .contains("foobaz")
         );
         // Only for later words.
         assert!(
             err(&["-o", "FooBar=1", "-o", "IgnoreUnknown=Foo*", "h"])
-                .message()
+                .to_string()
                 .contains("foobar")
         );
         assert!(
@@ -3337,7 +3369,7 @@ mod tests {
             Some(&b"cat caf\xe9.txt"[..])
         );
         let e = parse(&[OsString::from_vec(b"-\xe9".to_vec()), host.clone()]).expect_err("refused");
-        assert_eq!(e.message(), "unknown option -- \\xe9");
+        assert_eq!(e.to_string(), "unknown option -- \\xe9");
         let e = parse(&[
             OsString::from("-o"),
             OsString::from_vec(b"\xe9=1".to_vec()),
@@ -3345,7 +3377,7 @@ mod tests {
         ])
         .expect_err("refused");
         assert_eq!(
-            e.message(),
+            e.to_string(),
             "command-line: line 0: Bad configuration option: \u{fffd}"
         );
         let inv = parse(&[
@@ -3458,7 +3490,7 @@ mod tests {
             let args: Vec<OsString> = words.into_iter().map(OsString::from_vec).collect();
             if let Ok(inv) = parse(&args) {
                 // The accessors must not panic either.
-                let _ = (inv.user(), inv.port(), inv.tty_request(), inv.remote_command(), inv.subsystem());
+                let _ = (inv.user(), inv.port(), inv.tty_request(), inv.remote_command(), inv.session_type());
                 let _ = (inv.connection_args(), inv.arg('p'), inv.config("user"), inv.count('t'));
             }
         }

@@ -23,10 +23,10 @@ use crate::sys::fdio::read_buf;
 use crate::sys::passfd::send_with_fds;
 
 /// Exit status ssh uses for its own failures.
-pub const SSH_ERROR: i32 = 255;
+pub(crate) const SSH_ERROR: i32 = 255;
 
 /// An open connection to the master.
-pub struct MasterConn {
+pub(crate) struct MasterConn {
     stream: UnixStream,
     codec: FrameCodec,
     buf: BytesMut,
@@ -35,7 +35,7 @@ pub struct MasterConn {
 }
 
 impl MasterConn {
-    pub fn connect(socket: &Path) -> io::Result<MasterConn> {
+    pub(crate) fn connect(socket: &Path) -> io::Result<MasterConn> {
         Ok(MasterConn {
             stream: UnixStream::connect(socket)?,
             codec: FrameCodec::default(),
@@ -45,12 +45,12 @@ impl MasterConn {
     }
 
     /// Introduces this process (the first time) and sends its request.
-    pub fn request(&mut self, request: Request) -> io::Result<()> {
+    pub(crate) fn request(&mut self, request: Request) -> io::Result<()> {
         self.request_with_fds(request, &[])
     }
 
     /// Sends the request with descriptors attached (a session's stdin, stdout, stderr).
-    pub fn request_with_fds(&mut self, request: Request, fds: &[RawFd]) -> io::Result<()> {
+    pub(crate) fn request_with_fds(&mut self, request: Request, fds: &[RawFd]) -> io::Result<()> {
         let mut buf = BytesMut::new();
         if !self.introduced {
             let hello = Message::Hello(Hello {
@@ -71,7 +71,7 @@ impl MasterConn {
     }
 
     /// The master's cached resolutions of `hops` (`None` where it has none).
-    pub fn lookup(&mut self, hops: Vec<SshHop>) -> io::Result<Vec<Option<HopConfig>>> {
+    pub(crate) fn lookup(&mut self, hops: Vec<SshHop>) -> io::Result<Vec<Option<HopConfig>>> {
         let n = hops.len();
         self.request(Request::Lookup { hops })?;
         match self.reply()? {
@@ -83,7 +83,7 @@ impl MasterConn {
     }
 
     /// Sends a frame (a signal or a new window size).
-    pub fn send(&self, msg: Message) -> io::Result<()> {
+    pub(crate) fn send(&self, msg: Message) -> io::Result<()> {
         let mut buf = BytesMut::new();
         encode_into(&Frame::new(MASTER, msg), &mut buf).map_err(io::Error::other)?;
         (&self.stream).write_all(&buf)
@@ -91,12 +91,12 @@ impl MasterConn {
 
     /// The socket itself, for a caller that continues asynchronously, with the bytes
     /// already read from it but not yet decoded.
-    pub fn into_parts(self) -> (UnixStream, BytesMut) {
+    pub(crate) fn into_parts(self) -> (UnixStream, BytesMut) {
         (self.stream, self.buf)
     }
 
     /// A second handle for sending from another thread.
-    pub fn sender(&self) -> io::Result<MasterConn> {
+    pub(crate) fn sender(&self) -> io::Result<MasterConn> {
         Ok(MasterConn {
             stream: self.stream.try_clone()?,
             codec: FrameCodec::default(),
@@ -106,7 +106,7 @@ impl MasterConn {
     }
 
     /// The next frame, or `None` at end of connection.
-    pub fn next_frame(&mut self) -> io::Result<Option<Frame>> {
+    pub(crate) fn next_frame(&mut self) -> io::Result<Option<Frame>> {
         loop {
             if let Some(frame) = self.codec.decode(&mut self.buf).map_err(io::Error::other)? {
                 return Ok(Some(frame));
@@ -118,7 +118,7 @@ impl MasterConn {
     }
 
     /// The master's reply to a request.
-    pub fn reply(&mut self) -> io::Result<Reply> {
+    pub(crate) fn reply(&mut self) -> io::Result<Reply> {
         match self.next_frame()? {
             Some(Frame {
                 msg: Message::Reply(r),
@@ -137,7 +137,7 @@ impl MasterConn {
 }
 
 /// How an opening request ended, when it did not open.
-pub struct NotOpened {
+pub(crate) struct NotOpened {
     pub message: String,
     pub exit_code: i32,
     /// mitossh cannot serve the host; the real ssh may.
@@ -148,7 +148,7 @@ pub struct NotOpened {
 
 impl NotOpened {
     /// A failure of this process itself, before or while talking to the master.
-    pub fn local(message: String) -> NotOpened {
+    pub(crate) fn local(message: String) -> NotOpened {
         NotOpened {
             message,
             exit_code: SSH_ERROR,
@@ -158,7 +158,7 @@ impl NotOpened {
     }
 
     /// Tells the user, unless ssh already did.
-    pub fn report(&self) {
+    pub(crate) fn report(&self) {
         if !self.shown {
             eprintln!("{}", self.message);
         }
@@ -168,7 +168,7 @@ impl NotOpened {
 /// Sends a request that opens a stream, with the descriptors attached, and waits for the
 /// master's answer, answering its questions on the way (see [`super::askpass`]) and
 /// showing on stderr what the master's ssh says while it connects.
-pub fn open(
+pub(crate) fn open(
     conn: &mut MasterConn,
     request: Request,
     fds: &[RawFd],
@@ -224,12 +224,12 @@ pub fn open(
 
 /// The three descriptors a session hands over. Closed ones (and stdin under `-n`) are
 /// replaced by /dev/null.
-pub struct Stdio {
+pub(crate) struct Stdio {
     fds: [OwnedFd; 3],
 }
 
 impl Stdio {
-    pub fn ours(stdin_null: bool) -> io::Result<Stdio> {
+    pub(crate) fn ours(stdin_null: bool) -> io::Result<Stdio> {
         let null = || -> io::Result<OwnedFd> {
             Ok(std::fs::OpenOptions::new()
                 .read(true)
@@ -258,7 +258,7 @@ impl Stdio {
         })
     }
 
-    pub fn raw(&self) -> [RawFd; 3] {
+    pub(crate) fn raw(&self) -> [RawFd; 3] {
         [
             self.fds[0].as_raw_fd(),
             self.fds[1].as_raw_fd(),
@@ -269,12 +269,12 @@ impl Stdio {
 
 /// After the master took over stdin and stdout: let go of ours, so that the master
 /// closing its copies is seen as end of file by whoever is at the other end.
-pub fn release_stdin_stdout() {
+pub(crate) fn release_stdin_stdout() {
     let _ = crate::sys::stdio::null_stdin_stdout();
 }
 
 /// Waits for the end of an opened session. Returns ssh's exit status.
-pub fn wait_exit(conn: &mut MasterConn) -> i32 {
+pub(crate) fn wait_exit(conn: &mut MasterConn) -> i32 {
     loop {
         match conn.next_frame() {
             Ok(Some(frame)) => match frame.msg {

@@ -11,13 +11,13 @@
 //! - [`tty`]: the local terminal under `-t`;
 //! - [`signals`]: ending a session on a signal as ssh does, and window-size changes.
 
-pub mod args;
-pub mod askpass;
-pub mod client;
-pub mod forward;
-pub mod proxy;
-pub mod signals;
-pub mod ssh;
-pub mod target;
-pub mod tty;
-pub mod wrap;
+pub(crate) mod args;
+pub(crate) mod askpass;
+pub(crate) mod client;
+pub(crate) mod forward;
+pub(crate) mod proxy;
+pub(crate) mod signals;
+pub(crate) mod ssh;
+pub(crate) mod target;
+pub(crate) mod tty;
+pub(crate) mod wrap;

@@ -35,7 +35,7 @@ static SESSION: AtomicBool = AtomicBool::new(false);
 
 /// What ssh's end looks like for this invocation.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Ending {
+pub(crate) struct Ending {
     /// Log level VERBOSE or above: say which signal it was.
     pub verbose: bool,
     /// No remote command or shell (`-N`, `-W`): SIGTERM ends with status 0.
@@ -44,7 +44,7 @@ pub struct Ending {
 
 impl Ending {
     /// The exit status for `sig` once the session runs.
-    pub fn status(self, sig: Signal) -> i32 {
+    pub(crate) fn status(self, sig: Signal) -> i32 {
         if self.no_shell && sig == Signal::SIGTERM {
             0
         } else {
@@ -53,7 +53,7 @@ impl Ending {
     }
 
     /// What to print for `sig`, if anything. ssh's log lines end in CR LF.
-    pub fn message(self, sig: Signal) -> Option<String> {
+    pub(crate) fn message(self, sig: Signal) -> Option<String> {
         (self.verbose && self.status(sig) != 0)
             .then(|| format!("Killed by signal {}.\r\n", sig as i32))
     }
@@ -62,7 +62,7 @@ impl Ending {
 /// Handles the signals from now on, in a thread of their own. Install it before the
 /// session is requested: the remote command may start (and print) before the shim hears
 /// that it did, and a signal in between must end the session like any other.
-pub fn handle(
+pub(crate) fn handle(
     ending: Ending,
     terminal: Option<Arc<Terminal>>,
     on_resize: impl Fn(WinSize) + Send + 'static,
@@ -105,7 +105,7 @@ pub fn handle(
 }
 
 /// The session runs: window-size changes go to it from now on.
-pub fn session_started() {
+pub(crate) fn session_started() {
     SESSION.store(true, Ordering::SeqCst);
 }
 

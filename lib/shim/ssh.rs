@@ -31,8 +31,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     let inv = match args::parse(&argv) {
         Ok(inv) => inv,
         Err(e) => {
-            eprintln!("ssh: {e}");
-            eprintln!("{}", args::USAGE);
+            e.report();
             return SSH_ERROR;
         }
     };
@@ -511,7 +510,7 @@ fn exec_real(argv: &[OsString], why: Option<&str>) -> i32 {
 }
 
 /// Replaces this process with `program`; returns only on failure.
-pub fn exec(program: PathBuf, arg0: &str, argv: &[OsString]) -> i32 {
+pub(crate) fn exec(program: PathBuf, arg0: &str, argv: &[OsString]) -> i32 {
     let err = std::process::Command::new(&program)
         .arg0(arg0)
         .args(argv)

@@ -21,11 +21,11 @@ struct Saved {
 }
 
 /// Our own handle on the terminal that was stdin, kept after stdin itself is handed over.
-pub struct Terminal(OwnedFd);
+pub(crate) struct Terminal(OwnedFd);
 
 impl Terminal {
     /// A handle on stdin if it is a terminal.
-    pub fn stdin() -> Option<Terminal> {
+    pub(crate) fn stdin() -> Option<Terminal> {
         let stdin = io::stdin();
         let stdin = stdin.as_fd();
         if !nix::unistd::isatty(stdin).unwrap_or(false) {
@@ -36,7 +36,7 @@ impl Terminal {
 
     /// Switches the terminal to raw mode until the returned guard is dropped (or
     /// [`restore`] runs from the signal thread, see [`super::signals`]).
-    pub fn raw_mode(&self) -> Option<RawMode> {
+    pub(crate) fn raw_mode(&self) -> Option<RawMode> {
         let original = termios::tcgetattr(self.0.as_fd()).ok()?;
         let mut raw = original.clone();
         termios::cfmakeraw(&mut raw);
@@ -50,13 +50,13 @@ impl Terminal {
     }
 
     /// The terminal's window size.
-    pub fn size(&self) -> Option<WinSize> {
+    pub(crate) fn size(&self) -> Option<WinSize> {
         window_size(&self.0)
     }
 }
 
 /// Raw mode until dropped.
-pub struct RawMode(());
+pub(crate) struct RawMode(());
 
 impl Drop for RawMode {
     fn drop(&mut self) {
@@ -66,7 +66,7 @@ impl Drop for RawMode {
 
 /// Remembers `settings` as the ones to put back on `fd` if a signal ends the shim during
 /// a password prompt (echo is off); [`forget`] once they are back.
-pub fn remember(fd: BorrowedFd<'_>, settings: Termios) {
+pub(crate) fn remember(fd: BorrowedFd<'_>, settings: Termios) {
     let Ok(fd) = fd.try_clone_to_owned() else {
         return;
     };
@@ -78,13 +78,13 @@ pub fn remember(fd: BorrowedFd<'_>, settings: Termios) {
 }
 
 /// Drops what [`remember`] kept, without touching the terminal.
-pub fn forget() {
+pub(crate) fn forget() {
     SAVED.lock().unwrap_or_else(|p| p.into_inner()).take();
 }
 
 /// Puts the terminal back as it was, if raw mode (or a prompt) changed it. Returns
 /// whether a password prompt was interrupted.
-pub fn restore() -> bool {
+pub(crate) fn restore() -> bool {
     // Held while the settings are written: one writer at a time.
     let mut guard = SAVED.lock().unwrap_or_else(|p| p.into_inner());
     let Some(saved) = guard.take() else {
@@ -104,7 +104,7 @@ fn window_size(fd: impl AsFd) -> Option<WinSize> {
 }
 
 /// The size of the terminal on stdin, stdout or stderr, whichever is one.
-pub fn stdio_window_size() -> Option<WinSize> {
+pub(crate) fn stdio_window_size() -> Option<WinSize> {
     window_size(io::stdin())
         .or_else(|| window_size(io::stdout()))
         .or_else(|| window_size(io::stderr()))
@@ -112,7 +112,7 @@ pub fn stdio_window_size() -> Option<WinSize> {
 
 /// Whether stdin is a terminal whose foreground is another process group (we run as a
 /// background job).
-pub fn in_background() -> bool {
+pub(crate) fn in_background() -> bool {
     match nix::unistd::tcgetpgrp(io::stdin()) {
         Ok(fg) => fg != nix::unistd::getpgrp(),
         Err(_) => false,

@@ -22,11 +22,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::fdio::{FdIo, poll_read_with, poll_write_with};
 
-pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
-pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+pub(crate) type Reader = Box<dyn AsyncRead + Send + Unpin>;
+pub(crate) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Adopts `fd` for reading.
-pub fn reader(fd: OwnedFd) -> io::Result<Reader> {
+pub(crate) fn reader(fd: OwnedFd) -> io::Result<Reader> {
     Ok(match kind(&fd)? {
         Kind::Pipe => Box::new(FdIo::new(reopen(&fd, libc::O_RDONLY)?)?),
         Kind::Terminal => Box::new(FdIo::new(reopen(&fd, libc::O_RDWR)?)?),
@@ -36,7 +36,7 @@ pub fn reader(fd: OwnedFd) -> io::Result<Reader> {
 }
 
 /// Adopts `fd` for writing. A pipe whose reader is gone gives `BrokenPipe`.
-pub fn writer(fd: OwnedFd) -> io::Result<Writer> {
+pub(crate) fn writer(fd: OwnedFd) -> io::Result<Writer> {
     Ok(match kind(&fd)? {
         Kind::Pipe => {
             Box::new(FdIo::new(reopen(&fd, libc::O_WRONLY).map_err(

@@ -2,7 +2,7 @@
 
 /// Overwrites `bytes` with zeros in a way the compiler may not optimise out, even when
 /// they are about to be freed.
-pub fn wipe(bytes: &mut [u8]) {
+pub(crate) fn wipe(bytes: &mut [u8]) {
     for b in bytes.iter_mut() {
         // SAFETY: a valid, aligned byte we hold a unique reference to.
         unsafe { std::ptr::write_volatile(b, 0) };

@@ -10,7 +10,7 @@ use nix::sys::memfd::{MFdFlags, memfd_create};
 /// A new, empty, executable memfd named `name` (close-on-exec). Kernels with
 /// `vm.memfd_noexec` want `MFD_EXEC`; older ones reject it with EINVAL, so it is retried
 /// without.
-pub fn executable(name: &str) -> io::Result<OwnedFd> {
+pub(crate) fn executable(name: &str) -> io::Result<OwnedFd> {
     let exec = MFdFlags::from_bits_retain(libc::MFD_EXEC);
     match memfd_create(name, MFdFlags::MFD_CLOEXEC | exec) {
         Err(Errno::EINVAL) => Ok(memfd_create(name, MFdFlags::MFD_CLOEXEC)?),

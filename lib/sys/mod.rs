@@ -6,14 +6,14 @@
 //! Knows nothing of mitossh: no protocol types, only the kernel's.
 #![allow(unsafe_code)]
 
-pub mod adopt;
-pub mod fdio;
-pub mod mem;
-pub mod memfd;
-pub mod passfd;
-pub mod process;
-pub mod random;
-pub mod spawn;
-pub mod stdio;
-pub mod term;
-pub mod user;
+pub(crate) mod adopt;
+pub(crate) mod fdio;
+pub(crate) mod mem;
+pub(crate) mod memfd;
+pub(crate) mod passfd;
+pub(crate) mod process;
+pub(crate) mod random;
+pub(crate) mod spawn;
+pub(crate) mod stdio;
+pub(crate) mod term;
+pub(crate) mod user;

@@ -9,17 +9,17 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 use nix::unistd::Pid;
 
 /// Sends `sig` to every process of the group `pgid`. A group that no longer exists is fine.
-pub fn kill_group(pgid: u32, sig: Signal) {
+pub(crate) fn kill_group(pgid: u32, sig: Signal) {
     let _ = nix::sys::signal::killpg(Pid::from_raw(pgid as i32), sig);
 }
 
 /// Sends `sig` to one process. A process that no longer exists is fine.
-pub fn kill(pid: u32, sig: Signal) {
+pub(crate) fn kill(pid: u32, sig: Signal) {
     let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), sig);
 }
 
 /// Whether process `pid` exists (perhaps another user's).
-pub fn exists(pid: i32) -> bool {
+pub(crate) fn exists(pid: i32) -> bool {
     match nix::sys::signal::kill(Pid::from_raw(pid), None) {
         Ok(()) => true,
         Err(e) => e == nix::errno::Errno::EPERM,
@@ -27,7 +27,7 @@ pub fn exists(pid: i32) -> bool {
 }
 
 /// The name of a signal without its `SIG` prefix, as ssh's exit-signal names it.
-pub fn signal_name(sig: i32) -> String {
+pub(crate) fn signal_name(sig: i32) -> String {
     match Signal::try_from(sig) {
         Ok(s) => s.as_str().trim_start_matches("SIG").to_string(),
         Err(_) => format!("{sig}"),
@@ -35,7 +35,7 @@ pub fn signal_name(sig: i32) -> String {
 }
 
 /// Parses a signal name with or without `SIG` prefix, or a number.
-pub fn signal_from_name(name: &str) -> Option<Signal> {
+pub(crate) fn signal_from_name(name: &str) -> Option<Signal> {
     if let Ok(n) = name.parse::<i32>() {
         return Signal::try_from(n).ok();
     }
@@ -50,7 +50,7 @@ pub fn signal_from_name(name: &str) -> Option<Signal> {
 
 /// Whether `sig` is ignored (SIG_IGN) in this process, as a shell leaves SIGINT for a
 /// background job or nohup leaves SIGHUP.
-pub fn is_ignored(sig: Signal) -> bool {
+pub(crate) fn is_ignored(sig: Signal) -> bool {
     // SAFETY: sigaction with a null new action only reads the current one into `old`.
     unsafe {
         let mut old: libc::sigaction = std::mem::zeroed();
@@ -60,7 +60,7 @@ pub fn is_ignored(sig: Signal) -> bool {
 }
 
 /// Gives `sig` its default action back (a handler installed earlier goes).
-pub fn default_action(sig: Signal) {
+pub(crate) fn default_action(sig: Signal) {
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     // SAFETY: the default action runs no code of ours in signal context.
     let _ = unsafe { sigaction(sig, &default) };
@@ -68,12 +68,12 @@ pub fn default_action(sig: Signal) {
 
 /// Signals ignored for as long as this lives (as system(3) ignores SIGINT and SIGQUIT
 /// while it waits); their previous actions come back when it is dropped.
-pub struct Ignored {
+pub(crate) struct Ignored {
     previous: Vec<(Signal, SigAction)>,
 }
 
 impl Ignored {
-    pub fn new(signals: &[Signal]) -> Ignored {
+    pub(crate) fn new(signals: &[Signal]) -> Ignored {
         let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
         let previous = signals
             .iter()
@@ -112,7 +112,7 @@ extern "C" fn write_signal(sig: libc::c_int) {
 /// byte) to a pipe, and returns the pipe's read end: a thread can then act on a signal
 /// outside signal context, whichever thread it was delivered to. Once per process; the
 /// handlers do not survive exec.
-pub fn signals_to_pipe(signals: &[Signal]) -> io::Result<OwnedFd> {
+pub(crate) fn signals_to_pipe(signals: &[Signal]) -> io::Result<OwnedFd> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     // A full pipe must never block the handler (a burst of signals needs only one byte).

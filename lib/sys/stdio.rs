@@ -6,7 +6,7 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 /// Points stdin and stdout at /dev/null once their descriptors were handed on or
 /// duplicated, so that whoever is at the other end sees end of file when the copies close,
 /// and nothing this process starts later can read or write them.
-pub fn null_stdin_stdout() -> io::Result<()> {
+pub(crate) fn null_stdin_stdout() -> io::Result<()> {
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -19,7 +19,7 @@ pub fn null_stdin_stdout() -> io::Result<()> {
 /// Takes descriptor `fd`, which whoever started this program left open for it (a
 /// `--ready-fd`), if it is open and not a standard one. Call it once per descriptor, at
 /// startup, before anything else in the process could own that number.
-pub fn inherited(fd: RawFd) -> io::Result<OwnedFd> {
+pub(crate) fn inherited(fd: RawFd) -> io::Result<OwnedFd> {
     if fd < 3 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -2,11 +2,11 @@
 
 use std::os::fd::{AsFd, AsRawFd};
 
-pub use nix::pty::Winsize;
+pub(crate) use nix::pty::Winsize;
 
 /// The window size of the terminal on `fd`; `None` if it is not a terminal or has no
 /// size (zero columns).
-pub fn window_size(fd: impl AsFd) -> Option<Winsize> {
+pub(crate) fn window_size(fd: impl AsFd) -> Option<Winsize> {
     let mut ws = Winsize {
         ws_row: 0,
         ws_col: 0,
@@ -20,7 +20,7 @@ pub fn window_size(fd: impl AsFd) -> Option<Winsize> {
 
 /// Sets the window size of the terminal (or pty master) on `fd`. Not a terminal: nothing
 /// happens.
-pub fn set_window_size(fd: impl AsFd, ws: &Winsize) {
+pub(crate) fn set_window_size(fd: impl AsFd, ws: &Winsize) {
     // SAFETY: TIOCSWINSZ reads the winsize struct it is given.
     unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), libc::TIOCSWINSZ, ws) };
 }

@@ -10,11 +10,9 @@ use std::io::{Read, Write};
 use std::os::fd::AsFd;
 
 use bytes::{Bytes, BytesMut};
-use mitossh::proto::flow::DEFAULT_WINDOW;
-use mitossh::proto::frame::encode_into;
 use mitossh::proto::{
-    ContextId, ExitStatus, Fd, Frame, FrameCodec, Hello, MASTER, Message, PROTOCOL_VERSION,
-    StreamId,
+    ContextId, DEFAULT_WINDOW, ExitStatus, Fd, Frame, FrameCodec, Hello, MASTER, Message,
+    PROTOCOL_VERSION, StreamId, encode_into,
 };
 use tokio_util::codec::Decoder;
 

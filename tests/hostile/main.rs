@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use agent::Attack;
 use common::*;
-use mitossh::bootstrap::image::AgentImage;
+use mitossh::AgentImage;
 
 const T: Duration = Duration::from_secs(60);
 
