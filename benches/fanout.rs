@@ -4,7 +4,8 @@
 //! overhead beyond the 2 s of work, side by side.
 //!
 //! `cargo bench --bench fanout` (needs root: the harness starts sshd and a test user).
-//! `MITOSSH_BENCH_QUICK=1` runs 12 processes instead of 48.
+//! `MITOSSH_BENCH_QUICK=1` runs 12 processes instead of 48. Also prints the peak memory of
+//! the `mitossh run` process (RSS and PSS from smaps_rollup, sampled every 20 ms).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -88,8 +89,15 @@ fn mitossh_run(
         None => cmd.env_remove("MITOSSH_SOCKET"),
     };
     let t = Instant::now();
-    let out = cmd.output().unwrap();
+    let (out, peak) = output_sampling_memory(&mut cmd);
     let wall = t.elapsed();
+    println!(
+        "  mitossh run, {} processes: peak RSS {:.1} MiB, PSS {:.1} MiB ({:.0} KiB PSS per process)",
+        hosts.len() * per_host,
+        peak.0 as f64 / 1024.0,
+        peak.1 as f64 / 1024.0,
+        peak.1 as f64 / (hosts.len() * per_host) as f64
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -102,6 +110,47 @@ fn mitossh_run(
         .collect::<Vec<_>>();
     assert_eq!(stamps.len(), hosts.len() * per_host);
     (stamps, wall)
+}
+
+/// (Rss, Pss) in KiB from `/proc/PID/smaps_rollup`.
+fn memory(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("Rss:")?, field("Pss:")?))
+}
+
+/// Runs `cmd` to the end like `output()`, sampling its memory every 20 ms; returns the
+/// output and the peak (RSS, PSS) in KiB.
+fn output_sampling_memory(cmd: &mut Command) -> (std::process::Output, (u64, u64)) {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = (0, 0);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some((rss, pss)) = memory(pid) {
+                    peak = (peak.0.max(rss), peak.1.max(pss));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
+    let out = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    (out, sampler.join().unwrap())
 }
 
 fn main() {

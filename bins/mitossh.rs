@@ -105,6 +105,22 @@ enum Command {
         /// Print the summary as JSON on stdout (output lines go to stderr).
         #[arg(long)]
         json: bool,
+        /// Keep each data point's output, fetched files and summary in DIR/<point>/
+        /// (default for a sweep: the plan's `results`, else ./results).
+        #[arg(long, value_name = "DIR")]
+        results: Option<PathBuf>,
+        /// Run only these points: names, numbers from 1, ranges (e.g. 2-4), comma separated.
+        #[arg(long, value_name = "LIST")]
+        points: Option<String>,
+        /// Go on with an earlier sweep in the results directory: skip the points it completed.
+        #[arg(long)]
+        resume: bool,
+        /// No status line on the terminal.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// Pass remote output to the terminal as it is, control characters included.
+        #[arg(long)]
+        raw: bool,
         /// Use (or start) the master at this socket [default: $MITOSSH_SOCKET, else a
         /// master of its own for the run].
         #[arg(long)]
@@ -208,6 +224,11 @@ fn main() -> ExitCode {
             output_dir,
             fetch_dir,
             json,
+            results,
+            points,
+            resume,
+            quiet,
+            raw,
             socket,
             command,
         } => {
@@ -232,32 +253,27 @@ fn main() -> ExitCode {
                     )
                 }
             };
-            match loaded {
-                Ok(mut plan) => {
-                    if duration.is_some() {
-                        plan.duration = duration;
-                    }
-                    if let Some(g) = grace {
-                        plan.grace = g;
-                    }
-                    if continue_on_failure {
-                        plan.stop_on_failure = false;
-                    }
-                    if output_dir.is_some() {
-                        plan.output_dir = output_dir;
-                    }
-                    if let Some(d) = fetch_dir {
-                        plan.fetch_dir = d;
-                    }
-                    mitossh::run::main(mitossh::run::Options {
-                        plan,
-                        json,
-                        master: mitossh::MasterOptions {
-                            socket,
-                            ..Default::default()
-                        },
-                    })
-                }
+            let overrides = mitossh::run::plan::Overrides {
+                duration,
+                grace,
+                continue_on_failure,
+                output_dir,
+                fetch_dir,
+                results,
+            };
+            match loaded.and_then(|mut e| e.apply(&overrides).map(|()| e)) {
+                Ok(experiment) => mitossh::run::main(mitossh::run::Options {
+                    experiment,
+                    json,
+                    quiet,
+                    raw,
+                    points,
+                    resume,
+                    master: mitossh::MasterOptions {
+                        socket,
+                        ..Default::default()
+                    },
+                }),
                 Err(e) => {
                     eprintln!("mitossh run: {e}");
                     mitossh::run::RUN_FAILED

@@ -75,7 +75,7 @@ fn needs_cleaning(text: &str, max: usize) -> bool {
 }
 
 /// Characters a terminal acts on, or that hide or reorder what it shows.
-fn is_unsafe(c: char) -> bool {
+pub(crate) fn is_unsafe(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

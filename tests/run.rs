@@ -94,7 +94,12 @@ fn forty_eight_processes_start_together_and_stop_together() {
         T,
     );
     let lines = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(0), "{lines}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{lines}{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let procs = report["processes"].as_array().unwrap();
     assert_eq!(procs.len(), 48);
@@ -277,4 +282,500 @@ fn interrupt_stops_everything_and_output_files_keep_each_stream() {
             format!("err {i}\n")
         );
     }
+}
+
+/// A free TCP port on loopback (the hosts of these tests share one network).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A replica (listens on a port half a second after it starts, says so, accepts and
+/// closes connections) and a client (connects once, fails if nobody listens), written
+/// where the test user can run them.
+fn experiment_tools(marker: &str) -> std::path::PathBuf {
+    let bin = Path::new("/tmp").join(format!("{marker}-bin"));
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(
+        bin.join("replica.py"),
+        "import socket, sys, time\n\
+         time.sleep(0.5)\n\
+         s = socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', int(sys.argv[1])))\n\
+         s.listen(64)\n\
+         print('listening', sys.argv[1], flush=True)\n\
+         while True:\n    s.accept()[0].close()\n",
+    )
+    .unwrap();
+    std::fs::write(
+        bin.join("client.py"),
+        "import socket, sys\n\
+         socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5).close()\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// The seed scenario in small: per host a replica (phase 1) and `{clients}` clients that
+/// need it (phase 2), swept over clients = 1, 2, 3. Host a's replica is ready when its
+/// port accepts, host b's when it says "listening".
+fn sweep_plan(a: &Sshd, b: &Sshd, cfg: &Path, results: &Path, marker: &str, bin: &Path) -> String {
+    let mut text = format!(
+        "duration = \"2s\"\ngrace = \"1s\"\nssh_args = [\"-F\", \"{}\"]\nresults = \"{}\"\n\
+         setup = \"mkdir -p /tmp/{marker}/{{point}}/{{host}}\"\n\
+         [sweep]\nclients = [1, 2, 3]\n",
+        cfg.display(),
+        results.display()
+    );
+    for (host, ready) in [
+        (a.alias(), "{ port = \"{port}\" }"),
+        (b.alias(), "{ line = \"^listening [0-9]+$\" }"),
+    ] {
+        let port = free_port();
+        text.push_str(&format!(
+            r#"
+[[host]]
+address = "{host}"
+
+[[host.process]]
+name = "replica"
+command = "exec python3 {bin}/replica.py {{port}}"
+vars = {{ port = "{port}" }}
+ready = {ready}
+ready_timeout = "20s"
+
+[[host.process]]
+name = "client"
+count = "{{clients}}"
+after = "replica"
+vars = {{ port = "{port}" }}
+env = {{ CLIENT_ID = "{{i}}", POINT = "{{point}}" }}
+cwd = "/tmp/{marker}/{{point}}/{{host}}"
+command = 'python3 {bin}/client.py {{port}} && echo "$CLIENT_ID $POINT $(pwd)" > client-{{i}}.txt && echo connected $CLIENT_ID'
+fetch = ["/tmp/{marker}/{{point}}/{{host}}/client-{{i}}.txt"]
+"#,
+            bin = bin.display()
+        ));
+    }
+    text
+}
+
+fn point_json(results: &Path, point: &str) -> serde_json::Value {
+    let path = results.join(point).join("point.json");
+    let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&text).unwrap()
+}
+
+#[test]
+fn a_sweep_runs_phases_on_the_same_connections_and_resumes_after_an_interrupt() {
+    let Setup {
+        a,
+        b,
+        work,
+        cfg,
+        marker,
+        plan_file,
+    } = Setup::new();
+    let tools = experiment_tools(&marker);
+    let results = work.path().join("results");
+    std::fs::write(
+        &plan_file,
+        sweep_plan(&a, &b, &cfg, &results, &marker, &tools),
+    )
+    .unwrap();
+    // One master for both runs, as a user keeps one across an interrupted sweep.
+    let master = Master::start();
+
+    // Run, and press ^C once point 2's clients are connecting.
+    let mut run = Command::new(bin("mitossh"))
+        .arg("run")
+        .arg(&plan_file)
+        .env("MITOSSH_SOCKET", &master.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = run.stderr.take().unwrap();
+    let said = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut s).unwrap();
+        s
+    });
+    let mut seen = String::new();
+    let mut reader = std::io::BufReader::new(run.stdout.take().unwrap());
+    // Point 1 has 2 clients; a third "connected" comes from point 2.
+    while seen.matches(" connected ").count() < 3 {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut reader, &mut line).unwrap() > 0,
+            "{seen}"
+        );
+        seen.push_str(&line);
+    }
+    // SAFETY: signalling the process this test started.
+    unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
+    let status = wait_child(&mut run, T, "mitossh run to stop on ^C");
+    let said = said.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{said}");
+    assert_eq!(
+        point_json(&results, "clients-1")["status"],
+        "completed",
+        "{said}"
+    );
+    assert_eq!(
+        point_json(&results, "clients-2")["status"],
+        "interrupted",
+        "{said}"
+    );
+    assert!(!results.join("clients-3").exists(), "{said}");
+    let first = std::fs::read(results.join("clients-1").join("point.json")).unwrap();
+
+    // Resume: points 2 and 3 only, on the same connections.
+    let out = output_within(
+        Command::new(bin("mitossh"))
+            .arg("run")
+            .arg(&plan_file)
+            .arg("--resume")
+            .arg("--json")
+            .env("MITOSSH_SOCKET", &master.socket),
+        b"",
+        T,
+    );
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("point 1/3 clients-1: completed earlier, skipped"),
+        "{said}"
+    );
+    assert!(said.contains("point 2/3 clients-2 starts"), "{said}");
+    assert!(said.contains("point 3/3 clients-3 starts"), "{said}");
+    assert!(!said.contains("point 1/3 clients-1 starts"), "{said}");
+    assert_eq!(
+        std::fs::read(results.join("clients-1").join("point.json")).unwrap(),
+        first
+    );
+    // The interrupted attempt is kept, not removed.
+    assert!(
+        results
+            .join("clients-2.attempt-1")
+            .join("point.json")
+            .exists()
+    );
+    let sweep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sweep["points"].as_array().unwrap().len(), 3);
+
+    for (k, clients) in [(1, 1), (2, 2), (3, 3)] {
+        let point = format!("clients-{k}");
+        let p = point_json(&results, &point);
+        assert_eq!(p["status"], "completed", "{p}");
+        assert_eq!(p["vars"]["clients"], clients.to_string());
+        // Phase 2 started only once the replicas were ready (they listen after 0.5 s).
+        let phases = p["phases"].as_array().unwrap();
+        assert_eq!(phases.len(), 2, "{p}");
+        assert_eq!(phases[1]["phase"], "2 (client, after replica)");
+        let gap = phases[1]["released_after_ms"].as_f64().unwrap()
+            - phases[0]["released_after_ms"].as_f64().unwrap();
+        assert!(gap >= 450.0, "phase 2 released {gap} ms after phase 1: {p}");
+        eprintln!(
+            "{point}: release spread phase 1 {:.1} ms, phase 2 {:.1} ms, phase 2 after {gap:.0} ms",
+            phases[0]["spread_ms"].as_f64().unwrap(),
+            phases[1]["spread_ms"].as_f64().unwrap()
+        );
+        let procs = p["processes"].as_array().unwrap();
+        assert_eq!(procs.len(), 2 + 2 * clients, "{p}");
+        for c in procs.iter().filter(|c| c["name"] == "client") {
+            assert_eq!(c["exit_code"], 0, "{c}");
+            let (host, i) = (c["host"].as_str().unwrap(), c["index"].as_u64().unwrap());
+            let dir = results.join(&point).join(host).join(format!("client-{i}"));
+            // env and cwd reached the process; its file came back; its output is kept.
+            assert_eq!(
+                std::fs::read_to_string(dir.join(format!("client-{i}.txt"))).unwrap(),
+                format!("{i} {point} /tmp/{marker}/{point}/{host}\n")
+            );
+            assert_eq!(
+                std::fs::read_to_string(dir.join("stdout")).unwrap(),
+                format!("connected {i}\n")
+            );
+        }
+        for r in procs.iter().filter(|c| c["name"] == "replica") {
+            assert_eq!(r["stopped"], true, "{r}");
+            assert_eq!(r["failed"], false, "{r}");
+        }
+    }
+
+    // One CSV row per point × process, with the sweep's variable as a column.
+    let csv = std::fs::read_to_string(results.join("summary.csv")).unwrap();
+    let mut rows = csv.lines();
+    let header: Vec<&str> = rows.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = rows.map(|r| r.split(',').collect()).collect();
+    assert_eq!(rows.len(), 4 + 6 + 8, "{csv}");
+    for r in &rows {
+        assert_eq!(
+            r[col("point")],
+            format!("clients-{}", r[col("clients")]),
+            "{csv}"
+        );
+        assert_eq!(r[col("point_status")], "completed");
+    }
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r[col("process")] == "client")
+            .count(),
+        2 + 4 + 6
+    );
+
+    // The whole sweep, interrupted and resumed, used one connection per host.
+    assert_eq!(a.accepted_connections(), 1);
+    assert_eq!(b.accepted_connections(), 1);
+    let uid = test_user().uid;
+    wait_until_none(Duration::from_secs(5), "processes of the sweep", |p| {
+        p.uid == uid && p.cmdline.iter().any(|w| w.contains(&marker))
+    });
+    let _ = std::fs::remove_dir_all(format!("/tmp/{marker}"));
+    let _ = std::fs::remove_dir_all(&tools);
+}
+
+#[test]
+fn a_readiness_timeout_names_the_phase_and_host_and_fails_the_point() {
+    let a = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let marker = unique_marker();
+    let port = free_port();
+    let results = work.path().join("results");
+    let plan_file = work.path().join("plan.toml");
+    std::fs::write(
+        &plan_file,
+        format!(
+            r#"duration = "60s"
+ssh_args = ["-F", "{cfg}"]
+results = "{results}"
+[[host]]
+address = "{host}"
+[[host.process]]
+name = "replica"
+command = "exec -a {marker}-replica sleep 60"
+ready = {{ port = "{port}" }}
+ready_timeout = "1s"
+[[host.process]]
+name = "client"
+after = "replica"
+command = "echo {marker} should not run"
+"#,
+            cfg = a.ssh_config().display(),
+            results = results.display(),
+            host = a.alias(),
+        ),
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let out = output_within(
+        Command::new(bin("mitossh"))
+            .arg("run")
+            .arg(&plan_file)
+            .env_remove("MITOSSH_SOCKET"),
+        b"",
+        T,
+    );
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(t.elapsed() < Duration::from_secs(30), "{said}");
+    let expected = format!(
+        "replica[0] on {} in phase 1 (replica) was not ready: nothing accepted connections on localhost:{port} within 1.0s",
+        a.alias()
+    );
+    assert!(said.contains(&expected), "{said}");
+    assert!(
+        said.contains("phase 2 (client, after replica) never started"),
+        "{said}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("should not run"));
+    let p = point_json(&results, "run");
+    assert_eq!(p["status"], "failed", "{p}");
+    let client = &p["processes"][1];
+    assert_eq!(client["released"], false, "{p}");
+    assert_eq!(p["processes"][0]["stopped"], true, "{p}");
+    let uid = test_user().uid;
+    wait_until_none(Duration::from_secs(5), "the replica", |p| {
+        p.uid == uid && p.cmdline.iter().any(|w| w.contains(&marker))
+    });
+}
+
+/// A plan whose process writes control sequences: a screen clear and a carriage return.
+fn noisy_plan(a: &Sshd, dir: &Path) -> std::path::PathBuf {
+    let plan_file = dir.join("plan.toml");
+    std::fs::write(
+        &plan_file,
+        format!(
+            r#"duration = "2s"
+ssh_args = ["-F", "{cfg}"]
+results = "{results}"
+[sweep]
+k = [1, 2]
+[[host]]
+address = "{host}"
+[[host.process]]
+name = "noisy"
+command = '''printf 'clear\033[2Jscreen\nover\rwrite\n'; sleep 30'''
+"#,
+            cfg = a.ssh_config().display(),
+            results = dir.join("results").display(),
+            host = a.alias(),
+        ),
+    )
+    .unwrap();
+    plan_file
+}
+
+#[test]
+fn the_status_line_shows_on_a_terminal_only_and_remote_control_codes_are_escaped() {
+    let a = Sshd::start();
+    let status_line = " running · 0 failed";
+
+    // On a terminal: the status line, and the remote escape sequences made visible.
+    let work = tempfile::tempdir().unwrap();
+    let plan = noisy_plan(&a, work.path());
+    let mut cmd = Command::new(bin("mitossh"));
+    cmd.arg("run").arg(&plan).env_remove("MITOSSH_SOCKET");
+    let (term, mut child) = Terminal::spawn(&mut cmd, 30, 120);
+    term.expect(
+        "point 1/2 k-1 · 1 running · 0 failed",
+        Duration::from_secs(20),
+    );
+    term.expect("points completed", T);
+    let status = wait_child(&mut child, T, "mitossh run on a terminal");
+    let shown = term.text();
+    assert_eq!(status.code(), Some(0), "{shown}");
+    assert!(shown.contains("point 2/2 k-2 ·"), "{shown}");
+    assert!(shown.contains("clear\\e[2Jscreen"), "{shown}");
+    assert!(shown.contains("over\\rwrite"), "{shown}");
+    assert!(!shown.contains("\x1b[2J"), "{shown}");
+    assert!(!shown.contains("over\rwrite"), "{shown}");
+
+    // --quiet: no status line; --raw: the bytes as they came.
+    let work = tempfile::tempdir().unwrap();
+    let plan = noisy_plan(&a, work.path());
+    let mut cmd = Command::new(bin("mitossh"));
+    cmd.arg("run")
+        .arg(&plan)
+        .args(["--quiet", "--raw"])
+        .env_remove("MITOSSH_SOCKET");
+    let (term, mut child) = Terminal::spawn(&mut cmd, 30, 120);
+    term.expect("points completed", T);
+    let status = wait_child(&mut child, T, "mitossh run --quiet --raw");
+    let shown = term.text();
+    assert_eq!(status.code(), Some(0), "{shown}");
+    assert!(!shown.contains(status_line), "{shown}");
+    assert!(shown.contains("clear\x1b[2Jscreen"), "{shown}");
+
+    // In a pipe: no status line, and the output as it came.
+    let work = tempfile::tempdir().unwrap();
+    let plan = noisy_plan(&a, work.path());
+    let out = output_within(
+        Command::new(bin("mitossh"))
+            .arg("run")
+            .arg(&plan)
+            .env_remove("MITOSSH_SOCKET"),
+        b"",
+        T,
+    );
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(!said.contains(status_line), "{said}");
+    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(lines.contains("clear\x1b[2Jscreen"), "{lines}");
+    // The results keep the bytes too.
+    let kept = std::fs::read_to_string(
+        work.path()
+            .join("results/k-1")
+            .join(a.alias())
+            .join("noisy-0/stdout"),
+    )
+    .unwrap();
+    assert_eq!(kept, "clear\x1b[2Jscreen\nover\rwrite\n");
+}
+
+#[test]
+fn without_phases_the_clients_start_too_early_and_fail() {
+    // The control for the sweep test: its clients really need the replicas first.
+    let Setup {
+        a,
+        b,
+        work,
+        cfg,
+        marker,
+        plan_file,
+    } = Setup::new();
+    let tools = experiment_tools(&marker);
+    let results = work.path().join("results");
+    let text =
+        sweep_plan(&a, &b, &cfg, &results, &marker, &tools).replace("after = \"replica\"\n", "");
+    std::fs::write(&plan_file, text).unwrap();
+    let out = output_within(
+        Command::new(bin("mitossh"))
+            .arg("run")
+            .arg(&plan_file)
+            .args(["--points", "1"])
+            .env_remove("MITOSSH_SOCKET"),
+        b"",
+        T,
+    );
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let p = point_json(&results, "clients-1");
+    assert_eq!(p["status"], "failed", "{p}");
+    assert_eq!(p["phases"].as_array().unwrap().len(), 1, "{p}");
+    assert!(
+        p["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "client" && c["exit_code"] == 1),
+        "{p}"
+    );
+    let _ = std::fs::remove_dir_all(format!("/tmp/{marker}"));
+    let _ = std::fs::remove_dir_all(&tools);
+}
+
+#[test]
+fn a_missing_working_directory_is_a_clear_error() {
+    let a = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let plan_file = work.path().join("plan.toml");
+    let missing = format!("/nonexistent-{}", unique_marker());
+    std::fs::write(
+        &plan_file,
+        format!(
+            "ssh_args = [\"-F\", \"{}\"]\n[[host]]\naddress = \"{}\"\n[[host.process]]\nname = \"p\"\ncwd = \"{missing}\"\ncommand = \"pwd\"\n",
+            a.ssh_config().display(),
+            a.alias()
+        ),
+    )
+    .unwrap();
+    let out = output_within(
+        Command::new(bin("mitossh"))
+            .arg("run")
+            .arg(&plan_file)
+            .env_remove("MITOSSH_SOCKET"),
+        b"",
+        T,
+    );
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "cannot change to directory {missing}: not a directory here"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("some processes could not be started"),
+        "{said}"
+    );
 }

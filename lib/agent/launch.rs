@@ -158,10 +158,21 @@ pub(crate) fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched>
     }
     let home = &session.account.home;
     let cwd = match &spec.cwd {
-        Some(dir) => PathBuf::from(OsString::from_vec(dir.clone())),
+        // A relative directory is the home directory's, where the command would start.
+        Some(dir) => home.join(OsString::from_vec(dir.clone())),
         None if home.is_dir() => home.clone(),
         None => PathBuf::from("/"),
     };
+    if spec.cwd.is_some() && !cwd.is_dir() {
+        // Said here: a failed chdir in the child would read as "cannot run the shell".
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "cannot change to directory {}: not a directory here",
+                cwd.display()
+            ),
+        ));
+    }
     cmd.current_dir(cwd);
 
     let pty = match &spec.pty {

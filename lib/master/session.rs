@@ -175,6 +175,7 @@ pub(crate) async fn run(
     let stdout_queue = port.stdout.take().expect("taken once");
     let stderr_queue = port.stderr.take().expect("taken once");
     let (disconnect_tx, mut disconnect) = tokio::sync::oneshot::channel();
+    let escaping = caller.escape.is_some();
     let escapes = caller.escape.map(|ch| EscapeInput {
         escapes: Escapes::new(ch),
         to_shim: to_shim.clone(),
@@ -194,7 +195,8 @@ pub(crate) async fn run(
 
     loop {
         tokio::select! {
-            Ok(()) = &mut disconnect => {
+            // Only with escape sequences: without them the sender is gone at once.
+            Ok(()) = &mut disconnect, if escaping => {
                 // `~.`: as ssh, end the session; the remote process is hung up on.
                 let _ = ctx.send(Message::Close { stream: id });
                 pumps.abort();

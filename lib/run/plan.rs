@@ -1,28 +1,46 @@
-//! A run plan: hosts, and per host the processes to start together.
+//! A run plan: hosts, and per host the processes to start; optionally a sweep over data
+//! points, phases with readiness, and a results directory.
 //!
 //! ```toml
-//! duration = "30s"          # optional: stop everything after this long
+//! duration = "30s"          # optional: stop everything this long after the last phase started
 //! grace = "5s"              # SIGTERM, then SIGKILL after this long (default 5s)
 //! on_failure = "stop"       # "stop" (default) or "continue" when a process fails
 //! ssh_args = ["-F", "cluster.conf"]   # optional, for every host
 //! output_dir = "out"        # optional: each stream also to out/<host>/<name>-<i>.out|.err
-//! fetch_dir = "results"     # where fetched files go (default ./mitossh-run)
+//! fetch_dir = "fetched"     # where fetched files go (default ./mitossh-run)
+//! results = "results"       # instead of the two above: results/<point>/<host>/<name>-<i>/
+//! pause = "10s"             # between data points
+//! setup = "rm -rf /tmp/db"  # on every host before each point (teardown = "…": after it)
+//!
+//! [sweep]                   # optional: data points (see `sweep`); {clients} in templates
+//! clients = [1, 2, 4]
 //!
 //! [[host]]
 //! address = "node1"         # as ssh takes it: alias, user@host, a named context
 //!
 //! [[host.process]]
 //! name = "replica"
-//! count = 12
+//! count = 12                # or a template: "{clients}"
 //! command = "replica --id {i} --listen {host}:{port}"
 //! vars = { port = "70{i}" }
+//! env = { RUST_LOG = "info" }
+//! cwd = "/srv/replica"      # relative: to the home directory
+//! ready = { port = "{port}" }  # accepts on localhost (or host = "…"), from its host;
+//!                              # or { line = "REGEX" } (of its output), or { delay = "2s" }
+//! ready_timeout = "60s"
 //! fetch = ["/tmp/replica-{i}.log"]
+//!
+//! [[host.process]]
+//! name = "client"
+//! after = "replica"         # started once every replica is ready
+//! command = "load --target {host}:7000"
 //! ```
 //!
 //! In templates, `{i}` is the process's index among all processes of that name in the
 //! plan (0, 1, …, in host order), `{n}` its index on its host, `{host}` the host's
-//! address, `{name}` the process name, and any variable of `vars` (themselves templates
-//! of the built-in ones). `{{` and `}}` are literal braces. An unknown name is an error.
+//! address, `{name}` the process name, the sweep's variables, `{point}` and `{repeat}`,
+//! and any variable of `vars` (themselves templates of the others). `{{` and `}}` are
+//! literal braces. An unknown name is an error.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -30,6 +48,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::sweep::{self, Sweep, value_text};
 use crate::config::parse_duration;
 
 #[derive(Debug, Deserialize)]
@@ -42,6 +61,11 @@ struct PlanFile {
     ssh_args: Vec<String>,
     output_dir: Option<PathBuf>,
     fetch_dir: Option<PathBuf>,
+    results: Option<PathBuf>,
+    pause: Option<String>,
+    setup: Option<String>,
+    teardown: Option<String>,
+    sweep: Option<toml::Table>,
     #[serde(rename = "host", default)]
     hosts: Vec<HostEntry>,
 }
@@ -60,29 +84,77 @@ struct HostEntry {
 #[serde(deny_unknown_fields)]
 struct ProcessEntry {
     name: String,
-    #[serde(default = "one")]
-    count: u32,
+    count: Option<toml::Value>,
     command: String,
     #[serde(default)]
     vars: BTreeMap<String, toml::Value>,
     #[serde(default)]
+    env: BTreeMap<String, toml::Value>,
+    cwd: Option<String>,
+    after: Option<toml::Value>,
+    ready: Option<ReadyEntry>,
+    ready_timeout: Option<String>,
+    #[serde(default)]
     fetch: Vec<String>,
 }
 
-fn one() -> u32 {
-    1
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadyEntry {
+    port: Option<toml::Value>,
+    /// Where to connect for `port`, from the process's host (default localhost).
+    host: Option<String>,
+    line: Option<String>,
+    delay: Option<String>,
 }
 
-/// A plan, expanded: everything needed to start, stop and collect.
+/// An experiment: data points run one after another over the same connections.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub hosts: Vec<Host>,
+    /// The sweep's variable names (columns of the summary).
+    pub vars: Vec<String>,
+    pub points: Vec<Point>,
+    /// Where each point gets a directory; `None`: one run with the plain layout.
+    pub results: Option<PathBuf>,
+    pub pause: Duration,
+}
+
+/// One data point: its name, its variables' values, and its expanded plan.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub name: String,
+    pub values: Vec<String>,
+    pub repeat: u32,
+    pub plan: Plan,
+}
+
+/// One point's plan, expanded: everything needed to start, stop and collect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub duration: Option<Duration>,
     pub grace: Duration,
     pub stop_on_failure: bool,
-    pub output_dir: Option<PathBuf>,
-    pub fetch_dir: PathBuf,
+    pub layout: Layout,
     pub hosts: Vec<Host>,
     pub procs: Vec<Proc>,
+    pub phases: Vec<Phase>,
+    /// Per host, the command to run before the point (empty: none).
+    pub setup: Vec<String>,
+    /// Per host, the command to run after the point (empty: none).
+    pub teardown: Vec<String>,
+}
+
+/// Where a point's output files and fetched files go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// `output/<host>/<name>-<i>.out|.err` (if asked) and `fetch/<host>/<name>-<i>/`.
+    Separate {
+        output: Option<PathBuf>,
+        fetch: PathBuf,
+    },
+    /// `dir/<host>/<name>-<i>/stdout|stderr`, and fetched files beside them.
+    Point(PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,8 +173,51 @@ pub struct Proc {
     /// `{i}`: its index among processes of its name.
     pub index: u32,
     pub command: String,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    /// How it says it is ready; `None`: as soon as it runs.
+    pub ready: Option<Ready>,
+    pub ready_timeout: Duration,
+    /// Index into [`Plan::phases`].
+    pub phase: usize,
     /// Remote paths to bring back afterwards.
     pub fetch: Vec<String>,
+}
+
+/// When a process counts as ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ready {
+    /// A TCP connection to `host:port`, made from the process's host, is accepted.
+    Port { host: String, port: u16 },
+    /// A line of its stdout or stderr matches this regular expression.
+    Line(String),
+    /// This long after it started.
+    Delay(Duration),
+}
+
+/// Processes released together: those that wait for the same names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Phase {
+    /// The process names in this phase, in plan order.
+    pub names: Vec<String>,
+    /// It starts once every process of these names is ready.
+    pub after: Vec<String>,
+}
+
+impl Phase {
+    /// `1 (replica)` or `2 (client, after replica)`, for messages.
+    pub fn label(&self, k: usize) -> String {
+        if self.after.is_empty() {
+            format!("{} ({})", k + 1, self.names.join(", "))
+        } else {
+            format!(
+                "{} ({}, after {})",
+                k + 1,
+                self.names.join(", "),
+                self.after.join(", ")
+            )
+        }
+    }
 }
 
 impl Proc {
@@ -112,10 +227,104 @@ impl Proc {
     }
 }
 
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+impl Plan {
+    /// `<name>-<i>`: the process's directory or file stem.
+    fn stem(p: &Proc) -> String {
+        format!("{}-{}", p.name, p.index)
+    }
 
-/// Parses and expands a plan file's text.
-pub fn parse(text: &str) -> Result<Plan, String> {
+    /// Where process `p`'s stdout and stderr are kept, if anywhere.
+    pub fn output_paths(&self, p: &Proc) -> Option<(PathBuf, PathBuf)> {
+        let host = &self.hosts[p.host].address;
+        match &self.layout {
+            Layout::Separate { output, .. } => {
+                let dir = output.as_ref()?.join(host);
+                let stem = Plan::stem(p);
+                Some((
+                    dir.join(format!("{stem}.out")),
+                    dir.join(format!("{stem}.err")),
+                ))
+            }
+            Layout::Point(dir) => {
+                let dir = dir.join(host).join(Plan::stem(p));
+                Some((dir.join("stdout"), dir.join("stderr")))
+            }
+        }
+    }
+
+    /// The directory process `p`'s fetched files go into.
+    pub fn fetch_dir(&self, p: &Proc) -> PathBuf {
+        let host = &self.hosts[p.host].address;
+        match &self.layout {
+            Layout::Separate { fetch, .. } => fetch.join(host).join(Plan::stem(p)),
+            Layout::Point(dir) => dir.join(host).join(Plan::stem(p)),
+        }
+    }
+}
+
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+/// How long a process with `ready` may take to be ready, unless the plan says.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Where a sweep's results go unless the plan or `--results` says.
+pub const DEFAULT_RESULTS: &str = "results";
+
+/// What the command line changes in a plan.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub duration: Option<Duration>,
+    pub grace: Option<Duration>,
+    pub continue_on_failure: bool,
+    pub output_dir: Option<PathBuf>,
+    pub fetch_dir: Option<PathBuf>,
+    pub results: Option<PathBuf>,
+}
+
+impl Experiment {
+    /// Applies the command line's settings to every point.
+    pub fn apply(&mut self, o: &Overrides) -> Result<(), String> {
+        if o.results.is_some() {
+            self.results = o.results.clone();
+        }
+        if self.results.is_some() && (o.output_dir.is_some() || o.fetch_dir.is_some()) {
+            return Err(
+                "--output-dir and --fetch-dir do not go with a results directory: each point keeps its output and files in it".into(),
+            );
+        }
+        for point in &mut self.points {
+            let plan = &mut point.plan;
+            if o.duration.is_some() {
+                plan.duration = o.duration;
+            }
+            if let Some(g) = o.grace {
+                plan.grace = g;
+            }
+            if o.continue_on_failure {
+                plan.stop_on_failure = false;
+            }
+            match (&self.results, &mut plan.layout) {
+                (Some(results), layout) => *layout = Layout::Point(results.join(&point.name)),
+                (None, Layout::Separate { output, fetch }) => {
+                    if o.output_dir.is_some() {
+                        output.clone_from(&o.output_dir);
+                    }
+                    if let Some(f) = &o.fetch_dir {
+                        fetch.clone_from(f);
+                    }
+                }
+                (None, Layout::Point(_)) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The point named `name`, by position.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.points.iter().position(|p| p.name == name)
+    }
+}
+
+/// Parses and expands a plan file's text into its points.
+pub fn parse(text: &str) -> Result<Experiment, String> {
     let file: PlanFile = toml::from_str(text).map_err(|e| e.to_string())?;
     let stop_on_failure = match file.on_failure.as_deref() {
         None | Some("stop") => true,
@@ -126,81 +335,357 @@ pub fn parse(text: &str) -> Result<Plan, String> {
             ));
         }
     };
-    let mut plan = Plan {
-        duration: file.duration.as_deref().map(parse_duration).transpose()?,
-        grace: file
-            .grace
-            .as_deref()
-            .map(parse_duration)
-            .transpose()?
-            .unwrap_or(DEFAULT_GRACE),
-        stop_on_failure,
-        output_dir: file.output_dir,
-        fetch_dir: file.fetch_dir.unwrap_or_else(|| "mitossh-run".into()),
-        hosts: Vec::new(),
-        procs: Vec::new(),
+    let grace = file
+        .grace
+        .as_deref()
+        .map(parse_duration)
+        .transpose()?
+        .unwrap_or(DEFAULT_GRACE);
+    let pause = file
+        .pause
+        .as_deref()
+        .map(parse_duration)
+        .transpose()?
+        .unwrap_or(Duration::ZERO);
+    let sweep = match &file.sweep {
+        Some(table) => sweep::parse(table)?,
+        None => Sweep::single(),
     };
-    let mut next_index: HashMap<String, u32> = HashMap::new();
-    for host in file.hosts {
+    let results = match (&file.results, &file.sweep) {
+        (Some(r), _) => Some(r.clone()),
+        (None, Some(_)) => Some(PathBuf::from(DEFAULT_RESULTS)),
+        (None, None) => None,
+    };
+    if results.is_some() && (file.output_dir.is_some() || file.fetch_dir.is_some()) {
+        return Err("output_dir and fetch_dir do not go with results (or a sweep): each point keeps its output and files in results/<point>/".into());
+    }
+    let mut hosts = Vec::new();
+    for host in &file.hosts {
         if host.address.is_empty() {
             return Err("a host has an empty address".into());
         }
-        let h = plan.hosts.len();
         let mut ssh_args = file.ssh_args.clone();
-        ssh_args.extend(host.ssh_args);
-        plan.hosts.push(Host {
+        ssh_args.extend(host.ssh_args.iter().cloned());
+        hosts.push(Host {
             address: host.address.clone(),
             ssh_args,
         });
-        for p in host.processes {
-            let vars: Vec<(String, String)> = p
-                .vars
-                .iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        toml::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    (k.clone(), v)
-                })
-                .collect();
-            for n in 0..p.count {
+    }
+    let mut points = Vec::new();
+    for (k, spec) in sweep.points.iter().enumerate() {
+        let values = sweep.values(k);
+        let layout = match &results {
+            Some(r) => Layout::Point(r.join(&spec.name)),
+            None => Layout::Separate {
+                output: file.output_dir.clone(),
+                fetch: file
+                    .fetch_dir
+                    .clone()
+                    .unwrap_or_else(|| "mitossh-run".into()),
+            },
+        };
+        let plan =
+            point_plan(&file, &hosts, &values, layout, grace, stop_on_failure).map_err(|e| {
+                match &file.sweep {
+                    Some(_) => format!("point {}: {e}", spec.name),
+                    None => e,
+                }
+            })?;
+        points.push(Point {
+            name: spec.name.clone(),
+            values: spec.values.clone(),
+            repeat: spec.repeat,
+            plan,
+        });
+    }
+    Ok(Experiment {
+        hosts,
+        vars: sweep.vars,
+        points,
+        results,
+        pause,
+    })
+}
+
+/// One point's plan: every template expanded with the point's values.
+fn point_plan(
+    file: &PlanFile,
+    hosts: &[Host],
+    point: &HashMap<String, String>,
+    layout: Layout,
+    grace: Duration,
+    stop_on_failure: bool,
+) -> Result<Plan, String> {
+    let duration = file
+        .duration
+        .as_deref()
+        .map(|d| expand(d, point).and_then(|d| parse_duration(&d)))
+        .transpose()
+        .map_err(|e| format!("duration: {e}"))?;
+    let per_host = |template: &Option<String>, what: &str| -> Result<Vec<String>, String> {
+        let Some(t) = template else {
+            return Ok(Vec::new());
+        };
+        hosts
+            .iter()
+            .map(|h| {
+                let mut values = point.clone();
+                values.insert("host".into(), h.address.clone());
+                expand(t, &values).map_err(|e| format!("{what}: {e}"))
+            })
+            .collect()
+    };
+    let mut plan = Plan {
+        duration,
+        grace,
+        stop_on_failure,
+        layout,
+        hosts: hosts.to_vec(),
+        procs: Vec::new(),
+        phases: Vec::new(),
+        setup: per_host(&file.setup, "setup")?,
+        teardown: per_host(&file.teardown, "teardown")?,
+    };
+    let mut next_index: HashMap<String, u32> = HashMap::new();
+    let mut afters: Vec<Vec<String>> = Vec::new();
+    for (h, host) in file.hosts.iter().enumerate() {
+        for p in &host.processes {
+            let count = count(p, point)?;
+            let after = after_names(p)?;
+            for n in 0..count {
                 let counter = next_index.entry(p.name.clone()).or_insert(0);
                 let index = *counter;
                 *counter += 1;
-                let mut values: HashMap<String, String> = HashMap::from([
-                    ("i".into(), index.to_string()),
-                    ("n".into(), n.to_string()),
-                    ("host".into(), host.address.clone()),
-                    ("name".into(), p.name.clone()),
-                ]);
-                for (k, v) in &vars {
-                    let expanded =
-                        expand(v, &values).map_err(|e| format!("{} var {k}: {e}", p.name))?;
-                    values.insert(k.clone(), expanded);
-                }
-                let command =
-                    expand(&p.command, &values).map_err(|e| format!("{}: {e}", p.name))?;
-                let fetch = p
-                    .fetch
-                    .iter()
-                    .map(|f| expand(f, &values))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| format!("{} fetch: {e}", p.name))?;
-                plan.procs.push(Proc {
-                    host: h,
-                    name: p.name.clone(),
-                    index,
-                    command,
-                    fetch,
-                });
+                let proc = expand_proc(p, h, &host.address, index, n, point)?;
+                plan.procs.push(proc);
+                afters.push(after.clone());
             }
         }
     }
     if plan.procs.is_empty() {
         return Err("the plan starts no process (add [[host]] and [[host.process]] tables)".into());
     }
+    let declared: Vec<&str> = file
+        .hosts
+        .iter()
+        .flat_map(|h| h.processes.iter().map(|p| p.name.as_str()))
+        .collect();
+    plan.phases = phases(&mut plan.procs, &afters, &declared)?;
     Ok(plan)
+}
+
+fn count(p: &ProcessEntry, point: &HashMap<String, String>) -> Result<u32, String> {
+    let text = match &p.count {
+        None => return Ok(1),
+        Some(toml::Value::Integer(c)) if *c >= 0 && *c <= u32::MAX as i64 => {
+            return Ok(*c as u32);
+        }
+        Some(toml::Value::String(t)) => {
+            expand(t, point).map_err(|e| format!("{} count: {e}", p.name))?
+        }
+        Some(other) => other.to_string(),
+    };
+    text.trim().parse().map_err(|_| {
+        format!(
+            "{} count = {text:?}: give a whole number, or a template of one such as \"{{clients}}\"",
+            p.name
+        )
+    })
+}
+
+fn after_names(p: &ProcessEntry) -> Result<Vec<String>, String> {
+    let mut names = match &p.after {
+        None => Vec::new(),
+        Some(toml::Value::String(s)) => vec![s.clone()],
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                toml::Value::String(s) => Ok(s.clone()),
+                other => Err(format!("{} after: {other} is not a process name", p.name)),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(format!(
+                "{} after = {other}: give a process name or a list of them",
+                p.name
+            ));
+        }
+    };
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// One process of an entry, its templates expanded.
+fn expand_proc(
+    p: &ProcessEntry,
+    host: usize,
+    address: &str,
+    index: u32,
+    n: u32,
+    point: &HashMap<String, String>,
+) -> Result<Proc, String> {
+    let mut values = point.clone();
+    values.extend([
+        ("i".to_string(), index.to_string()),
+        ("n".into(), n.to_string()),
+        ("host".into(), address.to_string()),
+        ("name".into(), p.name.clone()),
+    ]);
+    let name = &p.name;
+    for (k, v) in &p.vars {
+        let v = value_text(v).map_err(|e| format!("{name} var {k}: {e}"))?;
+        let expanded = expand(&v, &values).map_err(|e| format!("{name} var {k}: {e}"))?;
+        values.insert(k.clone(), expanded);
+    }
+    let field = |what: &str, t: &str| expand(t, &values).map_err(|e| format!("{name} {what}: {e}"));
+    let env = p
+        .env
+        .iter()
+        .map(|(k, v)| {
+            if k.is_empty() || k.contains(['=', '\0']) {
+                return Err(format!("{name} env: {k:?} is not a variable name"));
+            }
+            let v = value_text(v).map_err(|e| format!("{name} env {k}: {e}"))?;
+            Ok((k.clone(), field(&format!("env {k}"), &v)?))
+        })
+        .collect::<Result<_, String>>()?;
+    let ready = p.ready.as_ref().map(|r| ready(r, &field)).transpose()?;
+    let ready_timeout = p
+        .ready_timeout
+        .as_deref()
+        .map(|t| field("ready_timeout", t).and_then(|t| parse_duration(&t)))
+        .transpose()?
+        .unwrap_or(DEFAULT_READY_TIMEOUT);
+    Ok(Proc {
+        host,
+        name: name.clone(),
+        index,
+        command: field("command", &p.command)?,
+        env,
+        cwd: p.cwd.as_deref().map(|c| field("cwd", c)).transpose()?,
+        ready,
+        ready_timeout,
+        phase: 0,
+        fetch: p
+            .fetch
+            .iter()
+            .map(|f| field("fetch", f))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+fn ready(
+    r: &ReadyEntry,
+    field: &dyn Fn(&str, &str) -> Result<String, String>,
+) -> Result<Ready, String> {
+    let given = [r.port.is_some(), r.line.is_some(), r.delay.is_some()];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err("ready: give exactly one of port, line or delay".into());
+    }
+    if r.host.is_some() && r.port.is_none() {
+        return Err("ready: host goes with port".into());
+    }
+    if let Some(port) = &r.port {
+        let text = field("ready port", &value_text(port)?)?;
+        let port: u16 = text
+            .trim()
+            .parse()
+            .map_err(|_| format!("ready port {text:?} is not a port number"))?;
+        let host = match &r.host {
+            Some(h) => field("ready host", h)?,
+            None => "localhost".into(),
+        };
+        return Ok(Ready::Port { host, port });
+    }
+    if let Some(line) = &r.line {
+        let pattern = field("ready line", line)?;
+        regex::bytes::Regex::new(&pattern).map_err(|e| format!("ready line: {e}"))?;
+        return Ok(Ready::Line(pattern));
+    }
+    let delay = r.delay.as_deref().unwrap_or_default();
+    Ok(Ready::Delay(parse_duration(&field("ready delay", delay)?)?))
+}
+
+/// Groups processes by what they wait for, in an order where a phase comes after those it
+/// waits for; sets each process's phase.
+fn phases(
+    procs: &mut [Proc],
+    afters: &[Vec<String>],
+    declared: &[&str],
+) -> Result<Vec<Phase>, String> {
+    for (p, after) in procs.iter().zip(afters) {
+        for a in after {
+            if !declared.contains(&a.as_str()) {
+                return Err(format!("{} after {a:?}: no process has that name", p.name));
+            }
+            if *a == p.name {
+                return Err(format!("{} cannot start after itself", p.name));
+            }
+        }
+    }
+    // A name's depth: 0 if none of its processes waits, else 1 + the deepest it waits for.
+    let mut depth: HashMap<&str, usize> = HashMap::new();
+    fn depth_of<'a>(
+        name: &'a str,
+        procs: &'a [Proc],
+        afters: &'a [Vec<String>],
+        depth: &mut HashMap<&'a str, usize>,
+        visiting: &mut Vec<&'a str>,
+    ) -> Result<usize, String> {
+        if let Some(d) = depth.get(name) {
+            return Ok(*d);
+        }
+        if visiting.contains(&name) {
+            visiting.push(name);
+            return Err(format!(
+                "processes wait for each other: {}",
+                visiting.join(" after ")
+            ));
+        }
+        visiting.push(name);
+        let mut d = 0;
+        for (p, after) in procs.iter().zip(afters) {
+            if p.name == name {
+                for a in after {
+                    d = d.max(1 + depth_of(a, procs, afters, depth, visiting)?);
+                }
+            }
+        }
+        visiting.pop();
+        depth.insert(name, d);
+        Ok(d)
+    }
+    let mut keys: Vec<(usize, &Vec<String>)> = Vec::new();
+    for after in afters {
+        let mut visiting = Vec::new();
+        let mut d = 0;
+        for a in after {
+            d = d.max(1 + depth_of(a, procs, afters, &mut depth, &mut visiting)?);
+        }
+        if !keys.iter().any(|(_, k)| *k == after) {
+            keys.push((d, after));
+        }
+    }
+    keys.sort_by_key(|(d, _)| *d); // stable: plan order within a depth
+    let mut phases: Vec<Phase> = keys
+        .iter()
+        .map(|(_, after)| Phase {
+            names: Vec::new(),
+            after: (*after).clone(),
+        })
+        .collect();
+    let assigned: Vec<usize> = afters
+        .iter()
+        .map(|after| keys.iter().position(|(_, k)| *k == after).unwrap_or(0))
+        .collect();
+    for (p, k) in procs.iter_mut().zip(assigned) {
+        p.phase = k;
+        if !phases[k].names.contains(&p.name) {
+            phases[k].names.push(p.name.clone());
+        }
+    }
+    Ok(phases)
 }
 
 /// The short form: `count` copies of `command` on each host.
@@ -210,7 +695,7 @@ pub fn short(
     command: &str,
     ssh_args: &[String],
     duration: Option<Duration>,
-) -> Result<Plan, String> {
+) -> Result<Experiment, String> {
     let mut text = String::new();
     if let Some(d) = duration {
         text.push_str(&format!("duration = \"{}ms\"\n", d.as_millis()));
@@ -307,7 +792,7 @@ mod tests {
 
     #[test]
     fn expands_indices_hosts_and_vars() {
-        let plan = parse(PLAN).unwrap();
+        let plan = parse(PLAN).unwrap().points.remove(0).plan;
         assert_eq!(plan.duration, Some(Duration::from_secs(2)));
         assert_eq!(plan.grace, Duration::from_millis(500));
         assert!(plan.stop_on_failure);
@@ -389,7 +874,10 @@ mod tests {
             &["-F".into(), "c".into()],
             None,
         )
-        .unwrap();
+        .unwrap()
+        .points
+        .remove(0)
+        .plan;
         let commands: Vec<&str> = plan.procs.iter().map(|p| p.command.as_str()).collect();
         assert_eq!(
             commands,
@@ -397,5 +885,216 @@ mod tests {
         );
         assert_eq!(plan.hosts[1].address, "h2");
         assert_eq!(plan.hosts[0].ssh_args, ["-F", "c"]);
+    }
+
+    const SWEPT: &str = r#"
+        duration = "{secs}s"
+        results = "out"
+        setup = "mkdir -p /tmp/x/{point}/{host}"
+        [sweep]
+        per_host = [1, 2]
+        secs = [3]
+
+        [[host]]
+        address = "a"
+        [[host.process]]
+        name = "replica"
+        command = "replica --port {port}"
+        vars = { port = "70{i}" }
+        ready = { port = "{port}" }
+        ready_timeout = "5s"
+        [[host.process]]
+        name = "client"
+        count = "{per_host}"
+        after = "replica"
+        command = "client {i} of {per_host}"
+        env = { ID = "{i}", POINT = "{point}", N = 3 }
+        cwd = "/tmp/x/{point}"
+        fetch = ["/tmp/x/{point}/client-{i}.txt"]
+        [[host.process]]
+        name = "watcher"
+        after = ["client", "replica"]
+        command = "watch"
+        ready = { line = "^up [0-9]+$" }
+        [[host.process]]
+        name = "logger"
+        command = "log"
+        ready = { delay = "2s" }
+    "#;
+
+    #[test]
+    fn sweeps_expand_every_template_per_point() {
+        let e = parse(SWEPT).unwrap();
+        assert_eq!(e.vars, ["per_host", "secs"]);
+        let names: Vec<&str> = e.points.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["per_host-1_secs-3", "per_host-2_secs-3"]);
+        let second = &e.points[1].plan;
+        assert_eq!(second.duration, Some(Duration::from_secs(3)));
+        assert_eq!(second.setup, ["mkdir -p /tmp/x/per_host-2_secs-3/a"]);
+        assert!(second.teardown.is_empty());
+        let clients: Vec<&Proc> = second.procs.iter().filter(|p| p.name == "client").collect();
+        assert_eq!(clients.len(), 2);
+        assert_eq!(clients[1].command, "client 1 of 2");
+        assert_eq!(
+            clients[1].env,
+            [
+                ("ID".to_string(), "1".to_string()),
+                ("N".into(), "3".into()),
+                ("POINT".into(), "per_host-2_secs-3".into())
+            ]
+        );
+        assert_eq!(clients[1].cwd.as_deref(), Some("/tmp/x/per_host-2_secs-3"));
+        assert_eq!(e.points[0].plan.procs.len(), 4);
+        let replica = &second.procs[0];
+        assert_eq!(
+            replica.ready,
+            Some(Ready::Port {
+                host: "localhost".into(),
+                port: 700
+            })
+        );
+        assert_eq!(replica.ready_timeout, Duration::from_secs(5));
+        assert_eq!(
+            second.procs.last().unwrap().ready,
+            Some(Ready::Delay(Duration::from_secs(2)))
+        );
+        // Results layout: everything of a process in one directory per point.
+        assert_eq!(
+            second.output_paths(clients[0]).unwrap().0,
+            PathBuf::from("out/per_host-2_secs-3/a/client-0/stdout")
+        );
+        assert_eq!(
+            second.fetch_dir(clients[0]),
+            PathBuf::from("out/per_host-2_secs-3/a/client-0")
+        );
+    }
+
+    #[test]
+    fn phases_follow_what_processes_wait_for() {
+        let plan = parse(SWEPT).unwrap().points.remove(1).plan;
+        let phases: Vec<String> = plan
+            .phases
+            .iter()
+            .enumerate()
+            .map(|(k, p)| p.label(k))
+            .collect();
+        assert_eq!(
+            phases,
+            [
+                "1 (replica, logger)",
+                "2 (client, after replica)",
+                "3 (watcher, after client, replica)"
+            ]
+        );
+        let of: Vec<(String, usize)> = plan.procs.iter().map(|p| (p.label(), p.phase)).collect();
+        assert_eq!(
+            of,
+            [
+                ("replica[0]".to_string(), 0),
+                ("client[0]".into(), 1),
+                ("client[1]".into(), 1),
+                ("watcher[0]".into(), 2),
+                ("logger[0]".into(), 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_sweep_one_point_in_the_plain_layout() {
+        let mut e = parse(PLAN).unwrap();
+        assert_eq!(e.points.len(), 1);
+        assert!(e.results.is_none());
+        let o = Overrides {
+            output_dir: Some("o".into()),
+            ..Overrides::default()
+        };
+        e.apply(&o).unwrap();
+        let plan = &e.points[0].plan;
+        assert_eq!(
+            plan.output_paths(&plan.procs[3]).unwrap().1,
+            PathBuf::from("o/b/replica-2.err")
+        );
+        assert_eq!(
+            plan.fetch_dir(&plan.procs[0]),
+            PathBuf::from("mitossh-run/a/replica-0")
+        );
+        let o = Overrides {
+            results: Some("r".into()),
+            ..Overrides::default()
+        };
+        e.apply(&o).unwrap();
+        assert_eq!(e.points[0].plan.layout, Layout::Point("r/run".into()));
+        let o = Overrides {
+            fetch_dir: Some("f".into()),
+            ..Overrides::default()
+        };
+        assert!(e.apply(&o).unwrap_err().contains("results directory"));
+    }
+
+    #[test]
+    fn phase_and_readiness_mistakes_are_reported() {
+        let with = |extra: &str| {
+            parse(&format!(
+                "[[host]]\naddress = \"a\"\n[[host.process]]\nname = \"x\"\ncommand = \"c\"\n{extra}\n"
+            ))
+        };
+        assert!(
+            with("after = \"nobody\"")
+                .unwrap_err()
+                .contains("no process has that name")
+        );
+        assert!(with("after = \"x\"").unwrap_err().contains("after itself"));
+        assert!(
+            with("ready = { port = 1, line = \"a\" }")
+                .unwrap_err()
+                .contains("exactly one")
+        );
+        assert!(
+            with("ready = { port = \"99999\" }")
+                .unwrap_err()
+                .contains("port number")
+        );
+        assert!(
+            with("ready = { line = \"(\" }")
+                .unwrap_err()
+                .contains("ready line")
+        );
+        assert!(
+            with("count = \"many\"")
+                .unwrap_err()
+                .contains("whole number")
+        );
+        assert!(
+            with("env = { \"A=B\" = \"1\" }")
+                .unwrap_err()
+                .contains("variable name")
+        );
+        let cycle = "[[host]]\naddress = \"a\"\n\
+            [[host.process]]\nname = \"x\"\ncommand = \"c\"\nafter = \"y\"\n\
+            [[host.process]]\nname = \"y\"\ncommand = \"c\"\nafter = \"x\"\n";
+        assert!(parse(cycle).unwrap_err().contains("wait for each other"));
+        let swept = "[sweep]\nc = [1]\n[[host]]\naddress = \"a\"\n[[host.process]]\nname = \"x\"\ncommand = \"{nope}\"\n";
+        assert!(
+            parse(swept)
+                .unwrap_err()
+                .starts_with("point c-1: x command: unknown {nope}")
+        );
+    }
+
+    #[test]
+    fn the_readme_seed_scenario_is_a_valid_plan() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("# experiment.toml\n").unwrap();
+        let end = start + readme[start..].find("```").unwrap();
+        let e = parse(&readme[start..end]).unwrap();
+        assert_eq!(e.points.len(), 12);
+        assert_eq!(e.points[11].name, "clients-24-r2");
+        let last = &e.points[11].plan;
+        let count = |name: &str| last.procs.iter().filter(|p| p.name == name).count();
+        assert_eq!((count("replica"), count("client")), (24, 24));
+        assert_eq!(last.phases.len(), 2);
+        assert_eq!(last.hosts.len(), 4);
+        let c = last.procs.iter().find(|p| p.name == "client").unwrap();
+        assert_eq!(c.env, [("SEED".to_string(), "02".to_string())]);
     }
 }

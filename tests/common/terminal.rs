@@ -74,11 +74,15 @@ impl Terminal {
 
     /// Waits (bounded) until the output contains `needle`.
     pub fn expect(&self, needle: &str, timeout: Duration) {
-        let mut last = String::new();
-        wait_until(timeout, &format!("{needle:?} on the terminal"), || {
-            last = self.text();
-            last.contains(needle)
-        });
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.text().contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {needle:?} on the terminal; it shows:\n{:?}",
+                self.text()
+            );
+            std::thread::sleep(super::wait::POLL);
+        }
     }
 
     /// Waits (bounded) until every program holding the terminal has closed it, so that
