@@ -74,61 +74,7 @@ enum Command {
             In commands, {i} is a unique index per process name, {n} the index on its host,\n\
             {host} the host, {name} the process name, and plan variables by name.\n\
             Exit status: 0 when every process did its job, 1 when one failed, 130 on ^C."))]
-    Run {
-        /// A TOML plan: hosts, processes per host, duration, files to fetch.
-        #[arg(required_unless_present = "hosts", conflicts_with = "hosts")]
-        plan: Option<PathBuf>,
-        /// Short form: these hosts (comma separated) …
-        #[arg(short = 'H', long, value_delimiter = ',', requires = "command")]
-        hosts: Vec<String>,
-        /// … each running this many copies of COMMAND.
-        #[arg(short = 'n', long, default_value_t = 1)]
-        count: u32,
-        /// Stop everything after this long (e.g. 30s, 5m); overrides the plan.
-        #[arg(short = 'd', long, value_parser = parse_duration)]
-        duration: Option<Duration>,
-        /// Between SIGTERM and SIGKILL when stopping; overrides the plan.
-        #[arg(long, value_parser = parse_duration)]
-        grace: Option<Duration>,
-        /// Keep going when a process fails (default: stop everything).
-        #[arg(long)]
-        continue_on_failure: bool,
-        /// Short form: an ssh config file for every host.
-        #[arg(short = 'F', long = "ssh-config", value_name = "FILE")]
-        ssh_config: Option<PathBuf>,
-        /// Also write each process's stdout and stderr to DIR/<host>/<name>-<i>.out|.err.
-        #[arg(long, value_name = "DIR")]
-        output_dir: Option<PathBuf>,
-        /// Where fetched files go (DIR/<host>/<name>-<i>/).
-        #[arg(long, value_name = "DIR")]
-        fetch_dir: Option<PathBuf>,
-        /// Print the summary as JSON on stdout (output lines go to stderr).
-        #[arg(long)]
-        json: bool,
-        /// Keep each data point's output, fetched files and summary in DIR/<point>/
-        /// (default for a sweep: the plan's `results`, else ./results).
-        #[arg(long, value_name = "DIR")]
-        results: Option<PathBuf>,
-        /// Run only these points: names, numbers from 1, ranges (e.g. 2-4), comma separated.
-        #[arg(long, value_name = "LIST")]
-        points: Option<String>,
-        /// Go on with an earlier sweep in the results directory: skip the points it completed.
-        #[arg(long)]
-        resume: bool,
-        /// No status line on the terminal.
-        #[arg(short = 'q', long)]
-        quiet: bool,
-        /// Pass remote output to the terminal as it is, control characters included.
-        #[arg(long)]
-        raw: bool,
-        /// Use (or start) the master at this socket [default: $MITOSSH_SOCKET, else a
-        /// master of its own for the run].
-        #[arg(long)]
-        socket: Option<PathBuf>,
-        /// Short form: the command template.
-        #[arg(last = true, value_name = "COMMAND")]
-        command: Vec<String>,
-    },
+    Run(RunArgs),
     /// Run as an agent on the far side of a pipe (started by a master, not by hand).
     #[command(hide = true)]
     Agent {
@@ -145,6 +91,98 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         command_shell: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// A TOML plan: hosts, processes per host, duration, files to fetch.
+    #[arg(required_unless_present = "hosts", conflicts_with = "hosts")]
+    plan: Option<PathBuf>,
+    /// Short form: these hosts (comma separated) …
+    #[arg(short = 'H', long, value_delimiter = ',', requires = "command")]
+    hosts: Vec<String>,
+    /// … each running this many copies of COMMAND.
+    #[arg(short = 'n', long, default_value_t = 1)]
+    count: u32,
+    /// Stop everything after this long (e.g. 30s, 5m); overrides the plan.
+    #[arg(short = 'd', long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Between SIGTERM and SIGKILL when stopping; overrides the plan.
+    #[arg(long, value_parser = parse_duration)]
+    grace: Option<Duration>,
+    /// Keep going when a process fails (default: stop everything).
+    #[arg(long)]
+    continue_on_failure: bool,
+    /// Short form: an ssh config file for every host.
+    #[arg(short = 'F', long = "ssh-config", value_name = "FILE")]
+    ssh_config: Option<PathBuf>,
+    /// Also write each process's stdout and stderr to DIR/<host>/<name>-<i>.out|.err.
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+    /// Where fetched files go (DIR/<host>/<name>-<i>/).
+    #[arg(long, value_name = "DIR")]
+    fetch_dir: Option<PathBuf>,
+    /// Print the summary as JSON on stdout (output lines go to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Keep each data point's output, fetched files and summary in DIR/<point>/
+    /// (default for a sweep: the plan's `results`, else ./results).
+    #[arg(long, value_name = "DIR")]
+    results: Option<PathBuf>,
+    /// Run only these points: names, numbers from 1, ranges (e.g. 2-4), comma separated.
+    #[arg(long, value_name = "LIST")]
+    points: Option<String>,
+    /// Go on with an earlier sweep in the results directory: skip the points it completed.
+    #[arg(long)]
+    resume: bool,
+    /// No status line on the terminal.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Pass remote output to the terminal as it is, control characters included.
+    #[arg(long)]
+    raw: bool,
+    /// Use (or start) the master at this socket [default: $MITOSSH_SOCKET, else a
+    /// master of its own for the run].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Short form: the command template.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+impl From<RunArgs> for mitossh::RunArgs {
+    fn from(a: RunArgs) -> Self {
+        let plan = match a.plan {
+            Some(path) => mitossh::RunPlan::File(path),
+            None => mitossh::RunPlan::Short {
+                hosts: a.hosts,
+                count: a.count,
+                command: a.command.join(" "),
+                ssh_config: a.ssh_config,
+            },
+        };
+        let overrides = mitossh::RunOverrides {
+            duration: a.duration,
+            grace: a.grace,
+            continue_on_failure: a.continue_on_failure,
+            output_dir: a.output_dir,
+            fetch_dir: a.fetch_dir,
+            results: a.results,
+        };
+        let show = mitossh::RunShow {
+            json: a.json,
+            quiet: a.quiet,
+            raw: a.raw,
+        };
+        mitossh::RunArgs {
+            plan,
+            overrides,
+            show,
+            points: a.points,
+            resume: a.resume,
+            socket: a.socket,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -213,73 +251,7 @@ fn main() -> ExitCode {
                 command_shell,
             })
         }
-        Command::Run {
-            plan,
-            hosts,
-            count,
-            duration,
-            grace,
-            continue_on_failure,
-            ssh_config,
-            output_dir,
-            fetch_dir,
-            json,
-            results,
-            points,
-            resume,
-            quiet,
-            raw,
-            socket,
-            command,
-        } => {
-            let loaded = match plan {
-                Some(path) => std::fs::read_to_string(&path)
-                    .map_err(|e| format!("{}: {e}", path.display()))
-                    .and_then(|text| {
-                        mitossh::run::plan::parse(&text)
-                            .map_err(|e| format!("{}: {e}", path.display()))
-                    }),
-                None => {
-                    let ssh_args: Vec<String> = ssh_config
-                        .iter()
-                        .flat_map(|f| ["-F".to_string(), f.display().to_string()])
-                        .collect();
-                    mitossh::run::plan::short(
-                        &hosts,
-                        count,
-                        &command.join(" "),
-                        &ssh_args,
-                        duration,
-                    )
-                }
-            };
-            let overrides = mitossh::run::plan::Overrides {
-                duration,
-                grace,
-                continue_on_failure,
-                output_dir,
-                fetch_dir,
-                results,
-            };
-            match loaded.and_then(|mut e| e.apply(&overrides).map(|()| e)) {
-                Ok(experiment) => mitossh::run::main(mitossh::run::Options {
-                    experiment,
-                    json,
-                    quiet,
-                    raw,
-                    points,
-                    resume,
-                    master: mitossh::MasterOptions {
-                        socket,
-                        ..Default::default()
-                    },
-                }),
-                Err(e) => {
-                    eprintln!("mitossh run: {e}");
-                    mitossh::run::RUN_FAILED
-                }
-            }
-        }
+        Command::Run(args) => mitossh::run(args.into()),
         Command::Tree { socket } => mitossh::tree(socket),
         Command::Proxy {
             socket,

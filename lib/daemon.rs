@@ -25,7 +25,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How to find or start a master.
 #[derive(Debug, Clone, Default)]
-pub struct MasterOptions {
+pub(crate) struct MasterOptions {
     /// Use (or start) the master at this socket; default `$MITOSSH_SOCKET`.
     pub socket: Option<PathBuf>,
     /// Passed to a started master.

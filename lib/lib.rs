@@ -26,7 +26,7 @@ mod paths;
 pub mod proto;
 mod pump;
 mod route;
-pub mod run;
+mod run;
 mod shim;
 mod sshconfig;
 mod sys;
@@ -41,12 +41,12 @@ pub use control::{status, stop, tree};
 pub use env::{Options as EnvOptions, run as env};
 pub use logging::init as init_logging;
 pub use master::{Options as ServeOptions, main as serve};
+pub use run::{
+    Args as RunArgs, Overrides as RunOverrides, PlanSource as RunPlan, Show as RunShow, main as run,
+};
 pub use shim::proxy::main as proxy;
 pub use shim::ssh::main as ssh;
 pub use shim::wrap::main as wrap;
-// `mitossh run`'s options name the master it uses. (`run` itself is public until it takes
-// its own command line, once its rework has landed.)
-pub use daemon::MasterOptions;
 
 // For the tests: the wire protocol (`proto`) and the agent image's name, which the hostile
 // agent needs to pass for an agent; a child's setup before exec.

@@ -14,7 +14,7 @@ use crate::untrusted;
 /// `line` (ending in `\n`, as [`super::lines::LineBuffer`] makes them) as a terminal
 /// should show it. A `\r` right before the final `\n` is kept: it cannot overwrite
 /// anything, and Windows-style lines would otherwise all end in `\r`.
-pub fn line(line: &[u8]) -> Cow<'_, [u8]> {
+pub(crate) fn line(line: &[u8]) -> Cow<'_, [u8]> {
     let (body, end): (&[u8], &[u8]) = match line {
         [body @ .., b'\r', b'\n'] => (body, b"\r\n"),
         [body @ .., b'\n'] => (body, b"\n"),
@@ -31,7 +31,7 @@ pub fn line(line: &[u8]) -> Cow<'_, [u8]> {
 
 /// A one-line message that may carry remote text (an error from the far side), made safe
 /// for a terminal as everything else an agent says is.
-pub fn message(s: &str) -> String {
+pub(crate) fn message(s: &str) -> String {
     untrusted::clean(s, untrusted::MAX_TEXT)
 }
 

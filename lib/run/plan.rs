@@ -110,7 +110,7 @@ struct ReadyEntry {
 
 /// An experiment: data points run one after another over the same connections.
 #[derive(Debug, Clone)]
-pub struct Experiment {
+pub(crate) struct Experiment {
     pub hosts: Vec<Host>,
     /// The sweep's variable names (columns of the summary).
     pub vars: Vec<String>,
@@ -122,7 +122,7 @@ pub struct Experiment {
 
 /// One data point: its name, its variables' values, and its expanded plan.
 #[derive(Debug, Clone)]
-pub struct Point {
+pub(crate) struct Point {
     pub name: String,
     pub values: Vec<String>,
     pub repeat: u32,
@@ -131,7 +131,7 @@ pub struct Point {
 
 /// One point's plan, expanded: everything needed to start, stop and collect.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub duration: Option<Duration>,
     pub grace: Duration,
     pub stop_on_failure: bool,
@@ -147,7 +147,7 @@ pub struct Plan {
 
 /// Where a point's output files and fetched files go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Layout {
+pub(crate) enum Layout {
     /// `output/<host>/<name>-<i>.out|.err` (if asked) and `fetch/<host>/<name>-<i>/`.
     Separate {
         output: Option<PathBuf>,
@@ -158,7 +158,7 @@ pub enum Layout {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Host {
+pub(crate) struct Host {
     pub address: String,
     /// ssh options for this host (the plan's, then the host's).
     pub ssh_args: Vec<String>,
@@ -166,7 +166,7 @@ pub struct Host {
 
 /// One process to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Proc {
+pub(crate) struct Proc {
     /// Index into [`Plan::hosts`].
     pub host: usize,
     pub name: String,
@@ -186,7 +186,7 @@ pub struct Proc {
 
 /// When a process counts as ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ready {
+pub(crate) enum Ready {
     /// A TCP connection to `host:port`, made from the process's host, is accepted.
     Port { host: String, port: u16 },
     /// A line of its stdout or stderr matches this regular expression.
@@ -197,7 +197,7 @@ pub enum Ready {
 
 /// Processes released together: those that wait for the same names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Phase {
+pub(crate) struct Phase {
     /// The process names in this phase, in plan order.
     pub names: Vec<String>,
     /// It starts once every process of these names is ready.
@@ -206,7 +206,7 @@ pub struct Phase {
 
 impl Phase {
     /// `1 (replica)` or `2 (client, after replica)`, for messages.
-    pub fn label(&self, k: usize) -> String {
+    pub(crate) fn label(&self, k: usize) -> String {
         if self.after.is_empty() {
             format!("{} ({})", k + 1, self.names.join(", "))
         } else {
@@ -222,7 +222,7 @@ impl Phase {
 
 impl Proc {
     /// `name[i]`, as output lines and the summary show it.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         format!("{}[{}]", self.name, self.index)
     }
 }
@@ -234,7 +234,7 @@ impl Plan {
     }
 
     /// Where process `p`'s stdout and stderr are kept, if anywhere.
-    pub fn output_paths(&self, p: &Proc) -> Option<(PathBuf, PathBuf)> {
+    pub(crate) fn output_paths(&self, p: &Proc) -> Option<(PathBuf, PathBuf)> {
         let host = &self.hosts[p.host].address;
         match &self.layout {
             Layout::Separate { output, .. } => {
@@ -253,7 +253,7 @@ impl Plan {
     }
 
     /// The directory process `p`'s fetched files go into.
-    pub fn fetch_dir(&self, p: &Proc) -> PathBuf {
+    pub(crate) fn fetch_dir(&self, p: &Proc) -> PathBuf {
         let host = &self.hosts[p.host].address;
         match &self.layout {
             Layout::Separate { fetch, .. } => fetch.join(host).join(Plan::stem(p)),
@@ -262,11 +262,11 @@ impl Plan {
     }
 }
 
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// How long a process with `ready` may take to be ready, unless the plan says.
-pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Where a sweep's results go unless the plan or `--results` says.
-pub const DEFAULT_RESULTS: &str = "results";
+pub(crate) const DEFAULT_RESULTS: &str = "results";
 
 /// What the command line changes in a plan.
 #[derive(Debug, Clone, Default)]
@@ -281,7 +281,7 @@ pub struct Overrides {
 
 impl Experiment {
     /// Applies the command line's settings to every point.
-    pub fn apply(&mut self, o: &Overrides) -> Result<(), String> {
+    pub(crate) fn apply(&mut self, o: &Overrides) -> Result<(), String> {
         if o.results.is_some() {
             self.results = o.results.clone();
         }
@@ -318,13 +318,13 @@ impl Experiment {
     }
 
     /// The point named `name`, by position.
-    pub fn position(&self, name: &str) -> Option<usize> {
+    pub(crate) fn position(&self, name: &str) -> Option<usize> {
         self.points.iter().position(|p| p.name == name)
     }
 }
 
 /// Parses and expands a plan file's text into its points.
-pub fn parse(text: &str) -> Result<Experiment, String> {
+pub(crate) fn parse(text: &str) -> Result<Experiment, String> {
     let file: PlanFile = toml::from_str(text).map_err(|e| e.to_string())?;
     let stop_on_failure = match file.on_failure.as_deref() {
         None | Some("stop") => true,
@@ -689,7 +689,7 @@ fn phases(
 }
 
 /// The short form: `count` copies of `command` on each host.
-pub fn short(
+pub(crate) fn short(
     hosts: &[String],
     count: u32,
     command: &str,
@@ -726,7 +726,7 @@ fn toml_list(items: &[String]) -> String {
 }
 
 /// Replaces `{name}` by its value; `{{` and `}}` are literal braces.
-pub fn expand(template: &str, values: &HashMap<String, String>) -> Result<String, String> {
+pub(crate) fn expand(template: &str, values: &HashMap<String, String>) -> Result<String, String> {
     let mut out = String::with_capacity(template.len());
     let mut chars = template.chars().peekable();
     while let Some(c) = chars.next() {

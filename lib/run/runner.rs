@@ -44,7 +44,7 @@ const PROBE_MAX: Duration = Duration::from_millis(100);
 
 /// How a process ended up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ending {
+pub(crate) enum Ending {
     /// It never started: the message says why.
     NotStarted(String),
     Exited(ExitStatus),
@@ -53,11 +53,11 @@ pub enum Ending {
 }
 
 /// A fetched file: its remote path, and where it landed or why not.
-pub type Fetched = (String, Result<PathBuf, String>);
+pub(crate) type Fetched = (String, Result<PathBuf, String>);
 
 /// Why everything was stopped, if it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StopReason {
+pub(crate) enum StopReason {
     /// Everything ended on its own.
     None,
     Deadline,
@@ -72,7 +72,7 @@ pub enum StopReason {
 
 /// One process's story.
 #[derive(Debug, Clone)]
-pub struct ProcReport {
+pub(crate) struct ProcReport {
     pub ending: Ending,
     /// Stopped by us (deadline, ^C, another's failure): its signal death is no failure.
     pub stopped: bool,
@@ -87,7 +87,7 @@ pub struct ProcReport {
 
 impl ProcReport {
     /// Whether this process counts as failed.
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         match &self.ending {
             Ending::NotStarted(_) | Ending::Lost(_) => true,
             Ending::Exited(ExitStatus::Code(c)) => *c != 0 && !self.stopped,
@@ -98,7 +98,7 @@ impl ProcReport {
 
 /// One phase's release.
 #[derive(Debug, Clone, Default)]
-pub struct PhaseReport {
+pub(crate) struct PhaseReport {
     /// From the start of the point to the phase's release; `None`: never released.
     pub released_after: Option<Duration>,
     /// From the first to the last `Released` of its processes.
@@ -108,7 +108,7 @@ pub struct PhaseReport {
 
 /// The whole point.
 #[derive(Debug, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     pub procs: Vec<ProcReport>,
     pub phases: Vec<PhaseReport>,
     pub reason: StopReason,
@@ -121,7 +121,7 @@ pub struct Report {
 
 /// How lines reach the terminal.
 #[derive(Clone)]
-pub struct Display {
+pub(crate) struct Display {
     pub colour: bool,
     /// Output lines go to stderr (stdout carries a JSON report).
     pub to_stderr: bool,
@@ -131,7 +131,7 @@ pub struct Display {
 }
 
 /// What every point of a run shares.
-pub struct Shared<'a> {
+pub(crate) struct Shared<'a> {
     /// `targets[h]` is where host `h` is.
     pub targets: &'a [Target],
     pub socket: &'a Path,
@@ -181,7 +181,7 @@ struct Run<'a> {
 }
 
 /// Runs one point's `plan`.
-pub async fn run(plan: &Plan, shared: &Shared<'_>) -> Report {
+pub(crate) async fn run(plan: &Plan, shared: &Shared<'_>) -> Report {
     let started = Instant::now();
     let n = plan.procs.len();
     let (opened, mut reports, start_failed) = open_all(plan, shared).await;
@@ -986,7 +986,7 @@ fn run_command(
 
 /// Runs each host's command (a point's setup or teardown) on every host at once; output
 /// goes to `dir/<host>/<what>.out|.err`. Returns the failures, one line each.
-pub async fn on_every_host(
+pub(crate) async fn on_every_host(
     plan: &Plan,
     commands: &[String],
     what: &str,
