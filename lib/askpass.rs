@@ -16,8 +16,8 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use crate::client::MasterConn;
 use crate::proto::{Reply, Request};
-use crate::shim::client::MasterConn;
 
 /// Names the connection attempt whose ssh runs the helper.
 pub(crate) const TOKEN_ENV: &str = "MITOSSH_ASKPASS_TOKEN";

@@ -4,9 +4,9 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::client::MasterConn;
 use crate::paths;
 use crate::proto::{ContextStatus, Reply, Request, StatusReport};
-use crate::shim::client::MasterConn;
 use crate::untrusted::{MAX_NAME, clean};
 
 /// `mitossh status`: the master's contexts, one per line. Returns the exit status.

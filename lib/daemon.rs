@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::client::MasterConn;
 use crate::paths;
 use crate::proto::{Reply, Request};
-use crate::shim::client::MasterConn;
 use crate::sys::spawn::ChildSetup;
 
 /// How long a new master may take to start listening.

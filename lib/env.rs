@@ -11,7 +11,7 @@ use std::process::Command;
 
 use nix::sys::signal::Signal;
 
-use crate::shim::target;
+use crate::client::target;
 use crate::sys::process::Ignored;
 use crate::{daemon, paths};
 

@@ -12,6 +12,7 @@
 mod agent;
 mod askpass;
 mod bootstrap;
+mod client;
 mod config;
 mod control;
 mod credit;
@@ -28,6 +29,7 @@ mod pump;
 mod route;
 mod run;
 mod shim;
+mod sshargs;
 mod sshconfig;
 mod sys;
 mod untrusted;

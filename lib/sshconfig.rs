@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use crate::proto::{HopConfig, SshHop};
-use crate::shim::args;
+use crate::sshargs::{self, glob};
 
 /// The routing keywords of a [`HopConfig`], in the order they are kept.
 const ROUTING: &[&str] = &[
@@ -290,7 +290,7 @@ fn config_file_option(ssh_args: &[Vec<u8>]) -> Option<OsString> {
         .map(|w| OsStr::from_bytes(w).to_os_string())
         .collect();
     words.extend(["--".into(), "h".into()]);
-    let inv = args::parse(&words).ok()?;
+    let inv = sshargs::parse(&words).ok()?;
     inv.arg('F').map(OsStr::to_os_string)
 }
 
@@ -349,17 +349,6 @@ fn glob_files(pattern: &Path) -> Vec<PathBuf> {
         })
         .map(|e| e.path())
         .collect()
-}
-
-/// ssh's pattern matching: `*` and `?` wildcards.
-pub(crate) fn glob(pattern: &[u8], s: &[u8]) -> bool {
-    match (pattern.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob(&pattern[1..], s) || (!s.is_empty() && glob(pattern, &s[1..])),
-        (Some(b'?'), Some(_)) => glob(&pattern[1..], &s[1..]),
-        (Some(p), Some(c)) if p == c => glob(&pattern[1..], &s[1..]),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::sshconfig::glob;
+use crate::sshargs::glob;
 
 /// How far up the process tree the listener is looked for (agent → sshd session →
 /// privileged monitor → listener, plus become and hop agents in between).

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use crate::bootstrap::ssh::SshCommand;
 use crate::proto::{Become, ContextId, SshHop, Target, ViaMode};
-use crate::shim::args::{self, Opt};
+use crate::sshargs::{self, Opt};
 
 /// `-o` keywords (lower case) that change where a connection goes.
 const ROUTING_KEYWORDS: &[&str] = &[
@@ -262,7 +262,7 @@ pub(crate) fn ssh_key(hop: &SshHop) -> SshKey {
         ])
         .collect();
     let mut routing = Vec::new();
-    if let Ok(inv) = args::parse(&words) {
+    if let Ok(inv) = sshargs::parse(&words) {
         for opt in &inv.options {
             let (key, value) = match opt {
                 Opt::Arg('F', v) => ("configfile", v.as_bytes().to_vec()),
@@ -349,7 +349,7 @@ pub(crate) fn ssh_args(
 
 /// `words` (ssh options) without -J, ProxyJump and ProxyCommand.
 fn without_proxies(words: Vec<OsString>) -> Vec<OsString> {
-    args::filter_options(&words, |o| match o {
+    sshargs::filter_options(&words, |o| match o {
         Opt::Arg('J', _) => false,
         Opt::Config { key, .. } => key != "proxyjump" && key != "proxycommand",
         _ => true,

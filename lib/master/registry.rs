@@ -25,7 +25,7 @@ use super::key::{self, ContextKey, How};
 use super::prompt::Prompter;
 use crate::bootstrap::ssh::{ConnectError, ConnectHooks};
 use crate::proto::{Become, ContextId, MASTER, Message, Method, PromptKind, SshHop, Target};
-use crate::shim::args;
+use crate::sshargs;
 
 type Outcome = Shared<BoxFuture<'static, Result<Arc<Context>, ConnectError>>>;
 
@@ -246,7 +246,7 @@ fn is_verbose(how: &How) -> bool {
         .map(|w| std::ffi::OsStr::from_bytes(w).to_os_string())
         .collect();
     words.extend(["--".into(), "h".into()]);
-    args::parse(&words).is_ok_and(|inv| inv.count('v') > 0)
+    sshargs::parse(&words).is_ok_and(|inv| inv.count('v') > 0)
 }
 
 /// Makes the context `key` from `parent` as `how` says, and watches it for idleness.

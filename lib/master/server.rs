@@ -235,7 +235,7 @@ fn no_connection(to_client: &link::LinkSender, target: &Target) {
         to_client,
         Reply::Failed {
             message: format!("no mitossh connection to {label}"),
-            exit_code: crate::shim::client::SSH_ERROR,
+            exit_code: crate::proto::SSH_ERROR,
             fallback: true,
             shown: false,
         },

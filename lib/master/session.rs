@@ -29,14 +29,12 @@ use crate::credit::CreditGate;
 use crate::link::{LinkReader, LinkSender};
 use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{
-    Caller, ContextId, ExitStatus, Fd, Frame, MASTER, Message, OpenSpec, Reply, StreamId, Target,
+    Caller, ContextId, ExitStatus, Fd, Frame, MASTER, Message, OpenSpec, Reply, SSH_ERROR,
+    StreamId, Target,
 };
 use crate::pump::{self, Inbox, Sink};
 use crate::sys::adopt;
 use crate::untrusted;
-
-/// Exit status ssh uses for its own failures.
-pub(crate) const SSH_ERROR: i32 = 255;
 
 /// How long an agent may take to answer `Open`: it connects a TCP stream within 30 s.
 const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);

@@ -27,8 +27,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::client::target;
 use crate::proto::Target;
-use crate::shim::{args, target};
+use crate::sshargs as args;
 use crate::{config, daemon, paths};
 pub use plan::Overrides;
 use plan::{Experiment, Plan};

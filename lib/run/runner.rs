@@ -25,13 +25,13 @@ use super::escape;
 use super::lines::{LineBuffer, Prefix};
 use super::plan::{Plan, Proc, Ready};
 use super::progress::Progress;
+use crate::client::{self, MasterConn};
 use crate::link::{self, LinkSender};
 use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{
     Caller, Endpoint, ExitStatus, Frame, FrameCodec, MASTER, Message, OpenSpec, Reply, Request,
     Target,
 };
-use crate::shim::client::{self, MasterConn};
 
 /// After stopping, how long beyond the grace to wait for processes to report back.
 const STOP_SLACK: Duration = Duration::from_secs(10);

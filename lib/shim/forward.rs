@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use super::client::{self, MasterConn};
+use crate::client::{self, MasterConn};
 use crate::proto::{Caller, Endpoint, OpenSpec, Request, Target};
 
 /// A `-L [bind_address:]port:host:hostport` forward.

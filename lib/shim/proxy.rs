@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
-use super::client::{self, MasterConn, SSH_ERROR, Stdio};
+use crate::client::{self, MasterConn, Stdio};
 use crate::paths;
-use crate::proto::{ContextId, Endpoint, Request};
+use crate::proto::{ContextId, Endpoint, Request, SSH_ERROR};
 
 /// Runs `mitossh proxy` with the master at `socket` (else `$MITOSSH_SOCKET`, else the
 /// default); returns the exit status, ssh's own (255) for its failures.

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::Signal;
 
-use super::client::SSH_ERROR;
-use super::tty::{self, Terminal};
+use crate::client::tty::{self, Terminal};
+use crate::proto::SSH_ERROR;
 use crate::proto::WinSize;
 use crate::sys::process::{default_action, is_ignored, signals_to_pipe};
 

@@ -12,19 +12,21 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::args::{self, Invocation, Opt, SessionType, TtyRequest};
-use super::askpass;
-use super::client::{self, MasterConn, SSH_ERROR};
 use super::forward;
-use super::target::{self, Resolved};
-use super::{signals, tty};
+use super::signals;
+use crate::client::askpass;
+use crate::client::target::{self, Resolved};
+use crate::client::tty;
+use crate::client::{self, MasterConn};
 use crate::config;
 use crate::paths;
 use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{
-    Caller, HopConfig, Message, OpenSpec, PtySpec, Reply, Request, Target, ViaMode,
+    Caller, HopConfig, Message, OpenSpec, PtySpec, Reply, Request, SSH_ERROR, Target, ViaMode,
 };
-use crate::sshconfig::{self, glob};
+use crate::sshargs::glob;
+use crate::sshargs::{self as args, Invocation, Opt, SessionType, TtyRequest};
+use crate::sshconfig;
 
 /// Runs the shim; returns the exit status (or does not return, having exec'd ssh).
 pub fn main(argv: Vec<OsString>) -> i32 {

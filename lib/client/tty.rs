@@ -35,7 +35,7 @@ impl Terminal {
     }
 
     /// Switches the terminal to raw mode until the returned guard is dropped (or
-    /// [`restore`] runs from the signal thread, see [`super::signals`]).
+    /// [`restore`] runs from the signal thread, see `shim::signals`).
     pub(crate) fn raw_mode(&self) -> Option<RawMode> {
         let original = termios::tcgetattr(self.0.as_fd()).ok()?;
         let mut raw = original.clone();

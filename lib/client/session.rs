@@ -1,140 +1,17 @@
-//! A shim's connection to the master: one request, and for a session the hand-over of this
-//! process's stdin, stdout and stderr.
+//! A session through the master: the request with this process's stdin, stdout and
+//! stderr attached, the master's questions answered and its ssh's diagnostics shown while
+//! it connects, then the exit status.
 //!
 //! As with an OpenSSH ControlMaster, the descriptors themselves travel to the master
-//! (SCM_RIGHTS), which does the I/O: a transfer's bytes never pass through the shim. The
-//! shim waits for the exit status, forwards window-size changes, and by exiting (or being
+//! (SCM_RIGHTS), which does the I/O: a transfer's bytes never pass through the client. The
+//! client waits for the exit status, forwards window-size changes, and by exiting (or being
 //! killed) tells the master to stop the remote process.
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 
-use bytes::BytesMut;
-use tokio_util::codec::Decoder;
-
-use crate::proto::frame::encode_into;
-use crate::proto::{
-    ExitStatus, Frame, FrameCodec, Hello, HopConfig, MASTER, Message, PROTOCOL_VERSION, Reply,
-    Request, SshHop,
-};
-use crate::sys::fdio::read_buf;
-use crate::sys::passfd::send_with_fds;
-
-/// Exit status ssh uses for its own failures.
-pub(crate) const SSH_ERROR: i32 = 255;
-
-/// An open connection to the master.
-pub(crate) struct MasterConn {
-    stream: UnixStream,
-    codec: FrameCodec,
-    buf: BytesMut,
-    /// Our `Hello` went out.
-    introduced: bool,
-}
-
-impl MasterConn {
-    pub(crate) fn connect(socket: &Path) -> io::Result<MasterConn> {
-        Ok(MasterConn {
-            stream: UnixStream::connect(socket)?,
-            codec: FrameCodec::default(),
-            buf: BytesMut::with_capacity(16 * 1024),
-            introduced: false,
-        })
-    }
-
-    /// Introduces this process (the first time) and sends its request.
-    pub(crate) fn request(&mut self, request: Request) -> io::Result<()> {
-        self.request_with_fds(request, &[])
-    }
-
-    /// Sends the request with descriptors attached (a session's stdin, stdout, stderr).
-    pub(crate) fn request_with_fds(&mut self, request: Request, fds: &[RawFd]) -> io::Result<()> {
-        let mut buf = BytesMut::new();
-        if !self.introduced {
-            let hello = Message::Hello(Hello {
-                protocol: PROTOCOL_VERSION,
-                version: env!("CARGO_PKG_VERSION").into(),
-                ctx: MASTER,
-                pid: std::process::id(),
-                user: String::new(),
-                hostname: String::new(),
-            });
-            encode_into(&Frame::new(MASTER, hello), &mut buf).map_err(io::Error::other)?;
-        }
-        let request = Message::Request(Box::new(request));
-        encode_into(&Frame::new(MASTER, request), &mut buf).map_err(io::Error::other)?;
-        send_with_fds(&self.stream, &buf, fds)?;
-        self.introduced = true;
-        Ok(())
-    }
-
-    /// The master's cached resolutions of `hops` (`None` where it has none).
-    pub(crate) fn lookup(&mut self, hops: Vec<SshHop>) -> io::Result<Vec<Option<HopConfig>>> {
-        let n = hops.len();
-        self.request(Request::Lookup { hops })?;
-        match self.reply()? {
-            Reply::Lookup(found) if found.len() == n => Ok(found),
-            other => Err(io::Error::other(format!(
-                "unexpected answer from the master: {other:?}"
-            ))),
-        }
-    }
-
-    /// Sends a frame (a signal or a new window size).
-    pub(crate) fn send(&self, msg: Message) -> io::Result<()> {
-        let mut buf = BytesMut::new();
-        encode_into(&Frame::new(MASTER, msg), &mut buf).map_err(io::Error::other)?;
-        (&self.stream).write_all(&buf)
-    }
-
-    /// The socket itself, for a caller that continues asynchronously, with the bytes
-    /// already read from it but not yet decoded.
-    pub(crate) fn into_parts(self) -> (UnixStream, BytesMut) {
-        (self.stream, self.buf)
-    }
-
-    /// A second handle for sending from another thread.
-    pub(crate) fn sender(&self) -> io::Result<MasterConn> {
-        Ok(MasterConn {
-            stream: self.stream.try_clone()?,
-            codec: FrameCodec::default(),
-            buf: BytesMut::new(),
-            introduced: true,
-        })
-    }
-
-    /// The next frame, or `None` at end of connection.
-    pub(crate) fn next_frame(&mut self) -> io::Result<Option<Frame>> {
-        loop {
-            if let Some(frame) = self.codec.decode(&mut self.buf).map_err(io::Error::other)? {
-                return Ok(Some(frame));
-            }
-            if read_buf(&self.stream, &mut self.buf, 16 * 1024)? == 0 {
-                return Ok(None);
-            }
-        }
-    }
-
-    /// The master's reply to a request.
-    pub(crate) fn reply(&mut self) -> io::Result<Reply> {
-        match self.next_frame()? {
-            Some(Frame {
-                msg: Message::Reply(r),
-                ..
-            }) => Ok(*r),
-            Some(other) => Err(io::Error::other(format!(
-                "unexpected answer from the master: {:?}",
-                other.msg
-            ))),
-            None => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the master closed the connection without answering",
-            )),
-        }
-    }
-}
+use super::MasterConn;
+use crate::proto::{ExitStatus, Message, Reply, Request, SSH_ERROR};
 
 /// How an opening request ended, when it did not open.
 pub(crate) struct NotOpened {

@@ -13,9 +13,9 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use super::args::{self, Invocation, Opt};
 use crate::config::{self, Config};
 use crate::proto::{Become, BecomeMethod, SshHop, Target};
+use crate::sshargs::{self as args, Invocation, Opt};
 
 pub(crate) const BECOME_ENV: &str = "MITOSSH_BECOME";
 pub(crate) const BECOME_METHOD_ENV: &str = "MITOSSH_BECOME_METHOD";
