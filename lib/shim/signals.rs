@@ -34,7 +34,7 @@ const ENDING: [Signal; 4] = [
 static SESSION: AtomicBool = AtomicBool::new(false);
 
 /// What ssh's end looks like for this invocation.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Ending {
     /// Log level VERBOSE or above: say which signal it was.
     pub verbose: bool,
