@@ -107,8 +107,9 @@ fn lossy_lower(v: &[u8]) -> String {
     String::from_utf8_lossy(v).to_ascii_lowercase()
 }
 
-/// ssh prints the escape character as itself, `^X` for a control character, or `none`.
-fn escape_char(v: &[u8]) -> Option<u8> {
+/// ssh prints the escape character as itself, `^X` for a control character, or `none`
+/// (and `-e` takes it so).
+pub(crate) fn escape_char(v: &[u8]) -> Option<u8> {
     match v {
         b"none" => None,
         [b'^', c] => Some(c & 0x1f),

@@ -20,6 +20,7 @@ use super::signals::Ending;
 use crate::proto::{Endpoint, HopConfig};
 use crate::sshargs::glob;
 use crate::sshargs::{Invocation, Opt, SessionType, TtyRequest};
+use crate::sshconfig::escape_char;
 
 /// What the decision depends on besides the command line.
 #[derive(Debug, Clone, Default)]
@@ -294,16 +295,6 @@ fn session_env(
         .collect();
     env.extend(set_env);
     env
-}
-
-/// `-e`'s value as ssh reads it: `none`, `^X` for a control character, or one character.
-fn escape_char(value: &[u8]) -> Option<u8> {
-    match value {
-        b"none" => None,
-        [b'^', c] => Some(c & 0x1f),
-        [c] => Some(*c),
-        _ => Some(b'~'),
-    }
 }
 
 /// The session type the command line sets (`-N`, `-W`, `-s`, `-o SessionType`), if any.
