@@ -100,6 +100,38 @@ fn executable(path: &Path) -> bool {
 
 /// Starts the process `spec` describes.
 pub(crate) fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
+    let (mut cmd, shell) = shell_command(spec, session)?;
+    set_environment(&mut cmd, spec, session);
+    cmd.current_dir(working_directory(spec, session)?);
+    let pty = match &spec.pty {
+        Some(p) => {
+            cmd.env("TERM", &p.term);
+            Some(open_pty(p.size)?)
+        }
+        None => None,
+    };
+    let go = if spec.hold {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+        cmd.place_fds([(r.as_raw_fd(), 3)]);
+        Some((r, w))
+    } else {
+        None
+    };
+    connect_stdio(&mut cmd, pty.as_ref().map(|(_, slave)| slave))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot run {}: {e}", shell.display())))?;
+    let pid = child.id().unwrap_or(0);
+    // The read end now lives in the child only.
+    let go = go.map(|(_, w)| w);
+    let io = launched_io(&mut child, pty)?;
+    Ok(Launched { child, pid, io, go })
+}
+
+/// The shell and its arguments, as sshd runs a session: the login shell for an
+/// interactive login (`-sh`), else `shell -c command`; a held command waits in `/bin/sh`
+/// first. Returns the command and the shell it runs.
+fn shell_command<'a>(spec: &OpenSpec, session: &'a Session) -> io::Result<(Command, &'a Path)> {
     let interactive = spec.subsystem.is_none() && spec.command.is_none();
     let shell = if interactive {
         &session.account.shell
@@ -146,7 +178,12 @@ pub(crate) fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched>
             cmd.arg0(login);
         }
     }
+    Ok((cmd, shell))
+}
 
+/// The session's environment, then the call's own and what `AcceptEnv` lets through of
+/// what ssh sent.
+fn set_environment(cmd: &mut Command, spec: &OpenSpec, session: &Session) {
     cmd.env_clear();
     cmd.envs(session.env.iter().map(|(k, v)| (k, v)));
     let sent = spec
@@ -156,6 +193,11 @@ pub(crate) fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched>
     for (k, v) in spec.env.iter().chain(sent) {
         cmd.env(OsStr::from_bytes(k), OsStr::from_bytes(v));
     }
+}
+
+/// Where the process starts: the directory asked for (relative: to the home directory),
+/// else the home directory, else `/`.
+fn working_directory(spec: &OpenSpec, session: &Session) -> io::Result<PathBuf> {
     let home = &session.account.home;
     let cwd = match &spec.cwd {
         // A relative directory is the home directory's, where the command would start.
@@ -173,27 +215,16 @@ pub(crate) fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched>
             ),
         ));
     }
-    cmd.current_dir(cwd);
+    Ok(cwd)
+}
 
-    let pty = match &spec.pty {
-        Some(p) => {
-            cmd.env("TERM", &p.term);
-            Some(open_pty(p.size)?)
-        }
-        None => None,
-    };
-    let go = if spec.hold {
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-        cmd.place_fds([(r.as_raw_fd(), 3)]);
-        Some((r, w))
-    } else {
-        None
-    };
+/// Stdio on the pty's slave (then the controlling terminal), or on pipes; a new session.
+fn connect_stdio(cmd: &mut Command, pty_slave: Option<&OwnedFd>) -> io::Result<()> {
     // A new session and process group, as sshd gives every session: signals to the group
     // reach everything the command started.
     cmd.new_session();
-    match &pty {
-        Some((_, slave)) => {
+    match pty_slave {
+        Some(slave) => {
             cmd.stdin(Stdio::from(slave.try_clone()?))
                 .stdout(Stdio::from(slave.try_clone()?))
                 .stderr(Stdio::from(slave.try_clone()?))
@@ -208,14 +239,12 @@ pub(crate) fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched>
                 .parent_death_signal(Signal::SIGKILL);
         }
     }
+    Ok(())
+}
 
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot run {}: {e}", shell.display())))?;
-    let pid = child.id().unwrap_or(0);
-    // The read end now lives in the child only.
-    let go = go.map(|(_, w)| w);
-    let io = match pty {
+/// The started process's side of its stdio: the pty's master, or the three pipes.
+fn launched_io(child: &mut Child, pty: Option<(OwnedFd, OwnedFd)>) -> io::Result<LaunchedIo> {
+    Ok(match pty {
         Some((master, slave)) => {
             drop(slave);
             let resize = master.try_clone()?;
@@ -236,8 +265,7 @@ pub(crate) fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched>
                 stderr,
             }
         }
-    };
-    Ok(Launched { child, pid, io, go })
+    })
 }
 
 fn open_pty(size: WinSize) -> io::Result<(OwnedFd, OwnedFd)> {
