@@ -197,19 +197,7 @@ impl Guard {
                 }
             }
             Message::Credit { stream, fd, bytes } => {
-                let (stream, fd, bytes) = (*stream, *fd, u64::from(*bytes));
-                let s = self.stream(from, stream, true)?;
-                if fd != Fd::Stdin {
-                    return breach!("context {from} granted credit for {fd:?} on stream {stream}");
-                }
-                let owed = s.stdin_sent - s.stdin_credited;
-                if bytes > owed {
-                    return breach!(
-                        "context {from} returned {bytes} bytes of stdin credit on stream {stream}, \
-                         with {owed} bytes sent and not yet credited"
-                    );
-                }
-                s.stdin_credited += bytes;
+                self.credit(from, *stream, *fd, u64::from(*bytes))?;
             }
             Message::Opened { stream, window, .. } => {
                 let stream = *stream;
@@ -242,31 +230,61 @@ impl Guard {
                 self.stream(from, stream, true)?;
                 self.streams.remove(&stream);
             }
-            Message::NeedPassword { child, .. } => {
-                let child = *child;
-                let p = self.pending(from, child)?;
-                if p.asked {
-                    return breach!(
-                        "context {from} asked twice for a password for context {child}"
-                    );
-                }
-                p.asked = true;
-            }
-            Message::Spawned { child, .. } => {
-                let child = *child;
-                self.pending(from, child)?;
-                self.pending.remove(&child);
-                self.below.insert(child, from);
-            }
-            Message::SpawnFailed { child, .. } => {
-                let child = *child;
-                self.pending(from, child)?;
-                self.pending.remove(&child);
-            }
+            Message::NeedPassword { child, .. } => self.needs_password(from, *child)?,
+            Message::Spawned { child, .. } => self.spawned(from, *child, true)?,
+            Message::SpawnFailed { child, .. } => self.spawned(from, *child, false)?,
             Message::ContextLost { ctx: lost, .. } => return self.lost(from, *lost),
             other => return breach!("context {from} sent {}", other.name()),
         }
         Ok(Verdict::Pass)
+    }
+
+    /// Stdin credit the agent returns: no more than was sent and not yet credited.
+    fn credit(
+        &mut self,
+        from: ContextId,
+        stream: StreamId,
+        fd: Fd,
+        bytes: u64,
+    ) -> Result<(), Violation> {
+        let s = self.stream(from, stream, true)?;
+        if fd != Fd::Stdin {
+            return breach!("context {from} granted credit for {fd:?} on stream {stream}");
+        }
+        let owed = s.stdin_sent - s.stdin_credited;
+        if bytes > owed {
+            return breach!(
+                "context {from} returned {bytes} bytes of stdin credit on stream {stream}, \
+                 with {owed} bytes sent and not yet credited"
+            );
+        }
+        s.stdin_credited += bytes;
+        Ok(())
+    }
+
+    /// A context being started asks for its password, once.
+    fn needs_password(&mut self, from: ContextId, child: ContextId) -> Result<(), Violation> {
+        let p = self.pending(from, child)?;
+        if p.asked {
+            return breach!("context {from} asked twice for a password for context {child}");
+        }
+        p.asked = true;
+        Ok(())
+    }
+
+    /// A context being started answered (`started`: it runs, behind `from`).
+    fn spawned(
+        &mut self,
+        from: ContextId,
+        child: ContextId,
+        started: bool,
+    ) -> Result<(), Violation> {
+        self.pending(from, child)?;
+        self.pending.remove(&child);
+        if started {
+            self.below.insert(child, from);
+        }
+        Ok(())
     }
 
     /// The stream `id`, if context `from` may speak for it (and, with `opened`, it was
