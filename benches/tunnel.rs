@@ -2,17 +2,23 @@
 //! all against the same private loopback sshd, in one run. Prints times and ratios;
 //! absolute numbers on a shared machine mean little, the ratios are the point.
 //!
+//! The masters carry the agent images as they ship (`scripts/build-agents`, built first
+//! if need be). Besides loopback: the images' sizes, the agent's memory (RSS and PSS)
+//! idle and after a transfer, and connects over an emulated WAN (50 ms round trip,
+//! 20 Mbit/s; `common::wan`): cold, with the agent cached, per call, and the bytes a
+//! cold connect sends.
+//!
 //! `cargo bench --bench tunnel` (needs root: the harness starts sshd and a test user).
 //! `MITOSSH_BENCH_QUICK=1` shrinks every measure for a smoke run.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use mitossh::{AgentImage, Arch};
 
 struct Setup {
     sshd: Sshd,
@@ -78,16 +84,56 @@ fn ratio(a: f64, b: f64) -> String {
     format!("{:.2}x", a / b)
 }
 
-/// Empties the test user's agent cache so the next connect uploads.
-fn clear_agent_cache(home: &Path) {
-    let uid = test_user().uid;
-    for dir in [
-        home.join(".cache/mitossh"),
-        format!("/tmp/mitossh-{uid}").into(),
-        format!("/dev/shm/mitossh-{uid}").into(),
-    ] {
-        let _ = std::fs::remove_dir_all(dir);
+/// The first `mitossh-agent` process below `sshd`, and the root agent below it, if any.
+fn agents_below(sshd: &Sshd) -> Vec<Proc> {
+    descendants(sshd.pid())
+        .into_iter()
+        .filter(|p| {
+            p.exe
+                .as_ref()
+                .is_some_and(|e| e.to_string_lossy().contains("mitossh-agent"))
+        })
+        .collect()
+}
+
+/// `(Rss, Pss)` in KiB from `/proc/PID/smaps_rollup`.
+fn rss_pss(pid: i32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Rss:"), field("Pss:"))
+}
+
+fn print_agent_memory(what: &str, sshd: &Sshd) {
+    for agent in agents_below(sshd) {
+        let (rss, pss) = rss_pss(agent.pid);
+        println!("  agent {what:<28} RSS {rss:>6} KiB   PSS {pss:>6} KiB   (goal RSS <= 4096 KiB)");
     }
+}
+
+/// The images the masters carry, raw and as sent.
+fn print_images() {
+    println!("agent images (scripts/build-agents), as a master sends them:");
+    for arch in [Arch::X86_64, Arch::Aarch64] {
+        let path = shipped_agent(arch.name());
+        let image = AgentImage::new(arch, std::fs::read(&path).unwrap().into(), path);
+        println!(
+            "  {:<8} {:>6} KiB as it is   {:>6} KiB gzip",
+            arch.name(),
+            image.bytes.len() >> 10,
+            image.gzip().len() >> 10
+        );
+    }
+    println!(
+        "  (the master, which was once the image: {} KiB)",
+        std::fs::metadata(bin("mitossh")).unwrap().len() >> 10
+    );
+    println!();
 }
 
 fn main() {
@@ -115,7 +161,7 @@ fn main() {
     println!();
 
     // ---- per-invocation latency -------------------------------------------------------
-    let master = Master::start();
+    let master = Master::start_with_agents(shipped_agents());
     run_ok(shim(&master, &setup).arg("true")); // context up, agent cached
     let lat_plain = median(times(n, || {
         let mut c = plain(&setup);
@@ -144,20 +190,20 @@ fn main() {
     println!();
 
     // ---- new-context connect ---------------------------------------------------------
+    print_images();
+    print_agent_memory("idle, after one call", &setup.sshd);
     let rounds = if quick() { 2 } else { 5 };
-    let mut cold = Vec::new();
-    let mut cached = Vec::new();
+    let fresh = FreshHost::start("");
+    let (mut cold, mut cached) = (Vec::new(), Vec::new());
+    let first_call = |m: &Master| {
+        let t = Instant::now();
+        run_ok(m.ssh().args(fresh.sshd.ssh_args()).arg("true"));
+        t.elapsed()
+    };
     for _ in 0..rounds {
-        clear_agent_cache(&test_user().home);
-        let m = Master::start();
-        let t = Instant::now();
-        run_ok(shim(&m, &setup).arg("true"));
-        cold.push(t.elapsed());
-        drop(m);
-        let m = Master::start();
-        let t = Instant::now();
-        run_ok(shim(&m, &setup).arg("true"));
-        cached.push(t.elapsed());
+        fresh.forget_agents();
+        cold.push(first_call(&Master::start_with_agents(shipped_agents())));
+        cached.push(first_call(&Master::start_with_agents(shipped_agents())));
     }
     let (cold, cached) = (median(cold), median(cached));
     println!("first call on a new context (connect + agent + `true`), median of {rounds}:");
@@ -168,15 +214,12 @@ fn main() {
         ratio(cold.as_secs_f64(), lat_plain.as_secs_f64())
     );
     println!(
-        "  mitossh, agent cached   {:>10}   = {} of ssh true (goal <= 1.20x)",
+        "  mitossh, agent cached   {:>10}   = {} of ssh true (goal <= 1.05x)",
         ms(cached),
         ratio(cached.as_secs_f64(), lat_plain.as_secs_f64())
     );
-    println!(
-        "  (agent image: {} KiB)",
-        std::fs::metadata(bin("mitossh")).unwrap().len() >> 10
-    );
     println!();
+    wan_connects(&fresh, rounds);
 
     // ---- throughput ----------------------------------------------------------------
     let runs = if quick() { 1 } else { 3 };
@@ -214,6 +257,8 @@ fn main() {
         ratio(mbps(t_shim), mbps(t_plain)),
         ratio(mbps(t_shim), mbps(t_cm))
     );
+
+    print_agent_memory("idle, after the transfers", &setup.sshd);
 
     // ---- a legacy script ---------------------------------------------------------------
     let (loops, concurrent) = if quick() { (20, 10) } else { (200, 50) };
@@ -262,6 +307,85 @@ fn main() {
         .args(setup.sshd.ssh_args())
         .stderr(Stdio::null())
         .status();
+}
+
+/// Connects over an emulated WAN to `host`: plain `ssh host true`, a ControlMaster's
+/// call, and mitossh's first call with nothing cached, with the agent cached, and then
+/// per call; with the bytes each first call sent and received.
+fn wan_connects(host: &FreshHost, rounds: usize) {
+    let link = Link {
+        rtt: Duration::from_millis(50),
+        bandwidth: 20_000_000,
+    };
+    let wan = Wan::start(([127, 0, 0, 1], host.sshd.port()).into(), link);
+    let cfg = host.sshd.ssh_config().display().to_string();
+    let port = format!("Port={}", wan.port());
+    let args = ["-F", cfg.as_str(), "-o", port.as_str(), host.sshd.alias()];
+    let timed = |cmd: &mut Command| {
+        wan.reset();
+        let t = Instant::now();
+        run_ok(cmd);
+        (t.elapsed(), wan.bytes())
+    };
+    let ssh = || {
+        let mut c = Command::new("/usr/bin/ssh");
+        c.args(args).arg("true");
+        c
+    };
+    let plain: Vec<_> = (0..rounds).map(|_| timed(&mut ssh())).collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let cm = dir.path().join("cm");
+    let cm_ssh = |extra: &[&str]| {
+        let mut c = Command::new("/usr/bin/ssh");
+        c.args(extra).arg("-S").arg(&cm).args(args);
+        c
+    };
+    run_ok(cm_ssh(&["-o", "ControlMaster=yes", "-o", "ControlPersist=yes"]).arg("true"));
+    let via_cm: Vec<_> = (0..rounds)
+        .map(|_| timed(cm_ssh(&[]).arg("true")))
+        .collect();
+    let _ = cm_ssh(&["-O", "exit"]).stderr(Stdio::null()).status();
+
+    let (mut cold, mut cached, mut per_call) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        host.forget_agents();
+        let m = Master::start_with_agents(shipped_agents());
+        cold.push(timed(m.ssh().args(args).arg("true")));
+        per_call.push(timed(m.ssh().args(args).arg("true")));
+        let m = Master::start_with_agents(shipped_agents());
+        cached.push(timed(m.ssh().args(args).arg("true")));
+    }
+    let time = |v: &[(Duration, (u64, u64))]| median(v.iter().map(|x| x.0).collect());
+    let bytes = |v: &[(Duration, (u64, u64))]| v.last().map(|x| x.1).unwrap_or_default();
+    let base = time(&plain).as_secs_f64();
+    println!(
+        "over a WAN ({} ms round trip, {} Mbit/s, user-space proxy), median of {rounds}:",
+        link.rtt.as_millis(),
+        link.bandwidth / 1_000_000
+    );
+    let row = |name: &str, v: &[(Duration, (u64, u64))], goal: &str| {
+        let (up, down) = bytes(v);
+        println!(
+            "  {name:<28} {:>10}   = {} of ssh true{goal}   sent {:>7} B, received {:>7} B",
+            ms(time(v)),
+            ratio(time(v).as_secs_f64(), base),
+            up,
+            down
+        );
+    };
+    row("plain `ssh host true`", &plain, "");
+    row("ControlMaster, per call", &via_cm, "");
+    row("mitossh, first call, cold", &cold, " (goal <= 1.50x)");
+    row("mitossh, first call, cached", &cached, " (goal <= 1.05x)");
+    row("mitossh, per call", &per_call, "");
+    let (cold_up, _) = bytes(&cold);
+    println!(
+        "  a cold connect sent {:.2} MB (goal <= 1.2 MB): {:.1}x what `ssh host true` sends",
+        cold_up as f64 / 1e6,
+        cold_up as f64 / bytes(&plain).0.max(1) as f64
+    );
+    println!();
 }
 
 fn num_cpus() -> usize {

@@ -2,6 +2,7 @@
 
 #![deny(unsafe_code)]
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -40,7 +41,8 @@ struct Cli {
     #[arg(long, value_name = "DURATION")]
     connect_timeout: Option<String>,
     /// Enter every host CMD reaches as USER (through sudo unless --become-method says
-    /// otherwise). The password comes from $MITOSSH_BECOME_PASSWORD_FILE or the terminal.
+    /// otherwise), also a named context that names no user (before its container).
+    /// The password comes from $MITOSSH_BECOME_PASSWORD_FILE or the terminal.
     #[arg(long = "become", value_name = "USER")]
     become_user: Option<String>,
     /// How to become USER: sudo, su or doas.

@@ -1,7 +1,9 @@
-//! `mitossh`: the master, the agent, and commands to inspect or stop a master.
+//! `mitossh`: the master, and commands to inspect or stop a master or to run many
+//! processes at once. The agent is `mitossh-agent`, a binary of its own.
 
 #![deny(unsafe_code)]
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -75,22 +77,6 @@ enum Command {
             {host} the host, {name} the process name, and plan variables by name.\n\
             Exit status: 0 when every process did its job, 1 when one failed, 130 on ^C."))]
     Run(RunArgs),
-    /// Run as an agent on the far side of a pipe (started by a master, not by hand).
-    #[command(hide = true)]
-    Agent {
-        #[arg(long)]
-        nonce: String,
-        /// Started by another agent through sudo/su/doas: the link is the socket on stdout.
-        #[arg(long)]
-        hop: bool,
-        /// Remove this variable from the environment (set by the starter for itself).
-        #[arg(long)]
-        drop_env: Vec<String>,
-        /// Run commands with this shell rather than the account's login shell (started by
-        /// sudo or doas, which run commands themselves).
-        #[arg(long, value_name = "PATH")]
-        command_shell: Option<PathBuf>,
-    },
 }
 
 #[derive(Args)]
@@ -98,7 +84,7 @@ struct RunArgs {
     /// A TOML plan: hosts, processes per host, duration, files to fetch.
     #[arg(required_unless_present = "hosts", conflicts_with = "hosts")]
     plan: Option<PathBuf>,
-    /// Short form: these hosts (comma separated) …
+    /// Short form: these hosts (comma separated; `local` is this machine) …
     #[arg(short = 'H', long, value_delimiter = ',', requires = "command")]
     hosts: Vec<String>,
     /// … each running this many copies of COMMAND.
@@ -237,20 +223,6 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Agent {
-            nonce,
-            hop,
-            drop_env,
-            command_shell,
-        } => {
-            mitossh::init_logging("warn");
-            mitossh::agent(mitossh::AgentOptions {
-                nonce,
-                hop,
-                drop_env,
-                command_shell,
-            })
-        }
         Command::Run(args) => mitossh::run(args.into()),
         Command::Tree { socket } => mitossh::tree(socket),
         Command::Proxy {

@@ -75,18 +75,26 @@ pub(crate) fn format_status(report: &StatusReport) -> String {
         out.push_str("no contexts\n");
         return out;
     }
+    let contexts: Vec<ContextStatus> = report.contexts.iter().map(shown).collect();
+    let name = |c: &ContextStatus| format!("{} ({}@{})", c.name, c.user, c.hostname);
+    // Wide enough for the longest name (an exec prefix can be long), so columns line up.
+    let w = contexts
+        .iter()
+        .map(|c| name(c).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(28);
     out.push_str(&format!(
-        "{:>4} {:>6} {:<6} {:<28} {:>8} {:>7} {:>7} {:>7} {:>10} {:>10}\n",
+        "{:>4} {:>6} {:<6} {:<w$} {:>8} {:>7} {:>7} {:>7} {:>10} {:>10}\n",
         "ID", "PARENT", "METHOD", "NAME", "PID", "AGE", "IDLE", "STREAMS", "SENT", "RECEIVED"
     ));
-    for c in &report.contexts {
-        let c = &shown(c);
+    for c in &contexts {
         out.push_str(&format!(
-            "{:>4} {:>6} {:<6} {:<28} {:>8} {:>7} {:>7} {:>7} {:>10} {:>10}\n",
+            "{:>4} {:>6} {:<6} {:<w$} {:>8} {:>7} {:>7} {:>7} {:>10} {:>10}\n",
             c.id,
             c.parent,
             c.method,
-            format!("{} ({}@{})", c.name, c.user, c.hostname),
+            name(c),
             c.agent_pid,
             duration(c.age_secs),
             duration(c.idle_secs),
@@ -252,6 +260,38 @@ mod tests {
             );
             assert!(!text.contains("\n   2 fake"), "{text}");
         }
+    }
+
+    #[test]
+    fn columns_line_up_past_a_long_name() {
+        let ctx = |id, name: &str| ContextStatus {
+            id,
+            method: "exec".into(),
+            name: name.into(),
+            user: "root".into(),
+            hostname: "h".into(),
+            agent_pid: 4242,
+            ..ContextStatus::default()
+        };
+        let report = StatusReport {
+            contexts: vec![
+                ctx(1, "web1"),
+                ctx(
+                    2,
+                    "unshare --mount --pid --fork --mount-proc --root /srv/rootfs",
+                ),
+            ],
+            ..StatusReport::default()
+        };
+        let text = format_status(&report);
+        let pid_at: Vec<usize> = text
+            .lines()
+            .skip(2)
+            .map(|l| l.find("4242").unwrap())
+            .collect();
+        assert_eq!(pid_at[0], pid_at[1], "{text}");
+        let header = text.lines().nth(1).unwrap();
+        assert_eq!(header.find("PID").unwrap() + 3, pid_at[0] + 4, "{text}");
     }
 
     #[test]

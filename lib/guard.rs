@@ -7,8 +7,9 @@
 //!
 //! - **Authority follows the tree.** The context at the far end (the root) and those
 //!   started below it through this link may speak, each only for itself: `Spawned`,
-//!   `NeedPassword` and `SpawnFailed` only for a child it was asked to start, `ContextLost`
-//!   only for a context below it.
+//!   `NeedPassword` and `SpawnFailed` only for a child it was asked to start (whatever
+//!   the method: become, ssh from a hop, an exec prefix; `NeedPassword` only for a become
+//!   child, once), `ContextLost` only for a context below it.
 //! - **Streams belong to their context** and follow the protocol's order: `Opened` (or
 //!   `OpenFailed`) first, data and `Eof` after it, nothing after `Exit`.
 //! - **Credit is charged on arrival**: output beyond the credit granted, or more than
@@ -45,6 +46,10 @@ pub(crate) enum Verdict {
 #[derive(Debug)]
 struct Pending {
     parent: ContextId,
+    /// Started by a tool that asks for passwords (sudo, su, doas): ssh from a hop runs
+    /// with `BatchMode`, an exec prefix has no terminal, so their children never ask,
+    /// and a question for one would be the agent's own invention.
+    may_ask: bool,
     asked: bool,
 }
 
@@ -138,11 +143,12 @@ impl Guard {
                     s.closing = true;
                 }
             }
-            Message::Spawn { child, .. } => {
+            Message::Spawn { child, method } => {
                 self.pending.insert(
                     *child,
                     Pending {
                         parent: frame.ctx,
+                        may_ask: method.may_ask(),
                         asked: false,
                     },
                 );
@@ -265,6 +271,11 @@ impl Guard {
     /// A context being started asks for its password, once.
     fn needs_password(&mut self, from: ContextId, child: ContextId) -> Result<(), Violation> {
         let p = self.pending(from, child)?;
+        if !p.may_ask {
+            return breach!(
+                "context {from} asked for a password for context {child}, whose method asks none"
+            );
+        }
         if p.asked {
             return breach!("context {from} asked twice for a password for context {child}");
         }
@@ -660,6 +671,64 @@ mod tests {
         };
         refuse(&mut g, failed(3));
         pass(&mut g, failed(2));
+    }
+
+    /// An exec child (a container entered below a sudo context) is reported like any
+    /// other, by its own parent only, and its streams belong to it; but nothing asks a
+    /// password to start one, so an agent that claims it needs one is cut off.
+    #[test]
+    fn exec_children_follow_the_same_rules_and_never_ask_for_a_password() {
+        let exec = |parent, child| {
+            Frame::new(
+                parent,
+                Message::Spawn {
+                    child,
+                    method: Box::new(Method::Exec {
+                        argv: vec![b"docker".to_vec(), b"exec".to_vec(), b"-i".to_vec()],
+                        label: "docker".into(),
+                    }),
+                },
+            )
+        };
+        let ask = |from, child| {
+            Frame::new(
+                from,
+                Message::NeedPassword {
+                    child,
+                    whose: "root".into(),
+                },
+            )
+        };
+        let mut g = Guard::new(ROOT);
+        g.sent(&spawn(ROOT, 2));
+        pass(&mut g, spawned(ROOT, 2));
+        g.sent(&exec(2, 3));
+        refuse(&mut g, spawned(ROOT, 3)); // only the sudo context that was asked
+        let why = refuse(&mut g, ask(2, 3));
+        assert!(why.contains("asks none"), "{why}");
+        let mut g = Guard::new(ROOT);
+        g.sent(&spawn(ROOT, 2));
+        pass(&mut g, spawned(ROOT, 2));
+        g.sent(&exec(2, 3));
+        pass(&mut g, spawned(2, 3));
+        g.sent(&open(3, 9, 100));
+        refuse(&mut g, opened(2, 9, 100)); // the container's stream, not its parent's
+        pass(&mut g, opened(3, 9, 100));
+        // The container is below its parent: lost with it.
+        assert_eq!(pass(&mut g, lost(ROOT, 2)), Verdict::Lost(vec![2, 3]));
+        // ssh from a hop does not ask either.
+        let mut g = Guard::new(ROOT);
+        g.sent(&Frame::new(
+            ROOT,
+            Message::Spawn {
+                child: 4,
+                method: Box::new(Method::Ssh {
+                    args: Vec::new(),
+                    label: "h".into(),
+                }),
+            },
+        ));
+        refuse(&mut g, ask(ROOT, 4));
     }
 
     #[test]

@@ -9,6 +9,10 @@
 // what nothing uses, and what is public is public on purpose.
 #![warn(unreachable_pub)]
 
+/// This build's version as master and agent say it in `Hello`: the package version and a
+/// hash of the sources (see `build.rs`). A master talks only to agents of its own build.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("MITOSSH_BUILD"));
+
 mod agent;
 mod askpass;
 mod bootstrap;
@@ -41,7 +45,7 @@ pub use askpass::{invoked as askpass_prompt, main as askpass};
 pub use config::parse_duration;
 pub use control::{status, stop, tree};
 pub use env::{Options as EnvOptions, run as env};
-pub use logging::init as init_logging;
+pub use logging::{init as init_logging, init_agent as init_agent_logging};
 pub use master::{Options as ServeOptions, main as serve};
 pub use run::{
     Args as RunArgs, Overrides as RunOverrides, PlanSource as RunPlan, Show as RunShow, main as run,
@@ -50,7 +54,8 @@ pub use shim::proxy::main as proxy;
 pub use shim::ssh::main as ssh;
 pub use shim::wrap::main as wrap;
 
-// For the tests: the wire protocol (`proto`) and the agent image's name, which the hostile
-// agent needs to pass for an agent; a child's setup before exec.
-pub use bootstrap::image::AgentImage;
+// For the tests and benches: the wire protocol (`proto`); the agent images, their
+// architectures and names on a host, which the hostile agent needs to pass for an agent;
+// a child's setup before exec.
+pub use bootstrap::image::{AgentImage, Arch, cache_name, content_hash};
 pub use sys::spawn::ChildSetup;

@@ -2,6 +2,7 @@
 
 #![deny(unsafe_code)]
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

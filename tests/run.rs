@@ -243,14 +243,15 @@ fn interrupt_stops_everything_and_output_files_keep_each_stream() {
         .arg(&outputs)
         .args([
             "--",
-            "echo ready {i}; echo err {i} >&2; while :; do sleep 0.2; done",
+            "echo err {i} >&2; echo ready {i}; while :; do sleep 0.2; done",
         ])
         .env_remove("MITOSSH_SOCKET")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Once all three said they are ready, press ^C.
+    // Once all three said they are ready, press ^C. Each wrote its stderr line before it
+    // said so, so that line must be in its file however late it travelled.
     let mut seen = String::new();
     let mut reader = std::io::BufReader::new(run.stdout.take().unwrap());
     while seen.matches("ready").count() < 3 {
@@ -778,4 +779,92 @@ fn a_missing_working_directory_is_a_clear_error() {
         said.contains("some processes could not be started"),
         "{said}"
     );
+}
+
+/// `local` in a plan: processes on the master's own host (no ssh) next to remote ones,
+/// in phases across them — a server here, a client on the test host that waits until the
+/// server accepts — their output interleaved and attributed, files fetched from both.
+#[test]
+fn local_processes_run_next_to_remote_ones() {
+    let a = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let marker = unique_marker();
+    let served = work.path().join("served");
+    std::fs::create_dir(&served).unwrap();
+    std::fs::write(served.join("hello.txt"), format!("{marker}\n")).unwrap();
+    let port = free_port();
+    let plan_file = work.path().join("plan.toml");
+    std::fs::write(
+        &plan_file,
+        format!(
+            r#"duration = "2s"
+grace = "2s"
+ssh_args = ["-F", "{cfg}"]
+
+[[host]]
+address = "local"
+
+[[host.process]]
+name = "server"
+command = "echo who=$(id -un); exec python3 -m http.server {port} --bind 127.0.0.1"
+cwd = "{served}"
+ready = {{ port = "{port}" }}
+fetch = ["{served}/hello.txt"]
+
+[[host]]
+address = "{host}"
+
+[[host.process]]
+name = "client"
+after = "server"
+command = "echo who=$(id -un); python3 -c 'import urllib.request as u; print(u.urlopen(\"http://127.0.0.1:{port}/hello.txt\").read().decode().strip())'"
+"#,
+            cfg = a.ssh_config().display(),
+            served = served.display(),
+            host = a.alias(),
+        ),
+    )
+    .unwrap();
+    let fetched = work.path().join("fetched");
+    let out = output_within(
+        Command::new(bin("mitossh"))
+            .arg("run")
+            .arg(&plan_file)
+            .arg("--fetch-dir")
+            .arg(&fetched)
+            .env_remove("MITOSSH_SOCKET"),
+        b"",
+        T,
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    // Prefixes are padded to one width: compare with blanks collapsed.
+    let lines: Vec<String> = said
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let me = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    for line in [
+        format!("local server[0] | who={}", me.trim()),
+        format!("{} client[0] | who={TEST_USER}", a.alias()),
+        format!("{} client[0] | {marker}", a.alias()),
+    ] {
+        assert!(lines.contains(&line), "no {line:?} in\n{said}");
+    }
+    // The server saw the client's request (python's log, on its stderr).
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("local server[0] ! ") && l.contains("GET /hello.txt")),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fetched.join("local/server-0/hello.txt")).unwrap(),
+        format!("{marker}\n")
+    );
+    assert_eq!(a.accepted_connections(), 1, "{}", a.log());
 }

@@ -451,7 +451,7 @@ fn bad_frames_drop_one_client_and_nothing_else() {
 fn the_agent_rejects_malformed_frames_cleanly() {
     use std::io::{BufRead, BufReader, Write};
     // An agent run by hand on a pipe: after its ready line, feed it garbage.
-    let mut agent = Command::new(bin("mitossh"))
+    let mut agent = Command::new(bin("mitossh-agent"))
         .args(["agent", "--nonce", "n1"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -54,7 +54,37 @@ pub struct Options {
     pub command_shell: Option<std::path::PathBuf>,
 }
 
-/// Entry point of `mitossh agent`. Returns the process exit status.
+impl Options {
+    /// The agent's command line (after the program name), as its starters write it:
+    /// `agent --nonce N [--hop] [--drop-env NAME]... [--command-shell PATH]`.
+    pub fn parse(args: &[String]) -> Result<Options, String> {
+        let mut words = args.iter();
+        if words.next().map(String::as_str) != Some("agent") {
+            return Err("started by a mitossh master, not by hand".into());
+        }
+        let mut opts = Options::default();
+        let mut nonce = None;
+        while let Some(word) = words.next() {
+            let mut value = || {
+                words
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("{word} needs a value"))
+            };
+            match word.as_str() {
+                "--nonce" => nonce = Some(value()?),
+                "--hop" => opts.hop = true,
+                "--drop-env" => opts.drop_env.push(value()?),
+                "--command-shell" => opts.command_shell = Some(value()?.into()),
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        opts.nonce = nonce.ok_or("--nonce is required")?;
+        Ok(opts)
+    }
+}
+
+/// Entry point of `mitossh-agent`. Returns the process exit status.
 pub fn main(opts: Options) -> i32 {
     crate::bootstrap::image::run_from_memory();
     let (link_in, link_out) = match take_stdio(opts.hop) {
@@ -68,7 +98,7 @@ pub fn main(opts: Options) -> i32 {
         "{} {} {}\n",
         crate::bootstrap::READY_MARKER,
         opts.nonce,
-        env!("CARGO_PKG_VERSION")
+        crate::VERSION
     );
     let mut out = std::fs::File::from(link_out);
     if out.write_all(ready.as_bytes()).is_err() {
@@ -137,7 +167,7 @@ impl Agent {
             MASTER,
             Message::Hello(Hello {
                 protocol: PROTOCOL_VERSION,
-                version: env!("CARGO_PKG_VERSION").into(),
+                version: crate::VERSION.into(),
                 ctx: MASTER,
                 pid: std::process::id(),
                 user: session.account.name.clone(),
@@ -317,5 +347,50 @@ impl Agent {
             s.terminate(Signal::SIGKILL);
         }
         self.tree.shutdown(Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str]) -> Result<Options, String> {
+        Options::parse(&words.iter().map(|w| w.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn parses_what_its_starters_write() {
+        let o = parse(&["agent", "--nonce", "n1"]).unwrap();
+        assert_eq!((o.nonce.as_str(), o.hop), ("n1", false));
+        let o = parse(&[
+            "agent",
+            "--nonce",
+            "n2",
+            "--hop",
+            "--drop-env",
+            "LC_ALL",
+            "--command-shell",
+            "/bin/bash",
+        ])
+        .unwrap();
+        assert!(o.hop);
+        assert_eq!(o.drop_env, ["LC_ALL"]);
+        assert_eq!(o.command_shell.unwrap(), std::path::Path::new("/bin/bash"));
+    }
+
+    #[test]
+    fn refuses_anything_else_with_a_reason() {
+        assert!(parse(&[]).unwrap_err().contains("not by hand"));
+        assert!(parse(&["agent"]).unwrap_err().contains("--nonce"));
+        assert!(
+            parse(&["agent", "--nonce"])
+                .unwrap_err()
+                .contains("needs a value")
+        );
+        assert!(
+            parse(&["agent", "--nonce", "n", "-x"])
+                .unwrap_err()
+                .contains("\"-x\"")
+        );
     }
 }

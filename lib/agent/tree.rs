@@ -1,5 +1,5 @@
-//! The agent's children: contexts it started (sudo, su, doas, ssh from here) and the
-//! routes to every context below them.
+//! The agent's children: contexts it started (sudo, su, doas, ssh from here, an exec
+//! prefix into a container or chroot) and the routes to every context below them.
 //!
 //! Frames from above for a context below go down the child link it lives behind. Frames
 //! from a child link are untrusted (the child may run as another user, or on a host of
@@ -48,7 +48,7 @@ pub(crate) enum TreeEvent {
 
 struct ChildLink {
     sender: LinkSender,
-    /// sudo, su, doas or ssh: the process that holds the child.
+    /// sudo, su, doas, ssh or the exec prefix: the process that holds the child.
     pid: Option<u32>,
     /// Shared with the task reading the link: what the child may say.
     guard: Arc<Mutex<Guard>>,
@@ -146,6 +146,7 @@ impl Tree {
             let started = match method {
                 Method::Become(role) => method::escalate::start(child, &role, &shell, ask).await,
                 Method::Ssh { args, label } => method::ssh::start(child, &args, &label).await,
+                Method::Exec { argv, label } => method::exec::start(child, &argv, &label).await,
             };
             let _ = events.send(match started {
                 Ok(spawned) => TreeEvent::Up {

@@ -1,18 +1,18 @@
 //! Getting an agent running at the far end of a pipe that only promises `/bin/sh`.
 //!
 //! - [`stage1`]: the one-line shell script that finds a cached agent or receives one;
-//! - [`image`]: the agent binary itself (this executable), its hash, and running it
-//!   from memory;
+//! - [`image`]: the agent images by architecture (`mitossh-agent` beside the master),
+//!   their hashes and compressed forms, and running an agent from memory;
 //! - [`ssh`]: the master's side, over the user's real `ssh` client.
 //!
 //! The exchange on the pipe, before frames start:
 //!
 //! ```text
 //! master                         remote /bin/sh (stage 1)            agent
-//!   ── ssh host "/bin/sh -c '…'" ─▶
-//!                                 cached?  ── exec ─────────────────▶
-//!                                 else  ◀── "MITOSSH-UPLOAD <nonce>"
-//!   ── <size> bytes of image ────▶ stored in a private 0700 dir ─exec▶
+//!   ── ssh host "/bin/sh -c '…'" ─▶ (hash and size per architecture)
+//!                                 uname -m; cached?  ── exec ───────▶
+//!                                 else  ◀── "MITOSSH-UPLOAD <nonce> <arch> gz|raw"
+//!   ── "<count>\n" <count> bytes ─▶ inflated into a private 0700 dir ─exec▶
 //!                                                  ◀── "MITOSSH-READY <nonce> <version>"
 //!   ◀═══════════════════════════ frames both ways ═══════════════════▶
 //! ```
@@ -38,7 +38,9 @@ pub(crate) const READY_MARKER: &str = "MITOSSH-READY";
 pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The first frames on a new link: tells the agent its id, and returns its own `Hello`.
-/// Errors are one line for the user.
+/// An agent of another build is refused: the cache is keyed by content, so only an image
+/// of another build beside the master (or a host that lies) gets here. Errors are one
+/// line for the user.
 pub(crate) async fn handshake<R: AsyncRead + Unpin>(
     reader: &mut LinkReader<R>,
     writer: &LinkSender,
@@ -48,7 +50,7 @@ pub(crate) async fn handshake<R: AsyncRead + Unpin>(
         ctx,
         Message::Hello(Hello {
             protocol: PROTOCOL_VERSION,
-            version: env!("CARGO_PKG_VERSION").into(),
+            version: crate::VERSION.into(),
             ctx,
             pid: std::process::id(),
             user: crate::sys::user::Account::current().name,
@@ -60,7 +62,7 @@ pub(crate) async fn handshake<R: AsyncRead + Unpin>(
         Ok(Some(Ok(Frame {
             msg: Message::Hello(mut h),
             ..
-        }))) if h.protocol == PROTOCOL_VERSION => {
+        }))) if h.protocol == PROTOCOL_VERSION && h.version == crate::VERSION => {
             // What an agent says about itself is shown to the user: clean it on arrival.
             crate::untrusted::clean_hello(&mut h);
             Ok(h)
@@ -69,11 +71,13 @@ pub(crate) async fn handshake<R: AsyncRead + Unpin>(
             msg: Message::Hello(h),
             ..
         }))) => Err(format!(
-            "the agent speaks protocol {} (mitossh {}), this side {} (mitossh {})",
-            h.protocol,
+            "the agent is mitossh {} (protocol {}), this side mitossh {} (protocol {}): \
+             an agent image of another build; rebuild the agents with this mitossh \
+             (scripts/build-agents)",
             crate::untrusted::clean(&h.version, crate::untrusted::MAX_NAME),
+            h.protocol,
+            crate::VERSION,
             PROTOCOL_VERSION,
-            env!("CARGO_PKG_VERSION")
         )),
         Ok(Some(Ok(f))) => Err(format!(
             "agent handshake failed: unexpected {}",
@@ -85,5 +89,68 @@ pub(crate) async fn handshake<R: AsyncRead + Unpin>(
             "agent handshake failed: no answer within {}s",
             HELLO_TIMEOUT.as_secs()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the handshake against a peer that answers with `hello`.
+    async fn against(hello: Hello) -> Result<Hello, String> {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let (our_read, our_write) = tokio::io::split(ours);
+        let (their_read, their_write) = tokio::io::split(theirs);
+        let (sender, _w) = crate::link::spawn_writer(our_write);
+        let mut reader = crate::link::reader(our_read);
+        let (peer, _pw) = crate::link::spawn_writer(their_write);
+        let mut peer_reader = crate::link::reader(their_read);
+        let _ = peer.send(Frame::new(0, Message::Hello(hello)));
+        let result = handshake(&mut reader, &sender, 7).await;
+        // The agent was told its id.
+        match peer_reader.next().await {
+            Some(Ok(Frame {
+                msg: Message::Hello(h),
+                ..
+            })) => assert_eq!((h.ctx, h.version.as_str()), (7, crate::VERSION)),
+            other => panic!("no hello: {other:?}"),
+        }
+        result
+    }
+
+    fn hello(protocol: u32, version: &str) -> Hello {
+        Hello {
+            protocol,
+            version: version.into(),
+            ctx: 0,
+            pid: 1,
+            user: "u".into(),
+            hostname: "h".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_agent_of_this_build_is_taken() {
+        let h = against(hello(PROTOCOL_VERSION, crate::VERSION))
+            .await
+            .unwrap();
+        assert_eq!(h.hostname, "h");
+    }
+
+    #[tokio::test]
+    async fn an_agent_of_another_build_is_refused_with_what_to_do() {
+        let other = format!("{}+0000000000000000", env!("CARGO_PKG_VERSION"));
+        for h in [
+            hello(PROTOCOL_VERSION, &other),
+            hello(PROTOCOL_VERSION + 1, crate::VERSION),
+        ] {
+            let e = against(h).await.unwrap_err();
+            assert!(e.contains("another build"), "{e}");
+            assert!(e.contains("scripts/build-agents"), "{e}");
+        }
+        let e = against(hello(PROTOCOL_VERSION, "0.0.1\x1b[2J"))
+            .await
+            .unwrap_err();
+        assert!(e.contains("0.0.1\\x1b[2J"), "escaped: {e}");
     }
 }

@@ -20,7 +20,7 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::image::AgentImage;
+use super::image::{Arch, Offer};
 use super::stage1::{CANNOT_SERVE, Stage1};
 use super::{READY_MARKER, UPLOAD_MARKER};
 use crate::sys::spawn::ChildSetup;
@@ -84,8 +84,33 @@ pub(crate) struct Bootstrapped {
     /// The agent's output; frames start at its read position.
     pub reader: BufReader<ChildStdout>,
     pub writer: ChildStdin,
-    /// Whether the image had to be uploaded (no cached copy).
-    pub uploaded: bool,
+    /// What had to be uploaded (no cached copy), if anything.
+    pub uploaded: Option<Uploaded>,
+}
+
+/// An image sent to a host that had no copy.
+#[derive(Debug, Clone)]
+pub(crate) struct Uploaded {
+    pub arch: Arch,
+    /// `gz` or `raw`, as stage 1 asked.
+    pub format: &'static str,
+    /// Bytes sent (compressed or not).
+    pub sent: usize,
+    /// The image's own size.
+    pub size: usize,
+}
+
+impl std::fmt::Display for Uploaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "uploaded the {} agent: {} KiB ({}, {} KiB as it is)",
+            self.arch.name(),
+            self.sent >> 10,
+            self.format,
+            self.size >> 10
+        )
+    }
 }
 
 /// Why an agent could not be started.
@@ -125,7 +150,7 @@ impl StderrTail {
 /// Starts ssh with stage 1 and waits until the agent announces itself.
 pub(crate) async fn bootstrap(
     ssh: &SshCommand,
-    image: &AgentImage,
+    offer: &Offer,
     hooks: ConnectHooks,
 ) -> Result<Bootstrapped, ConnectError> {
     let ConnectHooks {
@@ -137,8 +162,7 @@ pub(crate) async fn bootstrap(
     } = hooks;
     let nonce = random_token();
     let stage1 = Stage1 {
-        hash: &image.hash,
-        size: image.bytes.len() as u64,
+        offer,
         nonce: &nonce,
         agent_args: &["--nonce", &nonce],
     };
@@ -173,7 +197,7 @@ pub(crate) async fn bootstrap(
     crate::sys::fdio::grow_pipe(&stdout);
     let mut stdout = BufReader::with_capacity(256 * 1024, stdout);
 
-    let handshake = wait_for_agent(&mut stdout, &mut stdin, image, &nonce);
+    let handshake = wait_for_agent(&mut stdout, &mut stdin, offer, &nonce);
     let started = Instant::now();
     let outcome = tokio::select! {
         r = handshake => Ok(r),
@@ -225,16 +249,16 @@ pub(crate) async fn bootstrap(
     }
 }
 
-/// Reads marker lines, uploading the image when asked. Returns whether it uploaded.
+/// Reads marker lines, uploading an image when asked. Returns what it uploaded.
 async fn wait_for_agent(
     stdout: &mut BufReader<ChildStdout>,
     stdin: &mut ChildStdin,
-    image: &AgentImage,
+    offer: &Offer,
     nonce: &str,
-) -> io::Result<bool> {
-    let upload = format!("{UPLOAD_MARKER} {nonce}\n");
+) -> io::Result<Option<Uploaded>> {
+    let upload = format!("{UPLOAD_MARKER} {nonce} ");
     let ready = format!("{READY_MARKER} {nonce} ");
-    let mut uploaded = false;
+    let mut uploaded = None;
     let mut noise = 0usize;
     let mut line = Vec::with_capacity(128);
     loop {
@@ -246,10 +270,10 @@ async fn wait_for_agent(
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        if line == upload.as_bytes() {
-            stdin.write_all(&image.bytes).await?;
-            stdin.flush().await?;
-            uploaded = true;
+        if let Some(words) = line.strip_prefix(upload.as_bytes()) {
+            let sent = send_image(stdin, offer, words).await?;
+            tracing::debug!("{sent}");
+            uploaded = Some(sent);
         } else if line.starts_with(ready.as_bytes()) {
             return Ok(uploaded);
         } else {
@@ -262,6 +286,42 @@ async fn wait_for_agent(
             }
         }
     }
+}
+
+/// Answers stage 1's `<arch> <format>`: the byte count on a line, then the bytes.
+async fn send_image(stdin: &mut ChildStdin, offer: &Offer, words: &[u8]) -> io::Result<Uploaded> {
+    let words = String::from_utf8_lossy(words);
+    let (arch, format) = words.trim_end().split_once(' ').unwrap_or_default();
+    let image = Arch::from_name(arch)
+        .and_then(|a| offer.image(a))
+        .ok_or_else(|| io::Error::other(format!("stage 1 asked for an agent for {arch:?}")))?
+        .clone();
+    let (format, bytes) = match (format, offer.gzip) {
+        ("gz", Some(gzip)) => {
+            let compressing = image.clone();
+            let gz = tokio::task::spawn_blocking(move || gzip(&compressing))
+                .await
+                .map_err(io::Error::other)?;
+            ("gz", gz)
+        }
+        ("raw", _) => ("raw", image.bytes.clone()),
+        (other, _) => {
+            return Err(io::Error::other(format!(
+                "stage 1 asked for the agent as {other:?}"
+            )));
+        }
+    };
+    stdin
+        .write_all(format!("{}\n", bytes.len()).as_bytes())
+        .await?;
+    stdin.write_all(&bytes).await?;
+    stdin.flush().await?;
+    Ok(Uploaded {
+        arch: image.arch,
+        format,
+        sent: bytes.len(),
+        size: image.bytes.len(),
+    })
 }
 
 /// Explains a failed bootstrap from ssh's exit status and stderr.

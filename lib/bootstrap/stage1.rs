@@ -2,24 +2,35 @@
 //!
 //! It is handed to the remote login shell (which may be bash, zsh, csh or fish) wrapped as
 //! `/bin/sh -c '<script>'`, so the script is one line without single quotes or `!`. It
-//! needs only `/bin/sh`, `id`, `mkdir`, `chmod`, `head`, `wc`, `mv` and `rm`.
+//! needs only `/bin/sh`, `uname`, `id`, `mkdir`, `chmod`, `printf`, `head`, `wc`, `mv` and
+//! `rm`, and uses `gzip` when the host has it.
+//!
+//! Which agent: the one offered for the architecture `uname -m` names; a host of any other
+//! architecture is told plainly that there is none (exit [`CANNOT_SERVE`]).
 //!
 //! Where the agent is kept: the first usable of `$XDG_RUNTIME_DIR/mitossh`,
 //! `~/.cache/mitossh`, `${TMPDIR:-/tmp}/mitossh-$UID` and `/dev/shm/mitossh-$UID`. A
 //! directory is usable when it is ours, not a symlink, mode 0700, writable, and allows
-//! executing files (an empty file is run as a probe: on a `noexec` mount that fails).
-//! The file is named after the image's content hash, written under a temporary name and
-//! renamed into place, so concurrent connects never see half an agent.
+//! executing files (a `#!/bin/sh` script is run as a probe: on a `noexec` mount that
+//! fails; an empty file would need the shell's own fallback for files without `#!`, which
+//! busybox's sh makes through `/proc/self/exe`, absent in a bare chroot). The `#!` is
+//! written with printf's octal escapes, since the script may not contain `!`.
+//! The file is named after the architecture and the image's content hash, written under a
+//! temporary name and renamed into place, so concurrent connects never see half an agent.
+//!
+//! How it arrives: the script asks with `MITOSSH-UPLOAD <nonce> <arch> <format>` (format
+//! `gz` when the master offers compression and the host has `gzip`, else `raw`); the
+//! master answers with one line holding the byte count, then that many bytes. The script
+//! reads exactly those bytes (`head -c`), so whatever follows on stdin is the agent's.
 
 use super::UPLOAD_MARKER;
+use super::image::{Offer, cache_name};
 
 /// Inputs to the script.
 #[derive(Debug, Clone)]
 pub(crate) struct Stage1<'a> {
-    /// Content hash of the image, hex; names the cached file.
-    pub hash: &'a str,
-    /// Size of the image in bytes.
-    pub size: u64,
+    /// The images there are, by architecture.
+    pub offer: &'a Offer,
     /// Random token echoed in markers so that stray output cannot fake them.
     pub nonce: &'a str,
     /// Arguments for the agent after the executable path.
@@ -29,7 +40,12 @@ pub(crate) struct Stage1<'a> {
 impl Stage1<'_> {
     /// The script, one line.
     pub(crate) fn script(&self) -> String {
-        for s in [self.hash, self.nonce].iter().chain(self.agent_args) {
+        let hashes = self.offer.images.iter().map(|i| i.hash.as_str());
+        for s in [self.nonce]
+            .into_iter()
+            .chain(hashes)
+            .chain(self.agent_args.iter().copied())
+        {
             assert!(
                 s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.=".contains(&b)),
@@ -38,18 +54,35 @@ impl Stage1<'_> {
         }
         let run = format!("agent {}", self.agent_args.join(" "));
         let dirs = r#""${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/mitossh}" "${HOME:+$HOME/.cache/mitossh}" "${TMPDIR:-/tmp}/mitossh-$u" "/dev/shm/mitossh-$u""#;
-        let n = self.size;
         let nonce = self.nonce;
+        let z = if self.offer.gzip.is_some() {
+            "gz"
+        } else {
+            "raw"
+        };
+        // The architecture's image: a=its name, m=the cached file's name, n=its size.
+        let arches: String = (self.offer.images.iter())
+            .map(|i| {
+                format!(
+                    "{}) a={} m={} n={};; ",
+                    i.arch.uname_pattern(),
+                    i.arch.name(),
+                    cache_name(i.arch, &i.hash),
+                    i.bytes.len()
+                )
+            })
+            .collect();
         [
-            // Not x86_64: say so plainly; the master reports it as "cannot serve this host".
-            r#"a=$(uname -m 2>/dev/null); case "$a" in x86_64|amd64) ;; *) echo "mitossh: no agent for the $a architecture" >&2; exit 97;; esac"#.to_string(),
+            // No agent for this architecture: say so plainly; the master reports it as
+            // "cannot serve this host".
+            format!(r#"a=$(uname -m 2>/dev/null); case "$a" in {arches}*) echo "mitossh: no agent for the $a architecture" >&2; exit 97;; esac"#),
             "u=$(id -u) || exit 97".into(),
-            format!("m=mitossh-agent-{}", self.hash),
             // Cached: start it.
             format!(r#"for d in {dirs}; do if test -n "$d" && test -O "$d" && test -f "$d/$m" && test -x "$d/$m"; then test -L "$d" || exec "$d/$m" {run}; fi; done"#),
-            // Not cached: pick a directory, ask for the image, store it, start it.
+            // Not cached: how it can come, and where it can go; then ask, store, start.
+            format!(r#"z={z}; test $z = gz && command -v gzip >/dev/null 2>&1 || z=raw"#),
             format!(
-                r#"for d in {dirs}; do test -n "$d" || continue; mkdir -p -m 700 "$d" 2>/dev/null; test -L "$d" && continue; test -d "$d" && test -O "$d" || continue; chmod 700 "$d" 2>/dev/null || continue; t="$d/.$m.$$"; rm -f "$t"; (: > "$t" && chmod 700 "$t" && "$t") 2>/dev/null || {{ rm -f "$t"; continue; }}; echo "{UPLOAD_MARKER} {nonce}"; if head -c {n} > "$t"; then s=$(wc -c < "$t"); if test "$((s))" = {n} && mv -f "$t" "$d/$m"; then exec "$d/$m" {run}; fi; fi; rm -f "$t"; echo "mitossh: could not store the agent in $d" >&2; exit 97; done"#
+                r#"for d in {dirs}; do test -n "$d" || continue; mkdir -p -m 700 "$d" 2>/dev/null; test -L "$d" && continue; test -d "$d" && test -O "$d" || continue; chmod 700 "$d" 2>/dev/null || continue; t="$d/.$m.$$"; rm -f "$t"; (printf "\043\041/bin/sh\n" > "$t" && chmod 700 "$t" && "$t") 2>/dev/null || {{ rm -f "$t"; continue; }}; echo "{UPLOAD_MARKER} {nonce} $a $z"; IFS= read -r c || exit 97; if if test $z = gz; then head -c "$c" | gzip -dc; else head -c "$c"; fi > "$t"; then s=$(wc -c < "$t"); if test "$((s))" = "$n" && mv -f "$t" "$d/$m"; then exec "$d/$m" {run}; fi; fi; rm -f "$t"; echo "mitossh: could not store the agent in $d" >&2; exit 97; done"#
             ),
             r#"echo "mitossh: no private writable directory to keep the agent in (tried XDG_RUNTIME_DIR, ~/.cache, TMPDIR or /tmp, /dev/shm)" >&2; exit 97"#.into(),
         ]
@@ -68,27 +101,71 @@ pub(crate) const CANNOT_SERVE: i32 = 97;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bootstrap::image::{AgentImage, Arch};
     use std::io::{BufRead, BufReader, Read, Write};
+    use std::path::{Path, PathBuf};
     use std::process::{Command, Stdio};
+    use std::sync::Arc;
 
-    fn stage1(hash: &str, size: u64) -> Stage1<'_> {
-        Stage1 {
-            hash,
-            size,
-            nonce: "n0nce",
-            agent_args: &["--nonce", "n0nce"],
+    /// A stand-in agent: a script saying which one it is and how it was started.
+    fn fake(arch: Arch, name: &str) -> Arc<AgentImage> {
+        let text = format!("#!/bin/sh\necho \"{name} ran with $*\"\n");
+        Arc::new(AgentImage::new(
+            arch,
+            text.into_bytes().into(),
+            PathBuf::new(),
+        ))
+    }
+
+    fn offer(images: &[Arc<AgentImage>], gzip: bool) -> Offer {
+        Offer {
+            images: images.to_vec(),
+            gzip: gzip.then_some(AgentImage::gzip as fn(&AgentImage) -> bytes::Bytes),
         }
     }
 
-    /// Runs the script with /bin/sh in a private HOME, feeding `upload` if asked.
-    fn run(home: &std::path::Path, hash: &str, upload: &[u8]) -> (bool, String) {
-        let s = stage1(hash, upload.len() as u64);
+    /// A directory of the tools stage 1 needs (without gzip), and `uname` saying `arch`.
+    fn tools(dir: &Path, arch: &str) -> PathBuf {
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for tool in ["id", "mkdir", "chmod", "head", "wc", "mv", "rm"] {
+            let real = ["/usr/bin", "/bin"]
+                .iter()
+                .map(|d| Path::new(d).join(tool))
+                .find(|p| p.exists())
+                .unwrap();
+            std::os::unix::fs::symlink(real, bin.join(tool)).unwrap();
+        }
+        let uname = bin.join("uname");
+        std::fs::write(&uname, format!("#!/bin/sh\necho {arch}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&uname, std::fs::Permissions::from_mode(0o755)).unwrap();
+        bin
+    }
+
+    /// What a run of stage 1 did.
+    struct Run {
+        /// The upload marker's words after the nonce (architecture, format), if it asked.
+        asked: Option<String>,
+        out: String,
+        err: String,
+        code: Option<i32>,
+    }
+
+    /// Runs the script with /bin/sh in a private HOME and `path`, answering an upload
+    /// request with what `answer` makes of the marker's words.
+    fn run(home: &Path, path: &str, offer: &Offer, answer: impl Fn(&str) -> Vec<u8>) -> Run {
+        let s = Stage1 {
+            offer,
+            nonce: "n0nce",
+            agent_args: &["--nonce", "n0nce"],
+        };
         let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg(s.script())
             .env_clear()
             .env("HOME", home)
-            .env("PATH", "/usr/bin:/bin")
+            .env("PATH", path)
             .env("TMPDIR", home.join("tmp"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -99,78 +176,198 @@ mod tests {
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut first = String::new();
         out.read_line(&mut first).unwrap();
-        let uploaded = first == format!("{UPLOAD_MARKER} n0nce\n");
+        let asked = first
+            .strip_prefix(&format!("{UPLOAD_MARKER} n0nce "))
+            .map(|w| w.trim_end().to_string());
         let mut rest = String::new();
-        if uploaded {
-            stdin.write_all(upload).unwrap();
-        } else {
-            rest.push_str(&first);
+        match &asked {
+            Some(words) => {
+                let _ = stdin.write_all(&answer(words));
+            }
+            None => rest.push_str(&first),
         }
         drop(stdin);
         out.read_to_string(&mut rest).unwrap();
-        assert!(child.wait().unwrap().success(), "stage 1 failed: {rest}");
-        (uploaded, rest)
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let code = child.wait().unwrap().code();
+        Run {
+            asked,
+            out: rest,
+            err,
+            code,
+        }
+    }
+
+    /// How a test answers an upload request (the marker's words in, bytes out).
+    type Answer<'a> = dyn Fn(&str) -> Vec<u8> + 'a;
+
+    /// The master's answer: the byte count on a line, then the bytes.
+    fn sized(bytes: &[u8]) -> Vec<u8> {
+        let mut v = format!("{}\n", bytes.len()).into_bytes();
+        v.extend_from_slice(bytes);
+        v
+    }
+
+    /// Answers as the master does, from `offer`.
+    fn master(offer: &Offer) -> impl Fn(&str) -> Vec<u8> + '_ {
+        move |words| {
+            let (arch, format) = words.split_once(' ').unwrap();
+            let image = offer.image(Arch::from_name(arch).unwrap()).unwrap();
+            match format {
+                "gz" => sized(&image.gzip()),
+                "raw" => sized(&image.bytes),
+                other => panic!("format {other}"),
+            }
+        }
     }
 
     #[test]
     fn script_has_no_single_quote_or_bang() {
-        let s = stage1("abc123", 1000).script();
+        let images = [fake(Arch::X86_64, "x"), fake(Arch::Aarch64, "a")];
+        let o = offer(&images, true);
+        let s = Stage1 {
+            offer: &o,
+            nonce: "n",
+            agent_args: &["--nonce", "n"],
+        }
+        .script();
         assert!(!s.contains('\''));
         assert!(!s.contains('!'));
         assert!(!s.contains('\n'));
     }
 
     #[test]
-    fn uploads_once_then_runs_from_cache() {
+    fn uploads_once_compressed_then_runs_from_cache() {
         let home = tempfile::tempdir().unwrap();
-        let fake_agent = b"#!/bin/sh\necho \"agent ran with $*\"\n";
-        let (uploaded, out) = run(home.path(), "h1", fake_agent);
-        assert!(uploaded, "first connect must ask for the image");
-        assert_eq!(out, "agent ran with agent --nonce n0nce\n");
+        let images = [
+            fake(Arch::X86_64, "x86 agent"),
+            fake(Arch::Aarch64, "arm agent"),
+        ];
+        let o = offer(&images, true);
+        let path = format!("{}:/usr/bin:/bin", tools(home.path(), "x86_64").display());
+        let r = run(home.path(), &path, &o, master(&o));
+        assert_eq!(r.asked.as_deref(), Some("x86_64 gz"), "{}", r.err);
+        assert_eq!(r.out, "x86 agent ran with agent --nonce n0nce\n");
 
-        let (uploaded, out) = run(home.path(), "h1", fake_agent);
-        assert!(!uploaded, "second connect must use the cache");
-        assert_eq!(out, "agent ran with agent --nonce n0nce\n");
+        let r = run(home.path(), &path, &o, |_| panic!("asked again"));
+        assert_eq!(r.asked, None, "second connect must use the cache");
+        assert_eq!(r.out, "x86 agent ran with agent --nonce n0nce\n");
 
-        let cached = home.path().join(".cache/mitossh/mitossh-agent-h1");
-        let mode = std::fs::metadata(&cached).unwrap();
+        let cached = home
+            .path()
+            .join(".cache/mitossh")
+            .join(format!("mitossh-agent-x86_64-{}", images[0].hash));
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(mode.permissions().mode() & 0o777, 0o700);
+        let mode = std::fs::metadata(&cached).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
         let dir_mode = std::fs::metadata(cached.parent().unwrap()).unwrap();
         assert_eq!(dir_mode.permissions().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::read(&cached).unwrap(), images[0].bytes);
+    }
+
+    #[test]
+    fn uname_picks_the_image_and_names_the_copy() {
+        let home = tempfile::tempdir().unwrap();
+        let images = [
+            fake(Arch::X86_64, "x86 agent"),
+            fake(Arch::Aarch64, "arm agent"),
+        ];
+        let o = offer(&images, true);
+        for (uname, arch, who) in [("aarch64", "aarch64", "arm"), ("arm64", "aarch64", "arm")] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = format!("{}:/usr/bin:/bin", tools(dir.path(), uname).display());
+            let r = run(home.path(), &path, &o, master(&o));
+            assert_eq!(
+                r.out,
+                format!("{who} agent ran with agent --nonce n0nce\n"),
+                "{}",
+                r.err
+            );
+            let name = format!("mitossh-agent-{arch}-{}", images[1].hash);
+            assert!(home.path().join(".cache/mitossh").join(name).exists());
+        }
+    }
+
+    #[test]
+    fn without_gzip_it_asks_for_the_image_as_it_is() {
+        let home = tempfile::tempdir().unwrap();
+        let images = [fake(Arch::X86_64, "x86 agent")];
+        let o = offer(&images, true);
+        // Only the tools directory: no gzip there.
+        let path = tools(home.path(), "x86_64").display().to_string();
+        let r = run(home.path(), &path, &o, master(&o));
+        assert_eq!(r.asked.as_deref(), Some("x86_64 raw"), "{}", r.err);
+        assert_eq!(r.out, "x86 agent ran with agent --nonce n0nce\n");
+    }
+
+    #[test]
+    fn an_offer_without_compression_is_asked_for_raw() {
+        let home = tempfile::tempdir().unwrap();
+        let images = [fake(Arch::X86_64, "x86 agent")];
+        let o = offer(&images, false);
+        let path = format!("{}:/usr/bin:/bin", tools(home.path(), "x86_64").display());
+        let r = run(home.path(), &path, &o, master(&o));
+        assert_eq!(r.asked.as_deref(), Some("x86_64 raw"));
+    }
+
+    #[test]
+    fn another_architecture_is_told_there_is_no_agent() {
+        let home = tempfile::tempdir().unwrap();
+        let images = [
+            fake(Arch::X86_64, "x86 agent"),
+            fake(Arch::Aarch64, "arm agent"),
+        ];
+        let o = offer(&images, true);
+        let path = format!("{}:/usr/bin:/bin", tools(home.path(), "riscv64").display());
+        let r = run(home.path(), &path, &o, |_| panic!("asked for an image"));
+        assert_eq!(r.code, Some(CANNOT_SERVE));
+        assert_eq!(r.err, "mitossh: no agent for the riscv64 architecture\n");
     }
 
     #[test]
     fn a_new_hash_uploads_again() {
         let home = tempfile::tempdir().unwrap();
-        let (uploaded, _) = run(home.path(), "h1", b"#!/bin/sh\necho one\n");
-        assert!(uploaded);
-        let (uploaded, out) = run(home.path(), "h2", b"#!/bin/sh\necho two\n");
-        assert!(uploaded);
-        assert_eq!(out, "two\n");
+        let path = format!("{}:/usr/bin:/bin", tools(home.path(), "x86_64").display());
+        let one = offer(&[fake(Arch::X86_64, "one")], true);
+        assert!(run(home.path(), &path, &one, master(&one)).asked.is_some());
+        let two = offer(&[fake(Arch::X86_64, "two")], true);
+        let r = run(home.path(), &path, &two, master(&two));
+        assert!(r.asked.is_some());
+        assert_eq!(r.out, "two ran with agent --nonce n0nce\n");
     }
 
     #[test]
-    fn a_short_upload_is_not_cached() {
+    fn a_short_or_corrupt_upload_is_not_cached() {
         let home = tempfile::tempdir().unwrap();
-        let s = stage1("h3", 100);
-        let mut child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(s.script())
-            .env_clear()
-            .env("HOME", home.path())
-            .env("PATH", "/usr/bin:/bin")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"#!/bin/sh\n").unwrap();
-        drop(stdin); // EOF after 10 of 100 bytes
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(CANNOT_SERVE));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("could not store the agent"));
-        assert!(!home.path().join(".cache/mitossh/mitossh-agent-h3").exists());
+        let path = format!("{}:/usr/bin:/bin", tools(home.path(), "x86_64").display());
+        let images = [fake(Arch::X86_64, "x86 agent")];
+        let o = offer(&images, true);
+        let gz = images[0].gzip();
+        let mut flipped = gz.to_vec();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 0xff;
+        let answers: [Box<Answer<'_>>; 3] = [
+            // The count promised, then end of file halfway.
+            Box::new(|_| sized(&gz)[..gz.len() / 2].to_vec()),
+            // Corrupt compressed data: gzip's check fails.
+            Box::new(|_| sized(&flipped)),
+            // Whole and sound, but not the size the script expects.
+            Box::new(|_| sized(&fake(Arch::X86_64, "another, longer agent").gzip())),
+        ];
+        for answer in answers {
+            let r = run(home.path(), &path, &o, answer);
+            assert_eq!(r.code, Some(CANNOT_SERVE), "{}", r.err);
+            assert!(r.err.contains("could not store the agent"), "{}", r.err);
+            let left: Vec<_> = std::fs::read_dir(home.path().join(".cache/mitossh"))
+                .unwrap()
+                .collect();
+            assert!(left.is_empty(), "nothing stays behind: {left:?}");
+        }
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! In order of precedence:
 //! 1. a **named context** from the configuration file (`web1-root` = ssh to web1, then
-//!    sudo to root), when the destination host is such a name;
+//!    sudo to root; `web1-app` = then into a container; `here` = the master's own host),
+//!    when the destination host is such a name;
 //! 2. **`mitossh-env --become USER --via HOST`**, which reach the shim as
-//!    `MITOSSH_BECOME`, `MITOSSH_BECOME_METHOD`, `MITOSSH_VIA` and `MITOSSH_VIA_MODE`;
+//!    `MITOSSH_BECOME`, `MITOSSH_BECOME_METHOD`, `MITOSSH_VIA` and `MITOSSH_VIA_MODE`
+//!    (`--become` also for a named context that names no user of its own);
 //! 3. a leading **`sudo [-u USER] [flags]`** in the remote command, as Ansible's
 //!    synchronize with become (`sudo -u root rsync --server …`) and rsync's
 //!    `--rsync-path="sudo rsync"` send: the rest runs in the sudo context of that host.
@@ -54,12 +56,21 @@ pub(crate) fn resolve(
             .iter()
             .map(|v| hop_from(v, None, &ssh_args))
             .collect::<Result<_, _>>()?;
-        hops.push(hop_from(&named.host, named.port, &ssh_args)?);
+        if !named.is_local() {
+            hops.push(hop_from(&named.host, named.port, &ssh_args)?);
+        }
+        let exec = named
+            .exec_prefix()?
+            .map(|argv| argv.into_iter().map(String::into_bytes).collect());
         return Ok(Resolved {
             target: Target {
                 hops,
                 via: named.via_mode()?,
-                become_as: named.become_as()?,
+                // A context that names no user takes `--become`'s: `mitossh-env --become
+                // root` then reaches its container as root, as every other host.
+                become_as: named.become_as()?.or(env_become()?),
+                exec,
+                local: named.is_local(),
             },
             command,
             password_file: named.password_file.clone(),
@@ -81,13 +92,7 @@ pub(crate) fn resolve(
     }
     hops.push(destination);
     let via = config::parse_via_mode(&env(VIA_MODE_ENV).unwrap_or_else(|| "tcp".into()))?;
-    let mut become_as = match env(BECOME_ENV) {
-        Some(user) => Some(Become {
-            method: config::parse_method(&env(BECOME_METHOD_ENV).unwrap_or_else(|| "sudo".into()))?,
-            user,
-        }),
-        None => None,
-    };
+    let mut become_as = env_become()?;
     let mut command = command;
     if let Some((user, rest)) = command.as_deref().and_then(sudo_prefix) {
         become_as = Some(Become {
@@ -101,10 +106,24 @@ pub(crate) fn resolve(
             hops,
             via,
             become_as,
+            ..Target::default()
         },
         command,
         password_file: None,
     })
+}
+
+/// `mitossh-env --become USER [--become-method M]`, as the environment carries it.
+fn env_become() -> Result<Option<Become>, String> {
+    env(BECOME_ENV)
+        .map(|user| {
+            let method = env(BECOME_METHOD_ENV).unwrap_or_else(|| "sudo".into());
+            Ok(Become {
+                method: config::parse_method(&method)?,
+                user,
+            })
+        })
+        .transpose()
 }
 
 fn env(key: &str) -> Option<String> {

@@ -474,12 +474,41 @@ pub(crate) async fn connect_ssh(
     parent: ContextId,
     hooks: ConnectHooks,
 ) -> Result<Arc<Context>, ConnectError> {
-    let boot = bootstrap(&ssh, &master.image, hooks).await?;
-    tracing::info!(
-        host = %ssh.label,
-        "agent started ({})",
-        if boot.uploaded { "uploaded" } else { "cached" }
-    );
+    connect(master, id, key, ssh, parent, hooks, "ssh").await
+}
+
+/// Connects a context on the master's own host (execnet's popen gateway): `/bin/sh` runs
+/// stage 1 as the login shell at the end of an ssh connection would, so the agent is
+/// found, or stored, and started exactly as on a remote host; no ssh, nothing to ask.
+pub(crate) async fn connect_local(
+    master: &Arc<Master>,
+    id: ContextId,
+    key: ContextKey,
+) -> Result<Arc<Context>, ConnectError> {
+    let shell = SshCommand {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into()],
+        label: super::key::LOCAL.into(),
+    };
+    let hooks = ConnectHooks::none(master.config.connect_timeout);
+    connect(master, id, key, shell, crate::proto::MASTER, hooks, "local").await
+}
+
+/// Bootstrap over `ssh` (or the local shell), hello, then the link's dispatcher.
+async fn connect(
+    master: &Arc<Master>,
+    id: ContextId,
+    key: ContextKey,
+    ssh: SshCommand,
+    parent: ContextId,
+    hooks: ConnectHooks,
+    method: &'static str,
+) -> Result<Arc<Context>, ConnectError> {
+    let boot = bootstrap(&ssh, &master.agents.offer, hooks).await?;
+    match &boot.uploaded {
+        Some(up) => tracing::info!(host = %ssh.label, "agent started ({up})"),
+        None => tracing::info!(host = %ssh.label, "agent started (cached)"),
+    }
     let (sender, writer) = link::spawn_writer(boot.writer);
     let mut reader = link::reader(boot.reader);
     let hello = handshake(&mut reader, &sender, id)
@@ -494,7 +523,7 @@ pub(crate) async fn connect_ssh(
         dead: CancellationToken::new(),
     });
     // Reached through `parent`'s TCP stream, not started by its agent: not its child.
-    let ctx = Context::new(id, parent, key, "ssh", hello, link.clone(), false);
+    let ctx = Context::new(id, parent, key, method, hello, link.clone(), false);
     link.add(ctx.clone());
     master.tasks.spawn(dispatch(
         link,

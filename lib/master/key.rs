@@ -92,6 +92,11 @@ pub(crate) enum StepKey {
     SshOnHop(SshKey),
     /// Another user on the previous context's host.
     Become(Become),
+    /// The master's own host: an agent the master runs as a child process (first step).
+    Local,
+    /// Inside something else on the previous context's host (a container, a chroot, a
+    /// namespace), entered by this command prefix.
+    Exec(Vec<Vec<u8>>),
 }
 
 /// What identifies a context: its path from the master.
@@ -119,6 +124,8 @@ impl ContextKey {
         match self.steps.last() {
             Some(StepKey::Ssh(k) | StepKey::SshOnHop(k)) => ssh_label(k),
             Some(StepKey::Become(b)) => format!("{}:{}", b.method.name(), b.user),
+            Some(StepKey::Local) => LOCAL.into(),
+            Some(StepKey::Exec(argv)) => exec_label(argv),
             None => String::new(),
         }
     }
@@ -146,7 +153,8 @@ impl ContextKey {
                 StepKey::Ssh(k) | StepKey::SshOnHop(k) => {
                     Some(String::from_utf8_lossy(&k.host).into_owned())
                 }
-                StepKey::Become(_) => None,
+                StepKey::Local => Some(LOCAL.into()),
+                StepKey::Become(_) | StepKey::Exec(_) => None,
             })
             .unwrap_or_default()
     }
@@ -158,10 +166,22 @@ impl ContextKey {
             .rev()
             .find_map(|s| match s {
                 StepKey::Ssh(k) | StepKey::SshOnHop(k) => Some(host_of(k)),
-                StepKey::Become(_) => None,
+                StepKey::Local => Some(LOCAL.into()),
+                StepKey::Become(_) | StepKey::Exec(_) => None,
             })
             .unwrap_or_default()
     }
+}
+
+/// How the master's own host is written, as a host and in messages.
+pub(crate) const LOCAL: &str = "local";
+
+/// An exec step as people write it: its command prefix, words joined by spaces.
+pub(crate) fn exec_label(argv: &[Vec<u8>]) -> String {
+    argv.iter()
+        .map(|w| String::from_utf8_lossy(w))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn ssh_label(k: &SshKey) -> String {
@@ -199,6 +219,8 @@ pub(crate) enum How {
     Ssh(SshHop),
     SshOnHop(SshHop),
     Become(Become),
+    Local,
+    Exec(Vec<Vec<u8>>),
 }
 
 /// The path to a target's context, one entry per context on the way: its key, and how
@@ -206,9 +228,18 @@ pub(crate) enum How {
 pub(crate) fn plan(target: &Target) -> Vec<(ContextKey, How)> {
     let mut steps: Vec<StepKey> = Vec::new();
     let mut out = Vec::new();
+    if target.local {
+        steps.push(StepKey::Local);
+        out.push((
+            ContextKey {
+                steps: steps.clone(),
+            },
+            How::Local,
+        ));
+    }
     for (i, hop) in target.hops.iter().enumerate() {
         let key = ssh_key(hop);
-        let (step, how) = if i == 0 || target.via == ViaMode::Tcp {
+        let (step, how) = if (i == 0 && !target.local) || target.via == ViaMode::Tcp {
             (StepKey::Ssh(key), How::Ssh(hop.clone()))
         } else {
             (StepKey::SshOnHop(key), How::SshOnHop(hop.clone()))
@@ -223,7 +254,16 @@ pub(crate) fn plan(target: &Target) -> Vec<(ContextKey, How)> {
     }
     if let Some(b) = &target.become_as {
         steps.push(StepKey::Become(b.clone()));
-        out.push((ContextKey { steps }, How::Become(b.clone())));
+        out.push((
+            ContextKey {
+                steps: steps.clone(),
+            },
+            How::Become(b.clone()),
+        ));
+    }
+    if let Some(argv) = &target.exec {
+        steps.push(StepKey::Exec(argv.clone()));
+        out.push((ContextKey { steps }, How::Exec(argv.clone())));
     }
     out
 }
@@ -450,6 +490,7 @@ mod tests {
                 method: BecomeMethod::Sudo,
                 user: "root".into(),
             }),
+            ..Target::default()
         };
         let plan = plan(&target);
         assert_eq!(plan.len(), 3);
@@ -479,6 +520,72 @@ mod tests {
             ..target
         };
         assert_ne!(key_of(&on_hop), Some(leaf.clone()));
+    }
+
+    #[test]
+    fn an_exec_step_comes_after_become_and_keeps_its_parents() {
+        let sudo = Become {
+            method: BecomeMethod::Sudo,
+            user: "root".into(),
+        };
+        let docker = |name: &str| {
+            ["docker", "exec", "-i", name]
+                .iter()
+                .map(|w| w.as_bytes().to_vec())
+                .collect::<Vec<_>>()
+        };
+        let target = Target {
+            hops: vec![hop(&[], "web1")],
+            become_as: Some(sudo.clone()),
+            exec: Some(docker("app")),
+            ..Target::default()
+        };
+        let plan = plan(&target);
+        assert_eq!(plan.len(), 3);
+        assert!(matches!(plan[2].1, How::Exec(_)));
+        let leaf = &plan[2].0;
+        assert_eq!(
+            leaf.path_label(),
+            "bob@web1:2222 => sudo:root => docker exec -i app"
+        );
+        assert_eq!(leaf.host_label(), "web1");
+        // The sudo context is its parent, shared with a plain `--become root` call.
+        let as_root = Target {
+            exec: None,
+            ..target.clone()
+        };
+        assert_eq!(leaf.parent(), key_of(&as_root));
+        // Another container is another context on the same parent.
+        let other = Target {
+            exec: Some(docker("db")),
+            ..target.clone()
+        };
+        assert_ne!(key_of(&other).as_ref(), Some(leaf));
+        assert_eq!(key_of(&other).unwrap().parent(), key_of(&as_root));
+    }
+
+    #[test]
+    fn a_local_path_starts_on_the_masters_host() {
+        let local = Target {
+            local: true,
+            become_as: Some(Become {
+                method: BecomeMethod::Sudo,
+                user: "root".into(),
+            }),
+            exec: Some(vec![b"chroot".to_vec(), b"/srv/jail".to_vec()]),
+            ..Target::default()
+        };
+        let plan = plan(&local);
+        assert!(matches!(plan[0].1, How::Local));
+        assert_eq!(plan[0].0.parent(), None);
+        assert_eq!(
+            plan[2].0.path_label(),
+            "local => sudo:root => chroot /srv/jail"
+        );
+        assert_eq!(plan[1].0.host_label(), "local");
+        // Not the same as a host that happens to be called "local".
+        let named_local = Target::ssh(hop(&[], "local"));
+        assert_ne!(key_of(&named_local).as_ref(), Some(&plan[0].0));
     }
 
     #[test]

@@ -37,7 +37,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bootstrap::image::AgentImage;
+use crate::bootstrap::image::AgentImages;
 use crate::proto::{StatusReport, StreamId};
 use registry::Registry;
 use resolve::Resolutions;
@@ -65,7 +65,8 @@ pub(crate) struct Config {
 pub(crate) struct Master {
     pub config: Config,
     pub ssh: PathBuf,
-    pub image: AgentImage,
+    /// The agents it uploads, by architecture.
+    pub agents: AgentImages,
     pub registry: Registry,
     pub resolutions: Resolutions,
     pub shutdown: CancellationToken,
@@ -150,15 +151,20 @@ impl Config {
 
 /// Runs a master until it is told to stop.
 async fn run(mut config: Config) -> io::Result<()> {
-    let image = AgentImage::load()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot read its own executable: {e}")))?;
+    let agents = AgentImages::find()?;
+    agents.compress_ahead();
+    tracing::info!(
+        "agents for {} from {}",
+        agents.arches(),
+        agents.dir.display()
+    );
     let (listener, socket_file) = bind(&config.socket).await?;
     let ready = config.ready.take();
     let lifeline = config.lifeline.take();
     let master = Arc::new(Master {
         ssh: config.ssh.clone(),
         config,
-        image,
+        agents,
         registry: Registry::default(),
         resolutions: Resolutions::new(crate::sys::user::Account::current().home),
         shutdown: CancellationToken::new(),

@@ -238,7 +238,7 @@ impl Registry {
 fn is_verbose(how: &How) -> bool {
     let hop = match how {
         How::Ssh(hop) => hop,
-        How::SshOnHop(_) | How::Become(_) => return false,
+        How::SshOnHop(_) | How::Become(_) | How::Local | How::Exec(_) => return false,
     };
     let mut words: Vec<std::ffi::OsString> = hop
         .ssh_args
@@ -281,8 +281,16 @@ async fn make(
             let method = Method::Become(role.clone());
             spawn(&parent, id, key, method, role.method.name(), &attempt).await
         }
-        (_, None) => Err(ConnectError::Other(
-            "mitossh: a path must start with an ssh hop".into(),
+        (How::Exec(argv), Some(parent)) => {
+            let method = Method::Exec {
+                argv,
+                label: label.clone(),
+            };
+            spawn(&parent, id, key, method, "exec", &attempt).await
+        }
+        (How::Local, None) => context::connect_local(&master, id, key).await,
+        (How::Local, Some(_)) | (_, None) => Err(ConnectError::Other(
+            "mitossh: a path must start with an ssh hop or the local host".into(),
         )),
     };
     // What ssh said goes to the callers now, unless they are about to run the real ssh,
@@ -352,7 +360,7 @@ async fn spawn(
     let host = key.host_label();
     let role = match &method {
         Method::Become(Become { user, .. }) => user.clone(),
-        Method::Ssh { label, .. } => label.clone(),
+        Method::Ssh { label, .. } | Method::Exec { label, .. } => label.clone(),
     };
     let failed =
         |why: String| ConnectError::Other(format!("mitossh: {method_name} on {host}: {why}"));

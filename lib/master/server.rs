@@ -226,10 +226,12 @@ async fn askpass(master: &Master, token: &str, prompt: &str) -> Option<Secret> {
     answer
 }
 
-/// The connection a target's context lives on: the target without a user to become.
+/// The connection a target's context lives on: the target without a user to become or
+/// a container to enter.
 fn connection(target: &Target) -> Target {
     Target {
         become_as: None,
+        exec: None,
         ..target.clone()
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! The tool runs with
 //! - **stdin**: this agent's own image (`/proc/self/exe`, a memfd when the agent runs from
-//!   memory), which the new agent is started from: `exec /proc/self/fd/0 agent --hop`
+//!   memory; see `image::open_own`), which the new agent is started from: `exec /proc/self/fd/0 agent --hop`
 //!   (su reads its password from stdin, so for su stdin is the pty and the image is fd 3);
 //! - **stdout**: one end of a socketpair, which becomes the new agent's link, both ways;
 //! - **stderr**: a pty slave, which is also its controlling terminal (so `requiretty` is
@@ -12,7 +12,6 @@
 //! terminal: under sudo's `use_pty` only stderr is wrapped, and the protocol's bytes never
 //! cross a line discipline. Nothing is written to disk on the host.
 
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -192,7 +191,7 @@ fn launch(role: &Become, dialect: &Dialect, nonce: &str, shell: &Path) -> io::Re
     }
     let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
     let (ours, theirs) = StdUnixStream::pair()?;
-    let image = File::open("/proc/self/exe")?;
+    let image = crate::bootstrap::image::open_own()?;
     let image_raw = image.as_raw_fd();
     if image_fd == 0 {
         cmd.stdin(Stdio::from(image));

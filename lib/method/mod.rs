@@ -1,16 +1,21 @@
 //! Starting a child context from an agent: another user on this host (`sudo`, `su`,
-//! `doas`) or an ssh connection made from this host.
+//! `doas`), an ssh connection made from this host, or something entered by a command
+//! prefix on this host (a container, a chroot, a namespace).
 //!
 //! - [`escalate`]: the become methods, each run with a pty as nothing but its controlling
 //!   terminal (for its prompt), while the new agent speaks over a socket;
 //! - [`dialect`]: what those tools print, and what it means;
-//! - [`ssh`]: ssh from the agent's host, with that host's configuration and keys.
+//! - [`ssh`]: ssh from the agent's host, with that host's configuration and keys;
+//! - [`exec`]: a command prefix (`docker exec -i app`, `chroot DIR`) that runs stage 1
+//!   inside, the image going over its pipe.
 //!
-//! Either way the new agent is this agent's own image, so nothing is installed or
-//! uploaded to disk on the host.
+//! Either way the new agent is this agent's own image. A become child runs it from a
+//! descriptor, so nothing is written on the host; over ssh or an exec prefix the far side
+//! has a filesystem of its own, and stage 1 caches the image there.
 
 pub(crate) mod dialect;
 pub(crate) mod escalate;
+pub(crate) mod exec;
 pub(crate) mod ssh;
 
 use futures::future::BoxFuture;
@@ -31,7 +36,7 @@ pub(crate) type BoxReader = Box<dyn AsyncRead + Send + Unpin>;
 pub(crate) struct Child {
     pub reader: LinkReader<BoxReader>,
     pub sender: LinkSender,
-    /// sudo, su, doas or ssh: killed when dropped.
+    /// sudo, su, doas, ssh or the exec prefix: killed when dropped.
     pub process: tokio::process::Child,
     pub hello: Hello,
 }

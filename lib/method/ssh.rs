@@ -1,10 +1,13 @@
 //! ssh from an agent's host: for a next hop that only this host can resolve or reach, with
 //! this host's own ssh configuration and keys. The same bootstrap as the master's, with
-//! this agent's image as the upload.
+//! this agent's own image as the upload: uncompressed (an agent carries no compressor),
+//! and only for this host's architecture.
+
+use std::sync::Arc;
 
 use super::{BoxReader, Child, SPAWN_TIMEOUT, SpawnError};
 use crate::bootstrap::handshake;
-use crate::bootstrap::image::AgentImage;
+use crate::bootstrap::image::{AgentImage, Offer};
 use crate::bootstrap::ssh::{ConnectHooks, SshCommand, bootstrap};
 use crate::link;
 use crate::proto::ContextId;
@@ -16,8 +19,6 @@ pub(crate) async fn start(
     label: &str,
 ) -> Result<Child, SpawnError> {
     use std::os::unix::ffi::OsStrExt;
-    let image = AgentImage::load()
-        .map_err(|e| SpawnError::Failed(format!("cannot read the agent image: {e}")))?;
     let ssh = SshCommand {
         program: "ssh".into(),
         args: args
@@ -26,7 +27,19 @@ pub(crate) async fn start(
             .collect(),
         label: label.to_string(),
     };
-    let boot = bootstrap(&ssh, &image, ConnectHooks::none(SPAWN_TIMEOUT))
+    over(child, &ssh).await
+}
+
+/// Runs `command` with stage 1 as its last word, uploads this agent's image when stage 1
+/// asks, and says hello to the new agent.
+pub(super) async fn over(child: ContextId, command: &SshCommand) -> Result<Child, SpawnError> {
+    let image = AgentImage::own()
+        .map_err(|e| SpawnError::Failed(format!("cannot read the agent image: {e}")))?;
+    let offer = Offer {
+        images: vec![Arc::new(image)],
+        gzip: None,
+    };
+    let boot = bootstrap(command, &offer, ConnectHooks::none(SPAWN_TIMEOUT))
         .await
         .map_err(|e| SpawnError::Failed(e.to_string()))?;
     let (sender, _writer) = link::spawn_writer(boot.writer);

@@ -24,7 +24,7 @@ pub const MASTER: ContextId = 0;
 pub const SSH_ERROR: i32 = 255;
 
 /// Bumped whenever a message changes shape. Peers with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The three standard descriptors of a remote process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -232,6 +232,19 @@ pub enum Method {
     /// The parent's host runs ssh (its own client, configuration and keys) to reach the
     /// child: `args` are everything between `ssh` and the remote command.
     Ssh { args: Vec<Vec<u8>>, label: String },
+    /// The parent's host runs `argv` (a command prefix that gives a shell inside something
+    /// else: `docker exec -i app`, `chroot /srv/jail`, …) followed by `/bin/sh -c <stage 1>`,
+    /// and the image goes over its stdin, as over ssh.
+    Exec { argv: Vec<Vec<u8>>, label: String },
+}
+
+impl Method {
+    /// Whether starting a child this way may ask for a password (`NeedPassword`): only
+    /// the become tools do; ssh from a hop runs with `BatchMode`, an exec prefix is
+    /// given no terminal.
+    pub fn may_ask(&self) -> bool {
+        matches!(self, Method::Become(_))
+    }
 }
 
 /// Becoming another user on the same host.
@@ -378,6 +391,12 @@ pub struct Target {
     pub via: ViaMode,
     /// Then become another user on the destination.
     pub become_as: Option<Become>,
+    /// Then run the agent inside something else on that host: this command prefix
+    /// (`docker exec -i app`) followed by `/bin/sh -c …`.
+    pub exec: Option<Vec<Vec<u8>>>,
+    /// Start on the master's own host (an agent it runs as a local child process)
+    /// instead of an ssh hop; `hops` is then empty.
+    pub local: bool,
 }
 
 impl Target {

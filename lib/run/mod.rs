@@ -467,12 +467,19 @@ pub(crate) fn select(exp: &Experiment, spec: &str) -> Result<Vec<usize>, String>
 }
 
 /// Where a plan's host is, exactly as the ssh shim would resolve `ssh ARGS ADDRESS`
-/// (named contexts and `--become`/`--via` in the environment included).
+/// (named contexts and `--become`/`--via` in the environment included); `local` is the
+/// master's own host, unless a named context of that name says otherwise.
 fn host_target(
     address: &str,
     ssh_args: &[String],
     config: &config::Config,
 ) -> Result<Target, String> {
+    if address == config::LOCAL_HOST && !config.contexts.contains_key(address) {
+        return Ok(Target {
+            local: true,
+            ..Target::default()
+        });
+    }
     let mut words: Vec<OsString> = ssh_args.iter().map(OsString::from).collect();
     words.push(address.into());
     let inv = args::parse(&words).map_err(|e| format!("host {address}: {e}"))?;
@@ -488,6 +495,18 @@ mod tests {
             "[sweep]\nclients = [1, 2, 4, 8]\n[[host]]\naddress = \"a\"\n[[host.process]]\nname = \"x\"\ncommand = \"c\"\n",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn local_is_the_masters_own_host_unless_a_context_is_called_so() {
+        let none = config::Config::default();
+        let t = host_target("local", &["-F".into(), "x".into()], &none).unwrap();
+        assert!(t.local && t.hops.is_empty());
+        let t = host_target("node1", &[], &none).unwrap();
+        assert!(!t.local && t.hops.len() == 1);
+        let named = config::parse("[contexts.local]\nhost = \"web1\"\n").unwrap();
+        let t = host_target("local", &[], &named).unwrap();
+        assert!(!t.local && t.hops[0].host == b"web1");
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! clients = [1, 2, 4]
 //!
 //! [[host]]
-//! address = "node1"         # as ssh takes it: alias, user@host, a named context
+//! address = "node1"         # as ssh takes it: alias, user@host, a named context, or
+//!                           # "local": the master's own host, with no ssh
 //!
 //! [[host.process]]
 //! name = "replica"

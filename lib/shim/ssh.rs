@@ -152,6 +152,10 @@ fn start_forwards(forwards: &Forwards, socket: &Path, target: &Target) -> bool {
 /// master to show if it reuses a connection. A configuration ssh rejects fails the call
 /// as ssh would: its message, status 255.
 fn resolve_hops(conn: &mut MasterConn, target: &mut Target, verbose: bool) -> Result<Vec<u8>, i32> {
+    if target.hops.is_empty() {
+        // The master's own host: no ssh to resolve.
+        return Ok(Vec::new());
+    }
     let local: Vec<usize> = (0..target.hops.len())
         .filter(|&i| i == 0 || target.via == ViaMode::Tcp)
         .collect();

@@ -15,6 +15,7 @@ use super::wait::wait_until;
 pub fn bin(name: &str) -> PathBuf {
     let p = match name {
         "mitossh" => env!("CARGO_BIN_EXE_mitossh"),
+        "mitossh-agent" => env!("CARGO_BIN_EXE_mitossh-agent"),
         "mitossh-env" => env!("CARGO_BIN_EXE_mitossh-env"),
         "ssh" => env!("CARGO_BIN_EXE_ssh"),
         "scp" => env!("CARGO_BIN_EXE_scp"),
@@ -59,6 +60,16 @@ impl Master {
 
     /// Starts `mitossh master` with extra arguments and waits until its socket answers.
     pub fn start_with(args: &[&str]) -> Master {
+        Master::launch(args, None)
+    }
+
+    /// A master whose agent images are those in `dir` (`MITOSSH_AGENT_DIR`), not the
+    /// debug build's own beside it.
+    pub fn start_with_agents(dir: &Path) -> Master {
+        Master::launch(&[], Some(dir))
+    }
+
+    fn launch(args: &[&str], agents: Option<&Path>) -> Master {
         let dir = tempfile::Builder::new()
             .prefix("mitossh-test-")
             .tempdir()
@@ -72,9 +83,13 @@ impl Master {
             .arg(&socket)
             .args(args)
             .env("MITOSSH_LOG", "debug")
+            .env_remove("MITOSSH_AGENT_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(dir) = agents {
+            cmd.env("MITOSSH_AGENT_DIR", dir);
+        }
         // The master must not share our terminal, and must not outlive the test thread
         // that started it (a killed test never runs Drop).
         cmd.new_session()

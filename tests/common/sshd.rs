@@ -5,6 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -148,7 +149,18 @@ impl Sshd {
         Sshd::launch_with(user, Logins::default(), extra)
     }
 
+    /// Like [`Sshd::start_with_config`], in a private mount namespace set up as `mounts`
+    /// says: what its sessions see of the filesystem changes, nobody else's does, and it
+    /// is all gone when sshd and its sessions are.
+    pub fn start_with_mounts(user: &TestUser, extra: &str, mounts: &Mounts) -> Sshd {
+        Sshd::launch_in(user, Logins::default(), extra, mounts)
+    }
+
     fn launch_with(user: &TestUser, logins: Logins, extra: &str) -> Sshd {
+        Sshd::launch_in(user, logins, extra, &Mounts::default())
+    }
+
+    fn launch_in(user: &TestUser, logins: Logins, extra: &str, mounts: &Mounts) -> Sshd {
         require_root();
         for (path, package) in [(SSHD, "openssh-server"), (SSH_KEYGEN, "openssh-client")] {
             assert!(
@@ -160,7 +172,7 @@ impl Sshd {
         fs::create_dir_all("/run/sshd").expect("cannot create /run/sshd");
         // Another test may take the port between our probe and sshd's bind: then retry with a new one.
         for _ in 0..PORT_ATTEMPTS {
-            let mut sshd = Sshd::launch(user, free_port(), logins, extra);
+            let mut sshd = Sshd::launch(user, free_port(), logins, extra, mounts);
             if sshd.wait_ready() {
                 return sshd;
             }
@@ -307,7 +319,7 @@ impl Sshd {
     }
 
     /// Writes keys and configs into a fresh directory and spawns sshd on `port`, without waiting for it.
-    fn launch(user: &TestUser, port: u16, logins: Logins, extra: &str) -> Sshd {
+    fn launch(user: &TestUser, port: u16, logins: Logins, extra: &str, mounts: &Mounts) -> Sshd {
         let dir = tempfile::Builder::new()
             .prefix("mitossh-sshd-")
             // Not $TMPDIR: sshd reads authorized_keys as the test user, who must be able to reach it.
@@ -364,8 +376,27 @@ impl Sshd {
         cmd.stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("dup"))
             .stderr(log_file);
-        // sshd must not outlive the test thread that started it.
-        cmd.parent_death_signal(nix::sys::signal::Signal::SIGTERM);
+        let parent = std::process::id() as i32;
+        let namespace = mounts.prepared();
+        // SAFETY: prctl, getppid, unshare, mount and statvfs are async-signal-safe system
+        // calls on data prepared before the fork; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let signal = libc::SIGTERM as libc::c_ulong;
+                if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    return Err(io::Error::other(
+                        "the test process died while starting sshd",
+                    ));
+                }
+                if let Some(ns) = &namespace {
+                    ns.enter()?;
+                }
+                Ok(())
+            });
+        }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {SSHD}: {e}"));
@@ -406,6 +437,100 @@ impl Sshd {
                 None => thread::sleep(POLL),
             }
         }
+    }
+}
+
+/// How a private mount namespace differs from the machine's (see [`Sshd::start_with_mounts`]).
+#[derive(Debug, Clone, Default)]
+pub struct Mounts {
+    /// `(source, target)`: the directory `source` is seen at `target` (which must exist).
+    pub bind: Vec<(PathBuf, PathBuf)>,
+    /// Directories whose files cannot be executed (mounted `noexec`), after the binds.
+    pub noexec: Vec<PathBuf>,
+}
+
+/// [`Mounts`] as C strings, made before the fork: between fork and exec nothing allocates.
+struct Namespace {
+    bind: Vec<(std::ffi::CString, std::ffi::CString)>,
+    noexec: Vec<std::ffi::CString>,
+}
+
+impl Mounts {
+    fn prepared(&self) -> Option<Namespace> {
+        if self.bind.is_empty() && self.noexec.is_empty() {
+            return None;
+        }
+        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        Some(Namespace {
+            bind: self.bind.iter().map(|(s, t)| (c(s), c(t))).collect(),
+            noexec: self.noexec.iter().map(|p| c(p)).collect(),
+        })
+    }
+}
+
+impl Namespace {
+    /// In the child, before exec: a mount namespace of its own whose changes never
+    /// propagate back, then the binds, then `noexec` on top of each directory's own
+    /// flags (a remount replaces them all).
+    fn enter(&self) -> io::Result<()> {
+        let check = |r: libc::c_int| {
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        let none = std::ptr::null::<libc::c_char>();
+        // SAFETY: plain system calls on valid C strings (or null where the kernel allows).
+        unsafe {
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            for (source, target) in &self.bind {
+                check(libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    none,
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ))?;
+            }
+            for dir in &self.noexec {
+                check(libc::mount(
+                    dir.as_ptr(),
+                    dir.as_ptr(),
+                    none,
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ))?;
+                let mut st: libc::statvfs = std::mem::zeroed();
+                check(libc::statvfs(dir.as_ptr(), &mut st))?;
+                // ST_RDONLY, ST_NOSUID, ST_NODEV, ST_NOATIME, ST_NODIRATIME and
+                // ST_RELATIME have the values of their MS_ twins.
+                let kept = st.f_flag
+                    & (libc::ST_RDONLY
+                        | libc::ST_NOSUID
+                        | libc::ST_NODEV
+                        | libc::ST_NOATIME
+                        | libc::ST_NODIRATIME
+                        | libc::MS_RELATIME);
+                let flags =
+                    libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOEXEC | kept as libc::c_ulong;
+                check(libc::mount(
+                    none,
+                    dir.as_ptr(),
+                    none,
+                    flags,
+                    std::ptr::null(),
+                ))?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -121,7 +121,7 @@ pub fn main(args: &[String]) -> i32 {
     };
     let ready = format!(
         "MITOSSH-READY {nonce} {}\n",
-        env!("CARGO_PKG_VERSION") // the same crate as the master: the versions match
+        mitossh::VERSION // the same build as the master: the versions match
     );
     if !peer.send_raw(ready.as_bytes()) {
         return 1;
@@ -142,7 +142,7 @@ pub fn main(args: &[String]) -> i32 {
         MASTER,
         Message::Hello(Hello {
             protocol: PROTOCOL_VERSION,
-            version: env!("CARGO_PKG_VERSION").into(),
+            version: mitossh::VERSION.into(),
             ctx: MASTER,
             pid: std::process::id(),
             user,
@@ -343,7 +343,7 @@ impl Peer {
             Attack::ForgedSpawned => {
                 let hello = Hello {
                     protocol: PROTOCOL_VERSION,
-                    version: env!("CARGO_PKG_VERSION").into(),
+                    version: mitossh::VERSION.into(),
                     ctx: me + 1000,
                     pid: 1,
                     user: "root".into(),

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use agent::Attack;
 use common::*;
-use mitossh::AgentImage;
+use mitossh::{Arch, cache_name, content_hash};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -36,9 +36,9 @@ const T: Duration = Duration::from_secs(60);
 /// review this answers took the master from 22 MB to 405 MB, 1.5 GB and 2.8 GB.
 const GROWTH_BOUND_KIB: u64 = 16 * 1024;
 
-/// The master's peak resident memory, whatever happens: it holds its own executable
-/// (the agent image, 43 MB in a debug build) in memory, and its allocator keeps some of
-/// what the genuine streams used.
+/// The master's peak resident memory, whatever happens: it holds the agent image (27 MB
+/// in a debug build) in memory, and its allocator keeps some of what the genuine streams
+/// used.
 const RSS_BOUND_KIB: u64 = 96 * 1024;
 
 /// Bytes of stdin the master may take from a session whose agent never returns credit:
@@ -120,9 +120,8 @@ impl HostileHost {
         let xdg = dir.path().join("xdg");
         let cache = xdg.join("mitossh");
         std::fs::create_dir_all(&cache).unwrap();
-        let image = std::fs::read(bin("mitossh")).unwrap();
-        let hash = AgentImage::from_bytes(image.into()).hash;
-        let copy = cache.join(format!("mitossh-agent-{hash}"));
+        let image = std::fs::read(bin("mitossh-agent")).unwrap();
+        let copy = cache.join(cache_name(Arch::X86_64, &content_hash(&image)));
         std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
         for (path, mode) in [(&xdg, 0o700), (&cache, 0o700), (&copy, 0o700)] {
             chown(path, Some(user.uid), Some(user.gid)).unwrap();
@@ -459,7 +458,7 @@ fn child_attacks() {
         c
     };
     check(&output_within(&mut on_hop("true"), b"", T));
-    let image_kib = std::fs::metadata(bin("mitossh")).unwrap().len() / 1024;
+    let image_kib = std::fs::metadata(bin("mitossh-agent")).unwrap().len() / 1024;
     let [hop_agent] = agents_of(&hop)[..] else {
         panic!("one agent on the hop: {:?}", agents_of(&hop));
     };
@@ -493,8 +492,8 @@ fn child_attacks() {
         let hop_peak = status_kib(hop_agent, "VmHWM:");
         let error = assert_dropped(attack, &out, &master);
         assert_bounded("the master", attack, before, peak);
-        // Starting ssh from the hop, the agent reads its own image (to upload it if the
-        // host has none), attack or not.
+        // Starting ssh from the hop, the agent maps its own image and reads it through
+        // (its hash; the upload if the host has none), attack or not.
         assert_grows_at_most("the hop's agent", attack, hop_before, hop_peak, image_kib);
         if attack == Attack::WindowMax {
             assert!(out.stdin_taken <= STDIN_BOUND, "{}", out.stdin_taken);
