@@ -627,6 +627,23 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// Asks the master for a session of `spec` on `target` with `fds` as its stdin, stdout
+/// and stderr, as nobody who can answer questions: the one request every part of a run
+/// makes. Errors are the master's one line.
+fn request_session(
+    conn: &mut MasterConn,
+    target: Target,
+    spec: OpenSpec,
+    fds: &[std::os::fd::RawFd],
+) -> Result<(), String> {
+    let request = Request::Session {
+        target,
+        spec,
+        caller: Caller::default(),
+    };
+    client::open(conn, request, fds, None).map_err(|e| e.message)
+}
+
 /// Opens one held process: its control connection, and the read ends of its output.
 async fn open(socket: &Path, target: Target, spec: OpenSpec) -> Result<Opened, String> {
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string());
@@ -639,17 +656,7 @@ async fn open(socket: &Path, target: Target, spec: OpenSpec) -> Result<Opened, S
         let mut conn =
             MasterConn::connect(&socket).map_err(|e| format!("cannot reach the master: {e}"))?;
         let fds = [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
-        client::open(
-            &mut conn,
-            Request::Session {
-                target,
-                spec,
-                caller: Caller::default(),
-            },
-            &fds,
-            None,
-        )
-        .map_err(|e| e.message)?;
+        request_session(&mut conn, target, spec, &fds)?;
         // The master has its own copies of the write ends; ours would keep the pipes open.
         drop((out_w, err_w, null));
         Ok::<_, String>(conn.into_parts())

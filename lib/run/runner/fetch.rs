@@ -5,10 +5,10 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use super::{Fetched, ProcReport, Shared};
+use super::{Fetched, ProcReport, Shared, request_session};
 use crate::client::{self, MasterConn};
 use crate::proto::flow::DEFAULT_WINDOW;
-use crate::proto::{Caller, OpenSpec, Request, Target};
+use crate::proto::{OpenSpec, Target};
 use crate::run::plan::Plan;
 
 /// Where a fetched file goes: its name in the process's directory, made unique among the
@@ -96,18 +96,10 @@ fn run_command(
         window: DEFAULT_WINDOW,
         ..OpenSpec::default()
     };
-    let opened = client::open(
-        &mut conn,
-        Request::Session {
-            target,
-            spec,
-            caller: Caller::default(),
-        },
-        &[null.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()],
-        None,
-    );
+    let fds = [null.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
+    let opened = request_session(&mut conn, target, spec, &fds);
     drop((stdout, stderr));
-    opened.map_err(|e| e.message)?;
+    opened?;
     let code = client::wait_exit(&mut conn);
     let said = std::fs::read_to_string(errors).unwrap_or_default();
     if scratch {

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{Event, PROBE_FIRST, PROBE_MAX, secs};
-use crate::client::{self, MasterConn};
-use crate::proto::{Caller, Endpoint, OpenSpec, Request, Target};
+use super::{Event, PROBE_FIRST, PROBE_MAX, request_session, secs};
+use crate::client::MasterConn;
+use crate::proto::{Endpoint, OpenSpec, Target};
 
 /// Tries to connect to `endpoint` from the process's host until it accepts (ready) or
 /// `timeout` passes (not ready, with the last refusal).
@@ -66,17 +66,7 @@ fn connect_once(socket: &Path, target: Target, endpoint: Endpoint) -> Result<(),
         ..OpenSpec::default()
     };
     let fd = theirs.as_raw_fd();
-    client::open(
-        &mut conn,
-        Request::Session {
-            target,
-            spec,
-            caller: Caller::default(),
-        },
-        &[fd, fd, null.as_raw_fd()],
-        None,
-    )
-    .map_err(|e| e.message)?;
+    request_session(&mut conn, target, spec, &[fd, fd, null.as_raw_fd()])?;
     drop((ours, theirs, conn));
     Ok(())
 }
