@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Handshakes at once, for every tool (clush's default, and mitossh's; pdsh's is 32).
-const WINDOW: usize = mitossh::master::window::DEFAULT_WINDOW;
+const WINDOW: usize = mitossh::DEFAULT_CONNECT_WINDOW;
 
 /// No run of any size may take longer than this.
 const LIMIT: Duration = Duration::from_secs(1800);

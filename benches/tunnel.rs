@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use mitossh::bootstrap::image::{AgentImage, Arch};
+use mitossh::{AgentImage, Arch};
 
 struct Setup {
     sshd: Sshd,
@@ -160,21 +160,38 @@ fn main() {
     println!("mitossh benchmark: loopback sshd, {} cores", num_cpus());
     println!();
 
-    // ---- per-invocation latency -------------------------------------------------------
     let master = Master::start_with_agents(shipped_agents());
     run_ok(shim(&master, &setup).arg("true")); // context up, agent cached
+    let lat_plain = latency(&setup, &master, n);
+    new_context_connect(&setup, lat_plain);
+    throughput(&setup, &master, gib);
+    print_agent_memory("idle, after the transfers", &setup.sshd);
+    legacy_script(&setup, &master);
+
+    // ---- done ----------------------------------------------------------------------
+    let _ = Command::new("/usr/bin/ssh")
+        .args(["-O", "exit", "-S"])
+        .arg(&setup.control_path)
+        .args(setup.sshd.ssh_args())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Per-invocation latency: `ssh host true` in a row, plain, through a ControlMaster and
+/// through mitossh (whose context is up). Returns plain ssh's median.
+fn latency(setup: &Setup, master: &Master, n: usize) -> Duration {
     let lat_plain = median(times(n, || {
-        let mut c = plain(&setup);
+        let mut c = plain(setup);
         c.arg("true");
         c
     }));
     let lat_cm = median(times(n, || {
-        let mut c = control_master(&setup);
+        let mut c = control_master(setup);
         c.arg("true");
         c
     }));
     let lat_shim = median(times(n, || {
-        let mut c = shim(&master, &setup);
+        let mut c = shim(master, setup);
         c.arg("true");
         c
     }));
@@ -188,8 +205,12 @@ fn main() {
         ratio(lat_shim.as_secs_f64(), lat_plain.as_secs_f64())
     );
     println!();
+    lat_plain
+}
 
-    // ---- new-context connect ---------------------------------------------------------
+/// The first call on a new context, with the agent uploaded and with it cached, and the
+/// same over an emulated WAN.
+fn new_context_connect(setup: &Setup, lat_plain: Duration) {
     print_images();
     print_agent_memory("idle, after one call", &setup.sshd);
     let rounds = if quick() { 2 } else { 5 };
@@ -220,8 +241,10 @@ fn main() {
     );
     println!();
     wan_connects(&fresh, rounds);
+}
 
-    // ---- throughput ----------------------------------------------------------------
+/// `gib` bytes through `cat`, plain, through a ControlMaster and through mitossh.
+fn throughput(setup: &Setup, master: &Master, gib: u64) {
     let runs = if quick() { 1 } else { 3 };
     let pipe = |mut ssh: Command| -> Duration {
         let t = Instant::now();
@@ -241,9 +264,9 @@ fn main() {
         t.elapsed()
     };
     let best = |f: &dyn Fn() -> Duration| (0..runs).map(|_| f()).min().unwrap();
-    let t_plain = best(&|| pipe(plain(&setup)));
-    let t_cm = best(&|| pipe(control_master(&setup)));
-    let t_shim = best(&|| pipe(shim(&master, &setup)));
+    let t_plain = best(&|| pipe(plain(setup)));
+    let t_cm = best(&|| pipe(control_master(setup)));
+    let t_shim = best(&|| pipe(shim(master, setup)));
     let mbps = |t: Duration| gib as f64 / t.as_secs_f64() / 1e6;
     println!(
         "{} MiB `cat | ssh host 'cat >/dev/null'`, best of {runs}:",
@@ -257,10 +280,10 @@ fn main() {
         ratio(mbps(t_shim), mbps(t_plain)),
         ratio(mbps(t_shim), mbps(t_cm))
     );
+}
 
-    print_agent_memory("idle, after the transfers", &setup.sshd);
-
-    // ---- a legacy script ---------------------------------------------------------------
+/// A legacy shell script: `ssh host cmd` in a loop and in the background.
+fn legacy_script(setup: &Setup, master: &Master) {
     let (loops, concurrent) = if quick() { (20, 10) } else { (200, 50) };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scripts/legacy.sh");
     let cfg = setup.sshd.ssh_config().display().to_string();
@@ -299,14 +322,6 @@ fn main() {
         ratio(s_shim.as_secs_f64(), s_cm.as_secs_f64()),
         ratio(s_shim.as_secs_f64(), s_plain.as_secs_f64())
     );
-
-    // ---- done ----------------------------------------------------------------------
-    let _ = Command::new("/usr/bin/ssh")
-        .args(["-O", "exit", "-S"])
-        .arg(&setup.control_path)
-        .args(setup.sshd.ssh_args())
-        .stderr(Stdio::null())
-        .status();
 }
 
 /// Connects over an emulated WAN to `host`: plain `ssh host true`, a ControlMaster's

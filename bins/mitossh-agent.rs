@@ -3,12 +3,14 @@
 //! parser, no configuration, no shim, no `mitossh run`; the master's own binary never
 //! runs remotely.
 
+#![deny(unsafe_code)]
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = match mitossh::agent::Options::parse(&args) {
+    let code = match mitossh::AgentOptions::parse(&args) {
         Ok(opts) => {
-            mitossh::logging::init_agent();
-            mitossh::agent::main(opts)
+            mitossh::init_agent_logging();
+            mitossh::agent(opts)
         }
         Err(e) => {
             eprintln!("mitossh-agent: {e}");

@@ -1,5 +1,7 @@
 //! `mitossh-env`: run a command with the mitossh shims first on PATH and a master at hand.
 
+#![deny(unsafe_code)]
+
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -69,8 +71,8 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    mitossh::logging::init("warn");
-    let code = mitossh::env::run(mitossh::env::Options {
+    mitossh::init_logging("warn");
+    let code = mitossh::env(mitossh::EnvOptions {
         keep: cli.keep,
         socket: cli.socket,
         idle_timeout: cli.idle_timeout,

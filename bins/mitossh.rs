@@ -1,19 +1,18 @@
 //! `mitossh`: the master, and commands to inspect or stop a master or to run many
 //! processes at once. The agent is `mitossh-agent`, a binary of its own.
 
+#![deny(unsafe_code)]
+
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::builder::StyledStr;
-use clap::{Parser, Subcommand};
-use mitossh::proto::{Reply, Request, StatusReport};
-use mitossh::{control, master, paths};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -39,30 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a master in the foreground until stopped.
-    Master {
-        /// Listen here [default: $MITOSSH_SOCKET, else $XDG_RUNTIME_DIR/mitossh/master.sock
-        /// or /tmp/mitossh-UID/master.sock].
-        #[arg(long)]
-        socket: Option<PathBuf>,
-        /// Close a context after this long without streams (e.g. 300, 5m, 1h).
-        #[arg(long, default_value = "10m", value_parser = parse_duration)]
-        idle_timeout: Duration,
-        /// Give up starting an agent after this long (authentication included), counted
-        /// from when its handshake starts.
-        #[arg(long, default_value = "60s", value_parser = parse_duration)]
-        connect_timeout: Duration,
-        /// At most this many ssh handshakes at once; more hosts wait their turn, in order
-        /// (a gateway that runs ssh for the master gets the same window).
-        #[arg(long, value_name = "K", default_value_t = master::window::DEFAULT_WINDOW,
-              value_parser = parse_window)]
-        connect_window: usize,
-        /// Write "ready" to this descriptor once listening (for supervisors).
-        #[arg(long, hide = true)]
-        ready_fd: Option<i32>,
-        /// Shut down when this descriptor reaches end of file.
-        #[arg(long, hide = true)]
-        lifeline_fd: Option<i32>,
-    },
+    Master(MasterArgs),
     /// Show the master's contexts and their streams, one per line.
     Status {
         /// The master's socket [default: $MITOSSH_SOCKET, else the default of `master`].
@@ -102,72 +78,152 @@ enum Command {
             In commands, {i} is a unique index per process name, {n} the index on its host,\n\
             {host} the host, {name} the process name, and plan variables by name.\n\
             Exit status: 0 when every process did its job, 1 when one failed, 130 on ^C."))]
-    Run {
-        /// A TOML plan: hosts, processes per host, duration, files to fetch.
-        #[arg(required_unless_present = "hosts", conflicts_with = "hosts")]
-        plan: Option<PathBuf>,
-        /// Short form: these hosts (comma separated; `local` is this machine) …
-        #[arg(short = 'H', long, value_delimiter = ',', requires = "command")]
-        hosts: Vec<String>,
-        /// … each running this many copies of COMMAND.
-        #[arg(short = 'n', long, default_value_t = 1)]
-        count: u32,
-        /// Stop everything after this long (e.g. 30s, 5m); overrides the plan.
-        #[arg(short = 'd', long, value_parser = parse_duration)]
-        duration: Option<Duration>,
-        /// Between SIGTERM and SIGKILL when stopping; overrides the plan.
-        #[arg(long, value_parser = parse_duration)]
-        grace: Option<Duration>,
-        /// Keep going when a process fails (default: stop everything).
-        #[arg(long)]
-        continue_on_failure: bool,
-        /// Short form: an ssh config file for every host.
-        #[arg(short = 'F', long = "ssh-config", value_name = "FILE")]
-        ssh_config: Option<PathBuf>,
-        /// Short form: reach every host through HOST first (repeat for more hops).
-        #[arg(long, value_name = "HOST", requires = "hosts")]
-        via: Vec<String>,
-        /// Short form: how to go through --via hosts: tcp (the master's ssh through the
-        /// hop) or ssh (the hop's agent runs ssh to each host: a tier; its CPU, its keys).
-        #[arg(long, value_name = "MODE", requires = "via")]
-        via_mode: Option<String>,
-        /// For a master started for the run: at most K ssh handshakes at once, the rest
-        /// waiting in order [default: 64].
-        #[arg(long, value_name = "K", value_parser = parse_window)]
-        connect_window: Option<usize>,
-        /// Also write each process's stdout and stderr to DIR/<host>/<name>-<i>.out|.err.
-        #[arg(long, value_name = "DIR")]
-        output_dir: Option<PathBuf>,
-        /// Where fetched files go (DIR/<host>/<name>-<i>/).
-        #[arg(long, value_name = "DIR")]
-        fetch_dir: Option<PathBuf>,
-        /// Print the summary as JSON on stdout (output lines go to stderr).
-        #[arg(long)]
-        json: bool,
-        /// Keep each data point's output, fetched files and summary in DIR/<point>/
-        /// (default for a sweep: the plan's `results`, else ./results).
-        #[arg(long, value_name = "DIR")]
-        results: Option<PathBuf>,
-        /// Run only these points: names, numbers from 1, ranges (e.g. 2-4), comma separated.
-        #[arg(long, value_name = "LIST")]
-        points: Option<String>,
-        /// Go on with an earlier sweep in the results directory: skip the points it completed.
-        #[arg(long)]
-        resume: bool,
-        /// No status line on the terminal.
-        #[arg(short = 'q', long)]
-        quiet: bool,
-        /// Pass remote output to the terminal as it is, control characters included.
-        #[arg(long)]
-        raw: bool,
-        /// Use (or start) the master at this socket [default: $MITOSSH_SOCKET, else a
-        /// master of its own for the run].
-        #[arg(long)]
-        socket: Option<PathBuf>,
-        /// Short form: the command template.
-        #[arg(last = true, value_name = "COMMAND")]
-        command: Vec<String>,
-    },
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// A TOML plan: hosts, processes per host, duration, files to fetch.
+    #[arg(required_unless_present = "hosts", conflicts_with = "hosts")]
+    plan: Option<PathBuf>,
+    /// Short form: these hosts (comma separated; `local` is this machine) …
+    #[arg(short = 'H', long, value_delimiter = ',', requires = "command")]
+    hosts: Vec<String>,
+    /// … each running this many copies of COMMAND.
+    #[arg(short = 'n', long, default_value_t = 1)]
+    count: u32,
+    /// Stop everything after this long (e.g. 30s, 5m); overrides the plan.
+    #[arg(short = 'd', long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Between SIGTERM and SIGKILL when stopping; overrides the plan.
+    #[arg(long, value_parser = parse_duration)]
+    grace: Option<Duration>,
+    /// Keep going when a process fails (default: stop everything).
+    #[arg(long)]
+    continue_on_failure: bool,
+    /// Short form: an ssh config file for every host.
+    #[arg(short = 'F', long = "ssh-config", value_name = "FILE")]
+    ssh_config: Option<PathBuf>,
+    /// Short form: reach every host through HOST first (repeat for more hops).
+    #[arg(long, value_name = "HOST", requires = "hosts")]
+    via: Vec<String>,
+    /// Short form: how to go through --via hosts: tcp (the master's ssh through the
+    /// hop) or ssh (the hop's agent runs ssh to each host: a tier; its CPU, its keys).
+    #[arg(long, value_name = "MODE", requires = "via")]
+    via_mode: Option<String>,
+    /// For a master started for the run: at most K ssh handshakes at once, the rest
+    /// waiting in order [default: 64].
+    #[arg(long, value_name = "K", value_parser = parse_window)]
+    connect_window: Option<usize>,
+    /// Also write each process's stdout and stderr to DIR/<host>/<name>-<i>.out|.err.
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+    /// Where fetched files go (DIR/<host>/<name>-<i>/).
+    #[arg(long, value_name = "DIR")]
+    fetch_dir: Option<PathBuf>,
+    /// Print the summary as JSON on stdout (output lines go to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Keep each data point's output, fetched files and summary in DIR/<point>/
+    /// (default for a sweep: the plan's `results`, else ./results).
+    #[arg(long, value_name = "DIR")]
+    results: Option<PathBuf>,
+    /// Run only these points: names, numbers from 1, ranges (e.g. 2-4), comma separated.
+    #[arg(long, value_name = "LIST")]
+    points: Option<String>,
+    /// Go on with an earlier sweep in the results directory: skip the points it completed.
+    #[arg(long)]
+    resume: bool,
+    /// No status line on the terminal.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Pass remote output to the terminal as it is, control characters included.
+    #[arg(long)]
+    raw: bool,
+    /// Use (or start) the master at this socket [default: $MITOSSH_SOCKET, else a
+    /// master of its own for the run].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Short form: the command template.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+impl From<RunArgs> for mitossh::RunArgs {
+    fn from(a: RunArgs) -> Self {
+        let plan = match a.plan {
+            Some(path) => mitossh::RunPlan::File(path),
+            None => mitossh::RunPlan::Short {
+                hosts: a.hosts,
+                count: a.count,
+                command: a.command.join(" "),
+                ssh_config: a.ssh_config,
+                via: a.via,
+                via_mode: a.via_mode,
+            },
+        };
+        let overrides = mitossh::RunOverrides {
+            duration: a.duration,
+            grace: a.grace,
+            continue_on_failure: a.continue_on_failure,
+            output_dir: a.output_dir,
+            fetch_dir: a.fetch_dir,
+            results: a.results,
+        };
+        let show = mitossh::RunShow {
+            json: a.json,
+            quiet: a.quiet,
+            raw: a.raw,
+        };
+        mitossh::RunArgs {
+            plan,
+            overrides,
+            show,
+            points: a.points,
+            resume: a.resume,
+            socket: a.socket,
+            connect_window: a.connect_window,
+        }
+    }
+}
+
+#[derive(Args)]
+struct MasterArgs {
+    /// Listen here [default: $MITOSSH_SOCKET, else $XDG_RUNTIME_DIR/mitossh/master.sock
+    /// or /tmp/mitossh-UID/master.sock].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Close a context after this long without streams (e.g. 300, 5m, 1h).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Give up starting an agent after this long (authentication included), counted
+    /// from when its handshake starts.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// At most this many ssh handshakes at once; more hosts wait their turn, in order
+    /// (a gateway that runs ssh for the master gets the same window).
+    #[arg(long, value_name = "K", default_value_t = mitossh::DEFAULT_CONNECT_WINDOW,
+          value_parser = parse_window)]
+    connect_window: usize,
+    /// Write "ready" to this descriptor once listening (for supervisors).
+    #[arg(long, hide = true)]
+    ready_fd: Option<i32>,
+    /// Shut down when this descriptor reaches end of file.
+    #[arg(long, hide = true)]
+    lifeline_fd: Option<i32>,
+}
+
+impl From<MasterArgs> for mitossh::ServeOptions {
+    fn from(a: MasterArgs) -> Self {
+        mitossh::ServeOptions {
+            socket: a.socket,
+            idle_timeout: a.idle_timeout,
+            connect_timeout: a.connect_timeout,
+            connect_window: a.connect_window,
+            ready_fd: a.ready_fd,
+            lifeline_fd: a.lifeline_fd,
+        }
+    }
 }
 
 /// Help text shown as written. clap turns `{n}` into a line break wherever it appears (a
@@ -179,213 +235,33 @@ fn verbatim(text: &str) -> StyledStr {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    mitossh::config::parse_duration(s)
-}
-
-/// `mitossh status` and `mitossh tree`: the master's report, printed by `format`.
-fn show_status(socket: Option<PathBuf>, format: fn(&StatusReport) -> String) -> i32 {
-    match socket_or_default(socket).and_then(|s| control::ask(&s, Request::Status)) {
-        Ok(Reply::Status(report)) => {
-            print!("{}", format(&report));
-            0
-        }
-        Ok(other) => {
-            eprintln!("mitossh: unexpected answer: {other:?}");
-            1
-        }
-        Err(e) => {
-            eprintln!("mitossh: {e}");
-            1
-        }
-    }
-}
-
-fn socket_or_default(socket: Option<PathBuf>) -> std::io::Result<PathBuf> {
-    match socket.or_else(paths::socket_from_env) {
-        Some(s) => Ok(s),
-        None => paths::default_socket(),
-    }
+    mitossh::parse_duration(s)
 }
 
 fn main() -> ExitCode {
     // Run by a master's ssh as its SSH_ASKPASS: one argument, the prompt.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if let Some(prompt) = mitossh::askpass::invoked(&argv) {
-        return ExitCode::from(mitossh::askpass::main(&prompt) as u8);
+    if let Some(prompt) = mitossh::askpass_prompt(&argv) {
+        return ExitCode::from(mitossh::askpass(&prompt) as u8);
     }
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run {
-            plan,
-            hosts,
-            count,
-            duration,
-            grace,
-            continue_on_failure,
-            ssh_config,
-            via,
-            via_mode,
-            connect_window,
-            output_dir,
-            fetch_dir,
-            json,
-            results,
-            points,
-            resume,
-            quiet,
-            raw,
-            socket,
-            command,
-        } => {
-            let loaded = match plan {
-                Some(path) => std::fs::read_to_string(&path)
-                    .map_err(|e| format!("{}: {e}", path.display()))
-                    .and_then(|text| {
-                        mitossh::run::plan::parse(&text)
-                            .map_err(|e| format!("{}: {e}", path.display()))
-                    }),
-                None => {
-                    let ssh_args: Vec<String> = ssh_config
-                        .iter()
-                        .flat_map(|f| ["-F".to_string(), f.display().to_string()])
-                        .collect();
-                    mitossh::run::plan::short(&mitossh::run::plan::Short {
-                        hosts,
-                        count,
-                        command: command.join(" "),
-                        ssh_args,
-                        duration,
-                        via,
-                        via_mode,
-                    })
-                }
-            };
-            let overrides = mitossh::run::plan::Overrides {
-                duration,
-                grace,
-                continue_on_failure,
-                output_dir,
-                fetch_dir,
-                results,
-            };
-            match loaded.and_then(|mut e| e.apply(&overrides).map(|()| e)) {
-                Ok(experiment) => mitossh::run::main(mitossh::run::Options {
-                    experiment,
-                    json,
-                    quiet,
-                    raw,
-                    points,
-                    resume,
-                    master: mitossh::daemon::MasterOptions {
-                        socket,
-                        connect_window,
-                        ..Default::default()
-                    },
-                }),
-                Err(e) => {
-                    eprintln!("mitossh run: {e}");
-                    mitossh::run::RUN_FAILED
-                }
-            }
-        }
-        Command::Tree { socket } => show_status(socket, control::format_tree),
+        Command::Run(args) => mitossh::run(args.into()),
+        Command::Tree { socket } => mitossh::tree(socket),
         Command::Proxy {
             socket,
             context,
             host,
             port,
-        } => match socket_or_default(socket) {
-            Ok(s) => mitossh::shim::proxy::main(&s, context, host, port),
-            Err(e) => {
-                eprintln!("mitossh: {e}");
-                255
-            }
-        },
-        Command::Master {
-            socket,
-            idle_timeout,
-            connect_timeout,
-            connect_window,
-            ready_fd,
-            lifeline_fd,
-        } => run_master(
-            socket,
-            (idle_timeout, connect_timeout, connect_window),
-            ready_fd,
-            lifeline_fd,
-        ),
-        Command::Status { socket } => show_status(socket, control::format_status),
-        Command::Stop { socket } => {
-            match socket_or_default(socket).and_then(|s| control::ask(&s, Request::Shutdown)) {
-                Ok(_) => 0,
-                Err(e) => {
-                    eprintln!("mitossh: {e}");
-                    1
-                }
-            }
+        } => mitossh::proxy(socket, context, host, port),
+        Command::Master(args) => {
+            mitossh::init_logging("info");
+            mitossh::serve(args.into())
         }
+        Command::Status { socket } => mitossh::status(socket),
+        Command::Stop { socket } => mitossh::stop(socket),
     };
     ExitCode::from(code as u8)
-}
-
-fn run_master(
-    socket: Option<PathBuf>,
-    (idle_timeout, connect_timeout, connect_window): (Duration, Duration, usize),
-    ready_fd: Option<i32>,
-    lifeline_fd: Option<i32>,
-) -> i32 {
-    mitossh::logging::init("info");
-    let socket = match socket_or_default(socket) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("mitossh: {e}");
-            return 1;
-        }
-    };
-    let Some(ssh) = paths::find_real("ssh") else {
-        eprintln!(
-            "mitossh: ssh was not found on PATH; install openssh-client or set MITOSSH_REAL_SSH"
-        );
-        return 1;
-    };
-    // SAFETY: the descriptors were passed to us for exactly this use and nothing else
-    // in this process owns them.
-    let take = |fd: Option<i32>| fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-    let config = master::Config {
-        socket,
-        idle_timeout,
-        connect_timeout,
-        connect_window,
-        ssh,
-        ready: take(ready_fd),
-        lifeline: take(lifeline_fd),
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("mitossh: {e}");
-            return 1;
-        }
-    };
-    // mimalloc keeps what a burst of connects or sessions freed; an idle master gives it
-    // back (see `sys::memory`).
-    #[cfg(feature = "mimalloc")]
-    mitossh::sys::memory::set_collector(|| {
-        // SAFETY: mi_collect only returns freed memory to the system.
-        unsafe { libmimalloc_sys::mi_collect(true) }
-    });
-    let result = runtime.block_on(master::run(config));
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("mitossh: {e}");
-            1
-        }
-    }
 }
 
 /// A connect window: a whole number, at least 1.

@@ -16,16 +16,16 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use crate::client::MasterConn;
 use crate::proto::{Reply, Request};
-use crate::shim::client::MasterConn;
 
 /// Names the connection attempt whose ssh runs the helper.
-pub const TOKEN_ENV: &str = "MITOSSH_ASKPASS_TOKEN";
+pub(crate) const TOKEN_ENV: &str = "MITOSSH_ASKPASS_TOKEN";
 /// The master's socket, for the helper.
-pub const SOCKET_ENV: &str = "MITOSSH_ASKPASS_SOCKET";
+pub(crate) const SOCKET_ENV: &str = "MITOSSH_ASKPASS_SOCKET";
 
 /// The environment that makes an ssh ask through `exe` (this program) and the master.
-pub fn environment(exe: &Path, socket: &Path, token: &str) -> Vec<(OsString, OsString)> {
+pub(crate) fn environment(exe: &Path, socket: &Path, token: &str) -> Vec<(OsString, OsString)> {
     vec![
         ("SSH_ASKPASS".into(), exe.as_os_str().to_os_string()),
         ("SSH_ASKPASS_REQUIRE".into(), "force".into()),
@@ -73,6 +73,6 @@ pub fn main(prompt: &OsStr) -> i32 {
 
 /// Whether ssh's question is a confirmation, whose answer is shown as typed (the host-key
 /// question: yes, no or a fingerprint), rather than a secret.
-pub fn is_confirmation(prompt: &str) -> bool {
+pub(crate) fn is_confirmation(prompt: &str) -> bool {
     prompt.contains("(yes/no")
 }

@@ -32,21 +32,21 @@ use serde::Deserialize;
 use crate::proto::{Become, BecomeMethod, ViaMode};
 
 /// The variable that names the configuration file, overriding the XDG location.
-pub const CONFIG_ENV: &str = "MITOSSH_CONFIG";
+pub(crate) const CONFIG_ENV: &str = "MITOSSH_CONFIG";
 
 /// `host = "local"`: the master's own host.
-pub const LOCAL_HOST: &str = "local";
+pub(crate) const LOCAL_HOST: &str = "local";
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     #[serde(default)]
     pub contexts: BTreeMap<String, NamedContext>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NamedContext {
+pub(crate) struct NamedContext {
     pub host: String,
     pub port: Option<u16>,
     #[serde(default)]
@@ -71,7 +71,7 @@ pub struct NamedContext {
 /// A preset's argument: a name, or a name with options (`["-u", "www", "app"]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
-pub enum Words {
+pub(crate) enum Words {
     One(String),
     Many(Vec<String>),
 }
@@ -88,7 +88,7 @@ impl Words {
 /// A process id, written as a number or a string of digits.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
-pub enum Pid {
+pub(crate) enum Pid {
     Number(u32),
     Text(String),
 }
@@ -96,7 +96,7 @@ pub enum Pid {
 /// The presets for entering something else on a host: the command prefix each stands
 /// for, with its argument in the middle. All of them run the command on plain pipes (no
 /// terminal), which the protocol needs.
-pub const PRESETS: &[(&str, &[&str], &[&str])] = &[
+pub(crate) const PRESETS: &[(&str, &[&str], &[&str])] = &[
     ("docker", &["docker", "exec", "-i"], &[]),
     ("podman", &["podman", "exec", "-i"], &[]),
     ("kubectl", &["kubectl", "exec", "-i"], &["--"]),
@@ -107,12 +107,12 @@ pub const PRESETS: &[(&str, &[&str], &[&str])] = &[
 
 impl NamedContext {
     /// Whether this is the master's own host (`host = "local"`).
-    pub fn is_local(&self) -> bool {
+    pub(crate) fn is_local(&self) -> bool {
         self.host == LOCAL_HOST
     }
 
     /// The command prefix into something else on the host, from `exec` or a preset.
-    pub fn exec_prefix(&self) -> Result<Option<Vec<String>>, String> {
+    pub(crate) fn exec_prefix(&self) -> Result<Option<Vec<String>>, String> {
         let pid = |p: &Pid| match p {
             Pid::Number(n) => Ok(n.to_string()),
             Pid::Text(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => Ok(t.clone()),
@@ -169,11 +169,11 @@ impl NamedContext {
         Ok(Some(argv))
     }
 
-    pub fn via_mode(&self) -> Result<ViaMode, String> {
+    pub(crate) fn via_mode(&self) -> Result<ViaMode, String> {
         parse_via_mode(self.via_mode.as_deref().unwrap_or("tcp"))
     }
 
-    pub fn become_as(&self) -> Result<Option<Become>, String> {
+    pub(crate) fn become_as(&self) -> Result<Option<Become>, String> {
         self.become_user
             .as_ref()
             .map(|user| {
@@ -205,7 +205,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_millis(ms))
 }
 
-pub fn parse_via_mode(s: &str) -> Result<ViaMode, String> {
+pub(crate) fn parse_via_mode(s: &str) -> Result<ViaMode, String> {
     match s {
         "tcp" => Ok(ViaMode::Tcp),
         "ssh" => Ok(ViaMode::Ssh),
@@ -213,13 +213,13 @@ pub fn parse_via_mode(s: &str) -> Result<ViaMode, String> {
     }
 }
 
-pub fn parse_method(s: &str) -> Result<BecomeMethod, String> {
+pub(crate) fn parse_method(s: &str) -> Result<BecomeMethod, String> {
     BecomeMethod::parse(s).ok_or_else(|| format!("become method {s:?}: use sudo, su or doas"))
 }
 
 /// Where the configuration file is: `$MITOSSH_CONFIG`, else
 /// `$XDG_CONFIG_HOME/mitossh/config.toml`, else `~/.config/mitossh/config.toml`.
-pub fn path() -> Option<PathBuf> {
+pub(crate) fn path() -> Option<PathBuf> {
     let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
     if let Some(p) = var(CONFIG_ENV) {
         return Some(PathBuf::from(p));
@@ -231,14 +231,14 @@ pub fn path() -> Option<PathBuf> {
 }
 
 /// Loads the configuration; a missing file is an empty configuration.
-pub fn load() -> Result<Config, String> {
+pub(crate) fn load() -> Result<Config, String> {
     let Some(path) = path() else {
         return Ok(Config::default());
     };
     load_from(&path)
 }
 
-pub fn load_from(path: &Path) -> Result<Config, String> {
+pub(crate) fn load_from(path: &Path) -> Result<Config, String> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse(&text).map_err(|e| format!("{}: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
@@ -246,7 +246,7 @@ pub fn load_from(path: &Path) -> Result<Config, String> {
     }
 }
 
-pub fn parse(text: &str) -> Result<Config, String> {
+pub(crate) fn parse(text: &str) -> Result<Config, String> {
     let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
     for (name, ctx) in &config.contexts {
         if name.contains(':') || name.is_empty() {

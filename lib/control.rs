@@ -1,14 +1,55 @@
-//! `mitossh status` and `mitossh stop`: requests to a running master from the command line.
+//! `mitossh status`, `mitossh tree` and `mitossh stop`: requests to a running master from
+//! the command line.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::client::MasterConn;
+use crate::paths;
 use crate::proto::{ContextStatus, Reply, Request, StatusReport};
-use crate::shim::client::MasterConn;
 use crate::untrusted::{MAX_NAME, clean};
 
+/// `mitossh status`: the master's contexts, one per line. Returns the exit status.
+pub fn status(socket: Option<PathBuf>) -> i32 {
+    show(socket, format_status)
+}
+
+/// `mitossh tree`: the master's contexts as a tree. Returns the exit status.
+pub fn tree(socket: Option<PathBuf>) -> i32 {
+    show(socket, format_tree)
+}
+
+/// `mitossh stop`: the master stops its agents and exits. Returns the exit status.
+pub fn stop(socket: Option<PathBuf>) -> i32 {
+    match paths::socket_or_default(socket).and_then(|s| ask(&s, Request::Shutdown)) {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("mitossh: {e}");
+            1
+        }
+    }
+}
+
+/// The master's report, printed by `format`.
+fn show(socket: Option<PathBuf>, format: fn(&StatusReport) -> String) -> i32 {
+    match paths::socket_or_default(socket).and_then(|s| ask(&s, Request::Status)) {
+        Ok(Reply::Status(report)) => {
+            print!("{}", format(&report));
+            0
+        }
+        Ok(other) => {
+            eprintln!("mitossh: unexpected answer: {other:?}");
+            1
+        }
+        Err(e) => {
+            eprintln!("mitossh: {e}");
+            1
+        }
+    }
+}
+
 /// Sends one request and returns the master's reply.
-pub fn ask(socket: &Path, request: Request) -> io::Result<Reply> {
+fn ask(socket: &Path, request: Request) -> io::Result<Reply> {
     let mut conn = MasterConn::connect(socket).map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -23,7 +64,7 @@ pub fn ask(socket: &Path, request: Request) -> io::Result<Reply> {
 }
 
 /// The status table, one context per line.
-pub fn format_status(report: &StatusReport) -> String {
+pub(crate) fn format_status(report: &StatusReport) -> String {
     let mut out = format!(
         "master {} on {} (up {})\n",
         report.master_pid,
@@ -91,7 +132,7 @@ fn connects(report: &StatusReport) -> String {
 }
 
 /// The contexts as a tree, children under their parents.
-pub fn format_tree(report: &StatusReport) -> String {
+pub(crate) fn format_tree(report: &StatusReport) -> String {
     let mut out = format!(
         "master {} on {} (up {})\n",
         report.master_pid,

@@ -9,13 +9,13 @@ use crate::proto::flow::SendCredit;
 
 /// Async credit for one direction of one stream.
 #[derive(Debug)]
-pub struct CreditGate {
+pub(crate) struct CreditGate {
     state: Mutex<(SendCredit, bool)>,
     notify: Notify,
 }
 
 impl CreditGate {
-    pub fn new(window: u32) -> CreditGate {
+    pub(crate) fn new(window: u32) -> CreditGate {
         CreditGate {
             state: Mutex::new((SendCredit::new(window), false)),
             notify: Notify::new(),
@@ -24,7 +24,7 @@ impl CreditGate {
 
     /// Waits until some credit is available and reserves up to `max` bytes of it.
     /// Returns `None` once the gate is closed.
-    pub async fn acquire(&self, max: usize) -> Option<usize> {
+    pub(crate) async fn acquire(&self, max: usize) -> Option<usize> {
         loop {
             {
                 let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -41,7 +41,7 @@ impl CreditGate {
     }
 
     /// Returns the unused part of a reservation.
-    pub fn give_back(&self, n: usize) {
+    pub(crate) fn give_back(&self, n: usize) {
         if n > 0 {
             self.state
                 .lock()
@@ -52,7 +52,7 @@ impl CreditGate {
     }
 
     /// The peer granted `n` more bytes.
-    pub fn grant(&self, n: u32) {
+    pub(crate) fn grant(&self, n: u32) {
         self.state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -62,7 +62,7 @@ impl CreditGate {
     }
 
     /// Wakes the waiter for good: `acquire` returns `None` from now on.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
         self.notify.notify_one();
     }

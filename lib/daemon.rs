@@ -7,23 +7,25 @@
 
 use std::io::{self, BufRead, BufReader};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::client::MasterConn;
 use crate::paths;
 use crate::proto::{Reply, Request};
-use crate::shim::client::MasterConn;
+use crate::sys::spawn::ChildSetup;
 
 /// How long a new master may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a master that failed to start may take to exit (and say why in its log).
+const FAIL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a master may take to shut down before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How to find or start a master.
 #[derive(Debug, Clone, Default)]
-pub struct MasterOptions {
+pub(crate) struct MasterOptions {
     /// Use (or start) the master at this socket; default `$MITOSSH_SOCKET`.
     pub socket: Option<PathBuf>,
     /// Passed to a started master.
@@ -35,7 +37,7 @@ pub struct MasterOptions {
 }
 
 /// The master in use; [`MasterGuard::finish`] stops it if it was started here.
-pub struct MasterGuard {
+pub(crate) struct MasterGuard {
     socket: PathBuf,
     started: Option<Started>,
     keep: bool,
@@ -50,7 +52,7 @@ struct Started {
 }
 
 /// Finds a live master or starts one (its files in `dir`, a private directory).
-pub fn ensure(opts: &MasterOptions, dir: &Path, real_ssh: &Path) -> io::Result<MasterGuard> {
+pub(crate) fn ensure(opts: &MasterOptions, dir: &Path, real_ssh: &Path) -> io::Result<MasterGuard> {
     let requested = opts.socket.clone().or_else(paths::socket_from_env);
     let (socket, started) = match requested {
         Some(s) if master_answers(&s) => (s, None),
@@ -74,13 +76,13 @@ pub fn ensure(opts: &MasterOptions, dir: &Path, real_ssh: &Path) -> io::Result<M
 }
 
 impl MasterGuard {
-    pub fn socket(&self) -> &Path {
+    pub(crate) fn socket(&self) -> &Path {
         &self.socket
     }
 
     /// Stops a master started here, unless asked to keep it: then says where it is and
     /// returns true (its socket and log must stay where they are).
-    pub fn finish(mut self) -> bool {
+    pub(crate) fn finish(mut self) -> bool {
         let Some(master) = self.started.take() else {
             return false;
         };
@@ -145,29 +147,14 @@ fn start(opts: &MasterOptions, socket: &Path, dir: &Path, real_ssh: &Path) -> io
     if let Some(k) = opts.connect_window {
         cmd.arg("--connect-window").arg(k.to_string());
     }
-    let ready_fd = ready_w.as_raw_fd();
-    let life_fd = lifeline.as_ref().map(|(r, _)| r.as_raw_fd());
-    // SAFETY: only async-signal-safe calls (setsid, fcntl, dup2) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Its own session: no controlling terminal, untouched by the terminal's ^C.
-            libc::setsid();
-            // It raises its own limit, and gives its children back the user's.
-            crate::sys::limits::restore_in_child()?;
-            // Move the inherited ends above 10 first so the placements cannot clobber
-            // each other.
-            let ready = libc::fcntl(ready_fd, libc::F_DUPFD, 10);
-            let life = life_fd.map(|fd| libc::fcntl(fd, libc::F_DUPFD, 10));
-            if ready < 0 || life.is_some_and(|l| l < 0) {
-                return Err(io::Error::last_os_error());
-            }
-            crate::sys::process::place_fd(ready, 3)?;
-            if let Some(life) = life {
-                crate::sys::process::place_fd(life, 4)?;
-            }
-            Ok(())
-        });
-    }
+    // Its own session: no controlling terminal, untouched by the terminal's ^C.
+    cmd.new_session();
+    // It raises its own limit, and gives its children back the user's.
+    cmd.restore_descriptor_limit();
+    match &lifeline {
+        Some((life_r, _)) => cmd.place_fds([(ready_w.as_raw_fd(), 3), (life_r.as_raw_fd(), 4)]),
+        None => cmd.place_fds([(ready_w.as_raw_fd(), 3)]),
+    };
     let mut child = cmd
         .spawn()
         .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", exe.display())))?;
@@ -181,8 +168,11 @@ fn start(opts: &MasterOptions, socket: &Path, dir: &Path, real_ssh: &Path) -> io
     let mut line = String::new();
     let mut reader = BufReader::new(std::fs::File::from(ready_r));
     if !(read_line_within(&mut reader, &mut line, START_TIMEOUT) && line.starts_with("ready")) {
-        let _ = child.kill();
-        let _ = child.wait();
+        // A master that failed says why on its way out (its readiness pipe may close first).
+        if !exited_within(&mut child, FAIL_TIMEOUT) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let why = std::fs::read_to_string(&log)
             .ok()
             .and_then(|l| {
@@ -229,21 +219,28 @@ fn read_line_within(
     }
 }
 
+/// Whether `child` exits (and is reaped) within `timeout`.
+fn exited_within(child: &mut Child, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return true,
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            _ => return false,
+        }
+    }
+}
+
 /// Asks the master to stop, waits for it, and kills it if it does not go.
 fn stop(mut master: Started, socket: &Path) {
     if let Ok(mut conn) = MasterConn::connect(socket) {
         let _ = conn.request(Request::Shutdown).and_then(|_| conn.reply());
     }
     drop(master.lifeline.take());
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    loop {
-        match master.child.try_wait() {
-            Ok(Some(_)) => return,
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            _ => break,
-        }
+    if exited_within(&mut master.child, STOP_TIMEOUT) {
+        return;
     }
     eprintln!(
         "mitossh: the master did not stop within {}s; killing it (log: {})",

@@ -9,11 +9,14 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::shim::target;
+use nix::sys::signal::Signal;
+
+use crate::client::target;
+use crate::sys::process::Ignored;
 use crate::{daemon, paths};
 
 /// Exit status when mitossh-env itself fails, as GNU env uses.
-pub const ENV_FAILED: i32 = 125;
+pub(crate) const ENV_FAILED: i32 = 125;
 
 /// Options of `mitossh-env`.
 #[derive(Debug, Clone, Default)]
@@ -131,7 +134,7 @@ fn with_dir(
         Ok(mut child) => {
             // Like system(3): the terminal's ^C and ^\ are for CMD; we wait for it either
             // way. (Ignored only after the spawn: CMD must not inherit SIG_IGN.)
-            let _ignored = IgnoreInterrupts::new();
+            let _ignored = Ignored::new(&[Signal::SIGINT, Signal::SIGQUIT]);
             child
                 .wait()
                 .map(|s| s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)))
@@ -164,39 +167,4 @@ fn make_shim_dir(dir: &Path) -> io::Result<PathBuf> {
         std::os::unix::fs::symlink(&target, &link)?;
     }
     Ok(bin)
-}
-
-/// Ignores SIGINT and SIGQUIT while alive; the previous dispositions come back on drop.
-struct IgnoreInterrupts {
-    int: Option<nix::sys::signal::SigAction>,
-    quit: Option<nix::sys::signal::SigAction>,
-}
-
-impl IgnoreInterrupts {
-    fn new() -> IgnoreInterrupts {
-        use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-        let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
-        // SAFETY: installing SIG_IGN runs no code in signal context.
-        unsafe {
-            IgnoreInterrupts {
-                int: sigaction(Signal::SIGINT, &ignore).ok(),
-                quit: sigaction(Signal::SIGQUIT, &ignore).ok(),
-            }
-        }
-    }
-}
-
-impl Drop for IgnoreInterrupts {
-    fn drop(&mut self) {
-        use nix::sys::signal::{Signal, sigaction};
-        // SAFETY: restoring the dispositions we replaced.
-        unsafe {
-            if let Some(a) = &self.int {
-                let _ = sigaction(Signal::SIGINT, a);
-            }
-            if let Some(a) = &self.quit {
-                let _ = sigaction(Signal::SIGQUIT, a);
-            }
-        }
-    }
 }

@@ -30,7 +30,7 @@ use crate::proto::{ContextId, Fd, Frame, MAX_DATA, Message, StreamId};
 /// sent, so it is safe to log and to show.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct Violation(String);
+pub(crate) struct Violation(String);
 
 impl From<FlowViolation> for Violation {
     fn from(e: FlowViolation) -> Violation {
@@ -40,7 +40,7 @@ impl From<FlowViolation> for Violation {
 
 /// What to do with a frame that passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Deliver it.
     Pass,
     /// Old news (a context already known to be gone): drop it quietly.
@@ -75,7 +75,7 @@ struct Stream {
 
 /// The rules of one link. See the module documentation.
 #[derive(Debug)]
-pub struct Guard {
+pub(crate) struct Guard {
     root: ContextId,
     /// Contexts below the root, with their parents.
     below: HashMap<ContextId, ContextId>,
@@ -92,7 +92,7 @@ macro_rules! breach {
 
 impl Guard {
     /// A link whose far end is context `root`.
-    pub fn new(root: ContextId) -> Guard {
+    pub(crate) fn new(root: ContextId) -> Guard {
         Guard {
             root,
             below: HashMap::new(),
@@ -103,18 +103,18 @@ impl Guard {
     }
 
     /// Whether stream `id` is open and not yet closed from this side.
-    pub fn is_open(&self, id: StreamId) -> bool {
+    pub(crate) fn is_open(&self, id: StreamId) -> bool {
         self.streams.get(&id).is_some_and(|s| !s.closing)
     }
 
     /// A frame is being sent down the link: learn what it allows the peer.
-    pub fn sent(&mut self, frame: &Frame) {
+    pub(crate) fn sent(&mut self, frame: &Frame) {
         self.sent_with_payload(frame, frame.data.len());
     }
 
     /// Like [`Guard::sent`], for a frame whose `payload` bytes travel apart from it
     /// (spliced after its header).
-    pub fn sent_with_payload(&mut self, frame: &Frame, payload: usize) {
+    pub(crate) fn sent_with_payload(&mut self, frame: &Frame, payload: usize) {
         match &frame.msg {
             Message::Open { stream, spec } => {
                 // A TCP stream (`ssh -W`) has no stderr, as an SSH direct-tcpip channel.
@@ -171,14 +171,14 @@ impl Guard {
 
     /// Judges a frame that came up the link. An `Opened` window above [`DEFAULT_WINDOW`]
     /// is cut down to it in place.
-    pub fn arrived(&mut self, frame: &mut Frame) -> Result<Verdict, Violation> {
+    pub(crate) fn arrived(&mut self, frame: &mut Frame) -> Result<Verdict, Violation> {
         let payload = frame.data.len();
         self.judge(frame.ctx, &mut frame.msg, payload)
     }
 
     /// Judges a frame from `from` by its message and the length of its whole payload,
     /// before any of the payload is taken off the link (see [`crate::link::inbound`]).
-    pub fn judge(
+    pub(crate) fn judge(
         &mut self,
         from: ContextId,
         msg: &mut Message,
@@ -225,19 +225,7 @@ impl Guard {
                 }
             }
             Message::Credit { stream, fd, bytes } => {
-                let (stream, fd, bytes) = (*stream, *fd, u64::from(*bytes));
-                let s = self.stream(from, stream, true)?;
-                if fd != Fd::Stdin {
-                    return breach!("context {from} granted credit for {fd:?} on stream {stream}");
-                }
-                let owed = s.stdin_sent - s.stdin_credited;
-                if bytes > owed {
-                    return breach!(
-                        "context {from} returned {bytes} bytes of stdin credit on stream {stream}, \
-                         with {owed} bytes sent and not yet credited"
-                    );
-                }
-                s.stdin_credited += bytes;
+                self.credit(from, *stream, *fd, u64::from(*bytes))?;
             }
             Message::Opened { stream, window, .. } => {
                 let stream = *stream;
@@ -270,37 +258,66 @@ impl Guard {
                 self.stream(from, stream, true)?;
                 self.streams.remove(&stream);
             }
-            Message::NeedPassword { child, .. } => {
-                let child = *child;
-                let p = self.pending(from, child)?;
-                if !p.may_ask {
-                    return breach!(
-                        "context {from} asked for a password for context {child}, \
-                         whose method asks none"
-                    );
-                }
-                if p.asked {
-                    return breach!(
-                        "context {from} asked twice for a password for context {child}"
-                    );
-                }
-                p.asked = true;
-            }
-            Message::Spawned { child, .. } => {
-                let child = *child;
-                self.pending(from, child)?;
-                self.pending.remove(&child);
-                self.below.insert(child, from);
-            }
-            Message::SpawnFailed { child, .. } => {
-                let child = *child;
-                self.pending(from, child)?;
-                self.pending.remove(&child);
-            }
+            Message::NeedPassword { child, .. } => self.needs_password(from, *child)?,
+            Message::Spawned { child, .. } => self.spawned(from, *child, true)?,
+            Message::SpawnFailed { child, .. } => self.spawned(from, *child, false)?,
             Message::ContextLost { ctx: lost, .. } => return self.lost(from, *lost),
             other => return breach!("context {from} sent {}", other.name()),
         }
         Ok(Verdict::Pass)
+    }
+
+    /// Stdin credit the agent returns: no more than was sent and not yet credited.
+    fn credit(
+        &mut self,
+        from: ContextId,
+        stream: StreamId,
+        fd: Fd,
+        bytes: u64,
+    ) -> Result<(), Violation> {
+        let s = self.stream(from, stream, true)?;
+        if fd != Fd::Stdin {
+            return breach!("context {from} granted credit for {fd:?} on stream {stream}");
+        }
+        let owed = s.stdin_sent - s.stdin_credited;
+        if bytes > owed {
+            return breach!(
+                "context {from} returned {bytes} bytes of stdin credit on stream {stream}, \
+                 with {owed} bytes sent and not yet credited"
+            );
+        }
+        s.stdin_credited += bytes;
+        Ok(())
+    }
+
+    /// A context being started asks for its password, once.
+    fn needs_password(&mut self, from: ContextId, child: ContextId) -> Result<(), Violation> {
+        let p = self.pending(from, child)?;
+        if !p.may_ask {
+            return breach!(
+                "context {from} asked for a password for context {child}, whose method asks none"
+            );
+        }
+        if p.asked {
+            return breach!("context {from} asked twice for a password for context {child}");
+        }
+        p.asked = true;
+        Ok(())
+    }
+
+    /// A context being started answered (`started`: it runs, behind `from`).
+    fn spawned(
+        &mut self,
+        from: ContextId,
+        child: ContextId,
+        started: bool,
+    ) -> Result<(), Violation> {
+        self.pending(from, child)?;
+        self.pending.remove(&child);
+        if started {
+            self.below.insert(child, from);
+        }
+        Ok(())
     }
 
     /// The stream `id`, if context `from` may speak for it (and, with `opened`, it was

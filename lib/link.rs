@@ -51,7 +51,7 @@ const CONTROL_READ_BUFFER: usize = 512;
 
 /// Bytes queued on a link above which [`LinkSender::ready`] holds producers back: a few
 /// large writes' worth, enough to keep the pipe busy.
-pub const QUEUE_LIMIT: usize = 4 << 20;
+pub(crate) const QUEUE_LIMIT: usize = 4 << 20;
 
 /// What a queued frame counts for besides its payload (its header and bookkeeping).
 const FRAME_COST: usize = 64;
@@ -59,7 +59,7 @@ const FRAME_COST: usize = 64;
 /// The link's writer is gone; nothing more can be sent on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("link closed")]
-pub struct LinkClosed;
+pub(crate) struct LinkClosed;
 
 /// A stream's pipe of payloads on their way to a link: its pump splices bytes in, the
 /// link's writer splices them out right after their frame's header. Shared by the two,
@@ -136,7 +136,7 @@ impl Outgoing {
 /// The sending side of a link. Cloning is cheap; the link's write half closes once every
 /// clone is dropped and the queue is drained.
 #[derive(Debug, Clone)]
-pub struct LinkSender {
+pub(crate) struct LinkSender {
     tx: mpsc::UnboundedSender<Outgoing>,
     backlog: Arc<Backlog>,
     /// The writer splices staged payloads (its far end is a descriptor).
@@ -161,7 +161,7 @@ impl Backlog {
 
 impl LinkSender {
     /// Queues `frame`. Frames from one sender leave in the order they were queued.
-    pub fn send(&self, frame: Frame) -> Result<(), LinkClosed> {
+    pub(crate) fn send(&self, frame: Frame) -> Result<(), LinkClosed> {
         self.queue(Outgoing {
             frame,
             staged: None,
@@ -169,7 +169,7 @@ impl LinkSender {
     }
 
     /// Queues `frame` (without data of its own) with `staged` as its payload.
-    pub fn send_staged(&self, frame: Frame, staged: Staged) -> Result<(), LinkClosed> {
+    pub(crate) fn send_staged(&self, frame: Frame, staged: Staged) -> Result<(), LinkClosed> {
         self.queue(Outgoing {
             frame,
             staged: Some(staged),
@@ -192,7 +192,7 @@ impl LinkSender {
 
     /// Waits while more than [`QUEUE_LIMIT`] bytes are queued (or returns at once when the
     /// link is closed: sending then fails).
-    pub async fn ready(&self) {
+    pub(crate) async fn ready(&self) {
         loop {
             let room = self.backlog.room.notified();
             tokio::pin!(room);
@@ -208,26 +208,28 @@ impl LinkSender {
     }
 
     /// Bytes queued and not yet written (payloads plus a little per frame).
-    pub fn queued(&self) -> usize {
+    #[cfg(test)]
+    fn queued(&self) -> usize {
         self.backlog.bytes.load(Ordering::SeqCst)
     }
 
     /// True once the writer has stopped (the pipe broke or the link was shut down).
-    pub fn is_closed(&self) -> bool {
+    #[cfg(test)]
+    fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }
 
     /// Resolves when the writer has stopped.
-    pub async fn closed(&self) {
+    pub(crate) async fn closed(&self) {
         self.tx.closed().await
     }
 }
 
 /// The reading side of a link that copies everything (see [`inbound`] for the other).
-pub type LinkReader<R> = FramedRead<R, FrameCodec>;
+pub(crate) type LinkReader<R> = FramedRead<R, FrameCodec>;
 
 /// Wraps `r` as a link reader.
-pub fn reader<R: AsyncRead>(r: R) -> LinkReader<R> {
+pub(crate) fn reader<R: AsyncRead>(r: R) -> LinkReader<R> {
     FramedRead::with_capacity(r, FrameCodec::default(), READ_BUFFER)
 }
 
@@ -255,7 +257,7 @@ enum Output {
 
 /// Starts the writer task for `w`. The task ends with `Ok` once every sender is dropped and
 /// the queue is written out, or with the first write error.
-pub fn spawn_writer<W>(w: W) -> (LinkSender, JoinHandle<std::io::Result<()>>)
+pub(crate) fn spawn_writer<W>(w: W) -> (LinkSender, JoinHandle<std::io::Result<()>>)
 where
     W: AsyncWrite + Unpin + Send + 'static,
 {

@@ -8,22 +8,22 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The master's socket. Set by `mitossh-env` for everything it runs.
-pub const SOCKET_ENV: &str = "MITOSSH_SOCKET";
+pub(crate) const SOCKET_ENV: &str = "MITOSSH_SOCKET";
 /// The directory holding the `ssh`, `scp` and `sftp` shims (first on PATH under mitossh-env).
-pub const SHIM_DIR_ENV: &str = "MITOSSH_SHIM_DIR";
+pub(crate) const SHIM_DIR_ENV: &str = "MITOSSH_SHIM_DIR";
 /// `1`: a shim that cannot use a master fails instead of running the real program.
-pub const STRICT_ENV: &str = "MITOSSH_STRICT";
+pub(crate) const STRICT_ENV: &str = "MITOSSH_STRICT";
 /// Log filter for the master (tracing's env-filter syntax), e.g. `debug`.
-pub const LOG_ENV: &str = "MITOSSH_LOG";
+pub(crate) const LOG_ENV: &str = "MITOSSH_LOG";
 
 /// The environment variable that may name the real `program` (`MITOSSH_REAL_SSH`, …).
-pub fn real_env(program: &str) -> String {
+pub(crate) fn real_env(program: &str) -> String {
     format!("MITOSSH_REAL_{}", program.to_ascii_uppercase())
 }
 
 /// The per-user runtime directory: `$XDG_RUNTIME_DIR/mitossh` when that is set, else
 /// `/tmp/mitossh-<uid>`. Created 0700; refused if it is not ours or is open to others.
-pub fn runtime_dir() -> io::Result<PathBuf> {
+pub(crate) fn runtime_dir() -> io::Result<PathBuf> {
     let uid = nix::unistd::getuid().as_raw();
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .filter(|d| !d.is_empty() && Path::new(d).is_dir())
@@ -35,7 +35,7 @@ pub fn runtime_dir() -> io::Result<PathBuf> {
 
 /// Creates `dir` (mode 0700) if needed and checks that it is a real directory owned by us
 /// and closed to everyone else.
-pub fn private_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn private_dir(dir: &Path) -> io::Result<()> {
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -66,7 +66,7 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
 /// Checks that the directory of a socket someone named exists. It is left exactly as it
 /// is (it may be a shared directory such as /tmp; the socket itself is 0600 and the master
 /// checks every peer's uid), and never created: mitossh makes only its own directories.
-pub fn socket_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn socket_dir(dir: &Path) -> io::Result<()> {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(io::Error::new(
@@ -91,7 +91,7 @@ const SCRATCH_FILES: &[&str] = &["master.sock", "master.log", "bin"];
 /// `run-<pid>`). Leftovers of processes that were killed before they could clean up are
 /// removed on the way: only directories holding nothing but what mitossh puts there, whose
 /// process is gone and whose socket no master answers (`mitossh-env --keep` leaves one).
-pub fn scratch_dir(kind: &str) -> io::Result<PathBuf> {
+pub(crate) fn scratch_dir(kind: &str) -> io::Result<PathBuf> {
     let runtime = runtime_dir()?;
     if let Ok(entries) = std::fs::read_dir(&runtime) {
         for entry in entries.flatten() {
@@ -104,7 +104,7 @@ pub fn scratch_dir(kind: &str) -> io::Result<PathBuf> {
             else {
                 continue;
             };
-            if !process_exists(pid) && is_leftover(&entry.path()) {
+            if !crate::sys::process::exists(pid) && is_leftover(&entry.path()) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
@@ -112,12 +112,6 @@ pub fn scratch_dir(kind: &str) -> io::Result<PathBuf> {
     let dir = runtime.join(format!("{kind}-{}", std::process::id()));
     private_dir(&dir)?;
     Ok(dir)
-}
-
-fn process_exists(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only asks whether the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0;
-    alive || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Whether `dir` is a scratch directory of ours that nothing uses any more.
@@ -149,23 +143,32 @@ fn is_leftover(dir: &Path) -> bool {
 }
 
 /// The programs `mitossh-env` puts first on PATH (symlinks to its siblings).
-pub const SHIM_DIR_PROGRAMS: &[&str] = &["ssh", "scp", "sftp", "mitossh", "mitossh-env"];
+pub(crate) const SHIM_DIR_PROGRAMS: &[&str] = &["ssh", "scp", "sftp", "mitossh", "mitossh-env"];
 
 /// The socket a shim should use: `$MITOSSH_SOCKET`, if set and non-empty.
-pub fn socket_from_env() -> Option<PathBuf> {
+pub(crate) fn socket_from_env() -> Option<PathBuf> {
     std::env::var_os(SOCKET_ENV)
         .filter(|s| !s.is_empty())
         .map(PathBuf::from)
 }
 
 /// Where `mitossh master` listens when not told otherwise.
-pub fn default_socket() -> io::Result<PathBuf> {
+pub(crate) fn default_socket() -> io::Result<PathBuf> {
     Ok(runtime_dir()?.join("master.sock"))
+}
+
+/// The master's socket for a `mitossh` subcommand: `given` (`--socket`), else
+/// `$MITOSSH_SOCKET`, else the default.
+pub(crate) fn socket_or_default(given: Option<PathBuf>) -> io::Result<PathBuf> {
+    match given.or_else(socket_from_env) {
+        Some(s) => Ok(s),
+        None => default_socket(),
+    }
 }
 
 /// Finds the real `program` (ssh, scp, sftp): `$MITOSSH_REAL_<PROGRAM>` if set, else the
 /// first match on PATH that is not a mitossh shim.
-pub fn find_real(program: &str) -> Option<PathBuf> {
+pub(crate) fn find_real(program: &str) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(real_env(program)).filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
@@ -206,7 +209,7 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// A sibling executable of this one (`mitossh`, `ssh`, …), as built together.
-pub fn sibling(program: &str) -> io::Result<PathBuf> {
+pub(crate) fn sibling(program: &str) -> io::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()

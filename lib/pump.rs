@@ -31,7 +31,7 @@ use crate::sys::splice;
 
 /// Bytes on their way to a descriptor.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Input {
+pub(crate) enum Input {
     Data(Bytes),
     Eof,
 }
@@ -54,7 +54,7 @@ const STAGING_IDLE: Duration = Duration::from_secs(1);
 /// It does not bound itself: what may be put in is bounded by the window the writer's side
 /// granted (`window`), which the sender must respect (and which [`crate::guard`] checks
 /// on arrival of what an untrusted peer sends).
-pub fn inbox(window: u32) -> (Feed, Inbox) {
+pub(crate) fn inbox(window: u32) -> (Feed, Inbox) {
     let shared = Arc::new(Shared {
         state: Mutex::new(Queued::new(window)),
         changed: Notify::new(),
@@ -146,7 +146,7 @@ impl Queued {
 
 /// What a delivery asks of its caller.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Delivered {
+pub(crate) struct Delivered {
     /// Credit to return to the sender.
     pub grant: Option<u32>,
     /// The destination just failed: tell the sender (once).
@@ -155,7 +155,7 @@ pub struct Delivered {
 
 /// The producing end of an [`inbox`]. Dropping it ends the inbox once it is drained.
 #[derive(Debug)]
-pub struct Feed(Arc<Shared>);
+pub(crate) struct Feed(Arc<Shared>);
 
 impl Feed {
     /// Queues `input`. Data beyond the window the sender was granted is refused (and
@@ -304,7 +304,7 @@ impl Feed {
 
 /// Why a delivery ends the link it came on.
 #[derive(Debug, thiserror::Error)]
-pub enum DeliverError {
+pub(crate) enum DeliverError {
     /// The sender broke flow control.
     #[error(transparent)]
     Flow(#[from] FlowViolation),
@@ -342,7 +342,7 @@ impl Drop for Feed {
 
 /// The consuming end of an [`inbox`].
 #[derive(Debug)]
-pub struct Inbox(Arc<Shared>);
+pub(crate) struct Inbox(Arc<Shared>);
 
 impl Inbox {
     /// The next input, in order; `None` once the feed is gone and everything was taken.
@@ -404,7 +404,7 @@ impl Inbox {
 }
 
 /// Where a reading pump reads.
-pub enum Source<'a, R: ?Sized> {
+pub(crate) enum Source<'a, R: ?Sized> {
     /// A pipe of our own (non-blocking): spliced when the link takes staged payloads.
     Pipe(&'a FdIo),
     /// Anything else; `first`: how much to read at first (a file: a whole frame).
@@ -429,7 +429,7 @@ impl<'a, R: ?Sized> Source<'a, R> {
 
 /// What a reading pump hands on.
 #[derive(Debug)]
-pub enum Chunk {
+pub(crate) enum Chunk {
     Bytes(Bytes),
     /// Bytes in a staging pipe, to be spliced after their frame's header.
     Staged(Staged),
@@ -440,7 +440,7 @@ pub enum Chunk {
 /// Reads `src` as far as `gate` allows, handing each chunk to `emit`, then `End`. Reads
 /// only while `link` (where `emit` sends) has room. Returns early when the gate closes or
 /// `emit` returns false.
-pub async fn read_with_credit<R>(
+pub(crate) async fn read_with_credit<R>(
     src: Source<'_, R>,
     gate: &CreditGate,
     link: &LinkSender,
@@ -623,7 +623,7 @@ async fn read_stream<R>(
 }
 
 /// Where a writing pump writes.
-pub enum Dst<W> {
+pub(crate) enum Dst<W> {
     /// A pipe of our own (non-blocking): deliveries may splice into it directly.
     Pipe(FdIo),
     Stream(W),
@@ -632,7 +632,7 @@ pub enum Dst<W> {
 }
 
 /// Where written bytes go and what to do about credit.
-pub struct Sink<W> {
+pub(crate) struct Sink<W> {
     pub dst: Dst<W>,
     /// A terminal has no half-close: `Eof` leaves it open.
     pub keep_open_on_eof: bool,
@@ -641,7 +641,7 @@ pub struct Sink<W> {
 /// Writes what arrives in `rx` to the sink, calling `grant` with credit as bytes leave.
 /// After a write error `broken` is called once and further bytes are discarded but still
 /// credited, as sshd does, so the sender never blocks on a reader that is gone.
-pub async fn write_with_credit<W>(
+pub(crate) async fn write_with_credit<W>(
     mut rx: Inbox,
     sink: Sink<W>,
     mut grant: impl FnMut(u32),

@@ -18,7 +18,7 @@ use crate::proto::ContextId;
 
 /// Where a frame travelling down goes next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Hop<L> {
+pub(crate) enum Hop<L> {
     /// It is for this context.
     Local,
     /// Pass it to this child link.
@@ -29,31 +29,31 @@ pub enum Hop<L> {
 
 /// The routing table of one context.
 #[derive(Debug, Clone)]
-pub struct Routes<L> {
+pub(crate) struct Routes<L> {
     me: ContextId,
     below: HashMap<ContextId, L>,
 }
 
 impl<L: Clone + Eq + Hash> Routes<L> {
-    pub fn new(me: ContextId) -> Routes<L> {
+    pub(crate) fn new(me: ContextId) -> Routes<L> {
         Routes {
             me,
             below: HashMap::new(),
         }
     }
 
-    pub fn me(&self) -> ContextId {
+    pub(crate) fn me(&self) -> ContextId {
         self.me
     }
 
     /// Learns this context's id (agents are told it in the master's `Hello`).
-    pub fn set_me(&mut self, me: ContextId) {
+    pub(crate) fn set_me(&mut self, me: ContextId) {
         self.me = me;
     }
 
     /// `ctx` lives behind child link `via`. Refused (false) for this context itself, or a
     /// context already reachable through another link: ids are unique in the tree.
-    pub fn add(&mut self, ctx: ContextId, via: L) -> bool {
+    pub(crate) fn add(&mut self, ctx: ContextId, via: L) -> bool {
         if ctx == self.me {
             return false;
         }
@@ -67,13 +67,13 @@ impl<L: Clone + Eq + Hash> Routes<L> {
     }
 
     /// Forgets one context (it ended while its link lives on).
-    pub fn remove(&mut self, ctx: ContextId) -> Option<L> {
+    pub(crate) fn remove(&mut self, ctx: ContextId) -> Option<L> {
         self.below.remove(&ctx)
     }
 
     /// A child link died: forgets and returns every context that was behind it, so their
     /// pending callers can be told instead of waiting forever.
-    pub fn remove_link(&mut self, via: &L) -> Vec<ContextId> {
+    pub(crate) fn remove_link(&mut self, via: &L) -> Vec<ContextId> {
         let mut lost: Vec<ContextId> = self
             .below
             .iter()
@@ -88,7 +88,7 @@ impl<L: Clone + Eq + Hash> Routes<L> {
     }
 
     /// Where a frame for `dst` goes.
-    pub fn down(&self, dst: ContextId) -> Hop<L> {
+    pub(crate) fn down(&self, dst: ContextId) -> Hop<L> {
         if dst == self.me {
             return Hop::Local;
         }
@@ -99,11 +99,13 @@ impl<L: Clone + Eq + Hash> Routes<L> {
     }
 
     /// Number of contexts below this one.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.below.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.below.is_empty()
     }
 }

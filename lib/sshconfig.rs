@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use crate::proto::{HopConfig, SshHop};
-use crate::shim::args;
+use crate::sshargs::{self, glob};
 
 /// The routing keywords of a [`HopConfig`], in the order they are kept.
 const ROUTING: &[&str] = &[
@@ -34,7 +34,7 @@ const ROUTING: &[&str] = &[
 const MAX_INCLUDE_DEPTH: usize = 16;
 
 /// Reads `ssh -G` output into a [`HopConfig`]. Errors are one line.
-pub fn parse_dump(text: &[u8]) -> Result<HopConfig, String> {
+pub(crate) fn parse_dump(text: &[u8]) -> Result<HopConfig, String> {
     let mut c = HopConfig {
         request_tty: "auto".into(),
         session_type: "default".into(),
@@ -107,8 +107,9 @@ fn lossy_lower(v: &[u8]) -> String {
     String::from_utf8_lossy(v).to_ascii_lowercase()
 }
 
-/// ssh prints the escape character as itself, `^X` for a control character, or `none`.
-fn escape_char(v: &[u8]) -> Option<u8> {
+/// ssh prints the escape character as itself, `^X` for a control character, or `none`
+/// (and `-e` takes it so).
+pub(crate) fn escape_char(v: &[u8]) -> Option<u8> {
     match v {
         b"none" => None,
         [b'^', c] => Some(c & 0x1f),
@@ -118,7 +119,7 @@ fn escape_char(v: &[u8]) -> Option<u8> {
 }
 
 /// The words after `ssh` that make it print its configuration for `hop`.
-pub fn dump_args(hop: &SshHop) -> Vec<OsString> {
+pub(crate) fn dump_args(hop: &SshHop) -> Vec<OsString> {
     let mut words: Vec<OsString> = vec!["-G".into()];
     words.extend(
         hop.ssh_args
@@ -139,14 +140,14 @@ pub fn dump_args(hop: &SshHop) -> Vec<OsString> {
 }
 
 /// What `ssh -G` said: its configuration, and what it wrote on stderr (the `-v` lines).
-pub struct Dump {
+pub(crate) struct Dump {
     pub config: HopConfig,
     pub stderr: Vec<u8>,
 }
 
 /// Runs `ssh -G` for `hop` here (the caller's directory and environment, where a `Match
 /// exec` must run). Errors are ssh's own message (it exits 255 on a bad configuration).
-pub fn resolve_here(real_ssh: &Path, hop: &SshHop) -> Result<Dump, String> {
+pub(crate) fn resolve_here(real_ssh: &Path, hop: &SshHop) -> Result<Dump, String> {
     let out = std::process::Command::new(real_ssh)
         .args(dump_args(hop))
         .stdin(Stdio::null())
@@ -156,7 +157,7 @@ pub fn resolve_here(real_ssh: &Path, hop: &SshHop) -> Result<Dump, String> {
 }
 
 /// [`resolve_here`] for the master, without blocking its runtime.
-pub async fn resolve_async(real_ssh: &Path, hop: &SshHop) -> Result<Dump, String> {
+pub(crate) async fn resolve_async(real_ssh: &Path, hop: &SshHop) -> Result<Dump, String> {
     let out = tokio::process::Command::new(real_ssh)
         .args(dump_args(hop))
         .stdin(Stdio::null())
@@ -181,7 +182,7 @@ fn finish(ok: bool, stdout: &[u8], stderr: Vec<u8>) -> Result<Dump, String> {
 
 /// The configuration files an answer of `ssh -G` came from, with their state then.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sources {
+pub(crate) struct Sources {
     files: Vec<(PathBuf, Option<Stamp>)>,
     /// A `Match exec` (or another run-time condition) appears: never reuse the answer.
     pub volatile: bool,
@@ -212,7 +213,7 @@ impl Sources {
     /// The files ssh reads for a command line with these options (`-F`, else the user's
     /// and the system's configuration), following `Include`. `home` is the user's home
     /// from the password database: ssh ignores `$HOME`.
-    pub fn of(ssh_args: &[Vec<u8>], home: &Path) -> Sources {
+    pub(crate) fn of(ssh_args: &[Vec<u8>], home: &Path) -> Sources {
         let mut sources = Sources {
             files: Vec::new(),
             volatile: false,
@@ -231,7 +232,7 @@ impl Sources {
     }
 
     /// Whether every file is as it was when these sources were read.
-    pub fn unchanged(&self) -> bool {
+    pub(crate) fn unchanged(&self) -> bool {
         !self.volatile && self.files.iter().all(|(p, s)| stamp(p) == *s)
     }
 
@@ -290,7 +291,7 @@ fn config_file_option(ssh_args: &[Vec<u8>]) -> Option<OsString> {
         .map(|w| OsStr::from_bytes(w).to_os_string())
         .collect();
     words.extend(["--".into(), "h".into()]);
-    let inv = args::parse(&words).ok()?;
+    let inv = sshargs::parse(&words).ok()?;
     inv.arg('F').map(OsStr::to_os_string)
 }
 
@@ -349,17 +350,6 @@ fn glob_files(pattern: &Path) -> Vec<PathBuf> {
         })
         .map(|e| e.path())
         .collect()
-}
-
-/// ssh's pattern matching: `*` and `?` wildcards.
-pub fn glob(pattern: &[u8], s: &[u8]) -> bool {
-    match (pattern.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob(&pattern[1..], s) || (!s.is_empty() && glob(pattern, &s[1..])),
-        (Some(b'?'), Some(_)) => glob(&pattern[1..], &s[1..]),
-        (Some(p), Some(c)) if p == c => glob(&pattern[1..], &s[1..]),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

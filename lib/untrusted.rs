@@ -12,14 +12,14 @@
 use crate::proto::{ExitStatus, Hello, Message};
 
 /// Longest name kept (hostname, user, version, signal), in characters.
-pub const MAX_NAME: usize = 128;
+pub(crate) const MAX_NAME: usize = 128;
 
 /// Longest message kept (an error, a reason, a prompt), in characters.
-pub const MAX_TEXT: usize = 512;
+pub(crate) const MAX_TEXT: usize = 512;
 
 /// `text` with unsafe characters escaped, at most `max` characters long (a cut is marked
 /// with `…`).
-pub fn clean(text: &str, max: usize) -> String {
+pub(crate) fn clean(text: &str, max: usize) -> String {
     let mut out = String::new();
     let mut len = 0;
     // Where the text would be cut to leave room for the mark.
@@ -48,7 +48,7 @@ pub fn clean(text: &str, max: usize) -> String {
 
 /// Like [`clean`] for text of several lines (ssh's own messages): newlines stay, each line
 /// is cleaned, and at most `max` characters are kept in all.
-pub fn clean_lines(text: &str, max: usize) -> String {
+pub(crate) fn clean_lines(text: &str, max: usize) -> String {
     let mut out = String::new();
     for (i, line) in text.split('\n').enumerate() {
         let room = max.saturating_sub(out.chars().count() + usize::from(i > 0));
@@ -64,7 +64,7 @@ pub fn clean_lines(text: &str, max: usize) -> String {
 }
 
 /// Cleans `text` in place (see [`clean`]).
-pub fn clean_in_place(text: &mut String, max: usize) {
+pub(crate) fn clean_in_place(text: &mut String, max: usize) {
     if needs_cleaning(text, max) {
         *text = clean(text, max);
     }
@@ -75,7 +75,7 @@ fn needs_cleaning(text: &str, max: usize) -> bool {
 }
 
 /// Characters a terminal acts on, or that hide or reorder what it shows.
-pub fn is_unsafe(c: char) -> bool {
+pub(crate) fn is_unsafe(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
@@ -97,7 +97,7 @@ fn escape(c: char) -> String {
 
 /// Cleans every string of a message that came from an agent and may be shown to the user
 /// or logged.
-pub fn clean_message(msg: &mut Message) {
+pub(crate) fn clean_message(msg: &mut Message) {
     match msg {
         Message::Hello(hello) | Message::Spawned { hello, .. } => clean_hello(hello),
         Message::OpenFailed { error, .. } | Message::SpawnFailed { error, .. } => {
@@ -114,7 +114,7 @@ pub fn clean_message(msg: &mut Message) {
 }
 
 /// Cleans what an agent says about itself.
-pub fn clean_hello(hello: &mut Hello) {
+pub(crate) fn clean_hello(hello: &mut Hello) {
     for field in [&mut hello.version, &mut hello.user, &mut hello.hostname] {
         clean_in_place(field, MAX_NAME);
     }

@@ -1,10 +1,12 @@
 //! The `scp` shim: the real scp, with the mitossh `ssh` shim as its transport.
 
+#![deny(unsafe_code)]
+
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let code = mitossh::shim::wrap::main("scp", std::env::args_os().skip(1).collect());
+    let code = mitossh::wrap("scp", std::env::args_os().skip(1).collect());
     std::process::ExitCode::from(code as u8)
 }

@@ -1,13 +1,15 @@
 //! The `ssh` shim: OpenSSH's `ssh` command line, run through a mitossh master.
 
+#![deny(unsafe_code)]
+
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     if std::env::var_os("MITOSSH_LOG").is_some() {
-        mitossh::logging::init("warn");
+        mitossh::init_logging("warn");
     }
-    let code = mitossh::shim::ssh::main(std::env::args_os().skip(1).collect());
+    let code = mitossh::ssh(std::env::args_os().skip(1).collect());
     std::process::ExitCode::from(code as u8)
 }

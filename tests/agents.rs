@@ -16,7 +16,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::*;
-use mitossh::bootstrap::image::content_hash;
+use mitossh::content_hash;
 
 const T: Duration = Duration::from_secs(180);
 

@@ -186,8 +186,7 @@ fn a_killed_mitossh_env_takes_its_master_along() {
         p.cmdline.iter().any(|a| a.contains(&socket))
     });
     // CMD itself is the user's process, as with env(1); clean it up by pid.
-    // SAFETY: signalling the process this test started.
-    unsafe { libc::kill(cmd_pid, libc::SIGKILL) };
+    send_signal(cmd_pid, libc::SIGKILL);
 }
 
 #[test]
@@ -237,7 +236,7 @@ fn a_named_socket_directory_keeps_its_mode_and_stale_runs_are_swept() {
     let mut gone = Command::new("true").spawn().unwrap();
     let dead_pid = gone.id();
     gone.wait().unwrap();
-    let runtime = std::path::PathBuf::from(format!("/tmp/mitossh-{}", unsafe { libc::getuid() }));
+    let runtime = std::path::PathBuf::from(format!("/tmp/mitossh-{}", nix::unistd::getuid()));
     let stale = runtime.join(format!("env-{dead_pid}"));
     std::fs::create_dir_all(&stale).unwrap();
     std::fs::write(stale.join("master.log"), "old").unwrap();

@@ -124,8 +124,7 @@ struct KillOnDrop(Option<Proc>);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Some(p) = self.0.take().filter(Proc::is_alive) {
-            // SAFETY: signalling the very process (pid and start time checked) we started.
-            unsafe { libc::kill(p.pid, libc::SIGKILL) };
+            send_signal(p.pid, libc::SIGKILL);
         }
     }
 }

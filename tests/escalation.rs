@@ -534,7 +534,6 @@ fn the_password_is_asked_on_the_commands_terminal_naming_whose_it_is() {
 #[test]
 fn ctrl_c_at_the_password_prompt_restores_the_terminal_and_interrupts() {
     use nix::sys::termios::{LocalFlags, tcgetattr};
-    use std::os::fd::BorrowedFd;
     use std::os::unix::process::ExitStatusExt;
     escalation();
     let sshd = Sshd::start();
@@ -546,10 +545,9 @@ fn ctrl_c_at_the_password_prompt_restores_the_terminal_and_interrupts() {
         .env_remove("MITOSSH_BECOME_PASSWORD_FILE");
     let (mut term, mut child) = Terminal::spawn(&mut cmd, 24, 80);
     term.expect("password for ", T);
-    // SAFETY: the terminal's descriptor stays open while `term` lives.
-    let pty = unsafe { BorrowedFd::borrow_raw(term.fd()) };
+    let pty = term.dup_fd();
     wait_until(T, "echo off at the prompt", || {
-        !tcgetattr(pty)
+        !tcgetattr(&pty)
             .unwrap()
             .local_flags
             .contains(LocalFlags::ECHO)
@@ -562,7 +560,7 @@ fn ctrl_c_at_the_password_prompt_restores_the_terminal_and_interrupts() {
         "{status:?}: {}",
         term.text()
     );
-    let flags = tcgetattr(pty).unwrap().local_flags;
+    let flags = tcgetattr(&pty).unwrap().local_flags;
     assert!(flags.contains(LocalFlags::ECHO), "echo left off");
 }
 

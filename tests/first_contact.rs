@@ -6,12 +6,12 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use common::*;
+use mitossh::ChildSetup;
 
 const T: Duration = Duration::from_secs(60);
 const REAL_SSH: &str = "/usr/bin/ssh";
@@ -23,13 +23,8 @@ fn on_terminal(cmd: &mut Command) -> (Terminal, std::process::Child) {
 
 /// Runs `cmd` with no controlling terminal at all (as under cron or CI), stdin empty.
 fn without_terminal(cmd: &mut Command) -> std::process::Output {
-    // SAFETY: setsid is async-signal-safe; the child gets a session with no terminal.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    // A session with no terminal.
+    cmd.new_session();
     output_within(cmd, b"", T)
 }
 

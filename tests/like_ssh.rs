@@ -39,8 +39,7 @@ fn start_long(mut cmd: Command, extra: &[&str], sshd: &Sshd) -> (Child, i32) {
 /// Sends `sig` to `child` and returns its exit code (None: killed by a signal) and the
 /// last line of its stderr (ssh at log level VERBOSE says more before).
 fn signal_and_wait(mut child: Child, sig: i32) -> (Option<i32>, String) {
-    // SAFETY: signalling our own child by pid.
-    unsafe { libc::kill(child.id() as i32, sig) };
+    send_signal(child.id() as i32, sig);
     let status = wait_child(&mut child, T, "ssh to end on a signal");
     let mut err = String::new();
     child
@@ -62,8 +61,7 @@ fn a_signal_ends_a_session_as_it_ends_ssh_and_stops_the_remote_command() {
             let (real, real_remote) = start_long(Command::new(REAL_SSH), extra, &sshd);
             let real = signal_and_wait(real, sig);
             // Plain ssh leaves its remote command running; clean it up.
-            // SAFETY: the remote shell's pid, a process under our sshd.
-            unsafe { libc::kill(real_remote, libc::SIGKILL) };
+            send_signal(real_remote, libc::SIGKILL);
 
             let (ours, remote) = start_long(master.ssh(), extra, &sshd);
             let remote = process(remote).expect("the remote command runs");
@@ -241,4 +239,60 @@ fn control_commands_answer_for_their_destination_like_ssh() {
     });
     let out = run(master.ssh().args(opts("check", a.alias())));
     assert_eq!(out.status.code(), Some(255));
+}
+
+/// What ssh printed for a bad command line: its status, whether a line came before the
+/// usage text, and whether the usage text came.
+fn rejection(out: &Output) -> (Option<i32>, bool, bool) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let usage = err.find("usage: ssh [");
+    (
+        out.status.code(),
+        usage != Some(0) && !err.is_empty(),
+        usage.is_some(),
+    )
+}
+
+/// A bad command line ends as with ssh: status 255, ssh's usage text exactly where ssh
+/// prints it (after getopt's errors and a missing subsystem, alone where there is no
+/// destination), and not after the errors it reports on their own.
+#[test]
+fn bad_command_lines_show_the_usage_where_ssh_does() {
+    let cases: &[&[&str]] = &[
+        &[],
+        &["-t"],
+        &["-p"],
+        &["-Z"],
+        &["-z", "host"],
+        &["host", "-l"],
+        &["-:"],
+        &["-s", "host"],
+        &["@host"],
+        &["ssh://@host"],
+        &["-o", "Foo=bar", "host"],
+        &["-o:"],
+        &["-p", "99999", "host"],
+        &["-w", "bad", "host"],
+        &["-e", "xx", "host"],
+        &["-J", "a:b:c", "host"],
+        &["-L", "bad", "host"],
+        &["-1", "host"],
+        &["-O", "bogus", "host"],
+        &["-Q", "nope"],
+    ];
+    for args in cases {
+        let real = run(Command::new(REAL_SSH).args(*args));
+        // Strict: a command line the shim accepted would fail differently, not pass.
+        let ours = run(Command::new(bin("ssh"))
+            .args(*args)
+            .env_remove("MITOSSH_SOCKET")
+            .env("MITOSSH_STRICT", "1"));
+        assert_eq!(
+            rejection(&ours),
+            rejection(&real),
+            "ssh {args:?}:\nreal: {}\nshim: {}",
+            String::from_utf8_lossy(&real.stderr),
+            String::from_utf8_lossy(&ours.stderr)
+        );
+    }
 }

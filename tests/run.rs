@@ -262,8 +262,7 @@ fn interrupt_stops_everything_and_output_files_keep_each_stream() {
         );
         seen.push_str(&line);
     }
-    // SAFETY: signalling the process this test started.
-    unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
+    send_signal(run.id() as i32, libc::SIGINT);
     let status = wait_child(&mut run, T, "mitossh run to stop on ^C");
     let mut summary = String::new();
     std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut summary).unwrap();

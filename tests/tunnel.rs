@@ -528,8 +528,7 @@ fn a_dead_link_fails_its_sessions_with_255_and_the_next_call_reconnects() {
         p.ppid == master.pid() && p.exe.as_deref() == Some(Path::new("/usr/bin/ssh"))
     });
     assert_eq!(ssh_client.len(), 1, "{ssh_client:?}");
-    // SAFETY: killing a process of this test's master, by pid.
-    unsafe { libc::kill(ssh_client[0].pid, libc::SIGKILL) };
+    send_signal(ssh_client[0].pid, libc::SIGKILL);
     let deadline = Instant::now() + T;
     let status = loop {
         if let Some(s) = long.try_wait().unwrap() {

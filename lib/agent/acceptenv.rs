@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::sshconfig::glob;
+use crate::sshargs::glob;
 
 /// How far up the process tree the listener is looked for (agent → sshd session →
 /// privileged monitor → listener, plus become and hop agents in between).
@@ -20,7 +20,7 @@ const MAX_ANCESTORS: usize = 32;
 const DEFAULT_CONFIG: &str = "/etc/ssh/sshd_config";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Policy {
+pub(crate) enum Policy {
     /// sshd accepts variables matching these patterns (none: it accepts nothing).
     Known(Vec<Vec<u8>>),
     /// Nothing could be learnt: everything sent is applied.
@@ -29,7 +29,7 @@ pub enum Policy {
 
 impl Policy {
     /// The policy of the sshd among this process's ancestors.
-    pub fn discover() -> Policy {
+    pub(crate) fn discover() -> Policy {
         let Some(args) = listener_args(std::process::id()) else {
             return Policy::Unknown;
         };
@@ -37,7 +37,7 @@ impl Policy {
     }
 
     /// Whether a variable called `name` may be set.
-    pub fn allows(&self, name: &[u8]) -> bool {
+    pub(crate) fn allows(&self, name: &[u8]) -> bool {
         match self {
             Policy::Known(patterns) => patterns.iter().any(|p| glob(p, name)),
             Policy::Unknown => true,

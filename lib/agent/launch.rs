@@ -8,11 +8,13 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 
 use super::acceptenv::Policy;
 use crate::proto::{OpenSpec, WinSize};
 use crate::sys::fdio::FdIo;
+use crate::sys::spawn::ChildSetup;
 use crate::sys::user::Account;
 
 /// Where sftp-server lives on common systems, for `Subsystem sftp internal-sftp` setups
@@ -27,7 +29,7 @@ const SFTP_SERVERS: &[&str] = &[
 ];
 
 /// A started process and the agent's ends of its stdio.
-pub struct Launched {
+pub(crate) struct Launched {
     pub child: Child,
     pub pid: u32,
     pub io: LaunchedIo,
@@ -41,7 +43,7 @@ pub struct Launched {
 const HOLD: &str = r#"read _ <&3 && exec 3<&- && exec "$0" -c "$1""#;
 
 /// The agent's ends of a process's stdio.
-pub enum LaunchedIo {
+pub(crate) enum LaunchedIo {
     Pipes {
         stdin: tokio::process::ChildStdin,
         stdout: tokio::process::ChildStdout,
@@ -53,7 +55,7 @@ pub enum LaunchedIo {
 
 /// What every process of this agent shares.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub(crate) struct Session {
     pub account: Account,
     /// The shell that runs commands (`-c`), subsystems and held processes. Under sshd and
     /// su, the account's login shell. Under sudo and doas, which run a command themselves
@@ -71,7 +73,7 @@ impl Session {
     /// This agent's account and environment, without mitossh's own variables and those in
     /// `drop` (set by whoever started the agent, for its own purposes). `command_shell`:
     /// the shell its starter ran commands with, for an agent started by sudo or doas.
-    pub fn current(drop: &[String], command_shell: Option<PathBuf>) -> Session {
+    pub(crate) fn current(drop: &[String], command_shell: Option<PathBuf>) -> Session {
         let env = std::env::vars_os()
             .filter(|(k, _)| !crate::bootstrap::image::is_private_env(k.as_bytes()))
             .filter(|(k, _)| !drop.iter().any(|d| d.as_bytes() == k.as_bytes()))
@@ -97,7 +99,39 @@ fn executable(path: &Path) -> bool {
 }
 
 /// Starts the process `spec` describes.
-pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
+pub(crate) fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
+    let (mut cmd, shell) = shell_command(spec, session)?;
+    set_environment(&mut cmd, spec, session);
+    cmd.current_dir(working_directory(spec, session)?);
+    let pty = match &spec.pty {
+        Some(p) => {
+            cmd.env("TERM", &p.term);
+            Some(open_pty(p.size)?)
+        }
+        None => None,
+    };
+    let go = if spec.hold {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+        cmd.place_fds([(r.as_raw_fd(), 3)]);
+        Some((r, w))
+    } else {
+        None
+    };
+    connect_stdio(&mut cmd, pty.as_ref().map(|(_, slave)| slave))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot run {}: {e}", shell.display())))?;
+    let pid = child.id().unwrap_or(0);
+    // The read end now lives in the child only.
+    let go = go.map(|(_, w)| w);
+    let io = launched_io(&mut child, pty)?;
+    Ok(Launched { child, pid, io, go })
+}
+
+/// The shell and its arguments, as sshd runs a session: the login shell for an
+/// interactive login (`-sh`), else `shell -c command`; a held command waits in `/bin/sh`
+/// first. Returns the command and the shell it runs.
+fn shell_command<'a>(spec: &OpenSpec, session: &'a Session) -> io::Result<(Command, &'a Path)> {
     let interactive = spec.subsystem.is_none() && spec.command.is_none();
     let shell = if interactive {
         &session.account.shell
@@ -144,7 +178,12 @@ pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
             cmd.arg0(login);
         }
     }
+    Ok((cmd, shell))
+}
 
+/// The session's environment, then the call's own and what `AcceptEnv` lets through of
+/// what ssh sent.
+fn set_environment(cmd: &mut Command, spec: &OpenSpec, session: &Session) {
     cmd.env_clear();
     cmd.envs(session.env.iter().map(|(k, v)| (k, v)));
     let sent = spec
@@ -154,6 +193,11 @@ pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
     for (k, v) in spec.env.iter().chain(sent) {
         cmd.env(OsStr::from_bytes(k), OsStr::from_bytes(v));
     }
+}
+
+/// Where the process starts: the directory asked for (relative: to the home directory),
+/// else the home directory, else `/`.
+fn working_directory(spec: &OpenSpec, session: &Session) -> io::Result<PathBuf> {
     let home = &session.account.home;
     let cwd = match &spec.cwd {
         // A relative directory is the home directory's, where the command would start.
@@ -171,68 +215,37 @@ pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
             ),
         ));
     }
-    cmd.current_dir(cwd);
+    Ok(cwd)
+}
 
-    let pty = match &spec.pty {
-        Some(p) => {
-            cmd.env("TERM", &p.term);
-            Some(open_pty(p.size)?)
-        }
-        None => None,
-    };
-    let go = if spec.hold {
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-        let raw = r.as_raw_fd();
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || crate::sys::process::place_fd(raw, 3));
-        }
-        Some((r, w))
-    } else {
-        None
-    };
-    let parent = std::process::id() as libc::pid_t;
-    match &pty {
-        Some((_, slave)) => {
+/// Stdio on the pty's slave (then the controlling terminal), or on pipes; a new session.
+fn connect_stdio(cmd: &mut Command, pty_slave: Option<&OwnedFd>) -> io::Result<()> {
+    // A new session and process group, as sshd gives every session: signals to the group
+    // reach everything the command started. As sshd would start it: with the descriptor
+    // limit the user has, not ours.
+    cmd.new_session().restore_descriptor_limit();
+    match pty_slave {
+        Some(slave) => {
             cmd.stdin(Stdio::from(slave.try_clone()?))
                 .stdout(Stdio::from(slave.try_clone()?))
-                .stderr(Stdio::from(slave.try_clone()?));
-            // SAFETY: only async-signal-safe calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    new_session()?;
-                    // As sshd would start it: with the limit the user has, not ours.
-                    crate::sys::limits::restore_in_child()?;
-                    // The pty slave on fd 0 becomes the controlling terminal.
-                    if libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    crate::sys::process::set_parent_death_signal(libc::SIGHUP, parent)
-                });
-            }
+                .stderr(Stdio::from(slave.try_clone()?))
+                // The pty slave on fd 0 becomes the controlling terminal.
+                .controlling_terminal(0)
+                .parent_death_signal(Signal::SIGHUP);
         }
         None => {
             cmd.stdin(Stdio::piped())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            // SAFETY: only async-signal-safe calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    new_session()?;
-                    crate::sys::limits::restore_in_child()?;
-                    crate::sys::process::set_parent_death_signal(libc::SIGKILL, parent)
-                });
-            }
+                .stderr(Stdio::piped())
+                .parent_death_signal(Signal::SIGKILL);
         }
     }
+    Ok(())
+}
 
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot run {}: {e}", shell.display())))?;
-    let pid = child.id().unwrap_or(0);
-    // The read end now lives in the child only.
-    let go = go.map(|(_, w)| w);
-    let io = match pty {
+/// The started process's side of its stdio: the pty's master, or the three pipes.
+fn launched_io(child: &mut Child, pty: Option<(OwnedFd, OwnedFd)>) -> io::Result<LaunchedIo> {
+    Ok(match pty {
         Some((master, slave)) => {
             drop(slave);
             let resize = master.try_clone()?;
@@ -253,18 +266,7 @@ pub fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
                 stderr,
             }
         }
-    };
-    Ok(Launched { child, pid, io, go })
-}
-
-/// A new session and process group, as sshd gives every session: signals to the group
-/// reach everything the command started.
-fn new_session() -> io::Result<()> {
-    // SAFETY: setsid is async-signal-safe.
-    if unsafe { libc::setsid() } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    })
 }
 
 fn open_pty(size: WinSize) -> io::Result<(OwnedFd, OwnedFd)> {
@@ -283,10 +285,8 @@ fn to_winsize(size: WinSize) -> nix::pty::Winsize {
 }
 
 /// Applies a new window size to a pty.
-pub fn resize(pty: &OwnedFd, size: WinSize) {
-    let ws = to_winsize(size);
-    // SAFETY: TIOCSWINSZ reads a winsize struct we own.
-    unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+pub(crate) fn resize(pty: &OwnedFd, size: WinSize) {
+    crate::sys::term::set_window_size(pty, &to_winsize(size));
 }
 
 /// The command line for a subsystem: sshd_config's `Subsystem` line if readable, with

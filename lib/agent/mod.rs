@@ -11,14 +11,14 @@
 //! dropped) the agent SIGTERMs every process group and child it started, SIGKILLs what is
 //! left a second later, and exits.
 
-pub mod acceptenv;
-pub mod launch;
-pub mod stream;
-pub mod tree;
+pub(crate) mod acceptenv;
+pub(crate) mod launch;
+pub(crate) mod stream;
+pub(crate) mod tree;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -143,32 +143,17 @@ fn join(head: bytes::Bytes, rest: bytes::Bytes) -> bytes::Bytes {
 /// Moves the link off fds 0 and 1 (to close-on-exec descriptors) and puts /dev/null there.
 /// A hop agent's link is the socket on stdout (both ways); its stdin was its own image.
 fn take_stdio(hop: bool) -> io::Result<(OwnedFd, OwnedFd)> {
-    let dup = |fd: i32| -> io::Result<OwnedFd> {
-        // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that we then own.
-        let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-        if new < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `new` is a fresh descriptor owned by nobody else.
-        Ok(unsafe { OwnedFd::from_raw_fd(new) })
-    };
+    // Duplicates are close-on-exec and numbered 3 or above.
+    let stdin = || std::io::stdin().as_fd().try_clone_to_owned();
+    let stdout = || std::io::stdout().as_fd().try_clone_to_owned();
     let (link_in, link_out) = if hop {
-        (dup(1)?, dup(1)?)
+        (stdout()?, stdout()?)
     } else {
-        (dup(0)?, dup(1)?)
+        (stdin()?, stdout()?)
     };
     crate::sys::fdio::grow_pipe(&link_in);
     crate::sys::fdio::grow_pipe(&link_out);
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")?;
-    for fd in [0, 1] {
-        // SAFETY: dup2 onto the standard descriptors, which we own.
-        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
+    crate::sys::stdio::null_stdin_stdout()?;
     Ok((link_in, link_out))
 }
 

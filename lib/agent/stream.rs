@@ -19,10 +19,12 @@ use super::launch::{self, Launched, LaunchedIo, Session};
 use crate::credit::CreditGate;
 use crate::link::LinkSender;
 use crate::proto::flow::{DEFAULT_WINDOW, FlowViolation};
-use crate::proto::{ContextId, Endpoint, Fd, Frame, Message, OpenSpec, StreamId, WinSize};
+use crate::proto::{
+    ContextId, Endpoint, ExitStatus, Fd, Frame, Message, OpenSpec, StreamId, WinSize,
+};
 use crate::pump::{self, Chunk, Dst, Feed, Inbox, Input, Source};
 use crate::sys::fdio::FdIo;
-use crate::sys::process::{exit_status, kill, kill_group};
+use crate::sys::process::{kill, kill_group, signal_name};
 
 /// After `Close`, how long a process may take to exit on SIGHUP before SIGKILL.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
@@ -33,23 +35,23 @@ const PTY_DRAIN: Duration = Duration::from_millis(500);
 
 /// Counts processes not yet reaped, so shutdown can wait for them.
 #[derive(Debug, Default)]
-pub struct Live {
+pub(crate) struct Live {
     count: AtomicUsize,
     changed: Notify,
 }
 
 impl Live {
-    pub fn add(&self) {
+    pub(crate) fn add(&self) {
         self.count.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub fn remove(&self) {
+    pub(crate) fn remove(&self) {
         self.count.fetch_sub(1, Ordering::SeqCst);
         self.changed.notify_waiters();
     }
 
     /// Waits until no process is left or `limit` passes; true if none is left.
-    pub async fn wait_empty(&self, limit: Duration) -> bool {
+    pub(crate) async fn wait_empty(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let notified = self.changed.notified();
@@ -64,7 +66,7 @@ impl Live {
 }
 
 /// The agent's handle on one stream.
-pub struct StreamHandle {
+pub(crate) struct StreamHandle {
     /// The process (and its process group); `None` for a TCP stream.
     pub pid: Option<u32>,
     input: Option<Arc<Feed>>,
@@ -79,7 +81,7 @@ pub struct StreamHandle {
 
 /// Where a stream reports.
 #[derive(Clone)]
-pub struct Reporting {
+pub(crate) struct Reporting {
     pub me: ContextId,
     pub up: LinkSender,
     /// Receives the stream id once the stream has ended and reported its exit.
@@ -99,7 +101,7 @@ impl Reporting {
 
 impl StreamHandle {
     /// Starts the process and its pumps. Errors are for the `OpenFailed` message.
-    pub fn start(
+    pub(crate) fn start(
         stream: StreamId,
         spec: &OpenSpec,
         session: &Session,
@@ -175,7 +177,7 @@ impl StreamHandle {
     /// A TCP connection from this host to `endpoint`, as `ssh -W` opens: its bytes are
     /// the stream's stdin and stdout. Answers `Opened` or `OpenFailed` itself, once the
     /// connection is made or refused.
-    pub fn connect(
+    pub(crate) fn connect(
         stream: StreamId,
         endpoint: Endpoint,
         window: u32,
@@ -205,7 +207,7 @@ impl StreamHandle {
     }
 
     /// Lets a held process run its command. False if it was not held (or already let go).
-    pub fn release(&mut self) -> bool {
+    pub(crate) fn release(&mut self) -> bool {
         match self.go.take() {
             Some(go) => {
                 let mut go = std::fs::File::from(go);
@@ -216,7 +218,7 @@ impl StreamHandle {
     }
 
     /// SIGTERM to the process group now, SIGKILL after `grace` to whatever is left.
-    pub fn stop(&mut self, grace: Duration) {
+    pub(crate) fn stop(&mut self, grace: Duration) {
         // A held process that is stopped must never start.
         self.go = None;
         let Some(pid) = self.pid else {
@@ -232,7 +234,7 @@ impl StreamHandle {
     }
 
     /// Queues stdin for the process; refuses data beyond the window the master was given.
-    pub fn input(&self, input: Input) -> Result<(), FlowViolation> {
+    pub(crate) fn input(&self, input: Input) -> Result<(), FlowViolation> {
         match &self.input {
             Some(tx) => tx.send(input),
             None => Ok(()),
@@ -240,11 +242,11 @@ impl StreamHandle {
     }
 
     /// Where stdin bytes go, for a delivery straight from the link.
-    pub fn input_feed(&self) -> Option<Arc<Feed>> {
+    pub(crate) fn input_feed(&self) -> Option<Arc<Feed>> {
         self.input.clone()
     }
 
-    pub fn credit(&self, fd: Fd, bytes: u32) {
+    pub(crate) fn credit(&self, fd: Fd, bytes: u32) {
         match fd {
             Fd::Stdout => self.stdout.grant(bytes),
             Fd::Stderr => self.stderr.grant(bytes),
@@ -254,7 +256,7 @@ impl StreamHandle {
 
     /// Nobody reads `fd` any more: stop relaying it and close our end of the pipe, so the
     /// process gets SIGPIPE on its next write, as under sshd.
-    pub fn stop_output(&self, fd: Fd) {
+    pub(crate) fn stop_output(&self, fd: Fd) {
         match fd {
             Fd::Stdout => self.stdout.close(),
             Fd::Stderr => self.stderr.close(),
@@ -263,13 +265,13 @@ impl StreamHandle {
     }
 
     /// ssh delivers signals to the session's process itself, not its group.
-    pub fn signal(&self, sig: Signal) {
+    pub(crate) fn signal(&self, sig: Signal) {
         if let Some(pid) = self.pid {
             kill(pid, sig);
         }
     }
 
-    pub fn resize(&self, size: WinSize) {
+    pub(crate) fn resize(&self, size: WinSize) {
         if let Some(pty) = &self.pty {
             launch::resize(pty, size);
         }
@@ -277,7 +279,7 @@ impl StreamHandle {
 
     /// The client is gone: hang up on the process group, stop relaying, and kill the group
     /// if it outlives the grace period.
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.input = None;
         self.stdout.close();
         self.stderr.close();
@@ -292,7 +294,7 @@ impl StreamHandle {
     }
 
     /// Sends `sig` to the whole process group and stops relaying output.
-    pub fn terminate(&mut self, sig: Signal) {
+    pub(crate) fn terminate(&mut self, sig: Signal) {
         self.input = None;
         self.stdout.close();
         self.stderr.close();
@@ -414,7 +416,7 @@ async fn run_tcp(
     writer.abort();
     report.send(Message::Exit {
         stream,
-        status: crate::proto::ExitStatus::Code(0),
+        status: ExitStatus::Code(0),
     });
     report.finished(stream);
 }
@@ -448,9 +450,24 @@ async fn supervise(
         Ok(s) => exit_status(s),
         Err(e) => {
             tracing::warn!("stream {stream}: waiting for the process: {e}");
-            crate::proto::ExitStatus::Code(255)
+            ExitStatus::Code(255)
         }
     };
     report.send(Message::Exit { stream, status });
     report.finished(stream);
+}
+
+/// How a process ended, in the protocol's form.
+fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        ExitStatus::Code(code)
+    } else if let Some(sig) = status.signal() {
+        ExitStatus::Signal {
+            signal: signal_name(sig),
+            core_dumped: status.core_dumped(),
+        }
+    } else {
+        ExitStatus::Code(255)
+    }
 }

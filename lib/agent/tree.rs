@@ -26,10 +26,10 @@ use crate::route::{Hop, Routes};
 use crate::sys::process::kill;
 
 /// Names one child link of this agent.
-pub type LinkId = u32;
+pub(crate) type LinkId = u32;
 
 /// What the tree's tasks report to the agent's loop.
-pub enum TreeEvent {
+pub(crate) enum TreeEvent {
     /// A child started and said hello.
     Up {
         child: ContextId,
@@ -57,7 +57,7 @@ struct ChildLink {
 type Passwords = Arc<Mutex<HashMap<ContextId, oneshot::Sender<Option<Secret>>>>>;
 
 /// The children of one agent.
-pub struct Tree {
+pub(crate) struct Tree {
     routes: Arc<Mutex<Routes<LinkId>>>,
     links: HashMap<LinkId, ChildLink>,
     next_link: LinkId,
@@ -68,7 +68,7 @@ pub struct Tree {
 }
 
 impl Tree {
-    pub fn new(
+    pub(crate) fn new(
         me: ContextId,
         up: LinkSender,
         events: mpsc::UnboundedSender<TreeEvent>,
@@ -89,11 +89,11 @@ impl Tree {
         self.routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn me(&self) -> ContextId {
+    pub(crate) fn me(&self) -> ContextId {
         self.routes().me()
     }
 
-    pub fn set_me(&self, me: ContextId) {
+    pub(crate) fn set_me(&self, me: ContextId) {
         self.routes().set_me(me);
     }
 
@@ -104,7 +104,7 @@ impl Tree {
     /// Where a frame from above goes: returned if it is for this agent, passed down
     /// otherwise. A frame for a context that is not (or no longer) below is answered with
     /// `ContextLost`, so its sender stops waiting.
-    pub fn route_down(&self, frame: Frame) -> Option<Frame> {
+    pub(crate) fn route_down(&self, frame: Frame) -> Option<Frame> {
         let hop = self.routes().down(frame.ctx);
         match hop {
             Hop::Local => Some(frame),
@@ -128,7 +128,7 @@ impl Tree {
 
     /// Starts child `child` by `method`, in the background. `shell`: this agent's command
     /// shell, which a sudo or doas child keeps.
-    pub fn spawn(&self, child: ContextId, method: Method, shell: std::path::PathBuf) {
+    pub(crate) fn spawn(&self, child: ContextId, method: Method, shell: std::path::PathBuf) {
         let me = self.me();
         let up = self.up.clone();
         let passwords = self.passwords.clone();
@@ -159,7 +159,7 @@ impl Tree {
     }
 
     /// The master's answer to a password question.
-    pub fn password(&self, child: ContextId, secret: Option<Secret>) {
+    pub(crate) fn password(&self, child: ContextId, secret: Option<Secret>) {
         let waiting = self
             .passwords
             .lock()
@@ -170,7 +170,7 @@ impl Tree {
         }
     }
 
-    pub fn event(&mut self, event: TreeEvent) {
+    pub(crate) fn event(&mut self, event: TreeEvent) {
         match event {
             TreeEvent::Up { child, spawned } => self.adopt(child, *spawned),
             TreeEvent::Failed { child, error } => self.send_up(Message::SpawnFailed {
@@ -236,7 +236,7 @@ impl Tree {
 
     /// Asks every child to stop: SIGTERM to the process holding it (sudo passes it on)
     /// and the end of its link.
-    pub fn shutdown(&mut self, sig: Signal) {
+    pub(crate) fn shutdown(&mut self, sig: Signal) {
         for child in self.links.values() {
             if let Some(pid) = child.pid {
                 kill(pid, sig);

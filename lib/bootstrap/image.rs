@@ -18,7 +18,7 @@
 
 use std::ffi::CString;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -27,7 +27,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 /// Names the directory that holds the agent images, instead of the master's own.
-pub const AGENT_DIR_ENV: &str = "MITOSSH_AGENT_DIR";
+pub(crate) const AGENT_DIR_ENV: &str = "MITOSSH_AGENT_DIR";
 
 /// Agent images are the files whose names start with this.
 const FILE_PREFIX: &str = "mitossh-agent";
@@ -128,9 +128,7 @@ impl AgentImage {
     /// executable, which nobody can write to (ETXTBSY), so it cannot change underneath.
     pub fn own() -> io::Result<AgentImage> {
         let file = open_own()?;
-        // SAFETY: a read-only shared mapping of an executable being run, which the kernel
-        // refuses to open for writing while it runs; nothing truncates it meanwhile.
-        let map = unsafe { memmap2::Mmap::map(&file)? };
+        let map = crate::sys::memfd::map_running_executable(&file)?;
         let arch = Arch::of_elf(&map).ok_or_else(|| io::Error::other("not an ELF executable"))?;
         Ok(AgentImage::new(
             arch,
@@ -174,7 +172,7 @@ pub fn content_hash(bytes: &[u8]) -> String {
 
 /// What a bootstrap may send: images by architecture, and how to compress them.
 #[derive(Debug, Clone)]
-pub struct Offer {
+pub(crate) struct Offer {
     pub images: Vec<Arc<AgentImage>>,
     /// The master's: [`AgentImage::gzip`]. An agent starting another over ssh sends its
     /// own image as it is: reached only through this pointer, the compressor stays out
@@ -183,14 +181,14 @@ pub struct Offer {
 }
 
 impl Offer {
-    pub fn image(&self, arch: Arch) -> Option<&Arc<AgentImage>> {
+    pub(crate) fn image(&self, arch: Arch) -> Option<&Arc<AgentImage>> {
         self.images.iter().find(|i| i.arch == arch)
     }
 }
 
 /// The images a master carries, found once at start.
 #[derive(Debug)]
-pub struct AgentImages {
+pub(crate) struct AgentImages {
     pub offer: Offer,
     /// Where they were found.
     pub dir: PathBuf,
@@ -199,7 +197,7 @@ pub struct AgentImages {
 impl AgentImages {
     /// Reads every agent image in `$MITOSSH_AGENT_DIR`, or else beside this executable.
     /// Errors (one line, saying what to do) when there is none.
-    pub fn find() -> io::Result<AgentImages> {
+    pub(crate) fn find() -> io::Result<AgentImages> {
         let dir = match std::env::var_os(AGENT_DIR_ENV) {
             Some(dir) => PathBuf::from(dir),
             None => std::fs::read_link("/proc/self/exe")?
@@ -229,7 +227,7 @@ impl AgentImages {
 
     /// Compresses the images of release size on a thread of its own, so that the first
     /// host that needs one does not wait.
-    pub fn compress_ahead(&self) {
+    pub(crate) fn compress_ahead(&self) {
         let small: Vec<Arc<AgentImage>> = (self.offer.images.iter())
             .filter(|i| i.bytes.len() <= COMPRESS_AHEAD_LIMIT)
             .cloned()
@@ -240,7 +238,7 @@ impl AgentImages {
     }
 
     /// "x86_64, aarch64": for messages and the log.
-    pub fn arches(&self) -> String {
+    pub(crate) fn arches(&self) -> String {
         let names: Vec<&str> = self.offer.images.iter().map(|i| i.arch.name()).collect();
         names.join(", ")
     }
@@ -304,7 +302,7 @@ static IN_MEMORY: OnceLock<OwnedFd> = OnceLock::new();
 /// `/proc/self/exe` itself. Under qemu-user, opening `/proc/self/exe` yields a descriptor
 /// qemu has already closed (which may by then be another file's), and its link can name
 /// a descriptor, not a file: only a descriptor of our own says surely what we run.
-pub fn open_own() -> io::Result<std::fs::File> {
+pub(crate) fn open_own() -> io::Result<std::fs::File> {
     let reopen = |fd: &OwnedFd| std::fs::File::open(format!("/proc/self/fd/{}", fd.as_raw_fd()));
     if let Some(fd) = IN_MEMORY.get() {
         return reopen(fd);
@@ -331,7 +329,7 @@ fn is_native_executable(file: &std::fs::File) -> bool {
 ///
 /// The memfd stays open across the exec (its number in [`IN_MEMORY_ENV`]), so that the
 /// new image holds a descriptor of what it runs; it is made close-on-exec there at once.
-pub fn run_from_memory() {
+pub(crate) fn run_from_memory() {
     if runs_from_private_cache() {
         return;
     }
@@ -356,16 +354,7 @@ pub fn run_from_memory() {
 /// The descriptor the previous image left us, if it is what it should be: an executable
 /// of ours. Close-on-exec from here on, so that nothing this agent starts inherits it.
 fn adopt_memory(fd: i32) -> Option<OwnedFd> {
-    // SAFETY: F_GETFD only asks whether `fd` is open; nothing is changed.
-    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return None;
-    }
-    // SAFETY: the previous image of this process opened `fd` for us alone and named it
-    // in the environment; nothing else in this process knows of it.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: setting a flag on a descriptor we own.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    let file = std::fs::File::from(owned);
+    let file = std::fs::File::from(crate::sys::memfd::adopt_inherited(fd)?);
     if !is_native_executable(&file) {
         // Not ours after all (a stray variable): leave the descriptor as it was.
         std::mem::forget(file);
@@ -401,15 +390,13 @@ fn runs_from_private_cache() -> bool {
 /// the memory file it runs from; else a new memory file holding a copy of its image
 /// (the cached file is private to this user), dropped once the child has it; else, if
 /// the kernel makes no memory files, its own file as [`open_own`] finds it.
-pub fn image_for_others() -> io::Result<std::fs::File> {
+pub(crate) fn image_for_others() -> io::Result<std::fs::File> {
     if IN_MEMORY.get().is_some() {
         return open_own();
     }
-    match memfd("mitossh-agent") {
+    // Close-on-exec as any file we open: the child gets it as a standard stream.
+    match crate::sys::memfd::executable_cloexec("mitossh-agent") {
         Ok(fd) => {
-            // Close-on-exec as any file we open: the child gets it as a standard stream.
-            // SAFETY: setting a flag on a descriptor we own.
-            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
             let mut memory = std::fs::File::from(fd);
             io::copy(&mut open_own()?, &mut memory)?;
             Ok(memory)
@@ -422,7 +409,7 @@ pub fn image_for_others() -> io::Result<std::fs::File> {
 }
 
 fn reexec_from_memfd() -> io::Result<()> {
-    let mut memory = std::fs::File::from(memfd("mitossh-agent")?);
+    let mut memory = std::fs::File::from(crate::sys::memfd::executable("mitossh-agent")?);
     // File to file: the kernel copies (copy_file_range or sendfile), no buffer of ours.
     io::copy(&mut open_own()?, &mut memory)?;
 
@@ -442,43 +429,12 @@ fn reexec_from_memfd() -> io::Result<()> {
         "{IN_MEMORY_ENV}={}",
         memory.as_raw_fd()
     ))?);
-    let argv_ptrs: Vec<*const libc::c_char> = argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp_ptrs: Vec<*const libc::c_char> = envp
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    // SAFETY: null-terminated arrays of valid C strings that outlive the call; on success
-    // the call does not return.
-    unsafe { libc::fexecve(memory.as_raw_fd(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
-    Err(io::Error::last_os_error())
-}
-
-/// An executable memfd, inherited across exec (see [`run_from_memory`]). Kernels with
-/// `vm.memfd_noexec` want MFD_EXEC; older ones reject it.
-fn memfd(name: &str) -> io::Result<OwnedFd> {
-    let name = CString::new(name)?;
-    for flags in [libc::MFD_EXEC, 0] {
-        // SAFETY: valid C string; returns a new descriptor or -1.
-        let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
-        if fd >= 0 {
-            // SAFETY: a fresh descriptor that nothing else owns.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINVAL) {
-            return Err(err);
-        }
-    }
-    Err(io::Error::from_raw_os_error(libc::EINVAL))
+    let Err(e) = nix::unistd::fexecve(&memory, &argv, &envp);
+    Err(e.into())
 }
 
 /// Removes mitossh's private variables from an environment about to be given to a child.
-pub fn is_private_env(key: &[u8]) -> bool {
+pub(crate) fn is_private_env(key: &[u8]) -> bool {
     key == IN_MEMORY_ENV.as_bytes()
 }
 

@@ -23,9 +23,9 @@
 //! The master's first frames go out with the command, before it knows whether the host
 //! has the agent: on a host that has it, the first stream's `Open` costs no round trip.
 
-pub mod image;
-pub mod ssh;
-pub mod stage1;
+pub(crate) mod image;
+pub(crate) mod ssh;
+pub(crate) mod stage1;
 
 use std::time::Duration;
 
@@ -37,15 +37,15 @@ use crate::link::{LinkReader, LinkSender};
 use crate::proto::{ContextId, Frame, Hello, Message, PROTOCOL_VERSION};
 
 /// Marker line: stage 1 wants the image.
-pub const UPLOAD_MARKER: &str = "MITOSSH-UPLOAD";
+pub(crate) const UPLOAD_MARKER: &str = "MITOSSH-UPLOAD";
 /// Marker line: the agent runs; frames follow the newline.
-pub const READY_MARKER: &str = "MITOSSH-READY";
+pub(crate) const READY_MARKER: &str = "MITOSSH-READY";
 
 /// How long a new agent has to introduce itself once its ready marker arrived.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The master's (or a parent agent's) `Hello` to a new agent: its id.
-pub fn hello_frame(ctx: ContextId) -> Frame {
+pub(crate) fn hello_frame(ctx: ContextId) -> Frame {
     Frame::new(
         ctx,
         Message::Hello(Hello {
@@ -61,7 +61,7 @@ pub fn hello_frame(ctx: ContextId) -> Frame {
 
 /// The first frames on a new link: tells the agent its id, and returns its own `Hello`.
 /// Errors are one line for the user.
-pub async fn handshake<R: AsyncRead + Unpin>(
+pub(crate) async fn handshake<R: AsyncRead + Unpin>(
     reader: &mut LinkReader<R>,
     writer: &LinkSender,
     ctx: ContextId,
@@ -77,7 +77,7 @@ pub async fn handshake<R: AsyncRead + Unpin>(
 
 /// The agent's `Hello`, the first frame on a link whose own `Hello` went ahead with the
 /// bootstrap. Errors are one line for the user.
-pub async fn receive_hello(reader: &mut LinkIn) -> Result<Hello, String> {
+pub(crate) async fn receive_hello(reader: &mut LinkIn) -> Result<Hello, String> {
     let first = tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await;
     let first = first.map_err(|_| ()).map(|f| {
         f.map(|f| match f {

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::image::{Arch, Offer};
 use super::stage1::{CANNOT_SERVE, Stage1};
 use super::{READY_MARKER, UPLOAD_MARKER};
+use crate::sys::spawn::ChildSetup;
 use crate::throttle::Throttle;
 
 /// Output before the markers (from login scripts, say) tolerated before giving up.
@@ -30,7 +31,7 @@ const MAX_NOISE: usize = 1 << 20;
 
 /// How to reach the host.
 #[derive(Debug, Clone)]
-pub struct SshCommand {
+pub(crate) struct SshCommand {
     /// The real ssh client.
     pub program: PathBuf,
     /// Everything between the program and the remote command: options and destination.
@@ -54,11 +55,11 @@ const BOOTSTRAP_BUFFER: usize = 2 * MAX_LINE;
 const LOG_LINES_PER_SEC: u32 = 50;
 
 /// Where each line ssh writes on stderr goes while it connects.
-pub type LineSink = Box<dyn Fn(&[u8]) + Send + Sync>;
+pub(crate) type LineSink = Box<dyn Fn(&[u8]) + Send + Sync>;
 
 /// Who is told what while ssh connects (see `master::attempt`), so that this module knows
 /// nothing of the master.
-pub struct ConnectHooks {
+pub(crate) struct ConnectHooks {
     /// Each line ssh writes on stderr until the agent runs: bounded, control characters
     /// escaped. After that, its lines go only to the log.
     pub say: LineSink,
@@ -74,7 +75,7 @@ pub struct ConnectHooks {
 
 impl ConnectHooks {
     /// Nobody listens; only `timeout` bounds the attempt.
-    pub fn none(timeout: Duration) -> ConnectHooks {
+    pub(crate) fn none(timeout: Duration) -> ConnectHooks {
         ConnectHooks {
             say: Box::new(|_| {}),
             flush: mpsc::unbounded_channel().1,
@@ -87,20 +88,18 @@ impl ConnectHooks {
 
 /// A running agent at the end of an ssh connection, frames not yet exchanged.
 #[derive(Debug)]
-pub struct Bootstrapped {
+pub(crate) struct Bootstrapped {
     pub child: Child,
     /// The agent's output; frames start at its read position.
     pub reader: BufReader<ChildStdout>,
     pub writer: ChildStdin,
     /// What had to be uploaded (no cached copy), if anything.
     pub uploaded: Option<Uploaded>,
-    /// The last lines ssh wrote on stderr, for error messages.
-    pub stderr: StderrTail,
 }
 
 /// An image sent to a host that had no copy.
 #[derive(Debug, Clone)]
-pub struct Uploaded {
+pub(crate) struct Uploaded {
     pub arch: Arch,
     /// `gz` or `raw`, as stage 1 asked.
     pub format: &'static str,
@@ -125,7 +124,7 @@ impl std::fmt::Display for Uploaded {
 
 /// Why an agent could not be started.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     /// ssh itself failed (its exit status 255): its message, as ssh printed it.
     #[error("{0}")]
     Ssh(String),
@@ -145,7 +144,7 @@ pub enum ConnectError {
 
 /// The last few lines of a child's stderr, also logged as they arrive.
 #[derive(Debug, Clone, Default)]
-pub struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+pub(crate) struct StderrTail(Arc<Mutex<VecDeque<String>>>);
 
 impl StderrTail {
     fn push(&self, line: String) {
@@ -157,7 +156,7 @@ impl StderrTail {
     }
 
     /// The most telling line: the last non-empty one.
-    pub fn last(&self) -> Option<String> {
+    pub(crate) fn last(&self) -> Option<String> {
         let lines = self.0.lock().unwrap_or_else(|p| p.into_inner());
         lines.iter().rev().find(|l| !l.trim().is_empty()).cloned()
     }
@@ -167,7 +166,7 @@ impl StderrTail {
 /// encoded first frames for the agent) is written at once, so that an agent already on
 /// the host finds them waiting; stage 1 skips them when it has to receive the image, and
 /// they are sent again after it.
-pub async fn bootstrap(
+pub(crate) async fn bootstrap(
     ssh: &SshCommand,
     offer: &Offer,
     hooks: ConnectHooks,
@@ -195,15 +194,9 @@ pub async fn bootstrap(
         .stderr(Stdio::piped())
         .envs(env)
         .kill_on_drop(true);
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // ssh gets the descriptor limit the user gave us, not the one raised for us.
-            crate::sys::limits::restore_in_child()?;
-            crate::sys::process::set_parent_death_signal(libc::SIGTERM, parent)
-        });
-    }
+    // ssh gets the descriptor limit the user gave us, not the one raised for us.
+    cmd.restore_descriptor_limit()
+        .parent_death_signal(nix::sys::signal::Signal::SIGTERM);
     tracing::debug!(host = %ssh.label, "starting {:?} {:?}", ssh.program, ssh.args);
     let mut child = cmd.spawn().map_err(|e| spawn_failure(ssh, &e))?;
 
@@ -245,7 +238,6 @@ pub async fn bootstrap(
                 reader: stdout,
                 writer: stdin,
                 uploaded,
-                stderr,
             })
         }
         Ok(Err(e)) => {
@@ -477,17 +469,15 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
 
 /// A line fit for a terminal and a log: invalid UTF-8 replaced, a trailing carriage
 /// return dropped, the rest cleaned as any untrusted text.
-pub fn printable(line: &[u8]) -> String {
+pub(crate) fn printable(line: &[u8]) -> String {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     crate::untrusted::clean(&String::from_utf8_lossy(line), MAX_LINE)
 }
 
 /// 64 random bits as hex, from the kernel.
-pub fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     let mut buf = [0u8; 8];
-    // SAFETY: getrandom fills the buffer it is given.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n != buf.len() as isize {
+    if !crate::sys::random::fill(&mut buf) {
         // Not secret, only unlikely to collide with stray output.
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

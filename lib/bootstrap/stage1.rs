@@ -33,7 +33,7 @@ use super::image::{Offer, cache_name};
 
 /// Inputs to the script.
 #[derive(Debug, Clone)]
-pub struct Stage1<'a> {
+pub(crate) struct Stage1<'a> {
     /// The images there are, by architecture.
     pub offer: &'a Offer,
     /// Random token echoed in markers so that stray output cannot fake them.
@@ -47,7 +47,7 @@ pub struct Stage1<'a> {
 
 impl Stage1<'_> {
     /// The script, one line.
-    pub fn script(&self) -> String {
+    pub(crate) fn script(&self) -> String {
         let hashes = self.offer.images.iter().map(|i| i.hash.as_str());
         for s in [self.nonce]
             .into_iter()
@@ -102,13 +102,13 @@ impl Stage1<'_> {
     }
 
     /// The remote command for ssh: the script wrapped for whatever the login shell is.
-    pub fn remote_command(&self) -> String {
+    pub(crate) fn remote_command(&self) -> String {
         format!("/bin/sh -c '{}'", self.script())
     }
 }
 
 /// Exit status stage 1 uses for "this host cannot run an agent".
-pub const CANNOT_SERVE: i32 = 97;
+pub(crate) const CANNOT_SERVE: i32 = 97;
 
 #[cfg(test)]
 mod tests {

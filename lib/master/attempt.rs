@@ -31,9 +31,9 @@ const MAX_TRANSCRIPT: usize = 256 * 1024;
 const FLUSH_BOUND: Duration = Duration::from_secs(2);
 
 /// Asks the stderr reader to pass on everything ssh wrote so far; answered when done.
-pub type FlushRequest = oneshot::Sender<()>;
+pub(crate) type FlushRequest = oneshot::Sender<()>;
 
-pub struct Attempt {
+pub(crate) struct Attempt {
     /// A mutex, not a task: several tasks (sessions, the askpass handler, the stderr
     /// reader) touch it briefly, none holds it across an await.
     state: Mutex<State>,
@@ -57,7 +57,7 @@ struct State {
 }
 
 impl Attempt {
-    pub fn new(live: bool) -> Arc<Attempt> {
+    pub(crate) fn new(live: bool) -> Arc<Attempt> {
         Arc::new(Attempt {
             state: Mutex::new(State {
                 live,
@@ -74,7 +74,7 @@ impl Attempt {
     }
 
     /// A session waits for this attempt: it sees what was shown so far, and may be asked.
-    pub fn join(&self, prompter: &Prompter) {
+    pub(crate) fn join(&self, prompter: &Prompter) {
         let mut state = self.lock();
         for line in &state.lines[..state.shown] {
             prompter.say(line);
@@ -83,7 +83,7 @@ impl Attempt {
     }
 
     /// A line ssh wrote (already bounded and sanitised).
-    pub fn say(&self, line: &[u8]) {
+    pub(crate) fn say(&self, line: &[u8]) {
         let mut state = self.lock();
         if state.size + line.len() > MAX_TRANSCRIPT {
             return;
@@ -96,12 +96,12 @@ impl Attempt {
     }
 
     /// Shows what is held to every waiting shim.
-    pub fn show(&self) {
+    pub(crate) fn show(&self) {
         show(&mut self.lock());
     }
 
     /// Where the stderr reader takes requests to pass on what ssh wrote so far.
-    pub fn flush_requests(&self) -> mpsc::UnboundedReceiver<FlushRequest> {
+    pub(crate) fn flush_requests(&self) -> mpsc::UnboundedReceiver<FlushRequest> {
         let (tx, rx) = mpsc::unbounded_channel();
         *self.flush.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         rx
@@ -123,7 +123,7 @@ impl Attempt {
     /// Asks the first waiting shim that can answer, then the next if that one went away.
     /// For ssh's questions only a shim with a person at it counts; a become password may
     /// also come from a shim's password file. `None`: nobody answered.
-    pub async fn ask(&self, text: &str, kind: PromptKind) -> Option<Secret> {
+    pub(crate) async fn ask(&self, text: &str, kind: PromptKind) -> Option<Secret> {
         if matches!(kind, PromptKind::Ssh { .. }) {
             self.flush().await;
         }
@@ -150,7 +150,7 @@ impl Attempt {
     }
 
     /// Resolves once `timeout` has passed in which nobody was being asked anything.
-    pub async fn expired(&self, timeout: Duration) {
+    pub(crate) async fn expired(&self, timeout: Duration) {
         let mut prompting = self.prompting.subscribe();
         let mut left = timeout;
         loop {

@@ -56,7 +56,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// One transport and the contexts it carries.
 #[derive(Debug)]
-pub struct Link {
+pub(crate) struct Link {
     /// The host as the user named it, for log lines.
     name: String,
     sender: LinkSender,
@@ -107,7 +107,7 @@ impl Link {
 
 /// What a spawner hears about the child it waits for.
 #[derive(Debug)]
-pub enum SpawnEvent {
+pub(crate) enum SpawnEvent {
     /// A password is needed: whose (an account name, untrusted).
     NeedPassword(String),
     Spawned(Hello),
@@ -116,7 +116,7 @@ pub enum SpawnEvent {
 
 /// One agent, at the end of a link or somewhere below it.
 #[derive(Debug)]
-pub struct Context {
+pub(crate) struct Context {
     pub id: ContextId,
     /// The context this one was started from (`MASTER` for a first ssh hop). A host reached
     /// through another's TCP stream has that one as parent, though its link is its own.
@@ -182,7 +182,7 @@ struct StreamEntry {
 /// A stream's end in the master. Dropping it forgets the stream (and closes it on the
 /// agent, unless it ended there).
 #[derive(Debug)]
-pub struct StreamPort {
+pub(crate) struct StreamPort {
     pub id: StreamId,
     /// Everything but data: `Opened` or `OpenFailed` first, then perhaps `Released`, then
     /// `Exit`.
@@ -196,7 +196,7 @@ pub struct StreamPort {
 
 impl StreamPort {
     /// No more output comes (the process exited): the writers finish what is queued.
-    pub fn end_output(&self) {
+    pub(crate) fn end_output(&self) {
         self.ctx.with_stream(self.id, |e| {
             e.stdout = None;
             e.stderr = None;
@@ -251,12 +251,12 @@ impl Context {
 
     /// The window for ssh handshakes run by this context's agent (of `size`, the first
     /// time).
-    pub fn spawn_window(&self, size: usize) -> &Window {
+    pub(crate) fn spawn_window(&self, size: usize) -> &Window {
         self.spawn_window.get_or_init(|| Window::new(size))
     }
 
     /// (waiting, under way) in this context's window, if it has one.
-    pub fn spawn_load(&self) -> Option<(usize, usize)> {
+    pub(crate) fn spawn_load(&self) -> Option<(usize, usize)> {
         self.spawn_window.get().map(Window::load)
     }
 
@@ -265,7 +265,7 @@ impl Context {
     }
 
     /// Whether new streams (and children) may be started here.
-    pub fn usable(&self) -> bool {
+    pub(crate) fn usable(&self) -> bool {
         !self.dead.is_cancelled() && !self.state().draining
     }
 
@@ -274,7 +274,7 @@ impl Context {
     }
 
     /// Registers stream `id` and asks the agent to start it.
-    pub fn open_stream(
+    pub(crate) fn open_stream(
         self: &Arc<Self>,
         id: StreamId,
         spec: OpenSpec,
@@ -342,7 +342,7 @@ impl Context {
     }
 
     /// Sends a message to this context's agent.
-    pub fn send(&self, msg: Message) -> Result<(), LinkClosed> {
+    pub(crate) fn send(&self, msg: Message) -> Result<(), LinkClosed> {
         if self.dead.is_cancelled() {
             return Err(LinkClosed);
         }
@@ -350,7 +350,7 @@ impl Context {
     }
 
     /// Sends stdin bytes to the agent.
-    pub fn send_data(&self, msg: Message, data: bytes::Bytes) -> Result<(), LinkClosed> {
+    pub(crate) fn send_data(&self, msg: Message, data: bytes::Bytes) -> Result<(), LinkClosed> {
         self.state().bytes_down += data.len() as u64;
         if self.dead.is_cancelled() {
             return Err(LinkClosed);
@@ -359,7 +359,7 @@ impl Context {
     }
 
     /// Sends stdin bytes staged in a pipe to the agent.
-    pub fn send_staged(&self, msg: Message, staged: Staged) -> Result<(), LinkClosed> {
+    pub(crate) fn send_staged(&self, msg: Message, staged: Staged) -> Result<(), LinkClosed> {
         self.state().bytes_down += staged.len() as u64;
         if self.dead.is_cancelled() {
             return Err(LinkClosed);
@@ -368,35 +368,35 @@ impl Context {
     }
 
     /// The link's queue, for producers of bulk data to wait on ([`LinkSender::ready`]).
-    pub fn link_sender(&self) -> &LinkSender {
+    pub(crate) fn link_sender(&self) -> &LinkSender {
         &self.link.sender
     }
 
     /// Why this context is gone, if it is and that is known.
-    pub fn lost_reason(&self) -> Option<String> {
+    pub(crate) fn lost_reason(&self) -> Option<String> {
         self.state().lost_reason.clone()
     }
 
     /// Asks the agent to stop everything and exit. From here on the registry hands out a
     /// new context for the same key.
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         self.state().draining = true;
         let _ = self.send(Message::Shutdown);
     }
 
     /// `ssh -O stop`: finish the open streams, accept no new ones.
-    pub fn drain(&self) {
+    pub(crate) fn drain(&self) {
         self.state().draining = true;
         self.active.send_modify(|_| {});
     }
 
     /// A password that worked here before for `method` and `user`.
-    pub fn known_password(&self, method: &str, user: &str) -> Option<Secret> {
+    pub(crate) fn known_password(&self, method: &str, user: &str) -> Option<Secret> {
         let key = (method.to_string(), user.to_string());
         self.state().passwords.get(&key).cloned()
     }
 
-    pub fn remember_password(&self, method: &str, user: &str, secret: Option<Secret>) {
+    pub(crate) fn remember_password(&self, method: &str, user: &str, secret: Option<Secret>) {
         let passwords = &mut self.state().passwords;
         let key = (method.to_string(), user.to_string());
         match secret {
@@ -407,7 +407,7 @@ impl Context {
 
     /// Starts child `id` below this context by `msg` (a `Spawn`), and returns what the
     /// agent says about it, in order.
-    pub fn spawn(
+    pub(crate) fn spawn(
         &self,
         id: ContextId,
         msg: Message,
@@ -430,7 +430,7 @@ impl Context {
     }
 
     /// A child of this context now runs on `link`.
-    pub fn adopt(
+    pub(crate) fn adopt(
         self: &Arc<Self>,
         id: ContextId,
         key: ContextKey,
@@ -481,7 +481,7 @@ impl Context {
         }
     }
 
-    pub fn status(&self) -> ContextStatus {
+    pub(crate) fn status(&self) -> ContextStatus {
         let now = Instant::now();
         let state = self.state();
         ContextStatus {
@@ -506,7 +506,7 @@ impl Context {
 /// (so a first call costs no round trip more than `ssh host cmd`). Its port goes to the
 /// request that asked, if that request still waits.
 #[derive(Debug)]
-pub struct EarlyOpen {
+pub(crate) struct EarlyOpen {
     pub stream: StreamId,
     pub spec: OpenSpec,
     pub port: oneshot::Sender<StreamPort>,
@@ -515,7 +515,7 @@ pub struct EarlyOpen {
 /// Connects a context over an ssh the master runs: bootstrap with the master's hello (and
 /// `early`'s `Open`) sent at once, the agent's hello, then the link's dispatcher. `parent`
 /// is the context whose TCP stream ssh goes through, if any.
-pub async fn connect_ssh(
+pub(crate) async fn connect_ssh(
     master: &Arc<Master>,
     id: ContextId,
     key: ContextKey,
@@ -536,7 +536,7 @@ pub async fn connect_ssh(
 /// Connects a context on the master's own host (execnet's popen gateway): `/bin/sh` runs
 /// stage 1 as the login shell at the end of an ssh connection would, so the agent is
 /// found, or stored, and started exactly as on a remote host; no ssh, nothing to ask.
-pub async fn connect_local(
+pub(crate) async fn connect_local(
     master: &Arc<Master>,
     id: ContextId,
     key: ContextKey,
@@ -877,7 +877,7 @@ impl StreamEntry {
 
 /// Closes the context after `idle` without streams or children, or at once when
 /// draining and empty.
-pub async fn watch_idle(ctx: Arc<Context>, idle: Duration) {
+pub(crate) async fn watch_idle(ctx: Arc<Context>, idle: Duration) {
     let mut active = ctx.active.subscribe();
     loop {
         let busy = *active.borrow_and_update() > 0;

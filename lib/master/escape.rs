@@ -6,14 +6,14 @@
 
 /// What a sequence asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Escape {
+pub(crate) enum Escape {
     Disconnect,
     Help,
 }
 
 /// The escape-sequence state of one session's input.
 #[derive(Debug)]
-pub struct Escapes {
+pub(crate) struct Escapes {
     ch: u8,
     at_line_start: bool,
     /// The escape character was typed; the next byte decides.
@@ -21,7 +21,7 @@ pub struct Escapes {
 }
 
 impl Escapes {
-    pub fn new(ch: u8) -> Escapes {
+    pub(crate) fn new(ch: u8) -> Escapes {
         Escapes {
             ch,
             at_line_start: true,
@@ -32,7 +32,7 @@ impl Escapes {
     /// Appends to `out` what of `input` goes to the remote side; stops at a sequence that
     /// asks for something and says which (the rest of `input` is then dropped, as ssh
     /// drops what follows `~.`; after `~?` typing goes on in the next chunk).
-    pub fn filter(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<Escape> {
+    pub(crate) fn filter(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<Escape> {
         for &b in input {
             if self.pending {
                 self.pending = false;
@@ -59,7 +59,7 @@ impl Escapes {
     }
 
     /// The list `~?` shows, lines ending in CR LF for a terminal in raw mode.
-    pub fn help(&self) -> Vec<String> {
+    pub(crate) fn help(&self) -> Vec<String> {
         let c = self.ch as char;
         vec![
             "Supported escape sequences:".into(),

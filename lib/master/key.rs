@@ -17,7 +17,7 @@ use std::path::Path;
 
 use crate::bootstrap::ssh::SshCommand;
 use crate::proto::{Become, ContextId, SshHop, Target, ViaMode};
-use crate::shim::args::{self, Opt};
+use crate::sshargs::{self, Opt};
 
 /// `-o` keywords (lower case) that change where a connection goes.
 const ROUTING_KEYWORDS: &[&str] = &[
@@ -54,7 +54,7 @@ const DEFAULTS: &[&str] = &["-oServerAliveInterval=15", "-oServerAliveCountMax=3
 /// What identifies an ssh step: like OpenSSH's `%C`, the user, host name and port the
 /// user's configuration resolves the destination to, and the settings that route it.
 #[derive(Debug, Clone)]
-pub struct SshKey {
+pub(crate) struct SshKey {
     pub user: Option<Vec<u8>>,
     pub host: Vec<u8>,
     pub port: Option<u16>,
@@ -84,7 +84,7 @@ impl std::hash::Hash for SshKey {
 
 /// One step of a path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum StepKey {
+pub(crate) enum StepKey {
     /// ssh by the master: directly (first step) or through a TCP stream that the previous
     /// context opens.
     Ssh(SshKey),
@@ -101,25 +101,26 @@ pub enum StepKey {
 
 /// What identifies a context: its path from the master.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ContextKey {
+pub(crate) struct ContextKey {
     pub steps: Vec<StepKey>,
 }
 
 impl ContextKey {
     /// The context this one is started from; `None` for a first ssh step.
-    pub fn parent(&self) -> Option<ContextKey> {
+    #[cfg(test)]
+    fn parent(&self) -> Option<ContextKey> {
         (self.steps.len() > 1).then(|| ContextKey {
             steps: self.steps[..self.steps.len() - 1].to_vec(),
         })
     }
 
     /// Whether `other` is this context or one started from it (directly or further down).
-    pub fn leads_to(&self, other: &ContextKey) -> bool {
+    pub(crate) fn leads_to(&self, other: &ContextKey) -> bool {
         other.steps.starts_with(&self.steps)
     }
 
     /// The last step as people write it: `user@host:port`, or `sudo:root`.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self.steps.last() {
             Some(StepKey::Ssh(k) | StepKey::SshOnHop(k)) => ssh_label(k),
             Some(StepKey::Become(b)) => format!("{}:{}", b.method.name(), b.user),
@@ -130,7 +131,7 @@ impl ContextKey {
     }
 
     /// The whole path, for messages: `bastion => web1 => sudo:root`.
-    pub fn path_label(&self) -> String {
+    pub(crate) fn path_label(&self) -> String {
         (1..=self.steps.len())
             .map(|n| {
                 ContextKey {
@@ -144,7 +145,7 @@ impl ContextKey {
 
     /// The host name the last ssh step connects to (after the configuration's `HostName`),
     /// as ssh names it in "Connection to … closed.".
-    pub fn host_name(&self) -> String {
+    pub(crate) fn host_name(&self) -> String {
         self.steps
             .iter()
             .rev()
@@ -159,7 +160,7 @@ impl ContextKey {
     }
 
     /// The host an ssh path ends on, for messages about become steps.
-    pub fn host_label(&self) -> String {
+    pub(crate) fn host_label(&self) -> String {
         self.steps
             .iter()
             .rev()
@@ -173,10 +174,10 @@ impl ContextKey {
 }
 
 /// How the master's own host is written, as a host and in messages.
-pub const LOCAL: &str = "local";
+pub(crate) const LOCAL: &str = "local";
 
 /// An exec step as people write it: its command prefix, words joined by spaces.
-pub fn exec_label(argv: &[Vec<u8>]) -> String {
+pub(crate) fn exec_label(argv: &[Vec<u8>]) -> String {
     argv.iter()
         .map(|w| String::from_utf8_lossy(w))
         .collect::<Vec<_>>()
@@ -214,7 +215,7 @@ fn host_of(k: &SshKey) -> String {
 
 /// How to make the last step of a path.
 #[derive(Debug, Clone)]
-pub enum How {
+pub(crate) enum How {
     Ssh(SshHop),
     SshOnHop(SshHop),
     Become(Become),
@@ -224,7 +225,7 @@ pub enum How {
 
 /// The path to a target's context, one entry per context on the way: its key, and how
 /// to make it from the one before.
-pub fn plan(target: &Target) -> Vec<(ContextKey, How)> {
+pub(crate) fn plan(target: &Target) -> Vec<(ContextKey, How)> {
     let mut steps: Vec<StepKey> = Vec::new();
     let mut out = Vec::new();
     if target.local {
@@ -268,13 +269,13 @@ pub fn plan(target: &Target) -> Vec<(ContextKey, How)> {
 }
 
 /// The key of the context a target runs in.
-pub fn key_of(target: &Target) -> Option<ContextKey> {
+pub(crate) fn key_of(target: &Target) -> Option<ContextKey> {
     plan(target).pop().map(|(k, _)| k)
 }
 
 /// The identity of one ssh destination: its resolved configuration when it has one, else
 /// the destination as written with the routing options given on the command line.
-pub fn ssh_key(hop: &SshHop) -> SshKey {
+pub(crate) fn ssh_key(hop: &SshHop) -> SshKey {
     let written = ssh_label(&SshKey {
         user: hop.user.clone(),
         host: hop.host.clone(),
@@ -301,7 +302,7 @@ pub fn ssh_key(hop: &SshHop) -> SshKey {
         ])
         .collect();
     let mut routing = Vec::new();
-    if let Ok(inv) = args::parse(&words) {
+    if let Ok(inv) = sshargs::parse(&words) {
         for opt in &inv.options {
             let (key, value) = match opt {
                 Opt::Arg('F', v) => ("configfile", v.as_bytes().to_vec()),
@@ -335,7 +336,7 @@ pub fn ssh_key(hop: &SshHop) -> SshKey {
 /// A resolved hop's host name, port and user are pinned ahead of the user's options (ssh
 /// takes the first value), so the connection goes where the caller's `ssh -G` said even if
 /// a `Match exec` decides differently in the master's directory.
-pub fn ssh_args(
+pub(crate) fn ssh_args(
     hop: &SshHop,
     proxy: Option<(&Path, &Path, ContextId)>,
     batch: bool,
@@ -388,7 +389,7 @@ pub fn ssh_args(
 
 /// `words` (ssh options) without -J, ProxyJump and ProxyCommand.
 fn without_proxies(words: Vec<OsString>) -> Vec<OsString> {
-    args::filter_options(&words, |o| match o {
+    sshargs::filter_options(&words, |o| match o {
         Opt::Arg('J', _) => false,
         Opt::Config { key, .. } => key != "proxyjump" && key != "proxycommand",
         _ => true,
@@ -396,7 +397,7 @@ fn without_proxies(words: Vec<OsString>) -> Vec<OsString> {
 }
 
 /// The ssh command the master runs for a first step.
-pub fn ssh_command(
+pub(crate) fn ssh_command(
     program: &Path,
     hop: &SshHop,
     label: String,

@@ -15,16 +15,16 @@
 //! cancellation token: the listener stops, every agent is told to stop its processes and
 //! exit, and the master waits (bounded) for the ssh clients to end before it returns.
 
-pub mod attempt;
-pub mod context;
-pub mod escape;
-pub mod key;
-pub mod prompt;
-pub mod registry;
-pub mod resolve;
-pub mod server;
-pub mod session;
-pub mod window;
+pub(crate) mod attempt;
+pub(crate) mod context;
+pub(crate) mod escape;
+pub(crate) mod key;
+pub(crate) mod prompt;
+pub(crate) mod registry;
+pub(crate) mod resolve;
+pub(crate) mod server;
+pub(crate) mod session;
+pub(crate) mod window;
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -51,7 +51,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How the master runs.
 #[derive(Debug)]
-pub struct Config {
+pub(crate) struct Config {
     pub socket: PathBuf,
     /// Close a context after this long without streams.
     pub idle_timeout: Duration,
@@ -68,7 +68,7 @@ pub struct Config {
 }
 
 /// State shared by every task of the master.
-pub struct Master {
+pub(crate) struct Master {
     pub config: Config,
     pub ssh: PathBuf,
     /// The agents it uploads, by architecture.
@@ -85,13 +85,13 @@ pub struct Master {
 }
 
 impl Master {
-    pub fn next_stream_id(&self) -> StreamId {
+    pub(crate) fn next_stream_id(&self) -> StreamId {
         self.next_stream
             .fetch_add(1, Ordering::Relaxed)
             .wrapping_add(1)
     }
 
-    pub fn status(&self) -> StatusReport {
+    pub(crate) fn status(&self) -> StatusReport {
         let contexts = self.registry.contexts();
         let gateways = contexts.iter().filter_map(|c| c.spawn_load());
         let limit = crate::sys::limits::descriptor_limit().map_or(0, |l| l.soft);
@@ -107,7 +107,7 @@ impl Master {
 }
 
 /// The master's warnings that a thousand hosts or clients could repeat without end.
-pub struct Warnings {
+pub(crate) struct Warnings {
     pub accept: Warning,
     pub clients: Warning,
 }
@@ -121,8 +121,67 @@ impl Default for Warnings {
     }
 }
 
+/// How `mitossh master` was asked to run.
+#[derive(Debug)]
+pub struct Options {
+    /// Listen here; default `$MITOSSH_SOCKET`, else the default socket.
+    pub socket: Option<PathBuf>,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// At most this many ssh handshakes at once; more hosts wait their turn, in order.
+    pub connect_window: usize,
+    /// Descriptors its starter left open: write "ready" to this one once listening…
+    pub ready_fd: Option<i32>,
+    /// … and shut down when this one reaches end of file.
+    pub lifeline_fd: Option<i32>,
+}
+
+/// Runs `mitossh master` until it is stopped; returns the exit status.
+pub fn main(opts: Options) -> i32 {
+    // mimalloc keeps what a burst of connects or sessions freed; an idle master gives it
+    // back (see `sys::memory`).
+    #[cfg(feature = "mimalloc")]
+    crate::sys::memory::set_collector(crate::sys::memory::mimalloc_collect);
+    match Config::of(opts).and_then(|config| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let result = runtime.block_on(run(config));
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        result
+    }) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("mitossh: {e}");
+            1
+        }
+    }
+}
+
+impl Config {
+    fn of(opts: Options) -> io::Result<Config> {
+        let socket = crate::paths::socket_or_default(opts.socket)?;
+        let ssh = crate::paths::find_real("ssh").ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "ssh was not found on PATH; install openssh-client or set MITOSSH_REAL_SSH",
+            )
+        })?;
+        let take = |fd: Option<i32>| fd.map(crate::sys::stdio::inherited).transpose();
+        Ok(Config {
+            socket,
+            idle_timeout: opts.idle_timeout,
+            connect_timeout: opts.connect_timeout,
+            connect_window: opts.connect_window,
+            ssh,
+            ready: take(opts.ready_fd)?,
+            lifeline: take(opts.lifeline_fd)?,
+        })
+    }
+}
+
 /// Runs a master until it is told to stop.
-pub async fn run(mut config: Config) -> io::Result<()> {
+async fn run(mut config: Config) -> io::Result<()> {
     // Each host costs a few descriptors (see `bootstrap::ssh`), each session a few more:
     // far past the usual soft limit of 1024 at a few hundred hosts.
     match crate::sys::limits::raise_descriptor_limit() {

@@ -13,7 +13,7 @@ use crate::proto::{Frame, MASTER, Message, PromptKind, Secret};
 /// One waiting shim: questions go to it and are answered in order; what the master's ssh
 /// says while connecting is passed on to it. Cheap to clone.
 #[derive(Clone, Default)]
-pub struct Prompter {
+pub(crate) struct Prompter {
     shim: Option<LinkSender>,
     /// A person can answer there (the shim has a terminal or the user's askpass).
     can_prompt: bool,
@@ -31,7 +31,7 @@ struct State {
 
 impl Prompter {
     /// Asks the shim behind `to`.
-    pub fn for_shim(to: LinkSender, can_prompt: bool) -> Prompter {
+    pub(crate) fn for_shim(to: LinkSender, can_prompt: bool) -> Prompter {
         Prompter {
             shim: Some(to),
             can_prompt,
@@ -39,13 +39,8 @@ impl Prompter {
         }
     }
 
-    /// Nobody to ask: every question is answered with "no password".
-    pub fn nobody() -> Prompter {
-        Prompter::default()
-    }
-
     /// Whether a person could answer what ssh asks.
-    pub fn can_prompt(&self) -> bool {
+    pub(crate) fn can_prompt(&self) -> bool {
         self.can_prompt && !self.is_closed()
     }
 
@@ -59,7 +54,7 @@ impl Prompter {
 
     /// Shows `text` to the user and returns what they typed; `None` if they could not be
     /// asked (no terminal, no password file) or went away.
-    pub async fn ask(&self, text: String, kind: PromptKind) -> Option<Secret> {
+    pub(crate) async fn ask(&self, text: String, kind: PromptKind) -> Option<Secret> {
         let shim = self.shim.as_ref()?;
         let (tx, rx) = oneshot::channel();
         {
@@ -75,7 +70,7 @@ impl Prompter {
     }
 
     /// The shim's answer to the oldest open question.
-    pub fn answer(&self, secret: Option<Secret>) {
+    pub(crate) fn answer(&self, secret: Option<Secret>) {
         let next = self.lock().waiting.pop_front();
         if let Some(tx) = next {
             let _ = tx.send(secret);
@@ -83,7 +78,7 @@ impl Prompter {
     }
 
     /// Passes on a line of what the master's ssh said.
-    pub fn say(&self, text: &[u8]) {
+    pub(crate) fn say(&self, text: &[u8]) {
         if let Some(shim) = &self.shim {
             let text = text.to_vec();
             let _ = shim.send(Frame::new(MASTER, Message::Diagnostic { text }));
@@ -91,7 +86,7 @@ impl Prompter {
     }
 
     /// The shim is gone: open and future questions get `None`, so whoever asked moves on.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut state = self.lock();
         state.closed = true;
         for tx in state.waiting.drain(..) {

@@ -25,7 +25,7 @@ use super::key::{self, ContextKey, How};
 use super::prompt::Prompter;
 use crate::bootstrap::ssh::{ConnectError, ConnectHooks};
 use crate::proto::{Become, ContextId, MASTER, Message, Method, PromptKind, SshHop, Target};
-use crate::shim::args;
+use crate::sshargs;
 
 type Outcome = Shared<BoxFuture<'static, Result<Arc<Context>, ConnectError>>>;
 
@@ -55,7 +55,7 @@ const CANNOT_SERVE_MEMORY: Duration = Duration::from_secs(60);
 
 /// All contexts of a master.
 #[derive(Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     entries: Mutex<HashMap<ContextKey, Entry>>,
     next_id: AtomicU32,
     /// Attempts whose ssh may run mitossh's askpass helper, by the token it carries.
@@ -63,7 +63,7 @@ pub struct Registry {
 }
 
 /// A context found or made for a request.
-pub struct Found {
+pub(crate) struct Found {
     pub ctx: Arc<Context>,
     /// Whether the request waited for a new connection (else it reused one).
     pub waited: bool,
@@ -74,7 +74,7 @@ impl Registry {
     /// the questions (the terminal of the command that needs the connection). `early`:
     /// the caller's first stream, opened with the connection if this call makes the
     /// target's ssh connection (its port then arrives on `early.port`).
-    pub async fn get_or_connect(
+    pub(crate) async fn get_or_connect(
         &self,
         master: &Arc<Master>,
         target: &Target,
@@ -97,7 +97,7 @@ impl Registry {
     }
 
     /// The attempt whose ssh runs the askpass helper with `token`.
-    pub fn askpass_attempt(&self, token: &str) -> Option<Arc<Attempt>> {
+    pub(crate) fn askpass_attempt(&self, token: &str) -> Option<Arc<Attempt>> {
         let askpass = self.askpass.lock().unwrap_or_else(|p| p.into_inner());
         askpass.get(token).and_then(Weak::upgrade)
     }
@@ -182,7 +182,7 @@ impl Registry {
     }
 
     /// The live context for `target`, if any; never connects.
-    pub fn find(&self, target: &Target) -> Option<Arc<Context>> {
+    pub(crate) fn find(&self, target: &Target) -> Option<Arc<Context>> {
         let key = key::key_of(target)?;
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         match entries.get(&key) {
@@ -193,7 +193,7 @@ impl Registry {
 
     /// The live context for `target` and every live context started from it (sudo on
     /// that host, hosts reached through it); never connects.
-    pub fn find_with_descendants(&self, target: &Target) -> Vec<Arc<Context>> {
+    pub(crate) fn find_with_descendants(&self, target: &Target) -> Vec<Arc<Context>> {
         let Some(key) = key::key_of(target) else {
             return Vec::new();
         };
@@ -210,7 +210,7 @@ impl Registry {
     }
 
     /// The live context with id `id`.
-    pub fn by_id(&self, id: ContextId) -> Option<Arc<Context>> {
+    pub(crate) fn by_id(&self, id: ContextId) -> Option<Arc<Context>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.values().find_map(|e| match e {
             Entry::Ready(ctx) if ctx.id == id && !ctx.dead.is_cancelled() => Some(ctx.clone()),
@@ -219,7 +219,7 @@ impl Registry {
     }
 
     /// Forgets `ctx` (it is gone).
-    pub fn remove(&self, ctx: &Context) {
+    pub(crate) fn remove(&self, ctx: &Context) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if matches!(entries.get(&ctx.key), Some(Entry::Ready(c)) if c.id == ctx.id) {
             entries.remove(&ctx.key);
@@ -227,7 +227,7 @@ impl Registry {
     }
 
     /// Every connected context, by id.
-    pub fn contexts(&self) -> Vec<Arc<Context>> {
+    pub(crate) fn contexts(&self) -> Vec<Arc<Context>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let mut all: Vec<_> = entries
             .values()
@@ -253,7 +253,7 @@ fn is_verbose(how: &How) -> bool {
         .map(|w| std::ffi::OsStr::from_bytes(w).to_os_string())
         .collect();
     words.extend(["--".into(), "h".into()]);
-    args::parse(&words).is_ok_and(|inv| inv.count('v') > 0)
+    sshargs::parse(&words).is_ok_and(|inv| inv.count('v') > 0)
 }
 
 /// What the request that starts an attempt brings to it.

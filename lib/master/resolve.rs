@@ -22,7 +22,7 @@ const RESOLVE_WINDOW: usize = 16;
 
 type Resolving = Shared<BoxFuture<'static, Result<HopConfig, String>>>;
 
-pub struct Resolutions {
+pub(crate) struct Resolutions {
     /// Keyed by the destination as given (its `config` empty). A mutex: lookups are short
     /// and never held across an await.
     entries: Mutex<HashMap<SshHop, (Sources, HopConfig)>>,
@@ -34,7 +34,7 @@ pub struct Resolutions {
 }
 
 impl Resolutions {
-    pub fn new(home: PathBuf) -> Resolutions {
+    pub(crate) fn new(home: PathBuf) -> Resolutions {
         Resolutions {
             entries: Mutex::default(),
             resolving: Mutex::default(),
@@ -78,7 +78,7 @@ impl Resolutions {
     }
 
     /// The cached answer for `hop`, if it is still true.
-    pub fn lookup(&self, hop: &SshHop) -> Option<HopConfig> {
+    pub(crate) fn lookup(&self, hop: &SshHop) -> Option<HopConfig> {
         let key = Resolutions::key(hop);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         match entries.get(&key) {
@@ -92,7 +92,7 @@ impl Resolutions {
     }
 
     /// Remembers `config` as the answer for `hop`, unless it may change from call to call.
-    pub fn store(&self, hop: &SshHop, config: &HopConfig) {
+    pub(crate) fn store(&self, hop: &SshHop, config: &HopConfig) {
         let sources = Sources::of(&hop.ssh_args, &self.home);
         if sources.volatile {
             return;
@@ -108,7 +108,7 @@ impl Resolutions {
     /// caller's (stored for next time), a cached one, or `ssh -G` run here. Hops run by an
     /// agent on another host (`--via-mode ssh`) follow that host's configuration and stay
     /// as given; so does a hop whose `ssh -G` fails (the connection will say why).
-    pub async fn complete(&self, real_ssh: &Path, target: &mut Target) {
+    pub(crate) async fn complete(&self, real_ssh: &Path, target: &mut Target) {
         let via = target.via;
         for (i, hop) in target.hops.iter_mut().enumerate() {
             if i > 0 && via == ViaMode::Ssh {

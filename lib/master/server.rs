@@ -32,7 +32,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 /// Accepts connections until the master shuts down.
-pub async fn serve(master: Arc<Master>, listener: UnixListener) {
+pub(crate) async fn serve(master: Arc<Master>, listener: UnixListener) {
     let me = nix::unistd::getuid().as_raw();
     // One descriptor kept back: out of descriptors, it is given up to take the waiting
     // client and tell it why, instead of leaving it to hang in the backlog.
@@ -127,7 +127,7 @@ fn out_of_descriptors() -> Reply {
             crate::bootstrap::ssh::DESCRIPTORS_CONNECTED,
             session::DESCRIPTORS_PER_SESSION,
         ),
-        exit_code: crate::shim::client::SSH_ERROR,
+        exit_code: crate::proto::SSH_ERROR,
         fallback: false,
         shown: false,
         connect: Some(crate::proto::ConnectFailure::Descriptors),
@@ -180,7 +180,17 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
         );
     }
 
-    let pid = std::process::id();
+    answer(master, request, fds, frames, to_client).await;
+}
+
+/// Answers a client's one request; a session or a proxy runs on its connection.
+async fn answer(
+    master: Arc<Master>,
+    request: Request,
+    fds: Vec<OwnedFd>,
+    frames: link::LinkReader<tokio::net::unix::OwnedReadHalf>,
+    to_client: link::LinkSender,
+) {
     match request {
         Request::Session {
             target,
@@ -227,53 +237,9 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
             )
             .await;
         }
-        // Like ssh -O, these ask about the connection to a destination: the host's
-        // context, whatever user the invocation would become there.
-        Request::Check { target } => match master.registry.find(&connection(&target)) {
-            Some(_) => reply(
-                &to_client,
-                Reply::Done {
-                    master_pid: pid,
-                    message: format!("Master running (pid={pid})"),
-                },
-            ),
-            None => no_connection(&to_client, &target),
-        },
-        Request::ExitContext { target } => {
-            let found = master.registry.find_with_descendants(&connection(&target));
-            if found.is_empty() {
-                return no_connection(&to_client, &target);
-            }
-            for ctx in found {
-                ctx.shutdown();
-            }
-            reply(
-                &to_client,
-                Reply::Done {
-                    master_pid: pid,
-                    message: "Exit request sent.".into(),
-                },
-            );
-        }
-        Request::StopContext { target } => {
-            // Like a stopped ControlMaster, the host's connection takes no new sessions;
-            // neither do the contexts started from it (sudo there), which live on it. So
-            // the next call, become or not, logs in afresh (Ansible's reset_connection).
-            let found = master.registry.find_with_descendants(&connection(&target));
-            if found.is_empty() {
-                return no_connection(&to_client, &target);
-            }
-            for ctx in found {
-                ctx.drain();
-            }
-            reply(
-                &to_client,
-                Reply::Done {
-                    master_pid: pid,
-                    message: "Stop listening request sent.".into(),
-                },
-            );
-        }
+        Request::Check { target } => check(&master, &target, &to_client),
+        Request::ExitContext { target } => exit_context(&master, &target, &to_client),
+        Request::StopContext { target } => stop_context(&master, &target, &to_client),
         Request::Status => reply(&to_client, Reply::Status(master.status())),
         Request::Askpass { token, prompt } => {
             let answer = askpass(&master, &token, &prompt).await;
@@ -282,16 +248,60 @@ async fn client(master: Arc<Master>, stream: UnixStream) {
         // Answered while reading the opening; one never reaches here.
         Request::Lookup { .. } => {}
         Request::Shutdown => {
-            reply(
-                &to_client,
-                Reply::Done {
-                    master_pid: pid,
-                    message: "Master shutting down.".into(),
-                },
-            );
+            done(&to_client, "Master shutting down.".into());
             master.shutdown.cancel();
         }
     }
+}
+
+fn done(to_client: &link::LinkSender, message: String) {
+    reply(
+        to_client,
+        Reply::Done {
+            master_pid: std::process::id(),
+            message,
+        },
+    );
+}
+
+// Like ssh -O, these ask about the connection to a destination: the host's context,
+// whatever user the invocation would become there.
+
+/// `ssh -O check`.
+fn check(master: &Master, target: &Target, to_client: &link::LinkSender) {
+    match master.registry.find(&connection(target)) {
+        Some(_) => done(
+            to_client,
+            format!("Master running (pid={})", std::process::id()),
+        ),
+        None => no_connection(to_client, target),
+    }
+}
+
+/// `ssh -O exit`: the host's context and those started from it end.
+fn exit_context(master: &Master, target: &Target, to_client: &link::LinkSender) {
+    let found = master.registry.find_with_descendants(&connection(target));
+    if found.is_empty() {
+        return no_connection(to_client, target);
+    }
+    for ctx in found {
+        ctx.shutdown();
+    }
+    done(to_client, "Exit request sent.".into());
+}
+
+/// `ssh -O stop`. Like a stopped ControlMaster, the host's connection takes no new
+/// sessions; neither do the contexts started from it (sudo there), which live on it. So
+/// the next call, become or not, logs in afresh (Ansible's reset_connection).
+fn stop_context(master: &Master, target: &Target, to_client: &link::LinkSender) {
+    let found = master.registry.find_with_descendants(&connection(target));
+    if found.is_empty() {
+        return no_connection(to_client, target);
+    }
+    for ctx in found {
+        ctx.drain();
+    }
+    done(to_client, "Stop listening request sent.".into());
 }
 
 /// A question from the askpass helper of attempt `token`'s ssh, asked of a waiting shim.
@@ -330,7 +340,7 @@ fn no_connection(to_client: &link::LinkSender, target: &Target) {
         to_client,
         Reply::Failed {
             message: format!("no mitossh connection to {label}"),
-            exit_code: crate::shim::client::SSH_ERROR,
+            exit_code: crate::proto::SSH_ERROR,
             fallback: true,
             shown: false,
             connect: None,

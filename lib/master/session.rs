@@ -20,7 +20,7 @@ use tokio::net::unix::OwnedReadHalf;
 use tokio::task::JoinHandle;
 
 use super::Master;
-use super::context::{Context, EarlyOpen};
+use super::context::{Context, EarlyOpen, StreamPort};
 use super::escape::{Escape, Escapes};
 use super::prompt::Prompter;
 use super::registry::Found;
@@ -30,23 +30,20 @@ use crate::link::{LinkReader, LinkSender};
 use crate::proto::MAX_DATA;
 use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{
-    Caller, ContextId, ExitStatus, Fd, Frame, MASTER, Message, OpenSpec, Reply, StreamId, Target,
+    Caller, ContextId, ExitStatus, Fd, Frame, MASTER, Message, OpenSpec, Reply, SSH_ERROR,
+    StreamId, Target,
 };
 use crate::pump::{self, Chunk, Dst, Inbox, Sink, Source};
 use crate::sys::adopt::{self, Adopted};
 use crate::untrusted;
 
-/// Exit status ssh uses for its own failures.
-pub const SSH_ERROR: i32 = 255;
-
 /// Descriptors a session holds in the master: the shim's connection and the stdin,
 /// stdout and stderr it handed over.
-pub const DESCRIPTORS_PER_SESSION: usize = 4;
-
+pub(crate) const DESCRIPTORS_PER_SESSION: usize = 4;
 /// How long an agent may take to answer `Open`: it connects a TCP stream within 30 s.
 const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-pub fn reply(to: &LinkSender, mut reply: Reply) {
+pub(crate) fn reply(to: &LinkSender, mut reply: Reply) {
     // A failure goes to the user's terminal, and its text may quote a remote host (an
     // agent's error, a line the remote shell wrote on ssh's stderr).
     if let Reply::Failed { message, .. } = &mut reply {
@@ -55,7 +52,7 @@ pub fn reply(to: &LinkSender, mut reply: Reply) {
     let _ = to.send(Frame::new(MASTER, Message::Reply(Box::new(reply))));
 }
 
-pub fn fail(to: &LinkSender, message: String) {
+pub(crate) fn fail(to: &LinkSender, message: String) {
     reply(
         to,
         Reply::Failed {
@@ -70,7 +67,7 @@ pub fn fail(to: &LinkSender, message: String) {
 
 /// Where a session runs.
 #[derive(Debug)]
-pub enum Place {
+pub(crate) enum Place {
     /// The context of a target, made if missing.
     Target(Target),
     /// An existing context, by id (`mitossh proxy`).
@@ -78,7 +75,7 @@ pub enum Place {
 }
 
 /// Runs a session until the remote process exits or the shim goes away.
-pub async fn run(
+pub(crate) async fn run(
     master: Arc<Master>,
     place: Place,
     mut spec: OpenSpec,
@@ -101,21 +98,8 @@ pub async fn run(
         spec: spec.clone(),
         port: early_port,
     };
-    let found = {
-        let connect = find(&master, place, &prompter, early);
-        tokio::pin!(connect);
-        // While connecting, the shim may be asked questions.
-        loop {
-            tokio::select! {
-                found = &mut connect => break found,
-                frame = from_shim.next() => match frame {
-                    Some(Ok(Frame { msg: Message::PromptReply { secret }, .. })) => prompter.answer(secret),
-                    Some(Ok(frame)) => tracing::warn!("shim sent {:?} before its session started", frame.msg),
-                    // The shim is gone; the attempt carries on for others in its own task.
-                    _ => return,
-                },
-            }
-        }
+    let Some(found) = connect(&master, place, &prompter, early, &mut from_shim).await else {
+        return;
     };
     // The descriptors are dropped unused on failure, so a shim that falls back to the
     // real ssh finds its stdin intact.
@@ -179,40 +163,16 @@ pub async fn run(
         };
         return reply(&to_shim, failed);
     }
-    let opened = match early_opened.try_recv() {
+    let port = match early_opened.try_recv() {
         Ok(port) => Ok(port),
         Err(_) => ctx.open_stream(id, spec),
     };
-    let mut port = match opened {
+    let mut port = match port {
         Ok(port) => port,
         Err(_) => return fail(&to_shim, lost(&ctx)),
     };
-
-    // The agent answers Open first (its guard on the link sees to the order).
-    let opened = tokio::time::timeout(OPEN_TIMEOUT, port.events.recv()).await;
-    let stdin_window = match opened {
-        Ok(Some(Message::Opened { window, .. })) => window,
-        Ok(Some(Message::OpenFailed { error, .. })) => {
-            return fail(&to_shim, format!("mitossh: {}: {error}", ctx.name));
-        }
-        Ok(Some(other)) => {
-            tracing::error!(host = %ctx.name, "agent answered Open with {}", other.name());
-            return fail(
-                &to_shim,
-                format!("mitossh: {}: agent protocol error", ctx.name),
-            );
-        }
-        Ok(None) => return fail(&to_shim, lost(&ctx)),
-        Err(_) => {
-            return fail(
-                &to_shim,
-                format!(
-                    "mitossh: {}: the agent did not answer within {}s",
-                    ctx.name,
-                    OPEN_TIMEOUT.as_secs()
-                ),
-            );
-        }
+    let Some(stdin_window) = opened(&ctx, &mut port, &to_shim).await else {
+        return;
     };
     reply(
         &to_shim,
@@ -224,14 +184,13 @@ pub async fn run(
     let stdin_credit = port.stdin.clone();
     let stdout_queue = port.stdout.take().expect("taken once");
     let stderr_queue = port.stderr.take().expect("taken once");
-    let (disconnect_tx, mut disconnect) = tokio::sync::oneshot::channel();
-    let escaping = caller.escape.is_some();
+    let (disconnect_tx, disconnect) = tokio::sync::oneshot::channel();
     let escapes = caller.escape.map(|ch| EscapeInput {
         escapes: Escapes::new(ch),
         to_shim: to_shim.clone(),
         disconnect: Some(disconnect_tx),
     });
-    let mut pumps = Pumps {
+    let pumps = Pumps {
         stdin: pump_stdin(ctx.clone(), id, stdin, stdin_credit.clone(), escapes),
         stdout: Some(pump_output(
             ctx.clone(),
@@ -242,73 +201,181 @@ pub async fn run(
         )),
         stderr: stderr.map(|w| pump_output(ctx.clone(), id, Fd::Stderr, w, stderr_queue)),
     };
+    let live = Live {
+        ctx,
+        id,
+        to_shim,
+        pumps,
+        stdin_credit,
+        quiet: caller.quiet,
+    };
+    live.serve(from_shim, port, disconnect, caller.escape.is_some())
+        .await;
+}
 
+/// Finds or makes the context, answering the questions it asks the shim meanwhile;
+/// `early` is the session's stream, opened with the connection if this call makes it.
+/// `None`: the shim went away (the attempt carries on for others in its own task).
+async fn connect(
+    master: &Arc<Master>,
+    place: Place,
+    prompter: &Prompter,
+    early: EarlyOpen,
+    from_shim: &mut LinkReader<OwnedReadHalf>,
+) -> Option<Result<Found, ConnectError>> {
+    let connect = find(master, place, prompter, early);
+    tokio::pin!(connect);
     loop {
         tokio::select! {
-            // Only with escape sequences: without them the sender is gone at once.
-            Ok(()) = &mut disconnect, if escaping => {
-                // `~.`: as ssh, end the session; the remote process is hung up on.
-                let _ = ctx.send(Message::Close { stream: id });
-                pumps.abort();
-                if !caller.quiet {
-                    let text = format!("Connection to {} closed.\r", ctx.key.host_name());
-                    let text = text.into_bytes();
-                    let _ = to_shim.send(Frame::new(MASTER, Message::Diagnostic { text }));
-                }
-                let status = ExitStatus::Signal {
-                    signal: "HUP".into(),
-                    core_dumped: false,
-                };
-                let _ = to_shim.send(Frame::new(MASTER, Message::Exit { stream: 0, status }));
-                return;
-            }
-            frame = from_shim.next() => {
-                let Some(Ok(frame)) = frame else {
-                    // The shim is gone (killed, or its process exited): stop the process.
-                    let _ = ctx.send(Message::Close { stream: id });
-                    return pumps.abort();
-                };
-                let forwarded = match frame.msg {
-                    Message::Signal { signal, .. } => ctx.send(Message::Signal { stream: id, signal }),
-                    Message::Resize { size, .. } => ctx.send(Message::Resize { stream: id, size }),
-                    Message::Release { .. } => ctx.send(Message::Release { stream: id }),
-                    Message::Stop { grace_ms, .. } => ctx.send(Message::Stop { stream: id, grace_ms }),
-                    other => {
-                        tracing::warn!("shim sent {other:?} mid-session; closing it");
-                        let _ = ctx.send(Message::Close { stream: id });
-                        return pumps.abort();
-                    }
-                };
-                if forwarded.is_err() {
-                    pumps.abort();
-                    return fail(&to_shim, lost(&ctx));
-                }
-            }
-            event = port.events.recv() => {
-                let Some(event) = event else {
-                    pumps.abort();
-                    return fail(&to_shim, lost(&ctx));
-                };
-                match event {
-                    Message::Released { .. } => {
-                        let _ = to_shim.send(Frame::new(MASTER, Message::Released { stream: 0 }));
-                    }
-                    Message::Exit { status, .. } => {
-                        // Everything the process wrote goes out before its exit status,
-                        // unless the shim disappears meanwhile.
-                        stdin_credit.close();
-                        port.end_output();
-                        tokio::select! {
-                            _ = pumps.drain() => {}
-                            _ = from_shim.next() => return pumps.abort(),
-                        }
-                        let _ = to_shim.send(Frame::new(MASTER, Message::Exit { stream: 0, status }));
+            found = &mut connect => return Some(found),
+            frame = from_shim.next() => match frame {
+                Some(Ok(Frame { msg: Message::PromptReply { secret }, .. })) => prompter.answer(secret),
+                Some(Ok(frame)) => tracing::warn!("shim sent {:?} before its session started", frame.msg),
+                _ => return None,
+            },
+        }
+    }
+}
+
+/// The agent's answer to `Open` (its guard on the link sees that it comes first): the
+/// stdin window it grants, or `None` once the shim was told why not.
+async fn opened(ctx: &Context, port: &mut StreamPort, to_shim: &LinkSender) -> Option<u32> {
+    let answer = tokio::time::timeout(OPEN_TIMEOUT, port.events.recv()).await;
+    let why = match answer {
+        Ok(Some(Message::Opened { window, .. })) => return Some(window),
+        Ok(Some(Message::OpenFailed { error, .. })) => format!("mitossh: {}: {error}", ctx.name),
+        Ok(Some(other)) => {
+            tracing::error!(host = %ctx.name, "agent answered Open with {}", other.name());
+            format!("mitossh: {}: agent protocol error", ctx.name)
+        }
+        Ok(None) => lost(ctx),
+        Err(_) => format!(
+            "mitossh: {}: the agent did not answer within {}s",
+            ctx.name,
+            OPEN_TIMEOUT.as_secs()
+        ),
+    };
+    fail(to_shim, why);
+    None
+}
+
+/// A session whose process runs: what its control loop works with.
+struct Live {
+    ctx: Arc<Context>,
+    id: StreamId,
+    to_shim: LinkSender,
+    pumps: Pumps,
+    stdin_credit: Arc<CreditGate>,
+    /// `-q`: no "Connection closed" after `~.`.
+    quiet: bool,
+}
+
+impl Live {
+    /// Forwards the shim's signals and window sizes to the process and its events to the
+    /// shim, until it exits, the shim goes away, or `~.` (only with escape sequences:
+    /// without them the sender of `disconnect` is gone at once).
+    async fn serve(
+        mut self,
+        mut from_shim: LinkReader<OwnedReadHalf>,
+        mut port: StreamPort,
+        mut disconnect: tokio::sync::oneshot::Receiver<()>,
+        escaping: bool,
+    ) {
+        loop {
+            tokio::select! {
+                Ok(()) = &mut disconnect, if escaping => return self.hang_up(),
+                frame = from_shim.next() => {
+                    let Some(Ok(frame)) = frame else {
+                        // The shim is gone (killed, or its process exited): stop the process.
+                        let _ = self.ctx.send(Message::Close { stream: self.id });
+                        return self.pumps.abort();
+                    };
+                    if !self.forward(frame.msg) {
                         return;
                     }
-                    other => tracing::warn!(host = %ctx.name, "stream {id}: unexpected {}", other.name()),
+                }
+                event = port.events.recv() => {
+                    let Some(event) = event else {
+                        self.pumps.abort();
+                        return fail(&self.to_shim, lost(&self.ctx));
+                    };
+                    match event {
+                        Message::Released { .. } => {
+                            let _ = self.to_shim.send(Frame::new(MASTER, Message::Released { stream: 0 }));
+                        }
+                        Message::Exit { status, .. } => {
+                            return self.exited(status, &mut port, &mut from_shim).await;
+                        }
+                        other => tracing::warn!(host = %self.ctx.name, "stream {}: unexpected {}", self.id, other.name()),
+                    }
                 }
             }
         }
+    }
+
+    /// `~.`: as ssh, end the session; the remote process is hung up on.
+    fn hang_up(mut self) {
+        let _ = self.ctx.send(Message::Close { stream: self.id });
+        self.pumps.abort();
+        if !self.quiet {
+            let text = format!("Connection to {} closed.\r", self.ctx.key.host_name());
+            let text = text.into_bytes();
+            let _ = self
+                .to_shim
+                .send(Frame::new(MASTER, Message::Diagnostic { text }));
+        }
+        let status = ExitStatus::Signal {
+            signal: "HUP".into(),
+            core_dumped: false,
+        };
+        let _ = self
+            .to_shim
+            .send(Frame::new(MASTER, Message::Exit { stream: 0, status }));
+    }
+
+    /// Passes a message from the shim on to the process; false when the session ended.
+    fn forward(&mut self, msg: Message) -> bool {
+        let (ctx, id) = (&self.ctx, self.id);
+        let forwarded = match msg {
+            Message::Signal { signal, .. } => ctx.send(Message::Signal { stream: id, signal }),
+            Message::Resize { size, .. } => ctx.send(Message::Resize { stream: id, size }),
+            Message::Release { .. } => ctx.send(Message::Release { stream: id }),
+            Message::Stop { grace_ms, .. } => ctx.send(Message::Stop {
+                stream: id,
+                grace_ms,
+            }),
+            other => {
+                tracing::warn!("shim sent {other:?} mid-session; closing it");
+                let _ = ctx.send(Message::Close { stream: id });
+                self.pumps.abort();
+                return false;
+            }
+        };
+        if forwarded.is_err() {
+            self.pumps.abort();
+            fail(&self.to_shim, lost(ctx));
+            return false;
+        }
+        true
+    }
+
+    /// Everything the process wrote goes out before its exit status, unless the shim
+    /// disappears meanwhile.
+    async fn exited(
+        mut self,
+        status: ExitStatus,
+        port: &mut StreamPort,
+        from_shim: &mut LinkReader<OwnedReadHalf>,
+    ) {
+        self.stdin_credit.close();
+        port.end_output();
+        tokio::select! {
+            _ = self.pumps.drain() => {}
+            _ = from_shim.next() => return self.pumps.abort(),
+        }
+        let _ = self
+            .to_shim
+            .send(Frame::new(MASTER, Message::Exit { stream: 0, status }));
     }
 }
 

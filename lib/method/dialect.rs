@@ -6,7 +6,7 @@ use crate::proto::BecomeMethod;
 
 /// The verdict on a transcript so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seen {
+pub(crate) enum Seen {
     /// Nothing decisive yet.
     Nothing,
     /// The tool has asked for the password `n` times in all.
@@ -19,7 +19,7 @@ pub enum Seen {
 
 /// How one tool talks.
 #[derive(Debug, Clone)]
-pub struct Dialect {
+pub(crate) struct Dialect {
     method: BecomeMethod,
     /// What sudo is told to prompt with (`sudo -p`); empty for su and doas.
     prompt: String,
@@ -54,7 +54,7 @@ const INCORRECT: &[&str] = &[
 impl Dialect {
     /// `nonce` makes sudo's prompt unique (`sudo -p`); su and doas cannot be told their
     /// prompt, so theirs is recognised by its usual ending in the C locale.
-    pub fn new(method: BecomeMethod, nonce: &str) -> Dialect {
+    pub(crate) fn new(method: BecomeMethod, nonce: &str) -> Dialect {
         let (prompt, marker) = match method {
             // sudo expands %p to the user whose password it wants (the invoking user's,
             // or the target's or root's under targetpw/rootpw).
@@ -69,7 +69,7 @@ impl Dialect {
     }
 
     /// The text to pass to `sudo -p` (sudo prints it with `%p` expanded; sudo-rs wraps it).
-    pub fn prompt(&self) -> &str {
+    pub(crate) fn prompt(&self) -> &str {
         &self.prompt
     }
 
@@ -77,7 +77,7 @@ impl Dialect {
     /// the target's own), the name sudo put for `%p` or doas in `doas (user@host)`, else
     /// `invoker` (both ask for the invoking user's by default). One line, no control
     /// characters, at most 64 of them.
-    pub fn whose_password(&self, transcript: &str, target: &str, invoker: &str) -> String {
+    pub(crate) fn whose_password(&self, transcript: &str, target: &str, invoker: &str) -> String {
         let named = match self.method {
             BecomeMethod::Su => Some(target.to_string()),
             BecomeMethod::Sudo => {
@@ -98,7 +98,7 @@ impl Dialect {
     }
 
     /// Reads the transcript so far.
-    pub fn scan(&self, transcript: &str) -> Seen {
+    pub(crate) fn scan(&self, transcript: &str) -> Seen {
         for line in transcript.lines() {
             if INCORRECT.iter().any(|m| line.contains(m)) {
                 return Seen::Incorrect;
@@ -125,7 +125,7 @@ impl Dialect {
 
     /// The most telling line of a transcript, for an error message when the tool exited
     /// without a verdict: its last non-empty line that is not a prompt.
-    pub fn last_words(&self, transcript: &str) -> String {
+    pub(crate) fn last_words(&self, transcript: &str) -> String {
         transcript
             .lines()
             .rev()

@@ -29,6 +29,7 @@ use crate::bootstrap::{READY_MARKER, handshake, ssh::random_token};
 use crate::link;
 use crate::proto::{Become, BecomeMethod, ContextId};
 use crate::sys::fdio::FdIo;
+use crate::sys::spawn::ChildSetup;
 
 /// At most this much of the tool's terminal output is kept for judging it.
 const TRANSCRIPT_LIMIT: usize = 64 * 1024;
@@ -36,7 +37,7 @@ const TRANSCRIPT_LIMIT: usize = 64 * 1024;
 /// Starts a child agent as `role.user` and waits until it has said hello.
 /// `shell` is the parent's command shell: sudo and doas run a command themselves, not
 /// through the target's login shell, so their child keeps it (su's child uses its own).
-pub async fn start(
+pub(crate) async fn start(
     child: ContextId,
     role: &Become,
     shell: &Path,
@@ -201,24 +202,13 @@ fn launch(role: &Become, dialect: &Dialect, nonce: &str, shell: &Path) -> io::Re
     cmd.stdout(Stdio::from(OwnedFd::from(theirs)))
         .stderr(Stdio::from(pty.slave))
         .kill_on_drop(true);
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if image_fd == 3 {
-                crate::sys::process::place_fd(image_raw, 3)?;
-            }
-            // The tool and the child agent start from the limit the user has.
-            crate::sys::limits::restore_in_child()?;
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The pty slave (stderr) becomes the controlling terminal sudo prompts on.
-            if libc::ioctl(2, libc::TIOCSCTTY as _, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    if image_fd == 3 {
+        cmd.place_fds([(image_raw, 3)]);
     }
+    // The tool and the child agent start from the limit the user has.
+    cmd.restore_descriptor_limit();
+    // The pty slave (stderr) becomes the controlling terminal sudo prompts on.
+    cmd.new_session().controlling_terminal(2);
     let process = cmd.spawn()?;
     ours.set_nonblocking(true)?;
     let (read, write) = tokio::net::UnixStream::from_std(ours)?.into_split();

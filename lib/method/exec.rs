@@ -13,7 +13,11 @@ use crate::bootstrap::ssh::SshCommand;
 use crate::proto::ContextId;
 
 /// Runs `argv` (the prefix) with stage 1 after it and starts an agent inside.
-pub async fn start(child: ContextId, argv: &[Vec<u8>], label: &str) -> Result<Child, SpawnError> {
+pub(crate) async fn start(
+    child: ContextId,
+    argv: &[Vec<u8>],
+    label: &str,
+) -> Result<Child, SpawnError> {
     let command = command(argv, label)?;
     super::ssh::over(child, &command).await
 }

@@ -13,10 +13,10 @@
 //! descriptor, so nothing is written on the host; over ssh or an exec prefix the far side
 //! has a filesystem of its own, and stage 1 caches the image there.
 
-pub mod dialect;
-pub mod escalate;
-pub mod exec;
-pub mod ssh;
+pub(crate) mod dialect;
+pub(crate) mod escalate;
+pub(crate) mod exec;
+pub(crate) mod ssh;
 
 use futures::future::BoxFuture;
 use tokio::io::AsyncRead;
@@ -25,15 +25,15 @@ use crate::link::{LinkReader, LinkSender};
 use crate::proto::{Hello, Secret};
 
 /// How long a child has to start, password dialogue aside.
-pub const SPAWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const SPAWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a password may take to arrive (a person typing it on a terminal).
-pub const PASSWORD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+pub(crate) const PASSWORD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
-pub type BoxReader = Box<dyn AsyncRead + Send + Unpin>;
+pub(crate) type BoxReader = Box<dyn AsyncRead + Send + Unpin>;
 
 /// A child agent that runs and has introduced itself.
-pub struct Child {
+pub(crate) struct Child {
     pub reader: LinkReader<BoxReader>,
     pub sender: LinkSender,
     /// sudo, su, doas, ssh or the exec prefix: killed when dropped.
@@ -42,12 +42,12 @@ pub struct Child {
 }
 
 /// Asks for the password of the account named; `None` when there is none to be had.
-pub type AskPassword = Box<dyn FnMut(String) -> BoxFuture<'static, Option<Secret>> + Send>;
+pub(crate) type AskPassword = Box<dyn FnMut(String) -> BoxFuture<'static, Option<Secret>> + Send>;
 
 /// Why a child did not start. The text is one line for the user (the host and method are
 /// added by the master) and never contains a password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SpawnError {
+pub(crate) enum SpawnError {
     #[error("incorrect password")]
     Incorrect,
     #[error(

@@ -13,7 +13,11 @@ use crate::link;
 use crate::proto::ContextId;
 
 /// Runs `ssh ARGS` (options and destination) from this host and starts an agent there.
-pub async fn start(child: ContextId, args: &[Vec<u8>], label: &str) -> Result<Child, SpawnError> {
+pub(crate) async fn start(
+    child: ContextId,
+    args: &[Vec<u8>],
+    label: &str,
+) -> Result<Child, SpawnError> {
     use std::os::unix::ffi::OsStrExt;
     let ssh = SshCommand {
         program: "ssh".into(),

@@ -18,50 +18,51 @@ pub const DEFAULT_WINDOW: u32 = 1 << 20;
 /// A peer broke the rules of flow control.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("peer sent {sent} bytes with only {allowed} bytes of credit")]
-pub struct FlowViolation {
+pub(crate) struct FlowViolation {
     pub sent: u64,
     pub allowed: u64,
 }
 
 /// The sending half: what the peer still allows us to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SendCredit {
+pub(crate) struct SendCredit {
     available: u64,
 }
 
 impl SendCredit {
-    pub fn new(window: u32) -> SendCredit {
+    pub(crate) fn new(window: u32) -> SendCredit {
         SendCredit {
             available: u64::from(window),
         }
     }
 
     /// Bytes that may be sent now.
-    pub fn available(&self) -> u64 {
+    #[cfg(test)]
+    fn available(&self) -> u64 {
         self.available
     }
 
     /// Reserves up to `max` bytes; returns how many were reserved (0 when out of credit).
-    pub fn take(&mut self, max: usize) -> usize {
+    pub(crate) fn take(&mut self, max: usize) -> usize {
         let n = self.available.min(max as u64);
         self.available -= n;
         n as usize
     }
 
     /// Returns the unused part of a reservation (after a short read).
-    pub fn give_back(&mut self, n: usize) {
+    pub(crate) fn give_back(&mut self, n: usize) {
         self.available += n as u64;
     }
 
     /// The peer granted `n` more bytes.
-    pub fn grant(&mut self, n: u32) {
+    pub(crate) fn grant(&mut self, n: u32) {
         self.available = self.available.saturating_add(u64::from(n));
     }
 }
 
 /// The receiving half: enforces the window and decides when to return credit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecvWindow {
+pub(crate) struct RecvWindow {
     window: u32,
     /// Received and not yet consumed.
     buffered: u64,
@@ -70,7 +71,7 @@ pub struct RecvWindow {
 }
 
 impl RecvWindow {
-    pub fn new(window: u32) -> RecvWindow {
+    pub(crate) fn new(window: u32) -> RecvWindow {
         RecvWindow {
             window,
             buffered: 0,
@@ -78,17 +79,14 @@ impl RecvWindow {
         }
     }
 
-    pub fn window(&self) -> u32 {
-        self.window
-    }
-
     /// Bytes received and not yet consumed: what this stream costs in memory right now.
-    pub fn buffered(&self) -> u64 {
+    #[cfg(test)]
+    fn buffered(&self) -> u64 {
         self.buffered
     }
 
     /// The peer sent `n` bytes. An error means it exceeded the credit it was given.
-    pub fn received(&mut self, n: usize) -> Result<(), FlowViolation> {
+    pub(crate) fn received(&mut self, n: usize) -> Result<(), FlowViolation> {
         let outstanding = self.buffered + self.ungranted + n as u64;
         if outstanding > u64::from(self.window) {
             return Err(FlowViolation {
@@ -101,7 +99,7 @@ impl RecvWindow {
     }
 
     /// `n` buffered bytes were consumed. Returns the credit to grant now, if it is time.
-    pub fn consumed(&mut self, n: usize) -> Option<u32> {
+    pub(crate) fn consumed(&mut self, n: usize) -> Option<u32> {
         let n = (n as u64).min(self.buffered);
         self.buffered -= n;
         self.ungranted += n;

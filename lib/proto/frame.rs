@@ -22,7 +22,7 @@ pub const MAX_DATA: usize = 256 * 1024;
 /// Payloads shorter than this are copied out of the read buffer when decoded. Longer ones
 /// are sliced out of it: a quarter of the largest payload or more, so a frame pins at most
 /// a few times its own size however a peer mixes its frames.
-pub const COPY_BELOW: usize = MAX_DATA / 4;
+pub(crate) const COPY_BELOW: usize = MAX_DATA / 4;
 
 /// One frame: which context it concerns, what it says and, for data, the bytes.
 ///
@@ -137,13 +137,13 @@ pub fn encode_into(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> 
 
 /// Appends the length and header of `frame` to `dst`: everything but the payload, which
 /// the caller sends right after (with a vectored write, say). On error `dst` is unchanged.
-pub fn encode_header(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+pub(crate) fn encode_header(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
     encode_header_for(frame, frame.data.len(), dst)
 }
 
 /// Like [`encode_header`], for a payload of `payload` bytes that travels apart from the
 /// frame (spliced from a pipe right after the header).
-pub fn encode_header_for(
+pub(crate) fn encode_header_for(
     frame: &Frame,
     payload: usize,
     dst: &mut BytesMut,

@@ -19,6 +19,10 @@ pub type StreamId = u32;
 /// The master's own context id.
 pub const MASTER: ContextId = 0;
 
+/// The exit status ssh gives for its own failures (and a shim for the master's): the
+/// `exit_code` of most [`Reply::Failed`]s.
+pub const SSH_ERROR: i32 = 255;
+
 /// Bumped whenever a message changes shape. Peers with different versions refuse to talk.
 pub const PROTOCOL_VERSION: u32 = 3;
 
@@ -300,10 +304,7 @@ impl std::fmt::Debug for Secret {
 
 impl Drop for Secret {
     fn drop(&mut self) {
-        for b in self.0.iter_mut() {
-            // SAFETY: a valid, aligned byte we own; volatile so the wipe is not optimised out.
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
+        crate::sys::mem::wipe(&mut self.0);
     }
 }
 

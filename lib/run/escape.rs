@@ -14,7 +14,7 @@ use crate::untrusted;
 /// `line` (ending in `\n`, as [`super::lines::LineBuffer`] makes them) as a terminal
 /// should show it. A `\r` right before the final `\n` is kept: it cannot overwrite
 /// anything, and Windows-style lines would otherwise all end in `\r`.
-pub fn line(line: &[u8]) -> Cow<'_, [u8]> {
+pub(crate) fn line(line: &[u8]) -> Cow<'_, [u8]> {
     let (body, end): (&[u8], &[u8]) = match line {
         [body @ .., b'\r', b'\n'] => (body, b"\r\n"),
         [body @ .., b'\n'] => (body, b"\n"),
@@ -31,29 +31,16 @@ pub fn line(line: &[u8]) -> Cow<'_, [u8]> {
 
 /// A one-line message that may carry remote text (an error from the far side), made safe
 /// for a terminal as everything else an agent says is.
-pub fn message(s: &str) -> String {
+pub(crate) fn message(s: &str) -> String {
     untrusted::clean(s, untrusted::MAX_TEXT)
 }
 
 /// Appends `bytes` to `out` with every dangerous character escaped.
 fn text(bytes: &[u8], out: &mut Vec<u8>) {
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        match std::str::from_utf8(rest) {
-            Ok(s) => {
-                chars(s, out);
-                break;
-            }
-            Err(e) => {
-                let (good, bad) = rest.split_at(e.valid_up_to());
-                // SAFETY: `valid_up_to` bytes were just checked to be UTF-8.
-                chars(unsafe { std::str::from_utf8_unchecked(good) }, out);
-                let n = e.error_len().unwrap_or(bad.len());
-                for b in &bad[..n] {
-                    out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
-                }
-                rest = &bad[n..];
-            }
+    for chunk in bytes.utf8_chunks() {
+        chars(chunk.valid(), out);
+        for b in chunk.invalid() {
+            out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
         }
     }
 }

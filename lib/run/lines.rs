@@ -2,17 +2,17 @@
 //! whole lines, and each line is printed with one write, prefixed with who wrote it.
 
 /// A line longer than this is printed in pieces rather than held in memory forever.
-pub const MAX_LINE: usize = 1 << 20;
+pub(crate) const MAX_LINE: usize = 1 << 20;
 
 /// Cuts a byte stream into whole lines, holding a partial line until it ends.
 #[derive(Debug, Default)]
-pub struct LineBuffer {
+pub(crate) struct LineBuffer {
     partial: Vec<u8>,
 }
 
 impl LineBuffer {
     /// Adds bytes; returns the lines they complete (each with its `\n`).
-    pub fn push(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
+    pub(crate) fn push(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
         let mut lines = Vec::new();
         let mut rest = data;
         while let Some(end) = rest.iter().position(|b| *b == b'\n') {
@@ -31,7 +31,7 @@ impl LineBuffer {
     }
 
     /// End of stream: the unfinished last line, if any, given a `\n`.
-    pub fn finish(&mut self) -> Option<Vec<u8>> {
+    pub(crate) fn finish(&mut self) -> Option<Vec<u8>> {
         if self.partial.is_empty() {
             return None;
         }
@@ -43,7 +43,7 @@ impl LineBuffer {
 
 /// How a prefix looks: `host name[i] | `, or `host name[i] ! ` for stderr.
 #[derive(Debug, Clone)]
-pub struct Prefix {
+pub(crate) struct Prefix {
     text: String,
     colour: Option<u8>,
     width: usize,
@@ -55,7 +55,7 @@ const PALETTE: [u8; 6] = [32, 33, 34, 35, 36, 31];
 impl Prefix {
     /// `width` pads every prefix to the same column; `colour` picks a colour by number
     /// when printing to a terminal.
-    pub fn new(host: &str, label: &str, width: usize, colour: Option<usize>) -> Prefix {
+    pub(crate) fn new(host: &str, label: &str, width: usize, colour: Option<usize>) -> Prefix {
         Prefix {
             text: format!("{host} {label}"),
             colour: colour.map(|c| PALETTE[c % PALETTE.len()]),
@@ -64,7 +64,7 @@ impl Prefix {
     }
 
     /// The bytes of one output line with this prefix.
-    pub fn line(&self, line: &[u8], stderr: bool) -> Vec<u8> {
+    pub(crate) fn line(&self, line: &[u8], stderr: bool) -> Vec<u8> {
         let mark = if stderr { '!' } else { '|' };
         let head = format!("{:<width$} {mark} ", self.text, width = self.width);
         let head = match self.colour {
@@ -75,10 +75,6 @@ impl Prefix {
         out.extend_from_slice(head.as_bytes());
         out.extend_from_slice(line);
         out
-    }
-
-    pub fn text(&self) -> &str {
-        &self.text
     }
 }
 

@@ -12,13 +12,13 @@
 //! This module runs the points one after another and keeps the results directory:
 //! `results/<point>/point.json` says how a point went, which is what `--resume` reads.
 
-pub mod escape;
-pub mod lines;
-pub mod plan;
-pub mod progress;
-pub mod report;
-pub mod runner;
-pub mod sweep;
+pub(crate) mod escape;
+pub(crate) mod lines;
+pub(crate) mod plan;
+pub(crate) mod progress;
+pub(crate) mod report;
+pub(crate) mod runner;
+pub(crate) mod sweep;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -27,46 +27,135 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::client::target;
 use crate::proto::Target;
-use crate::shim::{args, target};
+use crate::sshargs as args;
 use crate::{config, daemon, paths};
+pub use plan::Overrides;
 use plan::{Experiment, Plan};
 use progress::Progress;
 use report::PointSummary;
 
 /// Exit status when the run itself could not be set up.
-pub const RUN_FAILED: i32 = 2;
+pub(crate) const RUN_FAILED: i32 = 2;
 /// Threads for blocking work (opening sessions, readiness probes, fetches): each costs its
 /// allocator's heap, so 48 at once made `mitossh run` 80 MiB; these few keep up.
 const BLOCKING_THREADS: usize = 8;
 /// A point's summary in its directory.
-pub const POINT_FILE: &str = "point.json";
+pub(crate) const POINT_FILE: &str = "point.json";
 
-/// How to run a plan.
+/// `mitossh run`'s command line.
 #[derive(Debug, Clone)]
-pub struct Options {
-    pub experiment: Experiment,
+pub struct Args {
+    pub plan: PlanSource,
+    /// What the command line changes in the plan.
+    pub overrides: Overrides,
+    pub show: Show,
+    /// Only these points (`--points`).
+    pub points: Option<String>,
+    /// Skip points whose summary says they completed (`--resume`).
+    pub resume: bool,
+    /// Use (or start) the master at this socket.
+    pub socket: Option<PathBuf>,
+    /// For a master started for the run: at most this many ssh handshakes at once.
+    pub connect_window: Option<usize>,
+}
+
+/// Where the plan comes from.
+#[derive(Debug, Clone)]
+pub enum PlanSource {
+    /// A TOML plan file.
+    File(PathBuf),
+    /// The short form: `count` copies of `command` on each of `hosts`, each host's ssh
+    /// reading `ssh_config` if given, reached through `via` (in order, by `via_mode`).
+    Short {
+        hosts: Vec<String>,
+        count: u32,
+        command: String,
+        ssh_config: Option<PathBuf>,
+        via: Vec<String>,
+        via_mode: Option<String>,
+    },
+}
+
+/// How the run is shown.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Show {
+    /// The summary as JSON on stdout; output lines on stderr.
     pub json: bool,
     /// No status line.
     pub quiet: bool,
     /// Remote output reaches a terminal as it came (no escaping).
     pub raw: bool,
-    /// Only these points (`--points`).
-    pub points: Option<String>,
-    /// Skip points whose summary says they completed.
-    pub resume: bool,
-    pub master: daemon::MasterOptions,
 }
 
-/// Runs the plan; returns the exit status: 0 when every process did its job, 1 when
-/// one failed (or everything was stopped because one did), 130 when interrupted.
-pub fn main(opts: Options) -> i32 {
-    match try_main(opts) {
+/// How to run a plan.
+#[derive(Debug, Clone)]
+struct Options {
+    experiment: Experiment,
+    show: Show,
+    points: Option<String>,
+    resume: bool,
+    master: daemon::MasterOptions,
+}
+
+/// Runs `mitossh run`; returns the exit status: 0 when every process did its job, 1 when
+/// one failed (or everything was stopped because one did), 130 when interrupted, and
+/// [`RUN_FAILED`] when the run could not be set up.
+pub fn main(args: Args) -> i32 {
+    match Options::of(args).and_then(try_main) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mitossh run: {e}");
             RUN_FAILED
         }
+    }
+}
+
+impl Options {
+    /// The plan (a file, or the short form) with the command line's overrides applied.
+    fn of(args: Args) -> Result<Options, String> {
+        let mut experiment = match &args.plan {
+            PlanSource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("{}: {e}", path.display()))
+                .and_then(|text| {
+                    plan::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+                })?,
+            PlanSource::Short {
+                hosts,
+                count,
+                command,
+                ssh_config,
+                via,
+                via_mode,
+            } => {
+                let ssh_args: Vec<String> = ssh_config
+                    .iter()
+                    .flat_map(|f| ["-F".to_string(), f.display().to_string()])
+                    .collect();
+                plan::short(&plan::Short {
+                    hosts: hosts.clone(),
+                    count: *count,
+                    command: command.clone(),
+                    ssh_args,
+                    duration: args.overrides.duration,
+                    via: via.clone(),
+                    via_mode: via_mode.clone(),
+                })?
+            }
+        };
+        experiment.apply(&args.overrides)?;
+        Ok(Options {
+            experiment,
+            show: args.show,
+            points: args.points,
+            resume: args.resume,
+            master: daemon::MasterOptions {
+                socket: args.socket,
+                connect_window: args.connect_window,
+                ..Default::default()
+            },
+        })
     }
 }
 
@@ -100,19 +189,19 @@ fn try_main(mut opts: Options) -> Result<i32, String> {
         opts.master.idle_timeout = Some(format!("{}s", exp.pause.as_secs() + 600));
     }
     let master = daemon::ensure(&opts.master, &dir, &real_ssh).map_err(|e| e.to_string())?;
-    let terminal = if opts.json {
+    let terminal = if opts.show.json {
         std::io::stderr().is_terminal()
     } else {
         std::io::stdout().is_terminal()
     };
     let progress = Progress::new(
-        !opts.quiet && std::io::stderr().is_terminal(),
+        !opts.show.quiet && std::io::stderr().is_terminal(),
         exp.points.len(),
     );
     let display = runner::Display {
         colour: terminal && std::env::var_os("NO_COLOR").is_none(),
-        to_stderr: opts.json,
-        escape: terminal && !opts.raw,
+        to_stderr: opts.show.json,
+        escape: terminal && !opts.show.raw,
         progress: progress.clone(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -211,13 +300,13 @@ async fn run_points(
                 code = 1;
             }
             progress.println(&report::point_line(k, exp.points.len(), &summary));
-        } else if opts.json {
+        } else if opts.show.json {
             println!("{}", report::json(&summary));
         } else {
             progress.suspend(|| eprint!("{}", report::table(&summary, exp.hosts.len())));
         }
         // The table has it; otherwise it goes to stderr on its own, once per host.
-        if sweeping || opts.json {
+        if sweeping || opts.show.json {
             let list = report::unreachable_list(&summary, exp.hosts.len());
             if !list.is_empty() {
                 progress.suspend(|| eprint!("{list}"));
@@ -343,7 +432,7 @@ fn finish_sweep(opts: &Options, results: &Path, ran: Vec<PointSummary>) -> Resul
     };
     let json = report::json(&all);
     write_atomically(&results.join("summary.json"), json.as_bytes())?;
-    if opts.json {
+    if opts.show.json {
         println!("{json}");
     } else {
         eprint!("{}", report::sweep_table(&points));
@@ -372,7 +461,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 /// `--points`: names, 1-based numbers and ranges (`2-4`), comma separated, in plan order.
-pub fn select(exp: &Experiment, spec: &str) -> Result<Vec<usize>, String> {
+pub(crate) fn select(exp: &Experiment, spec: &str) -> Result<Vec<usize>, String> {
     let n = exp.points.len();
     let mut chosen = vec![false; n];
     for word in spec.split(',').map(str::trim).filter(|w| !w.is_empty()) {

@@ -123,7 +123,7 @@ struct ReadyEntry {
 
 /// An experiment: data points run one after another over the same connections.
 #[derive(Debug, Clone)]
-pub struct Experiment {
+pub(crate) struct Experiment {
     pub hosts: Vec<Host>,
     /// The sweep's variable names (columns of the summary).
     pub vars: Vec<String>,
@@ -135,7 +135,7 @@ pub struct Experiment {
 
 /// One data point: its name, its variables' values, and its expanded plan.
 #[derive(Debug, Clone)]
-pub struct Point {
+pub(crate) struct Point {
     pub name: String,
     pub values: Vec<String>,
     pub repeat: u32,
@@ -144,7 +144,7 @@ pub struct Point {
 
 /// One point's plan, expanded: everything needed to start, stop and collect.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub duration: Option<Duration>,
     pub grace: Duration,
     pub stop_on_failure: bool,
@@ -163,7 +163,7 @@ pub struct Plan {
 
 /// Where a point's output files and fetched files go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Layout {
+pub(crate) enum Layout {
     /// `output/<host>/<name>-<i>.out|.err` (if asked) and `fetch/<host>/<name>-<i>/`.
     Separate {
         output: Option<PathBuf>,
@@ -174,7 +174,7 @@ pub enum Layout {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Host {
+pub(crate) struct Host {
     pub address: String,
     /// ssh options for this host (the plan's, then the host's).
     pub ssh_args: Vec<String>,
@@ -185,7 +185,7 @@ pub struct Host {
 
 /// One process to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Proc {
+pub(crate) struct Proc {
     /// Index into [`Plan::hosts`].
     pub host: usize,
     pub name: String,
@@ -205,7 +205,7 @@ pub struct Proc {
 
 /// When a process counts as ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ready {
+pub(crate) enum Ready {
     /// A TCP connection to `host:port`, made from the process's host, is accepted.
     Port { host: String, port: u16 },
     /// A line of its stdout or stderr matches this regular expression.
@@ -216,7 +216,7 @@ pub enum Ready {
 
 /// Processes released together: those that wait for the same names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Phase {
+pub(crate) struct Phase {
     /// The process names in this phase, in plan order.
     pub names: Vec<String>,
     /// It starts once every process of these names is ready.
@@ -225,7 +225,7 @@ pub struct Phase {
 
 impl Phase {
     /// `1 (replica)` or `2 (client, after replica)`, for messages.
-    pub fn label(&self, k: usize) -> String {
+    pub(crate) fn label(&self, k: usize) -> String {
         if self.after.is_empty() {
             format!("{} ({})", k + 1, self.names.join(", "))
         } else {
@@ -241,7 +241,7 @@ impl Phase {
 
 impl Proc {
     /// `name[i]`, as output lines and the summary show it.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         format!("{}[{}]", self.name, self.index)
     }
 }
@@ -253,7 +253,7 @@ impl Plan {
     }
 
     /// Where process `p`'s stdout and stderr are kept, if anywhere.
-    pub fn output_paths(&self, p: &Proc) -> Option<(PathBuf, PathBuf)> {
+    pub(crate) fn output_paths(&self, p: &Proc) -> Option<(PathBuf, PathBuf)> {
         let host = &self.hosts[p.host].address;
         match &self.layout {
             Layout::Separate { output, .. } => {
@@ -272,7 +272,7 @@ impl Plan {
     }
 
     /// The directory process `p`'s fetched files go into.
-    pub fn fetch_dir(&self, p: &Proc) -> PathBuf {
+    pub(crate) fn fetch_dir(&self, p: &Proc) -> PathBuf {
         let host = &self.hosts[p.host].address;
         match &self.layout {
             Layout::Separate { fetch, .. } => fetch.join(host).join(Plan::stem(p)),
@@ -281,11 +281,11 @@ impl Plan {
     }
 }
 
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// How long a process with `ready` may take to be ready, unless the plan says.
-pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Where a sweep's results go unless the plan or `--results` says.
-pub const DEFAULT_RESULTS: &str = "results";
+pub(crate) const DEFAULT_RESULTS: &str = "results";
 
 /// What the command line changes in a plan.
 #[derive(Debug, Clone, Default)]
@@ -300,7 +300,7 @@ pub struct Overrides {
 
 impl Experiment {
     /// Applies the command line's settings to every point.
-    pub fn apply(&mut self, o: &Overrides) -> Result<(), String> {
+    pub(crate) fn apply(&mut self, o: &Overrides) -> Result<(), String> {
         if o.results.is_some() {
             self.results = o.results.clone();
         }
@@ -337,13 +337,13 @@ impl Experiment {
     }
 
     /// The point named `name`, by position.
-    pub fn position(&self, name: &str) -> Option<usize> {
+    pub(crate) fn position(&self, name: &str) -> Option<usize> {
         self.points.iter().position(|p| p.name == name)
     }
 }
 
 /// Parses and expands a plan file's text into its points.
-pub fn parse(text: &str) -> Result<Experiment, String> {
+pub(crate) fn parse(text: &str) -> Result<Experiment, String> {
     let file: PlanFile = toml::from_str(text).map_err(|e| e.to_string())?;
     let stop_on_failure = match file.on_failure.as_deref() {
         None | Some("stop") => true,
@@ -761,7 +761,7 @@ pub struct Short {
 }
 
 /// The short form: `count` copies of `command` on each host.
-pub fn short(s: &Short) -> Result<Experiment, String> {
+pub(crate) fn short(s: &Short) -> Result<Experiment, String> {
     let mut text = String::new();
     if let Some(d) = s.duration {
         text.push_str(&format!("duration = \"{}ms\"\n", d.as_millis()));
@@ -799,7 +799,7 @@ fn toml_list(items: &[String]) -> String {
 }
 
 /// Replaces `{name}` by its value; `{{` and `}}` are literal braces.
-pub fn expand(template: &str, values: &HashMap<String, String>) -> Result<String, String> {
+pub(crate) fn expand(template: &str, values: &HashMap<String, String>) -> Result<String, String> {
     let mut out = String::with_capacity(template.len());
     let mut chars = template.chars().peekable();
     while let Some(c) = chars.next() {
@@ -833,379 +833,4 @@ pub fn expand(template: &str, values: &HashMap<String, String>) -> Result<String
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const PLAN: &str = r#"
-        duration = "2s"
-        grace = "500ms"
-        ssh_args = ["-F", "cfg"]
-
-        [[host]]
-        address = "a"
-        [[host.process]]
-        name = "replica"
-        count = 2
-        command = "replica --id {i} --port {port} --on {host}"
-        vars = { port = "70{i}" }
-        fetch = ["/tmp/r-{i}.log"]
-        [[host.process]]
-        name = "load"
-        command = "load --target {host} --n {n}"
-
-        [[host]]
-        address = "b"
-        ssh_args = ["-p", "2222"]
-        [[host.process]]
-        name = "replica"
-        count = 2
-        command = "replica --id {i} --port {port} --on {host}"
-        vars = { port = "70{i}" }
-    "#;
-
-    #[test]
-    fn expands_indices_hosts_and_vars() {
-        let plan = parse(PLAN).unwrap().points.remove(0).plan;
-        assert_eq!(plan.duration, Some(Duration::from_secs(2)));
-        assert_eq!(plan.grace, Duration::from_millis(500));
-        assert!(plan.stop_on_failure);
-        assert_eq!(plan.hosts[1].ssh_args, ["-F", "cfg", "-p", "2222"]);
-        let commands: Vec<(usize, String, String)> = plan
-            .procs
-            .iter()
-            .map(|p| (p.host, p.label(), p.command.clone()))
-            .collect();
-        assert_eq!(
-            commands,
-            [
-                (
-                    0,
-                    "replica[0]".into(),
-                    "replica --id 0 --port 700 --on a".into()
-                ),
-                (
-                    0,
-                    "replica[1]".into(),
-                    "replica --id 1 --port 701 --on a".into()
-                ),
-                (0, "load[0]".into(), "load --target a --n 0".into()),
-                (
-                    1,
-                    "replica[2]".into(),
-                    "replica --id 2 --port 702 --on b".into()
-                ),
-                (
-                    1,
-                    "replica[3]".into(),
-                    "replica --id 3 --port 703 --on b".into()
-                ),
-            ]
-        );
-        assert_eq!(plan.procs[1].fetch, ["/tmp/r-1.log"]);
-    }
-
-    #[test]
-    fn templates() {
-        let values = HashMap::from([("i".to_string(), "3".to_string())]);
-        assert_eq!(expand("x{i}y", &values).unwrap(), "x3y");
-        assert_eq!(
-            expand("awk '{{print $1}}' {i}", &values).unwrap(),
-            "awk '{print $1}' 3"
-        );
-        assert!(
-            expand("{nope}", &values)
-                .unwrap_err()
-                .contains("unknown {nope}")
-        );
-        assert!(expand("a } b", &values).is_err());
-    }
-
-    #[test]
-    fn mistakes_are_reported() {
-        assert!(parse("").unwrap_err().contains("starts no process"));
-        assert!(
-            parse("on_failure = \"maybe\"\n")
-                .unwrap_err()
-                .contains("on_failure")
-        );
-        assert!(
-            parse(
-                "[[host]]\naddress = \"a\"\n[[host.process]]\nname = \"x\"\ncommand = \"{who}\"\n"
-            )
-            .unwrap_err()
-            .contains("unknown {who}")
-        );
-        assert!(parse("duration = \"soon\"\n[[host]]\naddress = \"a\"\n").is_err());
-    }
-
-    #[test]
-    fn the_short_form() {
-        let plan = short(&Short {
-            hosts: vec!["h1".into(), "h2".into()],
-            count: 2,
-            command: "work -i {i}".into(),
-            ssh_args: vec!["-F".into(), "c".into()],
-            via: vec!["gw".into()],
-            via_mode: Some("ssh".into()),
-            ..Short::default()
-        })
-        .unwrap()
-        .points
-        .remove(0)
-        .plan;
-        let commands: Vec<&str> = plan.procs.iter().map(|p| p.command.as_str()).collect();
-        assert_eq!(
-            commands,
-            ["work -i 0", "work -i 1", "work -i 2", "work -i 3"]
-        );
-        assert_eq!(plan.hosts[1].address, "h2");
-        assert_eq!(plan.hosts[0].ssh_args, ["-F", "c"]);
-        assert_eq!(plan.hosts[0].via, ["gw"]);
-        assert_eq!(plan.hosts[0].via_mode, ViaMode::Ssh);
-    }
-
-    #[test]
-    fn hosts_go_through_the_plans_gateway_unless_they_name_their_own() {
-        let e = parse(
-            r#"
-            via = "gw1"
-            via_mode = "ssh"
-            on_unreachable = "stop"
-            [[host]]
-            address = "a"
-            [[host.process]]
-            name = "x"
-            command = "c"
-            [[host]]
-            address = "b"
-            via = ["bastion", "gw2"]
-            via_mode = "tcp"
-            [[host.process]]
-            name = "x"
-            command = "c"
-            "#,
-        )
-        .unwrap();
-        let plan = &e.points[0].plan;
-        assert!(plan.stop_on_unreachable);
-        assert_eq!(plan.hosts[0].via, ["gw1"]);
-        assert_eq!(plan.hosts[0].via_mode, ViaMode::Ssh);
-        assert_eq!(plan.hosts[1].via, ["bastion", "gw2"]);
-        assert_eq!(plan.hosts[1].via_mode, ViaMode::Tcp);
-        let err = parse("via = 3\n[[host]]\naddress = \"a\"\n").unwrap_err();
-        assert!(err.contains("via = 3"), "{err}");
-        let err = parse("on_unreachable = \"skip\"\n[[host]]\naddress = \"a\"\n").unwrap_err();
-        assert!(err.contains("continue"), "{err}");
-    }
-
-    const SWEPT: &str = r#"
-        duration = "{secs}s"
-        results = "out"
-        setup = "mkdir -p /tmp/x/{point}/{host}"
-        [sweep]
-        per_host = [1, 2]
-        secs = [3]
-
-        [[host]]
-        address = "a"
-        [[host.process]]
-        name = "replica"
-        command = "replica --port {port}"
-        vars = { port = "70{i}" }
-        ready = { port = "{port}" }
-        ready_timeout = "5s"
-        [[host.process]]
-        name = "client"
-        count = "{per_host}"
-        after = "replica"
-        command = "client {i} of {per_host}"
-        env = { ID = "{i}", POINT = "{point}", N = 3 }
-        cwd = "/tmp/x/{point}"
-        fetch = ["/tmp/x/{point}/client-{i}.txt"]
-        [[host.process]]
-        name = "watcher"
-        after = ["client", "replica"]
-        command = "watch"
-        ready = { line = "^up [0-9]+$" }
-        [[host.process]]
-        name = "logger"
-        command = "log"
-        ready = { delay = "2s" }
-    "#;
-
-    #[test]
-    fn sweeps_expand_every_template_per_point() {
-        let e = parse(SWEPT).unwrap();
-        assert_eq!(e.vars, ["per_host", "secs"]);
-        let names: Vec<&str> = e.points.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["per_host-1_secs-3", "per_host-2_secs-3"]);
-        let second = &e.points[1].plan;
-        assert_eq!(second.duration, Some(Duration::from_secs(3)));
-        assert_eq!(second.setup, ["mkdir -p /tmp/x/per_host-2_secs-3/a"]);
-        assert!(second.teardown.is_empty());
-        let clients: Vec<&Proc> = second.procs.iter().filter(|p| p.name == "client").collect();
-        assert_eq!(clients.len(), 2);
-        assert_eq!(clients[1].command, "client 1 of 2");
-        assert_eq!(
-            clients[1].env,
-            [
-                ("ID".to_string(), "1".to_string()),
-                ("N".into(), "3".into()),
-                ("POINT".into(), "per_host-2_secs-3".into())
-            ]
-        );
-        assert_eq!(clients[1].cwd.as_deref(), Some("/tmp/x/per_host-2_secs-3"));
-        assert_eq!(e.points[0].plan.procs.len(), 4);
-        let replica = &second.procs[0];
-        assert_eq!(
-            replica.ready,
-            Some(Ready::Port {
-                host: "localhost".into(),
-                port: 700
-            })
-        );
-        assert_eq!(replica.ready_timeout, Duration::from_secs(5));
-        assert_eq!(
-            second.procs.last().unwrap().ready,
-            Some(Ready::Delay(Duration::from_secs(2)))
-        );
-        // Results layout: everything of a process in one directory per point.
-        assert_eq!(
-            second.output_paths(clients[0]).unwrap().0,
-            PathBuf::from("out/per_host-2_secs-3/a/client-0/stdout")
-        );
-        assert_eq!(
-            second.fetch_dir(clients[0]),
-            PathBuf::from("out/per_host-2_secs-3/a/client-0")
-        );
-    }
-
-    #[test]
-    fn phases_follow_what_processes_wait_for() {
-        let plan = parse(SWEPT).unwrap().points.remove(1).plan;
-        let phases: Vec<String> = plan
-            .phases
-            .iter()
-            .enumerate()
-            .map(|(k, p)| p.label(k))
-            .collect();
-        assert_eq!(
-            phases,
-            [
-                "1 (replica, logger)",
-                "2 (client, after replica)",
-                "3 (watcher, after client, replica)"
-            ]
-        );
-        let of: Vec<(String, usize)> = plan.procs.iter().map(|p| (p.label(), p.phase)).collect();
-        assert_eq!(
-            of,
-            [
-                ("replica[0]".to_string(), 0),
-                ("client[0]".into(), 1),
-                ("client[1]".into(), 1),
-                ("watcher[0]".into(), 2),
-                ("logger[0]".into(), 0)
-            ]
-        );
-    }
-
-    #[test]
-    fn without_a_sweep_one_point_in_the_plain_layout() {
-        let mut e = parse(PLAN).unwrap();
-        assert_eq!(e.points.len(), 1);
-        assert!(e.results.is_none());
-        let o = Overrides {
-            output_dir: Some("o".into()),
-            ..Overrides::default()
-        };
-        e.apply(&o).unwrap();
-        let plan = &e.points[0].plan;
-        assert_eq!(
-            plan.output_paths(&plan.procs[3]).unwrap().1,
-            PathBuf::from("o/b/replica-2.err")
-        );
-        assert_eq!(
-            plan.fetch_dir(&plan.procs[0]),
-            PathBuf::from("mitossh-run/a/replica-0")
-        );
-        let o = Overrides {
-            results: Some("r".into()),
-            ..Overrides::default()
-        };
-        e.apply(&o).unwrap();
-        assert_eq!(e.points[0].plan.layout, Layout::Point("r/run".into()));
-        let o = Overrides {
-            fetch_dir: Some("f".into()),
-            ..Overrides::default()
-        };
-        assert!(e.apply(&o).unwrap_err().contains("results directory"));
-    }
-
-    #[test]
-    fn phase_and_readiness_mistakes_are_reported() {
-        let with = |extra: &str| {
-            parse(&format!(
-                "[[host]]\naddress = \"a\"\n[[host.process]]\nname = \"x\"\ncommand = \"c\"\n{extra}\n"
-            ))
-        };
-        assert!(
-            with("after = \"nobody\"")
-                .unwrap_err()
-                .contains("no process has that name")
-        );
-        assert!(with("after = \"x\"").unwrap_err().contains("after itself"));
-        assert!(
-            with("ready = { port = 1, line = \"a\" }")
-                .unwrap_err()
-                .contains("exactly one")
-        );
-        assert!(
-            with("ready = { port = \"99999\" }")
-                .unwrap_err()
-                .contains("port number")
-        );
-        assert!(
-            with("ready = { line = \"(\" }")
-                .unwrap_err()
-                .contains("ready line")
-        );
-        assert!(
-            with("count = \"many\"")
-                .unwrap_err()
-                .contains("whole number")
-        );
-        assert!(
-            with("env = { \"A=B\" = \"1\" }")
-                .unwrap_err()
-                .contains("variable name")
-        );
-        let cycle = "[[host]]\naddress = \"a\"\n\
-            [[host.process]]\nname = \"x\"\ncommand = \"c\"\nafter = \"y\"\n\
-            [[host.process]]\nname = \"y\"\ncommand = \"c\"\nafter = \"x\"\n";
-        assert!(parse(cycle).unwrap_err().contains("wait for each other"));
-        let swept = "[sweep]\nc = [1]\n[[host]]\naddress = \"a\"\n[[host.process]]\nname = \"x\"\ncommand = \"{nope}\"\n";
-        assert!(
-            parse(swept)
-                .unwrap_err()
-                .starts_with("point c-1: x command: unknown {nope}")
-        );
-    }
-
-    #[test]
-    fn the_readme_seed_scenario_is_a_valid_plan() {
-        let readme = include_str!("../../README.md");
-        let start = readme.find("# experiment.toml\n").unwrap();
-        let end = start + readme[start..].find("```").unwrap();
-        let e = parse(&readme[start..end]).unwrap();
-        assert_eq!(e.points.len(), 12);
-        assert_eq!(e.points[11].name, "clients-24-r2");
-        let last = &e.points[11].plan;
-        let count = |name: &str| last.procs.iter().filter(|p| p.name == name).count();
-        assert_eq!((count("replica"), count("client")), (24, 24));
-        assert_eq!(last.phases.len(), 2);
-        assert_eq!(last.hosts.len(), 4);
-        let c = last.procs.iter().find(|p| p.name == "client").unwrap();
-        assert_eq!(c.env, [("SEED".to_string(), "02".to_string())]);
-    }
-}
+mod tests;

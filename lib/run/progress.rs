@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A handle to the status line; clones share it (the printer thread and the runner).
 #[derive(Clone)]
-pub struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     /// The printer thread writes lines while the runner updates counts: one lock for both.
     state: Arc<Mutex<State>>,
@@ -38,7 +38,7 @@ struct State {
 
 impl Progress {
     /// A status line on stderr if `enabled` and stderr is a terminal.
-    pub fn new(enabled: bool, points: usize) -> Progress {
+    pub(crate) fn new(enabled: bool, points: usize) -> Progress {
         let bar = enabled.then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}")
@@ -59,17 +59,14 @@ impl Progress {
         }
     }
 
-    /// No status line at all.
-    pub fn hidden() -> Progress {
-        Progress::new(false, 0)
-    }
-
-    pub fn is_shown(&self) -> bool {
-        self.bar.is_some()
-    }
-
     /// Point `k` (0-based) starts; `left` points will run after it.
-    pub fn start_point(&self, k: usize, name: &str, duration: Option<Duration>, left: usize) {
+    pub(crate) fn start_point(
+        &self,
+        k: usize,
+        name: &str,
+        duration: Option<Duration>,
+        left: usize,
+    ) {
         let mut s = self.lock();
         s.current = k + 1;
         s.name = name.to_string();
@@ -82,7 +79,7 @@ impl Progress {
     }
 
     /// The current point is over.
-    pub fn end_point(&self) {
+    pub(crate) fn end_point(&self) {
         let mut s = self.lock();
         if let Some(t) = s.point_started.take() {
             s.took.push(t.elapsed());
@@ -92,20 +89,20 @@ impl Progress {
     }
 
     /// Hosts connected, failed and pending while the point's processes are opened.
-    pub fn connecting(&self, (connected, failed, pending): (usize, usize, usize)) {
+    pub(crate) fn connecting(&self, (connected, failed, pending): (usize, usize, usize)) {
         let mut s = self.lock();
         s.connecting = Some((connected, failed, pending));
         self.show(&s);
     }
 
     /// Every host answered.
-    pub fn connected(&self) {
+    pub(crate) fn connected(&self) {
         let mut s = self.lock();
         s.connecting = None;
         self.show(&s);
     }
 
-    pub fn counts(&self, running: usize, failed: usize) {
+    pub(crate) fn counts(&self, running: usize, failed: usize) {
         let mut s = self.lock();
         s.running = running;
         s.failed = failed;
@@ -113,12 +110,12 @@ impl Progress {
     }
 
     /// A message line on stderr, above the status line.
-    pub fn println(&self, msg: &str) {
+    pub(crate) fn println(&self, msg: &str) {
         self.suspend(|| eprintln!("{msg}"));
     }
 
     /// Runs `f` (which writes to the terminal) with the status line out of the way.
-    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+    pub(crate) fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
         match &self.bar {
             Some(b) => b.suspend(f),
             None => f(),
@@ -126,7 +123,7 @@ impl Progress {
     }
 
     /// Removes the status line for good.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
@@ -175,7 +172,7 @@ impl State {
 }
 
 /// `1h02m`, `3m05s`, `42s`.
-pub fn human(d: Duration) -> String {
+pub(crate) fn human(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..60 => format!("{s}s"),

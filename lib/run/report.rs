@@ -16,13 +16,13 @@ use super::runner::{Ending, Report, StopReason};
 use crate::proto::ExitStatus;
 
 /// A point's status as `--resume` reads it.
-pub const COMPLETED: &str = "completed";
-pub const FAILED: &str = "failed";
-pub const INTERRUPTED: &str = "interrupted";
+pub(crate) const COMPLETED: &str = "completed";
+pub(crate) const FAILED: &str = "failed";
+pub(crate) const INTERRUPTED: &str = "interrupted";
 
 /// One point, as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PointSummary {
+pub(crate) struct PointSummary {
     pub point: String,
     pub vars: BTreeMap<String, String>,
     pub repeat: u32,
@@ -43,7 +43,7 @@ pub struct PointSummary {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UnreachableSummary {
+pub(crate) struct UnreachableSummary {
     pub host: String,
     /// `unreachable`, `auth`, `timeout`, `no agent`, `descriptors` or `other`.
     pub reason: String,
@@ -52,7 +52,7 @@ pub struct UnreachableSummary {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PhaseSummary {
+pub(crate) struct PhaseSummary {
     pub phase: String,
     pub processes: usize,
     /// From the point's start to the phase's release; `null`: never released.
@@ -61,7 +61,7 @@ pub struct PhaseSummary {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProcSummary {
+pub(crate) struct ProcSummary {
     pub host: String,
     pub name: String,
     pub index: u32,
@@ -79,7 +79,7 @@ pub struct ProcSummary {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FetchSummary {
+pub(crate) struct FetchSummary {
     pub remote: String,
     pub local: Option<String>,
     pub error: Option<String>,
@@ -96,7 +96,7 @@ fn status(e: &Ending) -> String {
 }
 
 /// Why the point stopped, in words.
-pub fn reason(report: &Report, plan: &Plan) -> String {
+pub(crate) fn reason(report: &Report, plan: &Plan) -> String {
     let who = |i: usize| {
         let p = &plan.procs[i];
         format!("{} on {}", p.label(), plan.hosts[p.host].address)
@@ -137,7 +137,7 @@ fn ms(d: std::time::Duration) -> f64 {
 }
 
 /// A point's summary from its report. `errors` are its setup/teardown failures.
-pub fn summary(
+pub(crate) fn summary(
     point: &Point,
     vars: &[String],
     report: &Report,
@@ -226,7 +226,7 @@ pub fn summary(
 }
 
 /// A point that never got to start its processes (its setup failed, or ^C came first).
-pub fn not_run(
+pub(crate) fn not_run(
     point: &Point,
     vars: &[String],
     status: &str,
@@ -254,12 +254,12 @@ pub fn not_run(
     }
 }
 
-pub fn json<T: Serialize>(value: &T) -> String {
+pub(crate) fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
 /// Reads a point's `point.json`, if it is there and whole.
-pub fn read_point(path: &Path) -> Option<PointSummary> {
+pub(crate) fn read_point(path: &Path) -> Option<PointSummary> {
     let text = std::fs::read(path).ok()?;
     serde_json::from_slice(&text).ok()
 }
@@ -284,7 +284,7 @@ fn columns(rows: &[Vec<String>]) -> String {
 }
 
 /// A point as a table, with a closing line.
-pub fn table(s: &PointSummary, hosts: usize) -> String {
+pub(crate) fn table(s: &PointSummary, hosts: usize) -> String {
     let mut rows = vec![
         [
             "HOST", "PROCESS", "STATUS", "RUNTIME", "STDOUT", "STDERR", "FETCHED",
@@ -395,7 +395,7 @@ fn phase_text(ph: &PhaseSummary) -> String {
 }
 
 /// One line about a finished point, for a sweep's running commentary.
-pub fn point_line(k: usize, n: usize, s: &PointSummary) -> String {
+pub(crate) fn point_line(k: usize, n: usize, s: &PointSummary) -> String {
     let spreads: Vec<String> = s
         .phases
         .iter()
@@ -419,7 +419,7 @@ pub fn point_line(k: usize, n: usize, s: &PointSummary) -> String {
 }
 
 /// The sweep as a table: one row per point.
-pub fn sweep_table(points: &[PointSummary]) -> String {
+pub(crate) fn sweep_table(points: &[PointSummary]) -> String {
     let mut rows = vec![
         ["POINT", "STATUS", "PROCESSES", "FAILED", "SPREAD", "TIME"]
             .map(String::from)
@@ -442,13 +442,13 @@ pub fn sweep_table(points: &[PointSummary]) -> String {
 
 /// The whole sweep as JSON: every point's summary in plan order.
 #[derive(Serialize)]
-pub struct SweepSummary<'a> {
+pub(crate) struct SweepSummary<'a> {
     pub vars: &'a [String],
     pub points: &'a [PointSummary],
 }
 
 /// `summary.csv`: one row per point × process, the sweep's variables as columns.
-pub fn csv(vars: &[String], points: &[PointSummary]) -> Result<Vec<u8>, String> {
+pub(crate) fn csv(vars: &[String], points: &[PointSummary]) -> Result<Vec<u8>, String> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header: Vec<&str> = vec!["point", "point_status"];
     header.extend(vars.iter().map(String::as_str));

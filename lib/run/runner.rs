@@ -9,8 +9,11 @@
 //! and stderr into pipes this process reads, and its control connection carries
 //! `Release`, `Stop` and, back, `Released` and the exit status. A readiness check on a port
 //! is a TCP stream opened by the agent of the process's host, so nothing is needed there.
+//!
+//! Here: opening the held processes and the point's state machine ([`Run`]). Beside it,
+//! [`output`] (lines and the printer), [`probe`] (readiness on a port) and [`fetch`]
+//! (fetched files, setup and teardown).
 
-use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,17 +23,24 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
-use super::escape;
-use super::lines::{LineBuffer, Prefix};
+mod fetch;
+mod output;
+mod probe;
+
+use fetch::fetch_all;
+pub(crate) use fetch::on_every_host;
+use output::{output_files, prefixes, print_lines, read_lines};
+use probe::probe_port;
+
 use super::plan::{Plan, Proc, Ready};
 use super::progress::Progress;
+use crate::client::{self, MasterConn};
 use crate::link;
 use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{
     Caller, ConnectFailure, Endpoint, ExitStatus, Frame, FrameCodec, MASTER, Message, OpenSpec,
     Reply, Request, Target,
 };
-use crate::shim::client::{self, MasterConn};
 
 /// After stopping, how long beyond the grace to wait for processes to report back.
 const STOP_SLACK: Duration = Duration::from_secs(10);
@@ -44,7 +54,7 @@ const PROBE_MAX: Duration = Duration::from_millis(100);
 
 /// How a process ended up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ending {
+pub(crate) enum Ending {
     /// It never started: the message says why.
     NotStarted(String),
     /// Its host could not be connected (the report says why, once per host).
@@ -55,11 +65,11 @@ pub enum Ending {
 }
 
 /// A fetched file: its remote path, and where it landed or why not.
-pub type Fetched = (String, Result<PathBuf, String>);
+pub(crate) type Fetched = (String, Result<PathBuf, String>);
 
 /// Why everything was stopped, if it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StopReason {
+pub(crate) enum StopReason {
     /// Everything ended on its own.
     None,
     Deadline,
@@ -76,7 +86,7 @@ pub enum StopReason {
 
 /// One process's story.
 #[derive(Debug, Clone)]
-pub struct ProcReport {
+pub(crate) struct ProcReport {
     pub ending: Ending,
     /// Stopped by us (deadline, ^C, another's failure): its signal death is no failure.
     pub stopped: bool,
@@ -91,7 +101,7 @@ pub struct ProcReport {
 
 impl ProcReport {
     /// Whether this process counts as failed.
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         match &self.ending {
             Ending::NotStarted(_) | Ending::NotConnected(_) | Ending::Lost(_) => true,
             Ending::Exited(ExitStatus::Code(c)) => *c != 0 && !self.stopped,
@@ -102,7 +112,7 @@ impl ProcReport {
 
 /// One phase's release.
 #[derive(Debug, Clone, Default)]
-pub struct PhaseReport {
+pub(crate) struct PhaseReport {
     /// From the start of the point to the phase's release; `None`: never released.
     pub released_after: Option<Duration>,
     /// From the first to the last `Released` of its processes.
@@ -112,7 +122,7 @@ pub struct PhaseReport {
 
 /// The whole point.
 #[derive(Debug, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     pub procs: Vec<ProcReport>,
     /// Hosts that could not be connected (index into the plan's hosts), once each.
     pub unreachable: Vec<(usize, ConnectFailure, String)>,
@@ -127,7 +137,7 @@ pub struct Report {
 
 /// How lines reach the terminal.
 #[derive(Clone)]
-pub struct Display {
+pub(crate) struct Display {
     pub colour: bool,
     /// Output lines go to stderr (stdout carries a JSON report).
     pub to_stderr: bool,
@@ -137,7 +147,7 @@ pub struct Display {
 }
 
 /// What every point of a run shares.
-pub struct Shared<'a> {
+pub(crate) struct Shared<'a> {
     /// `targets[h]` is where host `h` is.
     pub targets: &'a [Target],
     pub socket: &'a Path,
@@ -271,77 +281,21 @@ struct Run<'a> {
 }
 
 /// Runs one point's `plan`.
-pub async fn run(plan: &Plan, shared: &Shared<'_>) -> Report {
+pub(crate) async fn run(plan: &Plan, shared: &Shared<'_>) -> Report {
     let started = Instant::now();
-    let n = plan.procs.len();
     let Openings {
         opened,
-        mut reports,
+        reports,
         start_failed,
         unreachable,
     } = open_all(plan, shared).await;
-
-    // The printer: one writer, so lines never interleave mid-line.
-    let (lines_tx, lines_rx) = mpsc::channel::<Line>(1024);
-    let printer = {
-        let (prefixes, files, display) = (
-            prefixes(plan, &shared.display),
-            output_files(plan),
-            shared.display.clone(),
-        );
-        std::thread::spawn(move || print_lines(lines_rx, prefixes, files, display))
-    };
-
+    let (lines, printer) = start_printer(plan, &shared.display);
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let counters: Vec<(Arc<AtomicU64>, Arc<AtomicU64>)> =
-        (0..n).map(|_| Default::default()).collect();
-    let mut controls: Vec<Option<Control>> = (0..n).map(|_| None).collect();
-    let mut readers = Vec::new();
-    for (i, o) in opened.into_iter().enumerate() {
-        let Some(o) = o else { continue };
-        let watch_line = match &plan.procs[i].ready {
-            Some(Ready::Line(pattern)) => regex::bytes::Regex::new(pattern).ok(),
-            _ => None,
-        };
-        for (fd, stderr, counter) in [
-            (o.stdout, false, counters[i].0.clone()),
-            (o.stderr, true, counters[i].1.clone()),
-        ] {
-            let ready = watch_line.clone().map(|re| (re, events_tx.clone()));
-            readers.push(tokio::spawn(read_lines(
-                i,
-                fd,
-                stderr,
-                lines_tx.clone(),
-                counter,
-                ready,
-            )));
-        }
-        tokio::spawn(follow(i, o.frames, events_tx.clone()));
-        controls[i] = Some(o.control);
-    }
-    drop(lines_tx);
-
-    let running = controls.iter().filter(|c| c.is_some()).count();
-    let mut run = Run {
-        plan,
-        shared,
-        reports: std::mem::take(&mut reports),
-        controls,
-        reason: StopReason::None,
-        stopping: false,
-        phase_released: vec![None; plan.phases.len()],
-        released: vec![None; n],
-        ready: vec![false; n],
-        running,
-        events: events_tx,
-        checks: Vec::new(),
-        stop_deadline: tokio::time::Instant::now(),
-        deadline: None,
-    };
+    let following = follow_all(plan, opened, lines, &events_tx);
+    let mut run = Run::new(plan, shared, reports, following.controls, events_tx);
     let unconnected = unreachable.iter().any(Option::is_some);
     // A process a later phase waits for, on a host that could not be connected.
-    let awaited = (0..n)
+    let awaited = (0..plan.procs.len())
         .find(|&i| matches!(run.reports[i].ending, Ending::NotConnected(_)) && run.awaited(i));
     if start_failed {
         // Held processes that are stopped never run their command.
@@ -366,13 +320,13 @@ pub async fn run(plan: &Plan, shared: &Shared<'_>) -> Report {
         released,
         ..
     } = run;
-    for r in readers {
+    for r in following.readers {
         let _ = tokio::time::timeout(STOP_SLACK, r).await;
     }
     let _ = tokio::task::spawn_blocking(move || printer.join()).await;
-    for (i, (out, err)) in counters.iter().enumerate() {
-        reports[i].bytes_out = out.load(Ordering::Relaxed);
-        reports[i].bytes_err = err.load(Ordering::Relaxed);
+    for (report, (out, err)) in reports.iter_mut().zip(&following.counters) {
+        report.bytes_out = out.load(Ordering::Relaxed);
+        report.bytes_err = err.load(Ordering::Relaxed);
     }
     let phases = phase_reports(plan, started, &phase_released, &released);
     fetch_all(plan, shared, &mut reports).await;
@@ -399,6 +353,70 @@ struct Openings {
     start_failed: bool,
     /// Per host, why it could not be connected (once, whatever its number of processes).
     unreachable: Vec<Option<(ConnectFailure, String)>>,
+}
+
+/// The printer: one writer, so lines never interleave mid-line.
+fn start_printer(
+    plan: &Plan,
+    display: &Display,
+) -> (mpsc::Sender<Line>, std::thread::JoinHandle<()>) {
+    let (lines_tx, lines_rx) = mpsc::channel::<Line>(1024);
+    let (prefixes, files, display) = (prefixes(plan, display), output_files(plan), display.clone());
+    let printer = std::thread::spawn(move || print_lines(lines_rx, prefixes, files, display));
+    (lines_tx, printer)
+}
+
+/// The opened processes as they are followed.
+struct Following {
+    /// Each process's control connection, while it runs.
+    controls: Vec<Option<Control>>,
+    /// Bytes of stdout and stderr, per process.
+    counters: Vec<(Arc<AtomicU64>, Arc<AtomicU64>)>,
+    /// The tasks reading the output pipes.
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts reading every opened process's output into `lines` and following its control
+/// connection, which reports to `events`.
+fn follow_all(
+    plan: &Plan,
+    opened: Vec<Option<Opened>>,
+    lines: mpsc::Sender<Line>,
+    events: &mpsc::UnboundedSender<Event>,
+) -> Following {
+    let n = plan.procs.len();
+    let counters: Vec<(Arc<AtomicU64>, Arc<AtomicU64>)> =
+        (0..n).map(|_| Default::default()).collect();
+    let mut controls: Vec<Option<Control>> = (0..n).map(|_| None).collect();
+    let mut readers = Vec::new();
+    for (i, o) in opened.into_iter().enumerate() {
+        let Some(o) = o else { continue };
+        let watch_line = match &plan.procs[i].ready {
+            Some(Ready::Line(pattern)) => regex::bytes::Regex::new(pattern).ok(),
+            _ => None,
+        };
+        for (fd, stderr, counter) in [
+            (o.stdout, false, counters[i].0.clone()),
+            (o.stderr, true, counters[i].1.clone()),
+        ] {
+            let ready = watch_line.clone().map(|re| (re, events.clone()));
+            readers.push(tokio::spawn(read_lines(
+                i,
+                fd,
+                stderr,
+                lines.clone(),
+                counter,
+                ready,
+            )));
+        }
+        tokio::spawn(follow(i, o.frames, events.clone()));
+        controls[i] = Some(o.control);
+    }
+    Following {
+        controls,
+        counters,
+        readers,
+    }
 }
 
 /// Opens every process, held, all at once (the master's connect window paces the new
@@ -527,7 +545,33 @@ fn held_spec(p: &Proc) -> OpenSpec {
     }
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(
+        plan: &'a Plan,
+        shared: &'a Shared<'a>,
+        reports: Vec<ProcReport>,
+        controls: Vec<Option<Control>>,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Run<'a> {
+        let n = plan.procs.len();
+        Run {
+            plan,
+            shared,
+            reports,
+            running: controls.iter().filter(|c| c.is_some()).count(),
+            controls,
+            reason: StopReason::None,
+            stopping: false,
+            phase_released: vec![None; plan.phases.len()],
+            released: vec![None; n],
+            ready: vec![false; n],
+            events,
+            checks: Vec::new(),
+            stop_deadline: tokio::time::Instant::now(),
+            deadline: None,
+        }
+    }
+
     /// Follows events until every process has ended (or the stop took too long).
     async fn follow(&mut self, events: &mut mpsc::UnboundedReceiver<Event>) {
         let mut interrupted = self.shared.interrupted.clone();
@@ -563,32 +607,16 @@ impl Run<'_> {
                 self.reports[i].runtime = self.released[i]
                     .and(self.phase_released[phase])
                     .map(|t| at.duration_since(t));
-                self.reports[i].ending = Ending::Exited(status.clone());
-                self.controls[i] = None;
-                self.running -= 1;
-                if self.reports[i].failed() && self.plan.stop_on_failure {
-                    self.stop(StopReason::Failure(i), self.plan.grace);
-                } else if !self.ready[i] && self.awaited(i) {
-                    let status = match status {
-                        ExitStatus::Code(c) => format!("exit {c}"),
-                        ExitStatus::Signal { signal, .. } => format!("signal {signal}"),
-                    };
-                    let why = format!("it ended ({status}) before it was ready");
-                    self.stop(StopReason::NotReady(i, why), self.plan.grace);
-                }
-                self.show_counts();
+                let how = match &status {
+                    ExitStatus::Code(c) => format!("exit {c}"),
+                    ExitStatus::Signal { signal, .. } => format!("signal {signal}"),
+                };
+                self.reports[i].ending = Ending::Exited(status);
+                self.ended(i, format!("it ended ({how}) before it was ready"));
             }
             Event::Lost(i, why) => {
                 self.reports[i].ending = Ending::Lost(why.clone());
-                self.controls[i] = None;
-                self.running -= 1;
-                if self.plan.stop_on_failure {
-                    self.stop(StopReason::Failure(i), self.plan.grace);
-                } else if !self.ready[i] && self.awaited(i) {
-                    let why = format!("it was lost before it was ready: {why}");
-                    self.stop(StopReason::NotReady(i, why), self.plan.grace);
-                }
-                self.show_counts();
+                self.ended(i, format!("it was lost before it was ready: {why}"));
             }
             Event::Ready(i) => {
                 if !self.ready[i] {
@@ -602,6 +630,20 @@ impl Run<'_> {
                 }
             }
         }
+    }
+
+    /// Process `i` has ended (its ending is in its report): a failure stops the point if
+    /// the plan says so, and so does an end before it was ready when a phase waits for it
+    /// (`unready`: how to say that).
+    fn ended(&mut self, i: usize, unready: String) {
+        self.controls[i] = None;
+        self.running -= 1;
+        if self.reports[i].failed() && self.plan.stop_on_failure {
+            self.stop(StopReason::Failure(i), self.plan.grace);
+        } else if !self.ready[i] && self.awaited(i) {
+            self.stop(StopReason::NotReady(i, unready), self.plan.grace);
+        }
+        self.show_counts();
     }
 
     /// Whether a phase not yet released waits for process `i`.
@@ -736,76 +778,6 @@ fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-/// Tries to connect to `endpoint` from the process's host until it accepts (ready) or
-/// `timeout` passes (not ready, with the last refusal).
-async fn probe_port(
-    i: usize,
-    socket: PathBuf,
-    target: Target,
-    endpoint: Endpoint,
-    timeout: Duration,
-    events: mpsc::UnboundedSender<Event>,
-) {
-    let give_up = Instant::now() + timeout;
-    let mut wait = PROBE_FIRST;
-    loop {
-        let (s, t, e) = (socket.clone(), target.clone(), endpoint.clone());
-        // An attempt that hangs (a filtered port) must not outlast the timeout.
-        let left = give_up.saturating_duration_since(Instant::now());
-        let attempt = tokio::task::spawn_blocking(move || connect_once(&s, t, e));
-        let last = match tokio::time::timeout(left, attempt).await {
-            Ok(Ok(Ok(()))) => {
-                let _ = events.send(Event::Ready(i));
-                return;
-            }
-            Ok(Ok(Err(why))) => why,
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "the last attempt did not finish".into(),
-        };
-        if Instant::now() + wait >= give_up {
-            let why = format!(
-                "nothing accepted connections on {}:{} within {} ({})",
-                endpoint.host,
-                endpoint.port,
-                secs(timeout),
-                last
-            );
-            let _ = events.send(Event::NotReady(i, why));
-            return;
-        }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(PROBE_MAX);
-    }
-}
-
-/// One TCP connection from the target's agent to `endpoint`, closed as soon as it is made.
-fn connect_once(socket: &Path, target: Target, endpoint: Endpoint) -> Result<(), String> {
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
-    let null = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| e.to_string())?;
-    let mut conn = MasterConn::connect(socket).map_err(|e| e.to_string())?;
-    let spec = OpenSpec {
-        connect: Some(endpoint),
-        ..OpenSpec::default()
-    };
-    let fd = theirs.as_raw_fd();
-    client::open(
-        &mut conn,
-        Request::Session {
-            target,
-            spec,
-            caller: Caller::default(),
-        },
-        &[fd, fd, null.as_raw_fd()],
-        None,
-    )
-    .map_err(|e| e.message)?;
-    drop((ours, theirs, conn));
-    Ok(())
-}
-
 fn phase_reports(
     plan: &Plan,
     started: Instant,
@@ -839,6 +811,23 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// Asks the master for a session of `spec` on `target` with `fds` as its stdin, stdout
+/// and stderr, as nobody who can answer questions: the one request every part of a run
+/// makes. Errors are the master's one line.
+fn request_session(
+    conn: &mut MasterConn,
+    target: Target,
+    spec: OpenSpec,
+    fds: &[std::os::fd::RawFd],
+) -> Result<(), String> {
+    let request = Request::Session {
+        target,
+        spec,
+        caller: Caller::default(),
+    };
+    client::open(conn, request, fds, None).map_err(|e| e.message)
 }
 
 /// Opens one held process: its control connection, and the read ends of its output. As
@@ -892,7 +881,7 @@ async fn open(
             // Asked of the terminal as the shim would: one at a time, off this thread.
             Message::Prompt { text, kind } => {
                 let secret = tokio::task::spawn_blocking(move || {
-                    crate::shim::askpass::answer(&text, kind, None)
+                    crate::client::askpass::answer(&text, kind, None)
                 })
                 .await
                 .ok()
@@ -955,338 +944,4 @@ async fn follow(
         }
     }
     let _ = events.send(Event::Lost(i, "the master closed the connection".into()));
-}
-
-/// Reads one output pipe, cutting it into lines for the printer; when `ready` is given,
-/// the first line that matches says the process is ready.
-async fn read_lines(
-    i: usize,
-    fd: OwnedFd,
-    stderr: bool,
-    lines: mpsc::Sender<Line>,
-    count: Arc<AtomicU64>,
-    mut ready: Option<(regex::bytes::Regex, mpsc::UnboundedSender<Event>)>,
-) {
-    let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
-        return;
-    };
-    let mut cut = LineBuffer::default();
-    let mut check = |line: &[u8]| {
-        if let Some((re, events)) = &ready {
-            let text = line.strip_suffix(b"\n").unwrap_or(line);
-            if re.is_match(text.strip_suffix(b"\r").unwrap_or(text)) {
-                let _ = events.send(Event::Ready(i));
-                ready = None;
-            }
-        }
-    };
-    loop {
-        if pipe.readable().await.is_err() {
-            break;
-        }
-        // Read into the thread's one buffer and keep only the lines: an idle process
-        // costs no buffer of its own (a thousand of them would cost 32 MiB).
-        let read = READ_BUFFER.with_borrow_mut(|buf| match pipe.try_read(buf) {
-            Ok(0) => None,
-            Ok(n) => Some(Ok((n, cut.push(&buf[..n])))),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(Err(())),
-            Err(_) => None,
-        });
-        let (n, complete) = match read {
-            None => break,
-            Some(Err(())) => continue,
-            Some(Ok(got)) => got,
-        };
-        count.fetch_add(n as u64, Ordering::Relaxed);
-        for line in complete {
-            check(&line);
-            // Waiting here when the terminal is slow holds the process back, as it should.
-            if lines.send((i, stderr, line)).await.is_err() {
-                return;
-            }
-        }
-    }
-    if let Some(line) = cut.finish() {
-        check(&line);
-        let _ = lines.send((i, stderr, line)).await;
-    }
-}
-
-thread_local! {
-    /// The output readers' buffer: they run on one thread and never hold it across an
-    /// await.
-    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; OUTPUT_BUFFER]);
-}
-
-fn prefixes(plan: &Plan, display: &Display) -> Vec<Prefix> {
-    let width = plan
-        .procs
-        .iter()
-        .map(|p| plan.hosts[p.host].address.len() + 1 + p.label().len())
-        .max()
-        .unwrap_or(0);
-    let colours = colours(plan);
-    plan.procs
-        .iter()
-        .zip(colours)
-        .map(|(p, c)| {
-            let c = display.colour.then_some(c);
-            Prefix::new(&plan.hosts[p.host].address, &p.label(), width, c)
-        })
-        .collect()
-}
-
-/// Per process, files for stdout and stderr when the plan asks for them.
-fn output_files(plan: &Plan) -> Vec<Option<(std::fs::File, std::fs::File)>> {
-    plan.procs
-        .iter()
-        .map(|p| {
-            let (out, err) = plan.output_paths(p)?;
-            std::fs::create_dir_all(out.parent()?).ok()?;
-            Some((
-                std::fs::File::create(out).ok()?,
-                std::fs::File::create(err).ok()?,
-            ))
-        })
-        .collect()
-}
-
-/// How many lines the printer writes at once, with the status line moved out of the way
-/// only once for all of them.
-const BATCH: usize = 256;
-
-/// The one writer of the terminal (and of the per-stream files).
-fn print_lines(
-    mut lines: mpsc::Receiver<Line>,
-    prefixes: Vec<Prefix>,
-    mut files: Vec<Option<(std::fs::File, std::fs::File)>>,
-    display: Display,
-) {
-    use std::io::Write;
-    let mut terminal: Box<dyn Write> = if display.to_stderr {
-        Box::new(std::io::stderr())
-    } else {
-        Box::new(std::io::stdout())
-    };
-    let mut batch = Vec::new();
-    while let Some(first) = lines.blocking_recv() {
-        batch.clear();
-        let mut next = Some(first);
-        let mut taken = 0;
-        while let Some((i, stderr, line)) = next {
-            let shown = if display.escape {
-                escape::line(&line)
-            } else {
-                std::borrow::Cow::Borrowed(line.as_slice())
-            };
-            batch.extend_from_slice(&prefixes[i].line(&shown, stderr));
-            if let Some((out, err)) = files[i].as_mut() {
-                let _ = if stderr {
-                    err.write_all(&line)
-                } else {
-                    out.write_all(&line)
-                };
-            }
-            taken += 1;
-            next = if taken < BATCH {
-                lines.try_recv().ok()
-            } else {
-                None
-            };
-        }
-        display.progress.suspend(|| {
-            let _ = terminal.write_all(&batch);
-            let _ = terminal.flush();
-        });
-    }
-}
-
-/// Per process, a colour per (host, process name), in order of appearance.
-fn colours(plan: &Plan) -> Vec<usize> {
-    let mut seen: HashMap<(usize, &str), usize> = HashMap::new();
-    plan.procs
-        .iter()
-        .map(|p| {
-            let next = seen.len();
-            *seen.entry((p.host, p.name.as_str())).or_insert(next)
-        })
-        .collect()
-}
-
-/// Where a fetched file goes: its name in the process's directory, made unique among the
-/// process's files (`log`, `log.1`, …; `stdout` and `stderr` are taken by the output).
-fn fetch_name(remote: &str, taken: &mut HashSet<String>) -> String {
-    let base = Path::new(remote)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into());
-    let mut name = base.clone();
-    let mut k = 1;
-    while !taken.insert(name.clone()) {
-        name = format!("{base}.{k}");
-        k += 1;
-    }
-    name
-}
-
-/// Brings back every process's fetch list into its fetch directory.
-async fn fetch_all(plan: &Plan, shared: &Shared<'_>, reports: &mut [ProcReport]) {
-    let mut jobs = tokio::task::JoinSet::new();
-    for (i, p) in plan.procs.iter().enumerate() {
-        let mut taken: HashSet<String> = ["stdout", "stderr"].map(String::from).into();
-        for remote in &p.fetch {
-            let local = plan.fetch_dir(p).join(fetch_name(remote, &mut taken));
-            let (socket, target, remote) = (
-                shared.socket.to_path_buf(),
-                shared.targets[p.host].clone(),
-                remote.clone(),
-            );
-            jobs.spawn_blocking(move || {
-                let got = fetch(&socket, target, &remote, &local).map(|_| local);
-                (i, remote, got)
-            });
-        }
-    }
-    let mut fetched: HashMap<usize, Vec<Fetched>> = HashMap::new();
-    while let Some(Ok((i, remote, got))) = jobs.join_next().await {
-        fetched.entry(i).or_default().push((remote, got));
-    }
-    for (i, mut f) in fetched {
-        f.sort_by(|a, b| a.0.cmp(&b.0));
-        reports[i].fetched = f;
-    }
-}
-
-/// `cat` of one remote file into a local one, written by the master straight into it.
-fn fetch(socket: &Path, target: Target, remote: &str, local: &Path) -> Result<(), String> {
-    if let Some(dir) = local.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    let file = std::fs::File::create(local).map_err(|e| format!("{}: {e}", local.display()))?;
-    let command = format!("cat -- {}", shell_quote(remote));
-    match run_command(
-        socket,
-        target,
-        &command,
-        file,
-        &local.with_extension(format!("stderr-{}", std::process::id())),
-        true,
-    ) {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let _ = std::fs::remove_file(local);
-            Err(e)
-        }
-    }
-}
-
-/// Runs `command` on `target` with stdout into `stdout` and stderr into the file `errors`
-/// (removed afterwards if `scratch`). A non-zero exit is an error with stderr's first line.
-fn run_command(
-    socket: &Path,
-    target: Target,
-    command: &str,
-    stdout: std::fs::File,
-    errors: &Path,
-    scratch: bool,
-) -> Result<(), String> {
-    let stderr = std::fs::File::create(errors).map_err(|e| format!("{}: {e}", errors.display()))?;
-    let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
-    let mut conn = MasterConn::connect(socket).map_err(|e| e.to_string())?;
-    let spec = OpenSpec {
-        command: Some(command.as_bytes().to_vec()),
-        window: DEFAULT_WINDOW,
-        ..OpenSpec::default()
-    };
-    let opened = client::open(
-        &mut conn,
-        Request::Session {
-            target,
-            spec,
-            caller: Caller::default(),
-        },
-        &[null.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()],
-        None,
-    );
-    drop((stdout, stderr));
-    opened.map_err(|e| e.message)?;
-    let code = client::wait_exit(&mut conn);
-    let said = std::fs::read_to_string(errors).unwrap_or_default();
-    if scratch {
-        let _ = std::fs::remove_file(errors);
-    }
-    if code == 0 {
-        Ok(())
-    } else {
-        let first = said.lines().next().unwrap_or("");
-        Err(format!(
-            "exit {code}{}{first}",
-            if first.is_empty() { "" } else { ": " }
-        ))
-    }
-}
-
-/// Runs each host's command (a point's setup or teardown) on every host at once; output
-/// goes to `dir/<host>/<what>.out|.err`. Returns the failures, one line each.
-pub async fn on_every_host(
-    plan: &Plan,
-    commands: &[String],
-    what: &str,
-    dir: &Path,
-    shared: &Shared<'_>,
-) -> Vec<String> {
-    let mut jobs = tokio::task::JoinSet::new();
-    for (h, command) in commands.iter().enumerate() {
-        let host = plan.hosts[h].address.clone();
-        let dir = dir.join(&host);
-        let (socket, target, command, what) = (
-            shared.socket.to_path_buf(),
-            shared.targets[h].clone(),
-            command.clone(),
-            what.to_string(),
-        );
-        jobs.spawn_blocking(move || {
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            let out = dir.join(format!("{what}.out"));
-            let file =
-                std::fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-            run_command(
-                &socket,
-                target,
-                &command,
-                file,
-                &dir.join(format!("{what}.err")),
-                false,
-            )
-            .map_err(|e| format!("{what} on {host} failed ({e})"))
-        });
-    }
-    let mut failures = Vec::new();
-    while let Some(joined) = jobs.join_next().await {
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => failures.push(e),
-            Err(e) => failures.push(format!("{what}: {e}")),
-        }
-    }
-    failures.sort();
-    failures
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fetched_names_never_collide() {
-        let mut taken: HashSet<String> = ["stdout", "stderr"].map(String::from).into();
-        assert_eq!(fetch_name("/var/log/app.log", &mut taken), "app.log");
-        assert_eq!(fetch_name("/tmp/app.log", &mut taken), "app.log.1");
-        assert_eq!(fetch_name("/tmp/stdout", &mut taken), "stdout.1");
-        assert_eq!(fetch_name("/", &mut taken), "file");
-    }
 }

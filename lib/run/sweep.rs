@@ -18,7 +18,7 @@ use super::plan::expand;
 /// One data point: its name (a directory name), its values in [`Sweep::vars`] order, and
 /// which repetition it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PointSpec {
+pub(crate) struct PointSpec {
     pub name: String,
     pub values: Vec<String>,
     pub repeat: u32,
@@ -26,17 +26,17 @@ pub struct PointSpec {
 
 /// Every point of a sweep, in the order they run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sweep {
+pub(crate) struct Sweep {
     pub vars: Vec<String>,
     pub points: Vec<PointSpec>,
 }
 
 /// Names a sweep variable cannot take: they mean something in every template.
-pub const BUILTIN: &[&str] = &["i", "n", "host", "name", "point", "repeat"];
+pub(crate) const BUILTIN: &[&str] = &["i", "n", "host", "name", "point", "repeat"];
 
 impl Sweep {
     /// No `[sweep]`: a single point called `run`.
-    pub fn single() -> Sweep {
+    pub(crate) fn single() -> Sweep {
         Sweep {
             vars: Vec::new(),
             points: vec![PointSpec {
@@ -48,7 +48,7 @@ impl Sweep {
     }
 
     /// The template values of point `k`: its variables, `{point}` and `{repeat}`.
-    pub fn values(&self, k: usize) -> HashMap<String, String> {
+    pub(crate) fn values(&self, k: usize) -> HashMap<String, String> {
         let p = &self.points[k];
         let mut values: HashMap<String, String> =
             self.vars.iter().cloned().zip(p.values.clone()).collect();
@@ -59,7 +59,7 @@ impl Sweep {
 }
 
 /// A TOML scalar as template text.
-pub fn value_text(v: &toml::Value) -> Result<String, String> {
+pub(crate) fn value_text(v: &toml::Value) -> Result<String, String> {
     match v {
         toml::Value::String(s) => Ok(s.clone()),
         toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
@@ -70,7 +70,7 @@ pub fn value_text(v: &toml::Value) -> Result<String, String> {
 }
 
 /// Reads a `[sweep]` table.
-pub fn parse(table: &toml::Table) -> Result<Sweep, String> {
+pub(crate) fn parse(table: &toml::Table) -> Result<Sweep, String> {
     let repeat = match table.get("repeat") {
         None => 1,
         Some(toml::Value::Integer(k)) if *k >= 1 => *k as u32,

@@ -8,12 +8,12 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use super::client::{self, MasterConn};
+use crate::client::{self, MasterConn};
 use crate::proto::{Caller, Endpoint, OpenSpec, Request, Target};
 
 /// A `-L [bind_address:]port:host:hostport` forward.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalForward {
+pub(crate) struct LocalForward {
     /// `None`: loopback only, as ssh without GatewayPorts.
     pub bind: Option<String>,
     pub port: u16,
@@ -21,7 +21,7 @@ pub struct LocalForward {
 }
 
 /// Parses `host:port` as `-W` takes it (`[v6addr]:port` allowed).
-pub fn parse_endpoint(spec: &str) -> Option<Endpoint> {
+pub(crate) fn parse_endpoint(spec: &str) -> Option<Endpoint> {
     let mut fields = split_fields(spec)?;
     if fields.len() != 2 {
         return None;
@@ -33,7 +33,7 @@ pub fn parse_endpoint(spec: &str) -> Option<Endpoint> {
 
 /// Parses a `-L` argument, or a `LocalForward` value (`[bind:]port host:hostport`).
 /// Unix-socket forms are not supported (`None`).
-pub fn parse_local(spec: &str) -> Option<LocalForward> {
+pub(crate) fn parse_local(spec: &str) -> Option<LocalForward> {
     let spec = spec.trim().replacen(char::is_whitespace, ":", 1);
     let mut fields = split_fields(&spec)?;
     let bind = match fields.len() {
@@ -89,7 +89,7 @@ fn listen_addrs(fwd: &LocalForward) -> Vec<SocketAddr> {
 
 /// Binds every forward and serves each in a thread of its own. Failures are reported as
 /// ssh reports them; returns false if none could be bound (for ExitOnForwardFailure).
-pub fn start(forwards: &[LocalForward], socket: &Path, target: &Target) -> bool {
+pub(crate) fn start(forwards: &[LocalForward], socket: &Path, target: &Target) -> bool {
     let mut all_bound = true;
     for fwd in forwards {
         let mut bound = false;

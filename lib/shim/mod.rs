@@ -1,23 +1,17 @@
 //! The shims: drop-in `ssh`, `scp` and `sftp` that route through a mitossh master.
 //!
-//! - [`args`]: OpenSSH's command-line grammar;
-//! - [`ssh`]: the `ssh` shim;
+//! - [`ssh`]: the `ssh` shim, which carries out what [`decide`] makes of its command line;
 //! - [`wrap`]: `scp` and `sftp`, which run the real programs with `-S <ssh shim>`;
-//! - [`target`]: named contexts, `--become`/`--via`, a leading `sudo` in the command;
-//! - [`client`]: the connection to the master and the descriptor hand-over;
-//! - [`askpass`]: answering password questions (file or terminal);
 //! - [`proxy`]: `mitossh proxy`, the ProxyCommand for hosts reached through another;
 //! - [`forward`]: `-W` and `-L`, TCP connections made by the context's agent;
-//! - [`tty`]: the local terminal under `-t`;
 //! - [`signals`]: ending a session on a signal as ssh does, and window-size changes.
+//!
+//! OpenSSH's command line is [`crate::sshargs`]; the connection to the master, the
+//! descriptor hand-over and the answers to its questions are [`crate::client`].
 
-pub mod args;
-pub mod askpass;
-pub mod client;
-pub mod forward;
-pub mod proxy;
-pub mod signals;
-pub mod ssh;
-pub mod target;
-pub mod tty;
-pub mod wrap;
+pub(crate) mod decide;
+pub(crate) mod forward;
+pub(crate) mod proxy;
+pub(crate) mod signals;
+pub(crate) mod ssh;
+pub(crate) mod wrap;

@@ -2,13 +2,23 @@
 //! on this process's stdin and stdout. The master uses it as the ProxyCommand of an ssh
 //! that reaches a host through another (`--via`), like `ssh -W` through that host.
 
-use std::path::Path;
+use std::path::PathBuf;
 
-use super::client::{self, MasterConn, SSH_ERROR, Stdio};
-use crate::proto::{ContextId, Endpoint, Request};
+use crate::client::{self, MasterConn, Stdio};
+use crate::paths;
+use crate::proto::{ContextId, Endpoint, Request, SSH_ERROR};
 
-pub fn main(socket: &Path, ctx: ContextId, host: String, port: u16) -> i32 {
-    let mut conn = match MasterConn::connect(socket) {
+/// Runs `mitossh proxy` with the master at `socket` (else `$MITOSSH_SOCKET`, else the
+/// default); returns the exit status, ssh's own (255) for its failures.
+pub fn main(socket: Option<PathBuf>, ctx: ContextId, host: String, port: u16) -> i32 {
+    let socket = match paths::socket_or_default(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mitossh: {e}");
+            return SSH_ERROR;
+        }
+    };
+    let mut conn = match MasterConn::connect(&socket) {
         Ok(c) => c,
         Err(e) => {
             eprintln!(

@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::Signal;
 
-use super::client::SSH_ERROR;
-use super::tty::{self, Terminal};
+use crate::client::tty::{self, Terminal};
+use crate::proto::SSH_ERROR;
 use crate::proto::WinSize;
-use crate::sys::process::{is_ignored, signals_to_pipe};
+use crate::sys::process::{default_action, is_ignored, signals_to_pipe};
 
 /// The signals that end an ssh session.
 const ENDING: [Signal; 4] = [
@@ -34,8 +34,8 @@ const ENDING: [Signal; 4] = [
 static SESSION: AtomicBool = AtomicBool::new(false);
 
 /// What ssh's end looks like for this invocation.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Ending {
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Ending {
     /// Log level VERBOSE or above: say which signal it was.
     pub verbose: bool,
     /// No remote command or shell (`-N`, `-W`): SIGTERM ends with status 0.
@@ -44,7 +44,7 @@ pub struct Ending {
 
 impl Ending {
     /// The exit status for `sig` once the session runs.
-    pub fn status(self, sig: Signal) -> i32 {
+    pub(crate) fn status(self, sig: Signal) -> i32 {
         if self.no_shell && sig == Signal::SIGTERM {
             0
         } else {
@@ -53,7 +53,7 @@ impl Ending {
     }
 
     /// What to print for `sig`, if anything. ssh's log lines end in CR LF.
-    pub fn message(self, sig: Signal) -> Option<String> {
+    pub(crate) fn message(self, sig: Signal) -> Option<String> {
         (self.verbose && self.status(sig) != 0)
             .then(|| format!("Killed by signal {}.\r\n", sig as i32))
     }
@@ -62,7 +62,7 @@ impl Ending {
 /// Handles the signals from now on, in a thread of their own. Install it before the
 /// session is requested: the remote command may start (and print) before the shim hears
 /// that it did, and a signal in between must end the session like any other.
-pub fn handle(
+pub(crate) fn handle(
     ending: Ending,
     terminal: Option<Arc<Terminal>>,
     on_resize: impl Fn(WinSize) + Send + 'static,
@@ -105,15 +105,13 @@ pub fn handle(
 }
 
 /// The session runs: window-size changes go to it from now on.
-pub fn session_started() {
+pub(crate) fn session_started() {
     SESSION.store(true, Ordering::SeqCst);
 }
 
 /// Dies by `sig`, its default action restored.
 fn die_by(sig: Signal) -> ! {
-    use nix::sys::signal::{SigHandler, signal};
-    // SAFETY: restoring the default action installs no code.
-    let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+    default_action(sig);
     let _ = nix::sys::signal::raise(sig);
     std::process::exit(128 + sig as i32)
 }

@@ -5,9 +5,9 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 
-use super::client::SSH_ERROR;
 use super::ssh::exec;
 use crate::paths;
+use crate::proto::SSH_ERROR;
 
 /// getopt strings of OpenSSH 9's scp and sftp: which letters take an argument.
 const SCP_OPTS: &str = "12346ABCTdfOpqRrstvD:F:J:M:P:S:c:i:l:o:X:";

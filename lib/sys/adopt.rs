@@ -25,12 +25,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::fdio::{FdIo, poll_read_with, poll_write_with};
 
-pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
-pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+pub(crate) type Reader = Box<dyn AsyncRead + Send + Unpin>;
+pub(crate) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// An adopted descriptor: a pipe (a description of our own, non-blocking, which can be
 /// spliced to and from) or anything else behind the generic traits.
-pub enum Adopted<T> {
+pub(crate) enum Adopted<T> {
     Pipe(FdIo),
     /// `file`: a regular file or device, read on a blocking thread (large reads pay).
     Other {
@@ -40,7 +40,7 @@ pub enum Adopted<T> {
 }
 
 /// Adopts `fd` for reading.
-pub fn reader(fd: OwnedFd) -> io::Result<Adopted<Reader>> {
+pub(crate) fn reader(fd: OwnedFd) -> io::Result<Adopted<Reader>> {
     Ok(match kind(&fd)? {
         Kind::Pipe => Adopted::Pipe(FdIo::new(reopen(&fd, libc::O_RDONLY)?)?),
         Kind::Terminal => other(Box::new(FdIo::new(reopen(&fd, libc::O_RDWR)?)?)),
@@ -53,7 +53,7 @@ pub fn reader(fd: OwnedFd) -> io::Result<Adopted<Reader>> {
 }
 
 /// Adopts `fd` for writing. A pipe whose reader is gone gives `BrokenPipe`.
-pub fn writer(fd: OwnedFd) -> io::Result<Adopted<Writer>> {
+pub(crate) fn writer(fd: OwnedFd) -> io::Result<Adopted<Writer>> {
     Ok(match kind(&fd)? {
         Kind::Pipe => Adopted::Pipe(FdIo::new(reopen(&fd, libc::O_WRONLY).map_err(|e| {
             match e.raw_os_error() {

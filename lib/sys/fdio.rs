@@ -1,4 +1,5 @@
-//! Async I/O on a raw descriptor we own: pipes, sockets and pty masters alike.
+//! Async I/O on a raw descriptor we own: pipes, sockets and pty masters alike (and one
+//! blocking read into a buffer's spare capacity, for the shim's connection to the master).
 //!
 //! tokio's own types each want one kind of descriptor; an agent's link may be a pipe or a
 //! socket depending on how sshd or sudo set it up, and a pty master is neither. The
@@ -11,7 +12,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
-
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -19,7 +19,7 @@ use super::splice;
 
 /// An owned descriptor usable with tokio.
 #[derive(Debug)]
-pub struct FdIo {
+pub(crate) struct FdIo {
     fd: AsyncFd<OwnedFd>,
     /// A pty master reports EIO once the last slave is closed; that is its EOF.
     eio_is_eof: bool,
@@ -27,7 +27,7 @@ pub struct FdIo {
 
 impl FdIo {
     /// Takes ownership of `fd` and makes it non-blocking.
-    pub fn new(fd: OwnedFd) -> io::Result<FdIo> {
+    pub(crate) fn new(fd: OwnedFd) -> io::Result<FdIo> {
         set_nonblocking(&fd, true)?;
         // SAFETY: `OwnedFd` keeps the descriptor open and unchanged for the AsyncFd's life.
         let fd = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
@@ -38,13 +38,13 @@ impl FdIo {
     }
 
     /// Like [`FdIo::new`] for a pty master, whose EIO means end of file.
-    pub fn pty(fd: OwnedFd) -> io::Result<FdIo> {
+    pub(crate) fn pty(fd: OwnedFd) -> io::Result<FdIo> {
         let mut io = FdIo::new(fd)?;
         io.eio_is_eof = true;
         Ok(io)
     }
 
-    pub fn get_ref(&self) -> &OwnedFd {
+    pub(crate) fn get_ref(&self) -> &OwnedFd {
         self.fd.get_ref()
     }
 
@@ -163,7 +163,7 @@ pub enum Spliced {
 }
 
 /// Sets or clears O_NONBLOCK on `fd`.
-pub fn set_nonblocking(fd: &impl AsRawFd, on: bool) -> io::Result<()> {
+pub(crate) fn set_nonblocking(fd: &impl AsRawFd, on: bool) -> io::Result<()> {
     let raw = fd.as_raw_fd();
     // SAFETY: fcntl on a descriptor we hold; no memory is passed.
     let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
@@ -286,13 +286,40 @@ impl AsyncWrite for FdIo {
     }
 }
 
+/// One blocking `read(2)` from `fd` into `buf`'s spare capacity, after reserving at least
+/// `want` bytes there: returns the number of bytes read, 0 at end of file. Interrupted
+/// reads are retried.
+pub(crate) fn read_buf(fd: impl AsFd, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+    buf.reserve(want);
+    loop {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: read(2) writes at most `spare.len()` bytes into the spare capacity.
+        let n = unsafe {
+            libc::read(
+                fd.as_fd().as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+            )
+        };
+        match syscall_result(n) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+            Ok(n) => {
+                // SAFETY: the kernel initialised the first n bytes of the spare capacity.
+                unsafe { buf.set_len(buf.len() + n) };
+                return Ok(n);
+            }
+        }
+    }
+}
+
 /// Pipe capacity mitossh asks for on pipes it owns. Larger pipes mean fewer wake-ups per
 /// byte along the chain of processes a stream crosses; 1 MiB is the unprivileged maximum
 /// (`/proc/sys/fs/pipe-max-size`) on stock kernels.
-pub const PIPE_SIZE: libc::c_int = 1 << 20;
+pub(crate) const PIPE_SIZE: libc::c_int = 1 << 20;
 
 /// Grows `fd`'s pipe to [`PIPE_SIZE`]. Not a pipe, or not allowed: nothing happens.
-pub fn grow_pipe(fd: &impl AsRawFd) {
+pub(crate) fn grow_pipe(fd: &impl AsRawFd) {
     // SAFETY: F_SETPIPE_SZ takes an int and fails harmlessly on non-pipes.
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
 }

@@ -65,7 +65,7 @@ pub fn raise_descriptor_limit() -> io::Result<(Limit, Limit)> {
 ///
 /// # Safety
 /// Only async-signal-safe calls; meant for use between fork and exec.
-pub unsafe fn restore_in_child() -> io::Result<()> {
+pub(crate) unsafe fn restore_in_child() -> io::Result<()> {
     let original = ORIGINAL_SOFT.load(Ordering::Relaxed);
     if original == u64::MAX {
         return Ok(());

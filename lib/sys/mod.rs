@@ -1,11 +1,23 @@
-//! Thin wrappers over the operating system: non-blocking descriptors, process control,
-//! signals, resource limits, memory and user accounts. Everything `unsafe` in mitossh lives here.
+//! Thin wrappers over the operating system: non-blocking descriptors, descriptor passing,
+//! process control and signals, resource limits, a child's setup before exec, terminals,
+//! memory files, the allocator, splicing between pipes and sockets, randomness and
+//! accounts. Everything `unsafe` in mitossh lives here (the crate denies it elsewhere);
+//! each wrapper is safe to call, and says what it relies on.
+//!
+//! Knows nothing of mitossh: no protocol types, only the kernel's.
+#![allow(unsafe_code)]
 
-pub mod adopt;
-pub mod fdio;
-pub mod limits;
-pub mod memory;
-pub mod passfd;
-pub mod process;
-pub mod splice;
-pub mod user;
+pub(crate) mod adopt;
+pub(crate) mod fdio;
+pub(crate) mod limits;
+pub(crate) mod mem;
+pub(crate) mod memfd;
+pub(crate) mod memory;
+pub(crate) mod passfd;
+pub(crate) mod process;
+pub(crate) mod random;
+pub(crate) mod splice;
+pub(crate) mod spawn;
+pub(crate) mod stdio;
+pub(crate) mod term;
+pub(crate) mod user;

@@ -9,10 +9,10 @@ use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use tokio::io::Interest;
 
 /// At most this many descriptors travel with one message.
-pub const MAX_FDS: usize = 3;
+pub(crate) const MAX_FDS: usize = 3;
 
 /// Writes `data`, with `fds` attached to its first byte.
-pub fn send_with_fds(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+pub(crate) fn send_with_fds(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
     let rights = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
     let sent = loop {
@@ -128,7 +128,7 @@ fn recv_rights(
 
 /// One `recvmsg` into `buf`'s spare capacity; descriptors that came along are appended to
 /// `fds`. Returns the number of bytes read (0 at end of stream).
-pub async fn recv_with_fds(
+pub(crate) async fn recv_with_fds(
     sock: &tokio::net::UnixStream,
     buf: &mut BytesMut,
     fds: &mut Vec<OwnedFd>,

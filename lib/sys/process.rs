@@ -1,68 +1,33 @@
-//! Process control: parent-death signals, process groups, signal names and exit statuses.
+//! Process control: process groups, whether a process exists, signal names and
+//! dispositions. (What a child does before exec is [`super::spawn`].)
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::unistd::Pid;
 
-use crate::proto::ExitStatus;
-
-/// In a `pre_exec` hook: have the kernel send `sig` to this process when its parent thread
-/// dies, and close the race where the parent died before the call.
-///
-/// # Safety
-/// Only async-signal-safe calls; meant for use between fork and exec.
-pub unsafe fn set_parent_death_signal(
-    sig: libc::c_int,
-    expected_parent: libc::pid_t,
-) -> io::Result<()> {
-    // SAFETY: prctl and getppid are async-signal-safe.
-    unsafe {
-        if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::getppid() != expected_parent {
-            libc::raise(sig);
-        }
-    }
-    Ok(())
-}
-
-/// In a `pre_exec` hook: makes `fd` descriptor number `at` in the new program, open across
-/// exec. (dup2 clears close-on-exec on the copy, but does nothing if `fd == at`.)
-///
-/// # Safety
-/// Only async-signal-safe calls; meant for use between fork and exec.
-pub unsafe fn place_fd(fd: libc::c_int, at: libc::c_int) -> io::Result<()> {
-    // SAFETY: fcntl and dup2 are async-signal-safe.
-    let ok = unsafe {
-        if fd == at {
-            libc::fcntl(at, libc::F_SETFD, 0) >= 0
-        } else {
-            libc::dup2(fd, at) >= 0
-        }
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Sends `sig` to every process of the group `pgid`. A group that no longer exists is fine.
-pub fn kill_group(pgid: u32, sig: Signal) {
+pub(crate) fn kill_group(pgid: u32, sig: Signal) {
     let _ = nix::sys::signal::killpg(Pid::from_raw(pgid as i32), sig);
 }
 
 /// Sends `sig` to one process. A process that no longer exists is fine.
-pub fn kill(pid: u32, sig: Signal) {
+pub(crate) fn kill(pid: u32, sig: Signal) {
     let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), sig);
 }
 
+/// Whether process `pid` exists (perhaps another user's).
+pub(crate) fn exists(pid: i32) -> bool {
+    match nix::sys::signal::kill(Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(e) => e == nix::errno::Errno::EPERM,
+    }
+}
+
 /// The name of a signal without its `SIG` prefix, as ssh's exit-signal names it.
-pub fn signal_name(sig: i32) -> String {
+pub(crate) fn signal_name(sig: i32) -> String {
     match Signal::try_from(sig) {
         Ok(s) => s.as_str().trim_start_matches("SIG").to_string(),
         Err(_) => format!("{sig}"),
@@ -70,7 +35,7 @@ pub fn signal_name(sig: i32) -> String {
 }
 
 /// Parses a signal name with or without `SIG` prefix, or a number.
-pub fn signal_from_name(name: &str) -> Option<Signal> {
+pub(crate) fn signal_from_name(name: &str) -> Option<Signal> {
     if let Ok(n) = name.parse::<i32>() {
         return Signal::try_from(n).ok();
     }
@@ -85,12 +50,46 @@ pub fn signal_from_name(name: &str) -> Option<Signal> {
 
 /// Whether `sig` is ignored (SIG_IGN) in this process, as a shell leaves SIGINT for a
 /// background job or nohup leaves SIGHUP.
-pub fn is_ignored(sig: Signal) -> bool {
+pub(crate) fn is_ignored(sig: Signal) -> bool {
     // SAFETY: sigaction with a null new action only reads the current one into `old`.
     unsafe {
         let mut old: libc::sigaction = std::mem::zeroed();
         libc::sigaction(sig as libc::c_int, std::ptr::null(), &mut old) == 0
             && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// Gives `sig` its default action back (a handler installed earlier goes).
+pub(crate) fn default_action(sig: Signal) {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: the default action runs no code of ours in signal context.
+    let _ = unsafe { sigaction(sig, &default) };
+}
+
+/// Signals ignored for as long as this lives (as system(3) ignores SIGINT and SIGQUIT
+/// while it waits); their previous actions come back when it is dropped.
+pub(crate) struct Ignored {
+    previous: Vec<(Signal, SigAction)>,
+}
+
+impl Ignored {
+    pub(crate) fn new(signals: &[Signal]) -> Ignored {
+        let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+        let previous = signals
+            .iter()
+            // SAFETY: SIG_IGN runs no code in signal context.
+            .filter_map(|&sig| Some((sig, unsafe { sigaction(sig, &ignore) }.ok()?)))
+            .collect();
+        Ignored { previous }
+    }
+}
+
+impl Drop for Ignored {
+    fn drop(&mut self) {
+        for (sig, action) in &self.previous {
+            // SAFETY: putting back the actions we replaced.
+            let _ = unsafe { sigaction(*sig, action) };
+        }
     }
 }
 
@@ -113,9 +112,8 @@ extern "C" fn write_signal(sig: libc::c_int) {
 /// byte) to a pipe, and returns the pipe's read end: a thread can then act on a signal
 /// outside signal context, whichever thread it was delivered to. Once per process; the
 /// handlers do not survive exec.
-pub fn signals_to_pipe(signals: &[Signal]) -> io::Result<OwnedFd> {
+pub(crate) fn signals_to_pipe(signals: &[Signal]) -> io::Result<OwnedFd> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     // A full pipe must never block the handler (a burst of signals needs only one byte).
     fcntl(&write, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
@@ -131,21 +129,6 @@ pub fn signals_to_pipe(signals: &[Signal]) -> io::Result<OwnedFd> {
         unsafe { sigaction(sig, &action) }?;
     }
     Ok(read)
-}
-
-/// Converts how a child ended into the protocol's form.
-pub fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(code) = status.code() {
-        ExitStatus::Code(code)
-    } else if let Some(sig) = status.signal() {
-        ExitStatus::Signal {
-            signal: signal_name(sig),
-            core_dumped: status.core_dumped(),
-        }
-    } else {
-        ExitStatus::Code(255)
-    }
 }
 
 #[cfg(test)]

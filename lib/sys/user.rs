@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 /// Name, home directory and login shell of a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
+pub(crate) struct Account {
     pub name: String,
     pub uid: u32,
     pub home: PathBuf,
@@ -18,7 +18,7 @@ impl Account {
     /// then the environment sshd or sudo set up, then safe defaults. The agent is a static
     /// binary whose libc reads only `/etc/passwd`; on hosts with users in LDAP or sssd the
     /// environment fills the gap.
-    pub fn current() -> Account {
+    pub(crate) fn current() -> Account {
         let uid = nix::unistd::getuid();
         let from_db = nix::unistd::User::from_uid(uid).ok().flatten();
         let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
@@ -53,7 +53,7 @@ fn lossy(s: OsString) -> String {
 }
 
 /// This machine's host name, or "localhost" if it cannot be read.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())

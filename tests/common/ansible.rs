@@ -9,13 +9,12 @@
 //! no longer runs (a Python upgrade, a half-finished install) is removed and made again.
 
 use std::fs::{self, OpenOptions};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::wait::{output_within, wait_until};
+use super::wait::{lock_within, output_within, wait_until};
 
 /// The PyPI release of `ansible` the tests use: ansible-core 2.19 with ansible.posix.
 pub const ANSIBLE_VERSION: &str = "12.3.0";
@@ -162,22 +161,19 @@ fn install(venv: &Path) {
 
 /// An exclusive flock on `path`, held until the returned file is dropped: test processes
 /// running at the same time install once, and never use a venv being made.
-fn lock(path: &Path) -> fs::File {
+fn lock(path: &Path) -> nix::fcntl::Flock<fs::File> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
         .unwrap_or_else(|e| panic!("cannot open the lock {}: {e}", path.display()));
-    // SAFETY: flock on a descriptor we own; released when `file` is closed.
-    let try_lock = || unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-    wait_until(
+    lock_within(
+        file,
         INSTALL_TIMEOUT,
         &format!(
             "the lock {} (another test installing Ansible)",
             path.display()
         ),
-        try_lock,
-    );
-    file
+    )
 }

@@ -2,11 +2,13 @@
 //! directory to put first on PATH, and stopped (by pid) when dropped.
 
 use std::ffi::OsStr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use mitossh::ChildSetup;
+
+use super::procs::send_signal;
 use super::wait::wait_until;
 
 /// Paths of the binaries under test.
@@ -88,22 +90,10 @@ impl Master {
         if let Some(dir) = agents {
             cmd.env("MITOSSH_AGENT_DIR", dir);
         }
-        // SAFETY: setsid and prctl are async-signal-safe. The master must not share our
-        // terminal, and must not outlive the test thread that started it (a killed test
-        // never runs Drop).
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGTERM as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                );
-                Ok(())
-            });
-        }
+        // The master must not share our terminal, and must not outlive the test thread
+        // that started it (a killed test never runs Drop).
+        cmd.new_session()
+            .parent_death_signal(nix::sys::signal::Signal::SIGTERM);
         let child = cmd.spawn().expect("start mitossh master");
         let m = Master {
             child: Some(child),
@@ -163,8 +153,7 @@ impl Master {
     /// SIGTERM, then a bounded wait, then SIGKILL.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling our own child by pid.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            send_signal(c.id() as i32, libc::SIGTERM);
             for _ in 0..500 {
                 if let Ok(Some(_)) = c.try_wait() {
                     return;

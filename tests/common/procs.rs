@@ -8,6 +8,13 @@ use std::time::{Duration, Instant};
 
 use super::wait::POLL;
 
+/// Sends signal `sig` to process `pid` (kill(2)); a process already gone is fine.
+pub fn send_signal(pid: i32, sig: i32) {
+    if let Ok(sig) = nix::sys::signal::Signal::try_from(sig) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+    }
+}
+
 /// One process, as `/proc` showed it when scanned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proc {

@@ -5,7 +5,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,8 +12,10 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::procs::{self, Proc};
-use super::wait::{POLL, output_within, wait_until};
+use mitossh::ChildSetup;
+
+use super::procs::{self, Proc, send_signal};
+use super::wait::{POLL, lock_within, output_within, wait_until};
 
 pub const TEST_USER: &str = "mitossh-t1";
 /// The password set on every test user (sudo tests need it; sshd itself only accepts keys).
@@ -60,12 +61,10 @@ pub fn ensure_account(name: &str, useradd_args: &[&str]) -> TestUser {
         .write(true)
         .open(USER_LOCK)
         .unwrap_or_else(|e| panic!("cannot open the user-creation lock {USER_LOCK}: {e}"));
-    // SAFETY: flock on a descriptor we own; the lock is released when `lock` is closed.
-    let try_lock = || unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-    wait_until(
+    let lock = lock_within(
+        lock,
         Duration::from_secs(60),
         &format!("the user-creation lock {USER_LOCK}"),
-        try_lock,
     );
     if lookup_user(name).is_none() {
         run(
@@ -246,19 +245,16 @@ impl Sshd {
         let pid = child.id() as i32;
         // Freeze the listener so that it forks no new handler while we collect the ones it has: handlers call
         // setsid(), so after the listener dies they are re-parented and no longer recognisable as ours.
-        // SAFETY: plain kill(2) on our own child, which is unreaped and so cannot have been replaced.
-        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        // Our own child, unreaped, so its pid cannot have been reused.
+        send_signal(pid, libc::SIGSTOP);
         let stopped = || procs::process(pid).is_none_or(|p| p.state == 'T');
         let deadline = Instant::now() + STOP_TIMEOUT;
         while !stopped() && Instant::now() < deadline {
             thread::sleep(POLL);
         }
         let forked = procs::descendants(pid);
-        // SAFETY: as above.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-            libc::kill(pid, libc::SIGCONT);
-        }
+        send_signal(pid, libc::SIGTERM);
+        send_signal(pid, libc::SIGCONT);
         let deadline = Instant::now() + STOP_TIMEOUT;
         while child.try_wait().ok().flatten().is_none() {
             if Instant::now() >= deadline {
@@ -612,8 +608,8 @@ fn terminate(mut procs: Vec<Proc>) {
                 break;
             }
             for p in &procs {
-                // SAFETY: plain kill(2) of a pid that the scan just above showed to be this process.
-                unsafe { libc::kill(p.pid, signal) };
+                // The scan just above showed this pid to be this process.
+                send_signal(p.pid, signal);
             }
             thread::sleep(POLL);
         }
@@ -631,8 +627,7 @@ fn free_port() -> u16 {
 }
 
 fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
+    let euid = nix::unistd::geteuid().as_raw();
     assert!(
         euid == 0,
         "integration tests must run as root (they create a test user and start sshd); euid is {euid}"

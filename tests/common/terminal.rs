@@ -4,10 +4,11 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use mitossh::ChildSetup;
 
 use super::wait::wait_until;
 
@@ -31,14 +32,8 @@ impl Terminal {
         cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
             .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
             .stderr(Stdio::from(pty.slave));
-        // SAFETY: setsid and TIOCSCTTY between fork and exec: the pty becomes /dev/tty.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                libc::ioctl(0, libc::TIOCSCTTY as _, 0);
-                Ok(())
-            });
-        }
+        // The pty becomes the programs' /dev/tty.
+        cmd.new_session().controlling_terminal(0);
         let child = cmd.spawn().unwrap();
         // Let go of our copies of the slave, so the terminal closes with its programs.
         cmd.stdin(Stdio::null())
@@ -105,5 +100,11 @@ impl Terminal {
 
     pub fn fd(&self) -> i32 {
         self.writer.as_raw_fd()
+    }
+
+    /// A descriptor of the pty master of its own, to look at the terminal's settings
+    /// while the terminal is in use.
+    pub fn dup_fd(&self) -> std::os::fd::OwnedFd {
+        self.writer.try_clone().expect("dup the pty master").into()
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use super::procs::send_signal;
 use super::wait::wait_until;
 
 pub struct Tmux {
@@ -106,8 +107,7 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         if self.pid > 0 {
-            // SAFETY: signalling the tmux server this fixture started, by pid.
-            unsafe { libc::kill(self.pid, libc::SIGTERM) };
+            send_signal(self.pid, libc::SIGTERM);
         }
     }
 }

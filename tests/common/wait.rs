@@ -12,6 +12,29 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// How often bounded waits re-check their condition.
 pub const POLL: Duration = Duration::from_millis(10);
 
+/// Takes an exclusive flock on `file`, waiting at most `timeout` for whoever holds it
+/// (`what` names the lock in the failure). The lock lasts as long as the returned value.
+pub fn lock_within(
+    file: std::fs::File,
+    timeout: Duration,
+    what: &str,
+) -> nix::fcntl::Flock<std::fs::File> {
+    use nix::fcntl::{Flock, FlockArg};
+    let mut file = Some(file);
+    let mut locked = None;
+    wait_until(timeout, what, || {
+        match Flock::lock(
+            file.take().expect("unlocked"),
+            FlockArg::LockExclusiveNonblock,
+        ) {
+            Ok(lock) => locked = Some(lock),
+            Err((unlocked, _)) => file = Some(unlocked),
+        }
+        locked.is_some()
+    });
+    locked.expect("locked")
+}
+
 /// Polls `cond` until it returns true; panics with `what` if that takes longer than `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

@@ -7,14 +7,12 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::AsFd;
 
 use bytes::{Bytes, BytesMut};
-use mitossh::proto::flow::DEFAULT_WINDOW;
-use mitossh::proto::frame::encode_into;
 use mitossh::proto::{
-    ContextId, ExitStatus, Fd, Frame, FrameCodec, Hello, MASTER, Message, PROTOCOL_VERSION,
-    StreamId,
+    ContextId, DEFAULT_WINDOW, ExitStatus, Fd, Frame, FrameCodec, Hello, MASTER, Message,
+    PROTOCOL_VERSION, StreamId, encode_into,
 };
 use tokio_util::codec::Decoder;
 
@@ -106,8 +104,14 @@ pub fn main(args: &[String]) -> i32 {
         eprintln!("hostile agent: no attack named in {MODE_FILE}: {mode:?}");
         return 1;
     };
-    // SAFETY: this process owns its standard descriptors and nothing else uses them.
-    let (input, output) = unsafe { (File::from_raw_fd(0), File::from_raw_fd(1)) };
+    let (Ok(input), Ok(output)) = (
+        std::io::stdin().as_fd().try_clone_to_owned(),
+        std::io::stdout().as_fd().try_clone_to_owned(),
+    ) else {
+        eprintln!("hostile agent: no stdin or stdout");
+        return 1;
+    };
+    let (input, output) = (File::from(input), File::from(output));
     let mut peer = Peer {
         input,
         output,

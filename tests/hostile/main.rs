@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use agent::Attack;
 use common::*;
-use mitossh::bootstrap::image::{Arch, cache_name, content_hash};
+use mitossh::{Arch, cache_name, content_hash};
 
 const T: Duration = Duration::from_secs(60);
 

@@ -1,31 +1,33 @@
 //! The local terminal under `ssh -t`: raw mode while the session runs, and its size.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 
 use nix::sys::termios::{self, SetArg, Termios};
 
 use crate::proto::WinSize;
 
-/// The terminal settings to put back, shared with the signal thread: (fd, settings).
+/// The terminal settings to put back, shared with the signal thread.
 static SAVED: Mutex<Option<Saved>> = Mutex::new(None);
 
 /// Terminal settings to put back, and whether they were changed for a password prompt
 /// (rather than for raw mode).
 struct Saved {
-    fd: RawFd,
+    /// Our own descriptor of the terminal, so it cannot close before the settings are back.
+    fd: OwnedFd,
     settings: Termios,
     prompt: bool,
 }
 
 /// Our own handle on the terminal that was stdin, kept after stdin itself is handed over.
-pub struct Terminal(OwnedFd);
+pub(crate) struct Terminal(OwnedFd);
 
 impl Terminal {
     /// A handle on stdin if it is a terminal.
-    pub fn stdin() -> Option<Terminal> {
-        // SAFETY: fd 0 stays open for the duration of the borrow.
-        let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+    pub(crate) fn stdin() -> Option<Terminal> {
+        let stdin = io::stdin();
+        let stdin = stdin.as_fd();
         if !nix::unistd::isatty(stdin).unwrap_or(false) {
             return None;
         }
@@ -33,13 +35,13 @@ impl Terminal {
     }
 
     /// Switches the terminal to raw mode until the returned guard is dropped (or
-    /// [`restore`] runs from the signal thread, see [`super::signals`]).
-    pub fn raw_mode(&self) -> Option<RawMode> {
+    /// [`restore`] runs from the signal thread, see `shim::signals`).
+    pub(crate) fn raw_mode(&self) -> Option<RawMode> {
         let original = termios::tcgetattr(self.0.as_fd()).ok()?;
         let mut raw = original.clone();
         termios::cfmakeraw(&mut raw);
         *SAVED.lock().unwrap_or_else(|p| p.into_inner()) = Some(Saved {
-            fd: self.0.as_raw_fd(),
+            fd: self.0.try_clone().ok()?,
             settings: original,
             prompt: false,
         });
@@ -48,13 +50,13 @@ impl Terminal {
     }
 
     /// The terminal's window size.
-    pub fn size(&self) -> Option<WinSize> {
-        window_size(self.0.as_raw_fd())
+    pub(crate) fn size(&self) -> Option<WinSize> {
+        window_size(&self.0)
     }
 }
 
 /// Raw mode until dropped.
-pub struct RawMode(());
+pub(crate) struct RawMode(());
 
 impl Drop for RawMode {
     fn drop(&mut self) {
@@ -64,60 +66,54 @@ impl Drop for RawMode {
 
 /// Remembers `settings` as the ones to put back on `fd` if a signal ends the shim during
 /// a password prompt (echo is off); [`forget`] once they are back.
-pub fn remember(fd: BorrowedFd<'_>, settings: Termios) {
+pub(crate) fn remember(fd: BorrowedFd<'_>, settings: Termios) {
+    let Ok(fd) = fd.try_clone_to_owned() else {
+        return;
+    };
     *SAVED.lock().unwrap_or_else(|p| p.into_inner()) = Some(Saved {
-        fd: fd.as_raw_fd(),
+        fd,
         settings,
         prompt: true,
     });
 }
 
 /// Drops what [`remember`] kept, without touching the terminal.
-pub fn forget() {
+pub(crate) fn forget() {
     SAVED.lock().unwrap_or_else(|p| p.into_inner()).take();
 }
 
 /// Puts the terminal back as it was, if raw mode (or a prompt) changed it. Returns
 /// whether a password prompt was interrupted.
-pub fn restore() -> bool {
-    // Held while the settings are written, so the descriptor cannot close meanwhile.
+pub(crate) fn restore() -> bool {
+    // Held while the settings are written: one writer at a time.
     let mut guard = SAVED.lock().unwrap_or_else(|p| p.into_inner());
     let Some(saved) = guard.take() else {
         return false;
     };
-    // SAFETY: the descriptor belongs to the Terminal (raw mode) or the prompt's open
-    // terminal, both of which outlive their entry here.
-    let fd = unsafe { BorrowedFd::borrow_raw(saved.fd) };
-    let _ = termios::tcsetattr(fd, SetArg::TCSADRAIN, &saved.settings);
+    let _ = termios::tcsetattr(&saved.fd, SetArg::TCSADRAIN, &saved.settings);
     saved.prompt
 }
 
-fn window_size(fd: RawFd) -> Option<WinSize> {
-    // SAFETY: TIOCGWINSZ fills the struct we pass.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_col > 0 {
-        Some(WinSize {
-            rows: ws.ws_row,
-            cols: ws.ws_col,
-            xpixel: ws.ws_xpixel,
-            ypixel: ws.ws_ypixel,
-        })
-    } else {
-        None
-    }
+fn window_size(fd: impl AsFd) -> Option<WinSize> {
+    crate::sys::term::window_size(fd).map(|ws| WinSize {
+        rows: ws.ws_row,
+        cols: ws.ws_col,
+        xpixel: ws.ws_xpixel,
+        ypixel: ws.ws_ypixel,
+    })
 }
 
 /// The size of the terminal on stdin, stdout or stderr, whichever is one.
-pub fn stdio_window_size() -> Option<WinSize> {
-    [0, 1, 2].into_iter().find_map(window_size)
+pub(crate) fn stdio_window_size() -> Option<WinSize> {
+    window_size(io::stdin())
+        .or_else(|| window_size(io::stdout()))
+        .or_else(|| window_size(io::stderr()))
 }
 
 /// Whether stdin is a terminal whose foreground is another process group (we run as a
 /// background job).
-pub fn in_background() -> bool {
-    // SAFETY: fd 0 stays open for the duration of the borrow.
-    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
-    match nix::unistd::tcgetpgrp(stdin) {
+pub(crate) fn in_background() -> bool {
+    match nix::unistd::tcgetpgrp(io::stdin()) {
         Ok(fg) => fg != nix::unistd::getpgrp(),
         Err(_) => false,
     }

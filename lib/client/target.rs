@@ -15,18 +15,18 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use super::args::{self, Invocation, Opt};
 use crate::config::{self, Config};
 use crate::proto::{Become, BecomeMethod, SshHop, Target, ViaMode};
+use crate::sshargs::{self as args, Invocation, Opt};
 
-pub const BECOME_ENV: &str = "MITOSSH_BECOME";
-pub const BECOME_METHOD_ENV: &str = "MITOSSH_BECOME_METHOD";
-pub const VIA_ENV: &str = "MITOSSH_VIA";
-pub const VIA_MODE_ENV: &str = "MITOSSH_VIA_MODE";
+pub(crate) const BECOME_ENV: &str = "MITOSSH_BECOME";
+pub(crate) const BECOME_METHOD_ENV: &str = "MITOSSH_BECOME_METHOD";
+pub(crate) const VIA_ENV: &str = "MITOSSH_VIA";
+pub(crate) const VIA_MODE_ENV: &str = "MITOSSH_VIA_MODE";
 
 /// Where and what to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     pub target: Target,
     /// The remote command, with a recognised leading `sudo …` removed.
     pub command: Option<Vec<u8>>,
@@ -35,7 +35,7 @@ pub struct Resolved {
 }
 
 /// Resolves an invocation. Errors are one line for the user.
-pub fn resolve(
+pub(crate) fn resolve(
     inv: &Invocation,
     command: Option<Vec<u8>>,
     config: &Config,
@@ -185,7 +185,7 @@ fn hop_from(spec: &str, port: Option<u16>, ssh_args: &[Vec<u8>]) -> Result<SshHo
 /// form sudo takes: a name or `#uid`) and the rest of the line, which still goes to a
 /// shell. Anything it does not fully understand (expansions, globs, a comment, `-i`, `-s`,
 /// `-g`, `-S` which would feed a password through stdin) is left alone.
-pub fn sudo_prefix(command: &[u8]) -> Option<(String, &[u8])> {
+pub(crate) fn sudo_prefix(command: &[u8]) -> Option<(String, &[u8])> {
     let mut rest = command.trim_ascii_start();
     let first = shell_word(&mut rest)?;
     if first != b"sudo" && first != b"/usr/bin/sudo" && first != b"/bin/sudo" {

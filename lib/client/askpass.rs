@@ -18,13 +18,13 @@ use nix::sys::termios::{self, LocalFlags, SetArg};
 use crate::proto::{PromptKind, Secret};
 
 /// Names a file whose first line is the become password.
-pub const PASSWORD_FILE_ENV: &str = "MITOSSH_BECOME_PASSWORD_FILE";
+pub(crate) const PASSWORD_FILE_ENV: &str = "MITOSSH_BECOME_PASSWORD_FILE";
 
 /// ssh's default askpass program, used when `SSH_ASKPASS` is unset.
 const DEFAULT_ASKPASS: &str = "/usr/bin/ssh-askpass";
 
 /// The answer to `prompt`; `None` when nobody can give one here.
-pub fn answer(prompt: &str, kind: PromptKind, file: Option<&Path>) -> Option<Secret> {
+pub(crate) fn answer(prompt: &str, kind: PromptKind, file: Option<&Path>) -> Option<Secret> {
     match kind {
         PromptKind::Become => match password_file(file) {
             Some(path) => from_file(&path),
@@ -40,7 +40,7 @@ pub fn answer(prompt: &str, kind: PromptKind, file: Option<&Path>) -> Option<Sec
 
 /// Whether a person can answer ssh's questions here: a terminal, or an askpass program
 /// ssh would run.
-pub fn can_prompt() -> bool {
+pub(crate) fn can_prompt() -> bool {
     !matches!(Asker::here(), Asker::Nobody)
 }
 
