@@ -17,7 +17,7 @@
 //! leaves large payloads in the descriptor for their receiver to splice. Other links (the
 //! shims' sockets, child links) read with a plain `FramedRead` ([`reader`]).
 
-pub mod inbound;
+pub(crate) mod inbound;
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -65,14 +65,14 @@ pub(crate) struct LinkClosed;
 /// link's writer splices them out right after their frame's header. Shared by the two,
 /// and closed when both are done with it.
 #[derive(Debug)]
-pub struct Staging {
+pub(crate) struct Staging {
     pipe: Pipe,
     /// Bytes put in and not yet taken out.
     held: AtomicUsize,
 }
 
 impl Staging {
-    pub fn new() -> std::io::Result<Arc<Staging>> {
+    pub(crate) fn new() -> std::io::Result<Arc<Staging>> {
         Ok(Arc::new(Staging {
             pipe: splice::pipe()?,
             held: AtomicUsize::new(0),
@@ -80,12 +80,12 @@ impl Staging {
     }
 
     /// Where a pump splices bytes in.
-    pub fn input(&self) -> BorrowedFd<'_> {
+    pub(crate) fn input(&self) -> BorrowedFd<'_> {
         self.pipe.write.as_fd()
     }
 
     /// `n` more bytes were spliced in: a frame's payload, made ready to be queued.
-    pub fn staged(self: &Arc<Self>, n: usize) -> Staged {
+    pub(crate) fn staged(self: &Arc<Self>, n: usize) -> Staged {
         self.held.fetch_add(n, Ordering::SeqCst);
         Staged {
             pipe: self.clone(),
@@ -94,25 +94,21 @@ impl Staging {
     }
 
     /// Bytes in the pipe that no frame has taken out yet.
-    pub fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::SeqCst)
     }
 }
 
 /// A payload waiting in a [`Staging`] pipe: the next `len` bytes there.
 #[derive(Debug)]
-pub struct Staged {
+pub(crate) struct Staged {
     pipe: Arc<Staging>,
     len: usize,
 }
 
 impl Staged {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 
@@ -186,7 +182,7 @@ impl LinkSender {
     }
 
     /// Whether payloads staged in a pipe are welcome (the writer splices them).
-    pub fn splices(&self) -> bool {
+    pub(crate) fn splices(&self) -> bool {
         self.splices
     }
 
@@ -235,7 +231,7 @@ pub(crate) fn reader<R: AsyncRead>(r: R) -> LinkReader<R> {
 
 /// Gives back a large read buffer once it is empty, so that a link that carried a burst
 /// holds no more than an idle one. Call after each frame; cheap when there is nothing to do.
-pub fn trim<R>(reader: &mut LinkReader<R>) {
+pub(crate) fn trim<R>(reader: &mut LinkReader<R>) {
     let buffer = reader.read_buffer_mut();
     if buffer.is_empty() && buffer.capacity() > READ_BUFFER_KEPT {
         *buffer = BytesMut::with_capacity(READ_BUFFER);
@@ -244,7 +240,7 @@ pub fn trim<R>(reader: &mut LinkReader<R>) {
 
 /// Wraps `r` as the reader of a link that carries only control messages (a shim's): it
 /// holds next to nothing while its session runs.
-pub fn control_reader<R: AsyncRead>(r: R) -> LinkReader<R> {
+pub(crate) fn control_reader<R: AsyncRead>(r: R) -> LinkReader<R> {
     FramedRead::with_capacity(r, FrameCodec::default(), CONTROL_READ_BUFFER)
 }
 
@@ -265,7 +261,7 @@ where
 }
 
 /// Starts the writer task for a descriptor of our own; it splices staged payloads.
-pub fn spawn_fd_writer(fd: FdIo) -> (LinkSender, JoinHandle<std::io::Result<()>>) {
+pub(crate) fn spawn_fd_writer(fd: FdIo) -> (LinkSender, JoinHandle<std::io::Result<()>>) {
     start_writer(Output::Fd(fd))
 }
 

@@ -160,7 +160,7 @@ pub(crate) struct Feed(Arc<Shared>);
 impl Feed {
     /// Queues `input`. Data beyond the window the sender was granted is refused (and
     /// not queued): the caller drops the link it came on.
-    pub fn send(&self, input: Input) -> Result<(), FlowViolation> {
+    pub(crate) fn send(&self, input: Input) -> Result<(), FlowViolation> {
         {
             let mut q = self.0.lock();
             if q.closed || q.eof {
@@ -182,7 +182,7 @@ impl Feed {
     /// the link. Splices it straight into the destination pipe when that is possible now,
     /// else reads it into the queue; never waits for the destination. Either way, every
     /// byte of it is taken off the link before this returns.
-    pub async fn deliver(
+    pub(crate) async fn deliver(
         &self,
         prefix: Bytes,
         unread: usize,
@@ -394,7 +394,7 @@ impl Inbox {
     }
 
     #[cfg(test)]
-    pub async fn recv(&mut self) -> Option<Input> {
+    pub(crate) async fn recv(&mut self) -> Option<Input> {
         let input = self.take().await;
         if let Some(Input::Data(d)) = &input {
             self.wrote(d.len(), false);
@@ -412,14 +412,14 @@ pub(crate) enum Source<'a, R: ?Sized> {
 }
 
 impl<'a> Source<'a, tokio::io::Empty> {
-    pub fn pipe(pipe: &'a FdIo) -> Source<'a, tokio::io::Empty> {
+    pub(crate) fn pipe(pipe: &'a FdIo) -> Source<'a, tokio::io::Empty> {
         Source::Pipe(pipe)
     }
 }
 
 impl<'a, R: ?Sized> Source<'a, R> {
     /// A source that says nothing about how much is waiting.
-    pub fn stream(io: &'a mut R) -> Source<'a, R> {
+    pub(crate) fn stream(io: &'a mut R) -> Source<'a, R> {
         Source::Stream {
             io,
             first: FIRST_READ,

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 /// A token bucket: `per_sec` a second, bursts of twice that.
 #[derive(Debug)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     per_sec: u32,
     tokens: f64,
     last: Instant,
@@ -19,7 +19,7 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    pub fn new(per_sec: u32) -> Throttle {
+    pub(crate) fn new(per_sec: u32) -> Throttle {
         Throttle {
             per_sec,
             tokens: f64::from(per_sec * 2),
@@ -30,7 +30,7 @@ impl Throttle {
     }
 
     /// Whether one more line may pass now.
-    pub fn allow(&mut self) -> bool {
+    pub(crate) fn allow(&mut self) -> bool {
         let now = Instant::now();
         let refill = now.duration_since(self.last).as_secs_f64() * f64::from(self.per_sec);
         self.tokens = (self.tokens + refill).min(f64::from(self.per_sec * 2));
@@ -46,7 +46,7 @@ impl Throttle {
     }
 
     /// Lines held back in all.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped
     }
 
@@ -58,14 +58,14 @@ impl Throttle {
 
 /// One kind of warning, shared by the tasks that may give it.
 #[derive(Debug)]
-pub struct Warning {
+pub(crate) struct Warning {
     /// A mutex: taken only to decide, never across an await.
     throttle: Mutex<Throttle>,
 }
 
 impl Warning {
     /// At most `per_sec` warnings a second (bursts of twice that).
-    pub fn new(per_sec: u32) -> Warning {
+    pub(crate) fn new(per_sec: u32) -> Warning {
         Warning {
             throttle: Mutex::new(Throttle::new(per_sec)),
         }
@@ -73,7 +73,7 @@ impl Warning {
 
     /// Calls `log` unless too many went out lately; it is told how many were held back
     /// since the last one (see [`suppressed`]).
-    pub fn emit(&self, log: impl FnOnce(u64)) {
+    pub(crate) fn emit(&self, log: impl FnOnce(u64)) {
         let held = {
             let mut t = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
             if !t.allow() {
@@ -86,7 +86,7 @@ impl Warning {
 }
 
 /// `" (and 12 more like it)"`, or nothing: for the end of a throttled line.
-pub fn suppressed(held: u64) -> String {
+pub(crate) fn suppressed(held: u64) -> String {
     if held == 0 {
         String::new()
     } else {

@@ -42,8 +42,8 @@ pub(crate) struct SshCommand {
 
 /// Descriptors one host's ssh costs this process while it connects (its three pipes, both
 /// ends until the spawn is done) and once connected (this side of each pipe).
-pub const DESCRIPTORS_CONNECTING: usize = 8;
-pub const DESCRIPTORS_CONNECTED: usize = 3;
+pub(crate) const DESCRIPTORS_CONNECTING: usize = 8;
+pub(crate) const DESCRIPTORS_CONNECTED: usize = 3;
 
 /// Longest line of ssh's stderr passed on whole; the rest of a longer one is dropped.
 const MAX_LINE: usize = 4096;

@@ -97,12 +97,6 @@ impl MasterConn {
         (&self.stream).write_all(&buf)
     }
 
-    /// The socket itself, for a caller that continues asynchronously, with the bytes
-    /// already read from it but not yet decoded.
-    pub(crate) fn into_parts(self) -> (UnixStream, BytesMut) {
-        (self.stream, self.buf)
-    }
-
     /// A second handle for sending from another thread.
     pub(crate) fn sender(&self) -> io::Result<MasterConn> {
         Ok(MasterConn {

@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use super::MasterConn;
-use crate::proto::{ConnectFailure, ExitStatus, Message, Reply, Request, SSH_ERROR};
+use crate::proto::{ExitStatus, Message, Reply, Request, SSH_ERROR};
 
 /// How an opening request ended, when it did not open.
 pub(crate) struct NotOpened {
@@ -21,8 +21,6 @@ pub(crate) struct NotOpened {
     pub fallback: bool,
     /// The message is ssh's own and is already on stderr.
     pub shown: bool,
-    /// The host could not be connected, and why.
-    pub connect: Option<ConnectFailure>,
 }
 
 impl NotOpened {
@@ -33,7 +31,6 @@ impl NotOpened {
             exit_code: SSH_ERROR,
             fallback: false,
             shown: false,
-            connect: None,
         }
     }
 
@@ -79,13 +76,12 @@ pub(crate) fn open(
                         exit_code,
                         fallback,
                         shown,
-                        connect,
+                        ..
                     } => Err(NotOpened {
                         message,
                         exit_code,
                         fallback,
                         shown,
-                        connect,
                     }),
                     other => Err(NotOpened::local(format!(
                         "mitossh: unexpected answer from the master: {other:?}"

@@ -115,7 +115,7 @@ pub(crate) fn resolve(
 
 /// `target` reached through `via` instead (in order, by `mode`): a plan's gateways. The
 /// hops take the destination's ssh options.
-pub fn through(mut target: Target, via: &[String], mode: ViaMode) -> Result<Target, String> {
+pub(crate) fn through(mut target: Target, via: &[String], mode: ViaMode) -> Result<Target, String> {
     let dest = target.hops.pop().ok_or("no destination")?;
     let mut hops = via
         .iter()

@@ -19,7 +19,7 @@ use crate::sys::fdio::{FdIo, Spliced};
 
 /// Data payloads at least this long are left in the link for splicing; shorter ones
 /// are read with their header.
-pub const SPLICE_MIN: usize = 8 * 1024;
+pub(crate) const SPLICE_MIN: usize = 8 * 1024;
 
 /// How much is read at once while frames are small.
 const READ_AHEAD: usize = 4096;
@@ -31,21 +31,22 @@ const DATA_HEADER_MIN: usize = 4;
 /// A frame as it arrives: its header, the part of its payload already read, and how many
 /// payload bytes are still in the link (to be moved before the next frame is read).
 #[derive(Debug)]
-pub struct Incoming {
+pub(crate) struct Incoming {
     pub frame: Frame,
     pub unread: usize,
 }
 
+#[cfg(test)]
 impl Incoming {
     /// The whole payload's length.
-    pub fn payload_len(&self) -> usize {
+    pub(crate) fn payload_len(&self) -> usize {
         self.frame.data.len() + self.unread
     }
 }
 
 /// The reading side of a descriptor link.
 #[derive(Debug)]
-pub struct LinkIn {
+pub(crate) struct LinkIn {
     io: FdIo,
     buf: BytesMut,
     /// Payload bytes of the last frame still in the descriptor.
@@ -67,7 +68,7 @@ enum Parsed {
 
 impl LinkIn {
     /// Reads frames from `io`, starting with `already` (bytes read before frames began).
-    pub fn new(io: FdIo, already: &[u8]) -> LinkIn {
+    pub(crate) fn new(io: FdIo, already: &[u8]) -> LinkIn {
         LinkIn {
             io,
             buf: BytesMut::from(already),
@@ -78,7 +79,7 @@ impl LinkIn {
 
     /// The next frame; `None` at the end of the link between frames. Whatever is left of
     /// the previous frame's payload is read and dropped first.
-    pub async fn next(&mut self) -> Option<Result<Incoming, FrameError>> {
+    pub(crate) async fn next(&mut self) -> Option<Result<Incoming, FrameError>> {
         if self.unread > 0 {
             debug_assert!(false, "a payload was left unread");
             if let Err(e) = self.read_payload().await {
@@ -107,7 +108,7 @@ impl LinkIn {
 
     /// Moves up to `max` of the payload's unread bytes into the pipe `to` without ever
     /// waiting for room there; waits only for the link. `Full`: `to` took nothing.
-    pub async fn splice_payload(
+    pub(crate) async fn splice_payload(
         &mut self,
         to: BorrowedFd<'_>,
         max: usize,
@@ -127,7 +128,7 @@ impl LinkIn {
     }
 
     /// Reads the payload's unread bytes into memory.
-    pub async fn read_payload(&mut self) -> Result<Bytes, FrameError> {
+    pub(crate) async fn read_payload(&mut self) -> Result<Bytes, FrameError> {
         let mut data = BytesMut::with_capacity(self.unread);
         while self.unread > 0 {
             match self.io.read_into(&mut data, self.unread).await? {

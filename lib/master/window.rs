@@ -26,7 +26,7 @@ const RECENT_FAILURES: usize = 64;
 
 /// One window: permits handed out first come, first served (tokio's semaphore is fair).
 #[derive(Debug)]
-pub struct Window {
+pub(crate) struct Window {
     permits: Arc<Semaphore>,
     queued: AtomicUsize,
     handshaking: Arc<AtomicUsize>,
@@ -34,7 +34,7 @@ pub struct Window {
 
 /// A place in a window: the handshake may proceed while it is held.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
     handshaking: Arc<AtomicUsize>,
     /// From the moment it queued: a large connect gives memory back when it is over.
@@ -48,7 +48,7 @@ impl Drop for Slot {
 }
 
 impl Window {
-    pub fn new(size: usize) -> Window {
+    pub(crate) fn new(size: usize) -> Window {
         Window {
             permits: Arc::new(Semaphore::new(size.max(1))),
             queued: AtomicUsize::new(0),
@@ -57,7 +57,7 @@ impl Window {
     }
 
     /// Waits for a place, behind everyone who asked before.
-    pub async fn enter(&self) -> Slot {
+    pub(crate) async fn enter(&self) -> Slot {
         let busy = crate::sys::memory::Busy::enter();
         self.queued.fetch_add(1, Ordering::SeqCst);
         // Counted down however the wait ends (the attempt may be dropped while queued).
@@ -77,7 +77,7 @@ impl Window {
     }
 
     /// (waiting, under way)
-    pub fn load(&self) -> (usize, usize) {
+    pub(crate) fn load(&self) -> (usize, usize) {
         (
             self.queued.load(Ordering::SeqCst),
             self.handshaking.load(Ordering::SeqCst),
@@ -95,7 +95,7 @@ impl Drop for Decrement<'_> {
 
 /// The master's connecting, for its status.
 #[derive(Debug)]
-pub struct Connects {
+pub(crate) struct Connects {
     pub size: usize,
     /// The master's own ssh processes.
     pub window: Window,
@@ -106,7 +106,7 @@ pub struct Connects {
 }
 
 impl Connects {
-    pub fn new(size: usize) -> Connects {
+    pub(crate) fn new(size: usize) -> Connects {
         Connects {
             size: size.max(1),
             window: Window::new(size),
@@ -116,12 +116,12 @@ impl Connects {
         }
     }
 
-    pub fn succeeded(&self) {
+    pub(crate) fn succeeded(&self) {
         self.connected.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Context `name` could not be made.
-    pub fn failed(&self, name: String, e: &ConnectError) {
+    pub(crate) fn failed(&self, name: String, e: &ConnectError) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         if recent.len() == RECENT_FAILURES {
@@ -131,7 +131,7 @@ impl Connects {
     }
 
     /// The status, with the load of the other windows (the gateways') added in.
-    pub fn status(&self, others: impl Iterator<Item = (usize, usize)>) -> ConnectStatus {
+    pub(crate) fn status(&self, others: impl Iterator<Item = (usize, usize)>) -> ConnectStatus {
         let (mut queued, mut handshaking) = self.window.load();
         for (q, h) in others {
             queued += q;
@@ -158,7 +158,7 @@ impl Connects {
 }
 
 /// What kind of failure a connect error is.
-pub fn classify(e: &ConnectError) -> ConnectFailure {
+pub(crate) fn classify(e: &ConnectError) -> ConnectFailure {
     match e {
         ConnectError::CannotServe(_) => ConnectFailure::NoAgent,
         ConnectError::Timeout(_) => ConnectFailure::Timeout,

@@ -100,7 +100,7 @@ impl Decoder for FrameCodec {
 }
 
 /// Decodes a frame's body (everything after its length).
-pub fn decode_body(body: Bytes) -> Result<Frame, FrameError> {
+pub(crate) fn decode_body(body: Bytes) -> Result<Frame, FrameError> {
     let ((ctx, msg), rest) =
         postcard::take_from_bytes::<(ContextId, Message)>(&body).map_err(FrameError::Malformed)?;
     let header_len = body.len() - rest.len();

@@ -748,7 +748,7 @@ fn phases(
 
 /// The short form of a plan (`mitossh run -H … -- COMMAND`).
 #[derive(Debug, Clone, Default)]
-pub struct Short {
+pub(crate) struct Short {
     pub hosts: Vec<String>,
     /// Copies of `command` on each host.
     pub count: u32,

@@ -359,7 +359,7 @@ pub(crate) fn table(s: &PointSummary, hosts: usize) -> String {
 }
 
 /// The hosts that could not be connected, one line each, grouped by reason.
-pub fn unreachable_list(s: &PointSummary, hosts: usize) -> String {
+pub(crate) fn unreachable_list(s: &PointSummary, hosts: usize) -> String {
     if s.unreachable.is_empty() {
         return String::new();
     }

@@ -54,7 +54,7 @@ impl FdIo {
 
     /// Waits until a read would not wait; returns how many bytes are waiting. 0: the end
     /// (or an error) is there, or bytes came just now: read to know.
-    pub async fn ready_to_read(&self) -> io::Result<usize> {
+    pub(crate) async fn ready_to_read(&self) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
             let n = splice::pending(self.raw())?;
@@ -69,7 +69,7 @@ impl FdIo {
     }
 
     /// Reads at most `max` bytes onto the end of `buf`, waiting for some; 0 at the end.
-    pub async fn read_into(&self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+    pub(crate) async fn read_into(&self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
         std::future::poll_fn(|cx| {
             loop {
                 let mut guard = ready!(self.fd.poll_read_ready(cx))?;
@@ -83,7 +83,7 @@ impl FdIo {
     }
 
     /// Writes some of `data`, waiting for room.
-    pub async fn write_some(&self, data: &[u8]) -> io::Result<usize> {
+    pub(crate) async fn write_some(&self, data: &[u8]) -> io::Result<usize> {
         std::future::poll_fn(|cx| {
             loop {
                 let mut guard = ready!(self.fd.poll_write_ready(cx))?;
@@ -98,7 +98,7 @@ impl FdIo {
 
     /// Moves up to `max` bytes of this descriptor's input into `to`, a pipe that is never
     /// waited for: waits for input only.
-    pub async fn splice_to(&self, to: BorrowedFd<'_>, max: usize) -> io::Result<Spliced> {
+    pub(crate) async fn splice_to(&self, to: BorrowedFd<'_>, max: usize) -> io::Result<Spliced> {
         loop {
             let mut guard = self.fd.readable().await?;
             match splice::splice(self.raw(), to, max) {
@@ -116,7 +116,11 @@ impl FdIo {
     }
 
     /// Like [`FdIo::splice_to`], without waiting: `None` when there is no input now.
-    pub fn try_splice_to(&self, to: BorrowedFd<'_>, max: usize) -> io::Result<Option<Spliced>> {
+    pub(crate) fn try_splice_to(
+        &self,
+        to: BorrowedFd<'_>,
+        max: usize,
+    ) -> io::Result<Option<Spliced>> {
         match splice::splice(self.raw(), to, max) {
             Ok(0) => Ok(Some(Spliced::End)),
             Ok(n) => Ok(Some(Spliced::Moved(n))),
@@ -133,7 +137,7 @@ impl FdIo {
 
     /// Moves up to `len` bytes from the pipe `from`, which holds at least that many, into
     /// this descriptor, waiting for room; returns how many moved (at least one).
-    pub async fn splice_from(&self, from: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    pub(crate) async fn splice_from(&self, from: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.writable().await?;
             match splice::splice(from, self.raw(), len) {
@@ -154,7 +158,7 @@ impl FdIo {
 
 /// What one splice into a pipe that is never waited for did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Spliced {
+pub(crate) enum Spliced {
     Moved(usize),
     /// The input ended.
     End,

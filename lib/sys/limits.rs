@@ -14,7 +14,7 @@ static ORIGINAL_SOFT: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// The descriptor limits: soft (enforced) and hard (the ceiling for the soft one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
+pub(crate) struct Limit {
     pub soft: u64,
     pub hard: u64,
 }
@@ -35,13 +35,13 @@ fn get() -> io::Result<Limit> {
 }
 
 /// The current descriptor limit.
-pub fn descriptor_limit() -> io::Result<Limit> {
+pub(crate) fn descriptor_limit() -> io::Result<Limit> {
     get()
 }
 
 /// Raises the soft descriptor limit to the hard one, once per process, and remembers the
 /// original for [`restore_in_child`]. Returns the limits before and after.
-pub fn raise_descriptor_limit() -> io::Result<(Limit, Limit)> {
+pub(crate) fn raise_descriptor_limit() -> io::Result<(Limit, Limit)> {
     let before = get()?;
     // The first call records what children get back; later calls change nothing of it.
     let _ =
@@ -88,14 +88,14 @@ pub(crate) unsafe fn restore_in_child() -> io::Result<()> {
 }
 
 /// How many descriptors this process has open (0 if `/proc` cannot say).
-pub fn open_descriptors() -> usize {
+pub(crate) fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count().saturating_sub(1)) // the directory's own descriptor
         .unwrap_or(0)
 }
 
 /// Whether `e` says this process (or the system) ran out of descriptors.
-pub fn is_exhaustion(e: &io::Error) -> bool {
+pub(crate) fn is_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 

@@ -33,7 +33,7 @@ const SETTLE: Duration = Duration::from_secs(1);
 static SCHEDULED: AtomicBool = AtomicBool::new(false);
 
 /// Says how to make the allocator return freed memory. Called once, by `main`.
-pub fn set_collector(collect: fn()) {
+pub(crate) fn set_collector(collect: fn()) {
     let _ = COLLECTOR.set(collect);
 }
 
@@ -47,10 +47,10 @@ pub(crate) fn mimalloc_collect() {
 /// A piece of work (a handshake, a session) under way; memory is given back when the
 /// last of a burst of them ends.
 #[derive(Debug)]
-pub struct Busy(());
+pub(crate) struct Busy(());
 
 impl Busy {
-    pub fn enter() -> Busy {
+    pub(crate) fn enter() -> Busy {
         let now = BUSY.fetch_add(1, Ordering::SeqCst) + 1;
         PEAK.fetch_max(now, Ordering::SeqCst);
         Busy(())
@@ -69,7 +69,7 @@ impl Drop for Busy {
 }
 
 /// Returns freed memory to the system now (if the program said how).
-pub fn give_back() {
+pub(crate) fn give_back() {
     if let Some(collect) = COLLECTOR.get() {
         collect();
     }
@@ -77,7 +77,7 @@ pub fn give_back() {
 
 /// Returns freed memory a little later, once however often it is asked meanwhile (from
 /// within a tokio runtime).
-pub fn give_back_soon() {
+pub(crate) fn give_back_soon() {
     if SCHEDULED.swap(true, Ordering::SeqCst) {
         return;
     }

@@ -33,7 +33,7 @@ pub(crate) fn send_with_fds(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io
 }
 
 /// Like [`send_with_fds`], on a non-blocking socket of the runtime.
-pub async fn send_with_fds_async(
+pub(crate) async fn send_with_fds_async(
     sock: &tokio::net::UnixStream,
     data: &[u8],
     fds: &[RawFd],

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 
 /// The two ends of a pipe of our own.
 #[derive(Debug)]
-pub struct Pipe {
+pub(crate) struct Pipe {
     pub read: OwnedFd,
     pub write: OwnedFd,
 }
@@ -17,7 +17,7 @@ pub struct Pipe {
 /// A new pipe, both ends non-blocking and close-on-exec, grown to
 /// [`PIPE_SIZE`](super::fdio::PIPE_SIZE) when the
 /// user's pipe allowance permits (it stays at the kernel's default otherwise).
-pub fn pipe() -> io::Result<Pipe> {
+pub(crate) fn pipe() -> io::Result<Pipe> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into the array it is given.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
@@ -32,7 +32,7 @@ pub fn pipe() -> io::Result<Pipe> {
 /// Moves up to `len` bytes from `from` to `to` (one of them a pipe) without copying them
 /// and without waiting on a pipe: `Ok(0)` is the end of `from`'s input, `WouldBlock` means
 /// `from` is empty or `to` is full. The other end must be non-blocking itself.
-pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+pub(crate) fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
     loop {
         // SAFETY: splice on two descriptors we hold, without offsets.
         let n = unsafe {
@@ -56,7 +56,7 @@ pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Resul
 }
 
 /// Bytes waiting to be read in a pipe or a socket (FIONREAD).
-pub fn pending(fd: BorrowedFd<'_>) -> io::Result<usize> {
+pub(crate) fn pending(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int.
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
@@ -66,7 +66,7 @@ pub fn pending(fd: BorrowedFd<'_>) -> io::Result<usize> {
 }
 
 /// Whether reading `fd` would not wait: data, end of input or an error is there.
-pub fn readable_now(fd: BorrowedFd<'_>) -> bool {
+pub(crate) fn readable_now(fd: BorrowedFd<'_>) -> bool {
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
@@ -78,7 +78,8 @@ pub fn readable_now(fd: BorrowedFd<'_>) -> bool {
 }
 
 /// Whether `fd` is a pipe (a FIFO).
-pub fn is_pipe(fd: BorrowedFd<'_>) -> bool {
+#[cfg(test)]
+pub(crate) fn is_pipe(fd: BorrowedFd<'_>) -> bool {
     // SAFETY: fstat fills the struct it is given.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
@@ -87,7 +88,7 @@ pub fn is_pipe(fd: BorrowedFd<'_>) -> bool {
 }
 
 /// One write(2) of `data` to a non-blocking `fd`: how much went (`WouldBlock` when none).
-pub fn write(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {
+pub(crate) fn write(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {
     loop {
         // SAFETY: writing from a valid slice.
         let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
@@ -103,7 +104,7 @@ pub fn write(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {
 
 /// One read(2) of at most `max` bytes from a non-blocking `fd` onto the end of `buf`,
 /// into its spare capacity (nothing is zeroed first): how much came, 0 at the end.
-pub fn read(fd: BorrowedFd<'_>, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
     buf.reserve(max);
     let spare = buf.spare_capacity_mut();
     let max = max.min(spare.len());

@@ -93,11 +93,9 @@ fn mistakes_are_reported() {
             .contains("on_failure")
     );
     assert!(
-        parse(
-            "[[host]]\naddress = \"a\"\n[[host.process]]\nname = \"x\"\ncommand = \"{who}\"\n"
-        )
-        .unwrap_err()
-        .contains("unknown {who}")
+        parse("[[host]]\naddress = \"a\"\n[[host.process]]\nname = \"x\"\ncommand = \"{who}\"\n")
+            .unwrap_err()
+            .contains("unknown {who}")
     );
     assert!(parse("duration = \"soon\"\n[[host]]\naddress = \"a\"\n").is_err());
 }
