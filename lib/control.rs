@@ -273,7 +273,10 @@ mod tests {
         };
         let text = format_status(&report);
         let lines: Vec<&str> = text.lines().collect();
-        let at = lines.iter().position(|l| l.trim_start().starts_with("ID ")).unwrap();
+        let at = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with("ID "))
+            .unwrap();
         let header = lines[at];
         let pid_at: Vec<usize> = lines[at + 1..]
             .iter()
