@@ -272,13 +272,16 @@ mod tests {
             ..StatusReport::default()
         };
         let text = format_status(&report);
-        let pid_at: Vec<usize> = text
-            .lines()
-            .skip(2)
+        // The table follows the master's line and how connecting goes.
+        let lines: Vec<&str> = text.lines().collect();
+        let h = lines.iter().position(|l| l.contains("PARENT")).unwrap();
+        let pid_at: Vec<usize> = lines[h + 1..]
+            .iter()
             .map(|l| l.find("4242").unwrap())
             .collect();
+        assert_eq!(pid_at.len(), 2, "{text}");
         assert_eq!(pid_at[0], pid_at[1], "{text}");
-        let header = text.lines().nth(1).unwrap();
+        let header = lines[h];
         assert_eq!(header.find("PID").unwrap() + 3, pid_at[0] + 4, "{text}");
     }
 
