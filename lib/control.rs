@@ -67,10 +67,15 @@ pub fn format_status(report: &StatusReport) -> String {
 }
 
 /// How connecting goes, what failed lately, and the master's descriptors: a line or two,
-/// then one per recent failure.
+/// then one per recent failure. Nothing on a quiet master (no connect under way or
+/// waiting, none failed, descriptors well below the limit).
 fn connects(report: &StatusReport) -> String {
     let c = &report.connects;
     let (open, limit) = report.descriptors;
+    let busy = c.handshaking > 0 || c.queued > 0 || c.failed > 0;
+    if !busy && open.saturating_mul(4) <= limit.saturating_mul(3) {
+        return String::new();
+    }
     let mut out = format!(
         "connecting: {} under way, {} waiting (window {}) · {} connected, {} failed since start · descriptors {open} of {limit}\n",
         c.handshaking, c.queued, c.window, c.connected, c.failed
