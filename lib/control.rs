@@ -108,10 +108,15 @@ pub(crate) fn format_status(report: &StatusReport) -> String {
 }
 
 /// How connecting goes, what failed lately, and the master's descriptors: a line or two,
-/// then one per recent failure.
+/// then one per recent failure. Nothing on a quiet master (no connect under way or
+/// waiting, none failed, descriptors well below the limit).
 fn connects(report: &StatusReport) -> String {
     let c = &report.connects;
     let (open, limit) = report.descriptors;
+    let busy = c.handshaking > 0 || c.queued > 0 || c.failed > 0;
+    if !busy && open.saturating_mul(4) <= limit.saturating_mul(3) {
+        return String::new();
+    }
     let mut out = format!(
         "connecting: {} under way, {} waiting (window {}) · {} connected, {} failed since start · descriptors {open} of {limit}\n",
         c.handshaking, c.queued, c.window, c.connected, c.failed
@@ -313,18 +318,16 @@ mod tests {
             ..StatusReport::default()
         };
         let text = format_status(&report);
+        // The table follows the master's line and how connecting goes.
         let lines: Vec<&str> = text.lines().collect();
-        let at = lines
-            .iter()
-            .position(|l| l.trim_start().starts_with("ID "))
-            .unwrap();
-        let header = lines[at];
-        let pid_at: Vec<usize> = lines[at + 1..]
+        let h = lines.iter().position(|l| l.contains("PARENT")).unwrap();
+        let pid_at: Vec<usize> = lines[h + 1..]
             .iter()
             .map(|l| l.find("4242").unwrap())
             .collect();
         assert_eq!(pid_at.len(), 2, "{text}");
         assert_eq!(pid_at[0], pid_at[1], "{text}");
+        let header = lines[h];
         assert_eq!(header.find("PID").unwrap() + 3, pid_at[0] + 4, "{text}");
     }
 

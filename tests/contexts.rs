@@ -320,7 +320,8 @@ fn local_contexts_need_no_ssh_and_compose_with_become_and_exec() {
     let status = master.status();
     let rows: Vec<Vec<&str>> = status
         .lines()
-        .skip(2)
+        .skip_while(|l| !l.trim_start().starts_with("ID "))
+        .skip(1)
         .map(|l| l.split_whitespace().take(4).collect())
         .collect();
     assert_eq!(

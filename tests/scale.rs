@@ -132,12 +132,14 @@ fn two_hundred_hosts_under_a_soft_limit_of_1024_all_connect_and_run() {
     let log = master.log();
     assert!(!log.contains("file descriptors"), "{log}");
     assert!(!log.contains("Too many open files"), "{log}");
+    // All 200 connected; nothing failed, nothing still connecting (no line about it).
     let status = master.status();
-    assert!(
-        status.contains("200 connected, 0 failed"),
-        "{}",
-        status.lines().take(3).collect::<Vec<_>>().join("\n")
-    );
+    let rows = status
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("ssh"))
+        .count();
+    assert_eq!(rows, 200, "{status}");
+    assert!(!status.contains("connecting:"), "{status}");
     eprintln!("200 hosts, cold: {took:?}; the master peaked at {peak} descriptors");
 }
 

@@ -312,6 +312,15 @@ fn killing_the_master_leaves_no_agent_and_no_remote_process() {
         "expected the two remote shells: {agents:?}"
     );
     let agent_pid = agents[0].ppid;
+    // Each shell said "started" just before it forks its sleep: wait for both sleeps.
+    wait_until(Duration::from_secs(10), "the two remote sleeps", || {
+        let below = descendants(agent_pid);
+        below
+            .iter()
+            .filter(|p| p.cmdline.first().is_some_and(|c| c == "sleep"))
+            .count()
+            >= 2
+    });
     let mut doomed = descendants(agent_pid);
     doomed.push(process(agent_pid).expect("agent alive"));
     assert!(doomed.len() >= 5, "agent, 2 shells, 2 sleeps: {doomed:?}");

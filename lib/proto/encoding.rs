@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde::de::{self, Visitor};
 
 use super::message::{
-    BecomeMethod, ExitStatus, Fd, Message, Method, PROTOCOL_VERSION, PromptKind, Reply, Request,
-    ViaMode,
+    BecomeMethod, ConnectFailure, ExitStatus, Fd, Message, Method, PROTOCOL_VERSION, PromptKind,
+    Reply, Request, ViaMode,
 };
 
 /// The variant names of enum `T`, in declaration order (= their postcard discriminants).
@@ -124,6 +124,10 @@ fn discriminants_are_pinned() {
     assert_eq!(variants::<PromptKind>(), ["Become", "Ssh"]);
     assert_eq!(variants::<ExitStatus>(), ["Code", "Signal"]);
     assert_eq!(variants::<ViaMode>(), ["Tcp", "Ssh"]);
+    assert_eq!(
+        variants::<ConnectFailure>(),
+        ["Unreachable", "Auth", "Timeout", "NoAgent", "Descriptors", "Other"]
+    );
     assert_eq!(variants::<Fd>(), ["Stdin", "Stdout", "Stderr"]);
 }
 
