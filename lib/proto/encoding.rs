@@ -126,7 +126,14 @@ fn discriminants_are_pinned() {
     assert_eq!(variants::<ViaMode>(), ["Tcp", "Ssh"]);
     assert_eq!(
         variants::<ConnectFailure>(),
-        ["Unreachable", "Auth", "Timeout", "NoAgent", "Descriptors", "Other"]
+        [
+            "Unreachable",
+            "Auth",
+            "Timeout",
+            "NoAgent",
+            "Descriptors",
+            "Other"
+        ]
     );
     assert_eq!(variants::<Fd>(), ["Stdin", "Stdout", "Stderr"]);
 }
