@@ -86,16 +86,6 @@ fn rsync_with(master: &Master, config: &Path, env: &[(&str, &str)], src: &Path, 
     check(&out);
 }
 
-fn tree(master: &Master) -> String {
-    let out = master
-        .command(bin("mitossh"))
-        .args(["tree", "--socket"])
-        .arg(&master.socket)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Asserts that `dir` holds exactly what `src` holds, by content.
 fn same_tree(src: &Path, dir: &Path) {
     assert_eq!(tree_digest(dir), tree_digest(src), "{}", dir.display());
@@ -162,7 +152,7 @@ fn rsync_into_a_chroot_and_a_namespace_through_sudo_over_one_connection() {
     assert_eq!(said[1..], ["0", rootfs.marker.as_str()]);
 
     // Both below the one sudo context.
-    let shown = tree(&master);
+    let shown = master.tree();
     assert_eq!(shown.matches("sudo:root").count(), 1, "{shown}");
     assert!(shown.contains(&format!("chroot {root}")), "{shown}");
     assert!(shown.contains("unshare --mount"), "{shown}");
@@ -256,7 +246,7 @@ fn rsync_into_a_podman_container_through_sudo_over_one_connection() {
     );
     assert_eq!(out.status.code(), Some(3));
     assert!(out.stdout == data, "{} bytes back", out.stdout.len());
-    let shown = tree(&master);
+    let shown = master.tree();
     assert!(
         shown.contains(&format!("podman exec -i {}", container.name)),
         "{shown}"

@@ -184,7 +184,7 @@ fn stop_retires_the_host_and_its_sudo_context() {
         check(&out)
     };
     assert_eq!(as_root("id -u"), "0\n");
-    let tree_before = tree(&master);
+    let tree_before = master.tree();
     assert!(tree_before.contains("sudo:root"), "{tree_before}");
 
     let out = output_within(
@@ -252,16 +252,6 @@ fn without_a_password_or_terminal_the_error_says_what_to_do() {
     assert!(err.contains("MITOSSH_BECOME_PASSWORD_FILE"), "{err}");
 }
 
-fn tree(master: &Master) -> String {
-    let out = master
-        .command(bin("mitossh"))
-        .args(["tree", "--socket"])
-        .arg(&master.socket)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn a_chain_through_a_bastion_with_sudo_at_the_end_and_nothing_left_after_a_kill() {
     escalation();
@@ -326,7 +316,7 @@ fn a_chain_through_a_bastion_with_sudo_at_the_end_and_nothing_left_after_a_kill(
         long(Some(a.alias()), b.alias(), true),
     ];
 
-    let shown = tree(&master);
+    let shown = master.tree();
     let lines: Vec<&str> = shown.lines().collect();
     let find = |needle: &str| {
         lines
@@ -415,7 +405,7 @@ fn a_bastion_stays_open_while_a_host_behind_it_works() {
     let mut hold = started(&mut on(&a, None, "echo ready; cat >/dev/null"));
     check(&output_within(&mut on(&b, Some(&a), "true"), b"", T));
     wait_until(T, "B's context to close when idle", || {
-        !tree(&master).contains(&format!("({})", b.alias()))
+        !master.tree().contains(&format!("({})", b.alias()))
     });
     // Now a stream through the bastion that outlives its idle timeout, after which
     // the bastion has nothing else to do.
@@ -481,7 +471,7 @@ fn ssh_can_run_on_the_hop_instead() {
         T,
     );
     assert_eq!(check(&out), format!("{}\n", user.name));
-    let shown = tree(&master);
+    let shown = master.tree();
     assert!(shown.contains(&format!("({})", b.alias())), "{shown}");
     assert_eq!(a.accepted_connections(), 1);
     assert_eq!(b.accepted_connections(), 1);

@@ -128,9 +128,18 @@ impl Master {
     }
 
     pub fn status(&self) -> String {
+        self.report("status")
+    }
+
+    /// What `mitossh tree` says about this master.
+    pub fn tree(&self) -> String {
+        self.report("tree")
+    }
+
+    fn report(&self, what: &str) -> String {
         let out = self
             .command(bin("mitossh"))
-            .arg("status")
+            .arg(what)
             .arg("--socket")
             .arg(&self.socket)
             .output()
