@@ -284,6 +284,7 @@ fn idle(mut cmd: Command) -> Child {
         .unwrap()
 }
 
+#[derive(Default, Clone, Copy)]
 struct Memory {
     rss: u64,
     pss: u64,
@@ -296,14 +297,32 @@ fn memory(pid: i32) -> Memory {
     }
 }
 
+/// Highest memory seen of the master and the agent.
+#[derive(Default)]
+struct Peaks {
+    master: Memory,
+    agent: Memory,
+}
+
+impl Peaks {
+    fn sample(&mut self, master: i32, agent: i32) {
+        for (peak, pid) in [(&mut self.master, master), (&mut self.agent, agent)] {
+            let m = memory(pid);
+            peak.rss = peak.rss.max(m.rss);
+            peak.pss = peak.pss.max(m.pss);
+        }
+    }
+}
+
 fn idle_streams(s: &Setup) {
     let n = if quick() { 200 } else { 1000 };
     let master = Master::start();
     run_ok(s.shim(&master).arg("true"));
     let agent = agents(&s.sshd).first().copied().unwrap_or(0);
-    let idle_before = memory(master.pid());
-    let agent_before = memory(agent);
-
+    let before = Peaks {
+        master: memory(master.pid()),
+        agent: memory(agent),
+    };
     let marker = unique_marker();
     let mut children: Vec<Child> = (0..n)
         .map(|_| {
@@ -312,26 +331,18 @@ fn idle_streams(s: &Setup) {
             idle(c)
         })
         .collect();
-    let (mut peak, mut agent_peak) = (Memory { rss: 0, pss: 0 }, Memory { rss: 0, pss: 0 });
-    let sample = |peak: &mut Memory, agent_peak: &mut Memory| {
-        let m = memory(master.pid());
-        peak.rss = peak.rss.max(m.rss);
-        peak.pss = peak.pss.max(m.pss);
-        let a = memory(agent);
-        agent_peak.rss = agent_peak.rss.max(a.rss);
-        agent_peak.pss = agent_peak.pss.max(a.pss);
-    };
+    let mut peak = Peaks::default();
     let running = || processes_matching(|p| p.cmdline.first().is_some_and(|a| a == &marker)).len();
     wait_until(
         Duration::from_secs(300),
         "every remote sleep to run",
         || {
-            sample(&mut peak, &mut agent_peak);
+            peak.sample(master.pid(), agent);
             running() >= n
         },
     );
     for _ in 0..20 {
-        sample(&mut peak, &mut agent_peak);
+        peak.sample(master.pid(), agent);
         std::thread::sleep(Duration::from_millis(50));
     }
     let shims: Vec<u64> = children
@@ -340,26 +351,7 @@ fn idle_streams(s: &Setup) {
         .map(|c| private_kib(c.id() as i32))
         .collect();
     let shim_private = median(shims);
-
-    // The same wait through the ControlMaster (its sessions are limited by sshd's
-    // MaxSessions): an idle ssh client's own memory.
-    let mut cm_clients: Vec<Child> = (0..10)
-        .map(|_| {
-            let mut c = s.control_master();
-            c.arg("sleep 600");
-            idle(c)
-        })
-        .collect();
-    let cm_marker_wait = Instant::now();
-    while cm_marker_wait.elapsed() < Duration::from_secs(2) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let cm_private = median(
-        cm_clients
-            .iter()
-            .map(|c| private_kib(c.id() as i32))
-            .collect(),
-    );
+    let (cm_private, mut cm_clients) = idle_cm_clients(s);
     for c in cm_clients.iter_mut().chain(children.iter_mut()) {
         let _ = c.kill();
     }
@@ -367,45 +359,22 @@ fn idle_streams(s: &Setup) {
         let _ = c.wait();
     }
     wait_until(Duration::from_secs(120), "the remote sleeps to end", || {
-        sample(&mut peak, &mut agent_peak);
+        peak.sample(master.pid(), agent);
         running() == 0
     });
     // What the master gives back once the streams are gone.
     let ended = Instant::now();
-    let mut after = memory(master.pid());
+    let mut after = Peaks {
+        master: memory(master.pid()),
+        agent: memory(agent),
+    };
     while ended.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(250));
-        after = memory(master.pid());
+        after.master = memory(master.pid());
     }
-    let agent_after = memory(agent);
+    after.agent = memory(agent);
     println!("{n} idle `ssh host sleep` through one master (stdin, stdout: pipes):");
-    println!(
-        "  master RSS  idle {:>9}  peak {:>9} (goal <= 40 MiB)  after {:>9} (goal <= 15 MiB)",
-        mib(idle_before.rss),
-        mib(peak.rss),
-        mib(after.rss)
-    );
-    println!(
-        "  master PSS  idle {:>9}  peak {:>9}                   after {:>9}",
-        mib(idle_before.pss),
-        mib(peak.pss),
-        mib(after.pss)
-    );
-    println!(
-        "  per idle stream: {:.1} KiB RSS",
-        (peak.rss.saturating_sub(idle_before.rss)) as f64 / n as f64
-    );
-    println!(
-        "  agent RSS   idle {:>9}  peak {:>9} (goal <= 40 MiB)  after {:>9}",
-        mib(agent_before.rss),
-        mib(agent_peak.rss),
-        mib(agent_after.rss)
-    );
-    println!(
-        "  agent PSS   idle {:>9}  peak {:>9}",
-        mib(agent_before.pss),
-        mib(agent_peak.pss)
-    );
+    print_idle_memory(n, &before, &peak, &after);
     println!(
         "  a waiting shim: {} KiB private (goal <= 1536), an idle ssh client of the ControlMaster: {} KiB = {:.2}x",
         shim_private,
@@ -413,6 +382,59 @@ fn idle_streams(s: &Setup) {
         shim_private as f64 / cm_private.max(1) as f64
     );
     println!();
+}
+
+/// The same wait through the ControlMaster (its sessions are limited by sshd's
+/// MaxSessions): an idle ssh client's own memory, and the clients, still running.
+fn idle_cm_clients(s: &Setup) -> (u64, Vec<Child>) {
+    let cm_clients: Vec<Child> = (0..10)
+        .map(|_| {
+            let mut c = s.control_master();
+            c.arg("sleep 600");
+            idle(c)
+        })
+        .collect();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let private = median(
+        cm_clients
+            .iter()
+            .map(|c| private_kib(c.id() as i32))
+            .collect(),
+    );
+    (private, cm_clients)
+}
+
+fn print_idle_memory(n: usize, before: &Peaks, peak: &Peaks, after: &Peaks) {
+    println!(
+        "  master RSS  idle {:>9}  peak {:>9} (goal <= 40 MiB)  after {:>9} (goal <= 15 MiB)",
+        mib(before.master.rss),
+        mib(peak.master.rss),
+        mib(after.master.rss)
+    );
+    println!(
+        "  master PSS  idle {:>9}  peak {:>9}                   after {:>9}",
+        mib(before.master.pss),
+        mib(peak.master.pss),
+        mib(after.master.pss)
+    );
+    println!(
+        "  per idle stream: {:.1} KiB RSS",
+        (peak.master.rss.saturating_sub(before.master.rss)) as f64 / n as f64
+    );
+    println!(
+        "  agent RSS   idle {:>9}  peak {:>9} (goal <= 40 MiB)  after {:>9}",
+        mib(before.agent.rss),
+        mib(peak.agent.rss),
+        mib(after.agent.rss)
+    );
+    println!(
+        "  agent PSS   idle {:>9}  peak {:>9}",
+        mib(before.agent.pss),
+        mib(peak.agent.pss)
+    );
 }
 
 /// 500 small files (1–8 KiB) by `rsync -a` into a new directory, over the WAN proxy.

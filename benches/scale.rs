@@ -206,6 +206,20 @@ struct Row {
     clush: Option<Timed>,
     cold: Timed,
     warm: Timed,
+    /// The master's RSS idle after the cold run, KiB.
+    master_idle: u64,
+}
+
+/// What every size shares: the sshd, its host aliases, the tools to compare with.
+struct Fleet {
+    sshd: Sshd,
+    cfg: PathBuf,
+    all: Vec<String>,
+    pdsh: Option<PathBuf>,
+    clush: Option<PathBuf>,
+    /// `mitossh run` with one host: what the per-process figures are counted from.
+    single: Timed,
+    _dir: tempfile::TempDir,
 }
 
 fn main() {
@@ -216,131 +230,156 @@ fn main() {
     } else {
         vec![50, 200, 500, 1000]
     };
-    let pdsh_bin = tool("pdsh", "pdsh");
-    let clush_bin = tool("clush", "clustershell");
-    // What a plain login has; every tool here starts with it.
-    set_soft_descriptor_limit(1024);
-    let sshd = Sshd::start();
-    let dir = tempfile::tempdir().unwrap();
-    let all = host_names("h", *sizes.iter().max().unwrap());
-    let cfg = FleetConfig::new().hosts(&sshd, &all, "").write(dir.path());
-    println!("`true` on N host aliases of one sshd, window {WINDOW}, soft descriptor limit 1024:");
+    let fleet = Fleet::start(*sizes.iter().max().unwrap());
+    let rows: Vec<Row> = sizes.iter().map(|&n| one_size(&fleet, n)).collect();
+    print_wall_times(&rows);
+    print_master_slope(&rows);
+    print_tool_memory(&rows);
+}
 
-    // The agent's image in the host's cache, and a one-host run to measure `mitossh run`
-    // against.
-    // The release build's agent beside the master (musl's malloc, as shipped; not the
-    // size-optimised profile of scripts/build-agents).
-    let mut one = Master::start();
-    mitossh_run(&one.socket, &cfg, &all[..1], "true");
-    // Long enough for the sampler to see it at its peak.
-    let single = mitossh_run(&one.socket, &cfg, &all[..1], "sleep 1");
-    one.stop();
-
-    let mut rows = Vec::new();
-    for &n in &sizes {
-        let hosts = &all[..n];
-        println!("\nN = {n}");
-        let p = pdsh_bin.as_deref().map(|b| pdsh(b, &cfg, hosts));
-        if let Some(p) = &p {
-            println!(
-                "  pdsh       {:>8.2} s   peak RSS {} KiB",
-                p.wall.as_secs_f64(),
-                p.peak.0
-            );
+impl Fleet {
+    fn start(max: usize) -> Fleet {
+        let pdsh = tool("pdsh", "pdsh");
+        let clush = tool("clush", "clustershell");
+        // What a plain login has; every tool here starts with it.
+        set_soft_descriptor_limit(1024);
+        let sshd = Sshd::start();
+        let dir = tempfile::tempdir().unwrap();
+        let all = host_names("h", max);
+        let cfg = FleetConfig::new().hosts(&sshd, &all, "").write(dir.path());
+        println!(
+            "`true` on N host aliases of one sshd, window {WINDOW}, soft descriptor limit 1024:"
+        );
+        // The agent's image in the host's cache, and a one-host run to measure `mitossh
+        // run` against. The release build's agent beside the master (musl's malloc, as
+        // shipped; not the size-optimised profile of scripts/build-agents).
+        let mut one = Master::start();
+        mitossh_run(&one.socket, &cfg, &all[..1], "true");
+        // Long enough for the sampler to see it at its peak.
+        let single = mitossh_run(&one.socket, &cfg, &all[..1], "sleep 1");
+        one.stop();
+        Fleet {
+            sshd,
+            cfg,
+            all,
+            pdsh,
+            clush,
+            single,
+            _dir: dir,
         }
-        let c = clush_bin.as_deref().map(|b| clush(b, &cfg, hosts));
-        if let Some(c) = &c {
-            println!(
-                "  clush      {:>8.2} s   peak RSS {} KiB",
-                c.wall.as_secs_f64(),
-                c.peak.0
-            );
-        }
-
-        // Its default window is WINDOW.
-        let mut master = Master::start();
-        let empty = memory(master.pid()).unwrap();
-        let cold = mitossh_run(&master.socket, &cfg, hosts, "true");
-        let after = memory(master.pid()).unwrap();
-        std::thread::sleep(Duration::from_secs(2));
-        let idle = memory(master.pid()).unwrap();
-        let clients = total(
-            &descendants(master.pid())
-                .into_iter()
-                .filter(is_ssh)
-                .collect::<Vec<_>>(),
-        );
-        let agents = total(
-            &descendants(sshd.pid())
-                .into_iter()
-                .filter(is_agent)
-                .collect::<Vec<_>>(),
-        );
-        let warm = mitossh_run(&master.socket, &cfg, hosts, "true");
-        println!(
-            "  mitossh    cold {:.2} s, warm {:.2} s",
-            cold.wall.as_secs_f64(),
-            warm.wall.as_secs_f64()
-        );
-        println!(
-            "  master     RSS/PSS KiB: {}/{} with no host, {}/{} after the cold run, {}/{} idle",
-            empty.0, empty.1, after.0, after.1, idle.0, idle.1
-        );
-        let (rss_per, pss_per) = (
-            per(idle.0 as i64 - empty.0 as i64, n),
-            per(idle.1 as i64 - empty.1 as i64, n),
-        );
-        println!(
-            "             per idle host: {rss_per:.0} KiB RSS, {pss_per:.0} KiB PSS \
-             (budget 100: {})",
-            if rss_per <= 100.0 { "met" } else { "NOT met" }
-        );
-        println!(
-            "  ssh        {} clients kept by the master: {:.0} KiB PSS each (RSS {} max)",
-            clients.2,
-            per(clients.1 as i64, clients.2.max(1)),
-            clients.0
-        );
-        println!(
-            "  agents     {} idle: RSS {} KiB at most (budget 4096: {}), PSS {:.0} KiB each",
-            agents.2,
-            agents.0,
-            if agents.0 <= 4096 { "met" } else { "NOT met" },
-            per(agents.1 as i64, agents.2.max(1))
-        );
-        let run_per = |t: &Timed| {
-            (
-                per(t.peak.0 as i64 - single.peak.0 as i64, n.max(2) - 1),
-                per(t.peak.1 as i64 - single.peak.1 as i64, n.max(2) - 1),
-            )
-        };
-        let (cr, cp) = run_per(&cold);
-        let (wr, wp) = run_per(&warm);
-        println!(
-            "  run        peak RSS/PSS KiB: {}/{} cold, {}/{} warm, {}/{} for one host: \
-             {cr:.1}/{cp:.1} cold, {wr:.1}/{wp:.1} warm per process (budget 64: {})",
-            cold.peak.0,
-            cold.peak.1,
-            warm.peak.0,
-            warm.peak.1,
-            single.peak.0,
-            single.peak.1,
-            if cr.max(wr) <= 64.0 { "met" } else { "NOT met" }
-        );
-        master.stop();
-        // Agents end with their links; the next size starts from none.
-        wait_until(Duration::from_secs(120), "the agents to exit", || {
-            !descendants(sshd.pid()).iter().any(is_agent)
-        });
-        rows.push(Row {
-            n,
-            pdsh: p,
-            clush: c,
-            cold,
-            warm,
-        });
     }
+}
 
+/// pdsh, clush, then mitossh cold and warm on the first `n` aliases, with memory.
+fn one_size(fleet: &Fleet, n: usize) -> Row {
+    let hosts = &fleet.all[..n];
+    let cfg = &fleet.cfg;
+    println!("\nN = {n}");
+    let p = fleet.pdsh.as_deref().map(|b| pdsh(b, cfg, hosts));
+    let c = fleet.clush.as_deref().map(|b| clush(b, cfg, hosts));
+    for (name, t) in [("pdsh", &p), ("clush", &c)] {
+        if let Some(t) = t {
+            let wall = t.wall.as_secs_f64();
+            println!("  {name:<10} {wall:>8.2} s   peak RSS {} KiB", t.peak.0);
+        }
+    }
+    // Its default window is WINDOW.
+    let mut master = Master::start();
+    let empty = memory(master.pid()).unwrap();
+    let cold = mitossh_run(&master.socket, cfg, hosts, "true");
+    let after = memory(master.pid()).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = memory(master.pid()).unwrap();
+    let warm = mitossh_run(&master.socket, cfg, hosts, "true");
+    println!(
+        "  mitossh    cold {:.2} s, warm {:.2} s",
+        cold.wall.as_secs_f64(),
+        warm.wall.as_secs_f64()
+    );
+    println!(
+        "  master     RSS/PSS KiB: {}/{} with no host, {}/{} after the cold run, {}/{} idle",
+        empty.0, empty.1, after.0, after.1, idle.0, idle.1
+    );
+    let (rss_per, pss_per) = (
+        per(idle.0 as i64 - empty.0 as i64, n),
+        per(idle.1 as i64 - empty.1 as i64, n),
+    );
+    println!(
+        "             per idle host: {rss_per:.0} KiB RSS, {pss_per:.0} KiB PSS \
+         (budget 100: {})",
+        if rss_per <= 100.0 { "met" } else { "NOT met" }
+    );
+    print_kept_processes(fleet, &master);
+    print_run_memory(fleet, n, &cold, &warm);
+    master.stop();
+    // Agents end with their links; the next size starts from none.
+    wait_until(Duration::from_secs(120), "the agents to exit", || {
+        !descendants(fleet.sshd.pid()).iter().any(is_agent)
+    });
+    Row {
+        n,
+        pdsh: p,
+        clush: c,
+        cold,
+        warm,
+        master_idle: idle.0,
+    }
+}
+
+/// The ssh clients the master keeps and the agents at their ends.
+fn print_kept_processes(fleet: &Fleet, master: &Master) {
+    let clients = total(
+        &descendants(master.pid())
+            .into_iter()
+            .filter(is_ssh)
+            .collect::<Vec<_>>(),
+    );
+    let agents = total(
+        &descendants(fleet.sshd.pid())
+            .into_iter()
+            .filter(is_agent)
+            .collect::<Vec<_>>(),
+    );
+    println!(
+        "  ssh        {} clients kept by the master: {:.0} KiB PSS each (RSS {} max)",
+        clients.2,
+        per(clients.1 as i64, clients.2.max(1)),
+        clients.0
+    );
+    println!(
+        "  agents     {} idle: RSS {} KiB at most (budget 4096: {}), PSS {:.0} KiB each",
+        agents.2,
+        agents.0,
+        if agents.0 <= 4096 { "met" } else { "NOT met" },
+        per(agents.1 as i64, agents.2.max(1))
+    );
+}
+
+/// `mitossh run`'s own peak, per process beyond the one-host run.
+fn print_run_memory(fleet: &Fleet, n: usize, cold: &Timed, warm: &Timed) {
+    let single = &fleet.single;
+    let run_per = |t: &Timed| {
+        (
+            per(t.peak.0 as i64 - single.peak.0 as i64, n.max(2) - 1),
+            per(t.peak.1 as i64 - single.peak.1 as i64, n.max(2) - 1),
+        )
+    };
+    let (cr, cp) = run_per(cold);
+    let (wr, wp) = run_per(warm);
+    println!(
+        "  run        peak RSS/PSS KiB: {}/{} cold, {}/{} warm, {}/{} for one host: \
+         {cr:.1}/{cp:.1} cold, {wr:.1}/{wp:.1} warm per process (budget 64: {})",
+        cold.peak.0,
+        cold.peak.1,
+        warm.peak.0,
+        warm.peak.1,
+        single.peak.0,
+        single.peak.1,
+        if cr.max(wr) <= 64.0 { "met" } else { "NOT met" }
+    );
+}
+
+fn print_wall_times(rows: &[Row]) {
     println!("\nWall time, s (ratio: mitossh / other; below 1 is faster)");
     println!(
         "{:>6} {:>9} {:>9} {:>12} {:>12} {:>14} {:>14} {:>14} {:>14}",
@@ -360,7 +399,7 @@ fn main() {
         b.as_ref()
             .map_or("-".into(), |b| format!("{:.3}x", s(a) / s(b)))
     };
-    for r in &rows {
+    for r in rows {
         println!(
             "{:>6} {:>9} {:>9} {:>12.2} {:>12.2} {:>14} {:>14} {:>14} {:>14}",
             r.n,
@@ -374,8 +413,27 @@ fn main() {
             ratio(&r.warm, &r.clush)
         );
     }
+}
+
+/// What one more idle host costs the master, between consecutive sizes: the per-host
+/// average above also carries the master's one-time growth (runtime, allocator arenas),
+/// which a small N divides by little.
+fn print_master_slope(rows: &[Row]) {
+    if rows.len() < 2 {
+        return;
+    }
+    println!("\nMaster RSS per additional idle host, KiB (budget 100)");
+    for w in rows.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        let slope = per(b.master_idle as i64 - a.master_idle as i64, b.n - a.n);
+        let met = if slope <= 100.0 { "met" } else { "NOT met" };
+        println!("  N {:>4} -> {:>4}: {slope:>6.1} ({met})", a.n, b.n);
+    }
+}
+
+fn print_tool_memory(rows: &[Row]) {
     println!("\nPeak RSS of the tool's own process, KiB (mitossh run / other)");
-    for r in &rows {
+    for r in rows {
         let m = |t: &Option<Timed>| {
             t.as_ref().map_or("-".into(), |t| {
                 format!(

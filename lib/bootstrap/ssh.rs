@@ -186,19 +186,7 @@ pub(crate) async fn bootstrap(
         agent_args: &["--nonce", &nonce],
         skip: first.len(),
     };
-    let mut cmd = Command::new(&ssh.program);
-    cmd.args(&ssh.args)
-        .arg(stage1.remote_command())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .envs(env)
-        .kill_on_drop(true);
-    // ssh gets the descriptor limit the user gave us, not the one raised for us.
-    cmd.restore_descriptor_limit()
-        .parent_death_signal(nix::sys::signal::Signal::SIGTERM);
-    tracing::debug!(host = %ssh.label, "starting {:?} {:?}", ssh.program, ssh.args);
-    let mut child = cmd.spawn().map_err(|e| spawn_failure(ssh, &e))?;
+    let mut child = spawn(ssh, &stage1, env)?;
 
     let stderr = StderrTail::default();
     let connecting = Arc::new(AtomicBool::new(true));
@@ -240,39 +228,73 @@ pub(crate) async fn bootstrap(
                 uploaded,
             })
         }
-        Ok(Err(e)) => {
-            let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-            let code = match status {
-                Ok(Ok(s)) => s.code(),
-                _ => {
-                    let _ = child.start_kill();
-                    None
-                }
-            };
-            // ssh has exited: its stderr reaches EOF unless a grandchild still holds it.
-            if let Some(done) = stderr_done {
-                let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
-            }
-            Err(failure(code, &stderr, &ssh.label, e))
-        }
+        Ok(Err(e)) => Err(failed(child, stderr_done, &stderr, &ssh.label, e).await),
         Err(abandoned) => {
             // Killed before it can act on a question nobody answered.
             let _ = child.start_kill();
             let _ = child.wait().await;
-            Err(match abandoned {
-                Some(()) => ConnectError::Other(format!(
-                    "{}: ssh asked a question and nobody could answer it (no terminal); \
-                     use a key with an ssh-agent, or run the command on a terminal",
-                    ssh.label
-                )),
-                None => ConnectError::Timeout(format!(
-                    "{}: timed out after {}s waiting for the mitossh agent to start",
-                    ssh.label,
-                    started.elapsed().as_secs()
-                )),
-            })
+            Err(gave_up(&ssh.label, abandoned.is_some(), started.elapsed()))
         }
     }
+}
+
+/// Starts ssh running stage 1, its stdio piped to us.
+fn spawn(
+    ssh: &SshCommand,
+    stage1: &Stage1<'_>,
+    env: Vec<(OsString, OsString)>,
+) -> Result<Child, ConnectError> {
+    let mut cmd = Command::new(&ssh.program);
+    cmd.args(&ssh.args)
+        .arg(stage1.remote_command())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .envs(env)
+        .kill_on_drop(true);
+    // ssh gets the descriptor limit the user gave us, not the one raised for us.
+    cmd.restore_descriptor_limit()
+        .parent_death_signal(nix::sys::signal::Signal::SIGTERM);
+    tracing::debug!(host = %ssh.label, "starting {:?} {:?}", ssh.program, ssh.args);
+    cmd.spawn().map_err(|e| spawn_failure(ssh, &e))
+}
+
+/// The bootstrap failed with ssh still running or just exited: wait briefly for its exit
+/// status and its last words, then explain.
+async fn failed(
+    mut child: Child,
+    stderr_done: Option<tokio::task::JoinHandle<()>>,
+    stderr: &StderrTail,
+    label: &str,
+    e: io::Error,
+) -> ConnectError {
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    let code = match status {
+        Ok(Ok(s)) => s.code(),
+        _ => {
+            let _ = child.start_kill();
+            None
+        }
+    };
+    // ssh has exited: its stderr reaches EOF unless a grandchild still holds it.
+    if let Some(done) = stderr_done {
+        let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
+    }
+    failure(code, stderr, label, e)
+}
+
+/// Nobody could answer ssh's question (`abandoned`), or the connect timeout passed.
+fn gave_up(label: &str, abandoned: bool, waited: Duration) -> ConnectError {
+    if abandoned {
+        return ConnectError::Other(format!(
+            "{label}: ssh asked a question and nobody could answer it (no terminal); \
+             use a key with an ssh-agent, or run the command on a terminal"
+        ));
+    }
+    ConnectError::Timeout(format!(
+        "{label}: timed out after {}s waiting for the mitossh agent to start",
+        waited.as_secs()
+    ))
 }
 
 /// Why ssh could not even be started: out of descriptors (say how many and what to do),

@@ -80,7 +80,7 @@ pub(crate) async fn run(
     place: Place,
     mut spec: OpenSpec,
     caller: Caller,
-    [stdin, stdout, stderr]: [OwnedFd; 3],
+    stdio: [OwnedFd; 3],
     mut from_shim: LinkReader<OwnedReadHalf>,
     to_shim: LinkSender,
 ) {
@@ -104,65 +104,16 @@ pub(crate) async fn run(
     // The descriptors are dropped unused on failure, so a shim that falls back to the
     // real ssh finds its stdin intact.
     let ctx = match found {
-        Ok(Found { ctx, waited }) => {
-            if !waited && !caller.preamble.is_empty() {
-                reused(
-                    &prompter,
-                    &caller.preamble,
-                    &ctx,
-                    master.config.socket.as_path(),
-                );
-            }
-            ctx
-        }
-        Err(e) => {
-            let fallback = matches!(e, ConnectError::CannotServe(_));
-            let shown = matches!(e, ConnectError::Ssh(_));
-            return reply(
-                &to_shim,
-                Reply::Failed {
-                    message: e.to_string(),
-                    exit_code: SSH_ERROR,
-                    fallback,
-                    shown,
-                    connect: Some(super::window::classify(&e)),
-                },
-            );
-        }
+        Ok(found) => announce(&master, &prompter, &caller, found),
+        Err(e) => return reply(&to_shim, connect_failed(&e)),
     };
     // A TCP stream (`ssh -W`, a hop's ProxyCommand) has no stderr, as an SSH direct-tcpip
     // channel has none: nothing the agent says reaches the shim's real stderr.
     let tcp = spec.connect.is_some();
-    // Adopted before the process starts: out of descriptors, the call fails saying so
-    // rather than run with its output going nowhere.
-    let stdin = adopt::reader(stdin);
-    let stdout = adopt::writer(stdout);
-    let stderr = if tcp {
-        None
-    } else {
-        Some(adopt::writer(stderr))
+    let stdio = match SessionStdio::adopt(stdio, tcp, &ctx) {
+        Ok(stdio) => stdio,
+        Err(failed) => return reply(&to_shim, *failed),
     };
-    let exhausted = [stdin.as_ref().err(), stdout.as_ref().err()]
-        .into_iter()
-        .chain(stderr.as_ref().map(|e| e.as_ref().err()))
-        .flatten()
-        .any(crate::sys::limits::is_exhaustion);
-    if exhausted {
-        let message = format!(
-            "mitossh: {}: the master is out of file descriptors (limit {}); raise its \
-             limit (ulimit -n, up to ulimit -Hn) or run fewer sessions at once",
-            ctx.name,
-            crate::sys::limits::descriptor_limit().map_or(0, |l| l.soft)
-        );
-        let failed = Reply::Failed {
-            message,
-            exit_code: SSH_ERROR,
-            fallback: false,
-            shown: false,
-            connect: Some(crate::proto::ConnectFailure::Descriptors),
-        };
-        return reply(&to_shim, failed);
-    }
     let port = match early_opened.try_recv() {
         Ok(port) => Ok(port),
         Err(_) => ctx.open_stream(id, spec),
@@ -180,27 +131,14 @@ pub(crate) async fn run(
             window: stdin_window,
         },
     );
-
-    let stdin_credit = port.stdin.clone();
-    let stdout_queue = port.stdout.take().expect("taken once");
-    let stderr_queue = port.stderr.take().expect("taken once");
     let (disconnect_tx, disconnect) = tokio::sync::oneshot::channel();
     let escapes = caller.escape.map(|ch| EscapeInput {
         escapes: Escapes::new(ch),
         to_shim: to_shim.clone(),
         disconnect: Some(disconnect_tx),
     });
-    let pumps = Pumps {
-        stdin: pump_stdin(ctx.clone(), id, stdin, stdin_credit.clone(), escapes),
-        stdout: Some(pump_output(
-            ctx.clone(),
-            id,
-            Fd::Stdout,
-            stdout,
-            stdout_queue,
-        )),
-        stderr: stderr.map(|w| pump_output(ctx.clone(), id, Fd::Stderr, w, stderr_queue)),
-    };
+    let stdin_credit = port.stdin.clone();
+    let pumps = stdio.pump(&ctx, id, &mut port, escapes);
     let live = Live {
         ctx,
         id,
@@ -211,6 +149,101 @@ pub(crate) async fn run(
     };
     live.serve(from_shim, port, disconnect, caller.escape.is_some())
         .await;
+}
+
+/// The context found; a reused one is announced as ssh's `-v` would (the caller's
+/// preamble), a new one already said what it did while connecting.
+fn announce(master: &Master, prompter: &Prompter, caller: &Caller, found: Found) -> Arc<Context> {
+    let Found { ctx, waited } = found;
+    if !waited && !caller.preamble.is_empty() {
+        reused(
+            prompter,
+            &caller.preamble,
+            &ctx,
+            master.config.socket.as_path(),
+        );
+    }
+    ctx
+}
+
+/// The shim's answer when no context could be had: fall back to the real ssh when the
+/// host cannot run an agent, and say whether ssh already showed its own message.
+fn connect_failed(e: &ConnectError) -> Reply {
+    Reply::Failed {
+        message: e.to_string(),
+        exit_code: SSH_ERROR,
+        fallback: matches!(e, ConnectError::CannotServe(_)),
+        shown: matches!(e, ConnectError::Ssh(_)),
+        connect: Some(super::window::classify(e)),
+    }
+}
+
+/// The shim's descriptors, adopted into the runtime before the process starts: out of
+/// descriptors, the call fails saying so rather than run with its output going nowhere.
+struct SessionStdio {
+    stdin: std::io::Result<Adopted<adopt::Reader>>,
+    stdout: std::io::Result<Adopted<adopt::Writer>>,
+    /// `None` for a TCP stream.
+    stderr: Option<std::io::Result<Adopted<adopt::Writer>>>,
+}
+
+impl SessionStdio {
+    fn adopt(
+        [stdin, stdout, stderr]: [OwnedFd; 3],
+        tcp: bool,
+        ctx: &Context,
+    ) -> Result<Self, Box<Reply>> {
+        let stdio = SessionStdio {
+            stdin: adopt::reader(stdin),
+            stdout: adopt::writer(stdout),
+            stderr: (!tcp).then(|| adopt::writer(stderr)),
+        };
+        let exhausted = [stdio.stdin.as_ref().err(), stdio.stdout.as_ref().err()]
+            .into_iter()
+            .chain(stdio.stderr.as_ref().map(|e| e.as_ref().err()))
+            .flatten()
+            .any(crate::sys::limits::is_exhaustion);
+        if !exhausted {
+            return Ok(stdio);
+        }
+        let message = format!(
+            "mitossh: {}: the master is out of file descriptors (limit {}); raise its \
+             limit (ulimit -n, up to ulimit -Hn) or run fewer sessions at once",
+            ctx.name,
+            crate::sys::limits::descriptor_limit().map_or(0, |l| l.soft)
+        );
+        Err(Box::new(Reply::Failed {
+            message,
+            exit_code: SSH_ERROR,
+            fallback: false,
+            shown: false,
+            connect: Some(crate::proto::ConnectFailure::Descriptors),
+        }))
+    }
+
+    /// One pump per descriptor, between it and the stream's queues.
+    fn pump(
+        self,
+        ctx: &Arc<Context>,
+        id: StreamId,
+        port: &mut StreamPort,
+        escapes: Option<EscapeInput>,
+    ) -> Pumps {
+        let stdout_queue = port.stdout.take().expect("taken once");
+        let stderr_queue = port.stderr.take().expect("taken once");
+        Pumps {
+            stdin: pump_stdin(ctx.clone(), id, self.stdin, port.stdin.clone(), escapes),
+            stdout: Some(pump_output(
+                ctx.clone(),
+                id,
+                Fd::Stdout,
+                self.stdout,
+                stdout_queue,
+            )),
+            stderr: (self.stderr)
+                .map(|w| pump_output(ctx.clone(), id, Fd::Stderr, w, stderr_queue)),
+        }
+    }
 }
 
 /// Finds or makes the context, answering the questions it asks the shim meanwhile;

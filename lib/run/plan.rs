@@ -58,6 +58,9 @@ use serde::Deserialize;
 use super::sweep::{self, Sweep, value_text};
 use crate::config::{parse_duration, parse_via_mode};
 use crate::proto::ViaMode;
+use phases::phases;
+
+mod phases;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -345,15 +348,11 @@ impl Experiment {
 /// Parses and expands a plan file's text into its points.
 pub(crate) fn parse(text: &str) -> Result<Experiment, String> {
     let file: PlanFile = toml::from_str(text).map_err(|e| e.to_string())?;
-    let stop_on_failure = match file.on_failure.as_deref() {
-        None | Some("stop") => true,
-        Some("continue") => false,
-        Some(other) => {
-            return Err(format!(
-                "on_failure = {other:?}: use \"stop\" or \"continue\""
-            ));
-        }
-    };
+    let stop_on_failure = choice(
+        file.on_failure.as_deref(),
+        "on_failure",
+        ("stop", "continue"),
+    )?;
     let grace = file
         .grace
         .as_deref()
@@ -378,37 +377,12 @@ pub(crate) fn parse(text: &str) -> Result<Experiment, String> {
     if results.is_some() && (file.output_dir.is_some() || file.fetch_dir.is_some()) {
         return Err("output_dir and fetch_dir do not go with results (or a sweep): each point keeps its output and files in results/<point>/".into());
     }
-    let stop_on_unreachable = match file.on_unreachable.as_deref() {
-        None | Some("continue") => false,
-        Some("stop") => true,
-        Some(other) => {
-            return Err(format!(
-                "on_unreachable = {other:?}: use \"continue\" or \"stop\""
-            ));
-        }
-    };
-    let plan_via = via_list(file.via.as_ref(), "via")?;
-    let mut hosts = Vec::new();
-    for host in &file.hosts {
-        if host.address.is_empty() {
-            return Err("a host has an empty address".into());
-        }
-        let mut ssh_args = file.ssh_args.clone();
-        ssh_args.extend(host.ssh_args.iter().cloned());
-        let via = match &host.via {
-            Some(v) => via_list(Some(v), &format!("host {} via", host.address))?,
-            None => plan_via.clone(),
-        };
-        let mode = host.via_mode.as_deref().or(file.via_mode.as_deref());
-        let via_mode = parse_via_mode(mode.unwrap_or("tcp"))
-            .map_err(|e| format!("host {}: {e}", host.address))?;
-        hosts.push(Host {
-            address: host.address.clone(),
-            ssh_args,
-            via,
-            via_mode,
-        });
-    }
+    let stop_on_unreachable = !choice(
+        file.on_unreachable.as_deref(),
+        "on_unreachable",
+        ("continue", "stop"),
+    )?;
+    let hosts = parse_hosts(&file)?;
     let mut points = Vec::new();
     for (k, spec) in sweep.points.iter().enumerate() {
         let values = sweep.values(k);
@@ -444,6 +418,43 @@ pub(crate) fn parse(text: &str) -> Result<Experiment, String> {
         results,
         pause,
     })
+}
+
+/// A key with two values: `true` for the first (also the default), `false` for the second.
+fn choice(value: Option<&str>, key: &str, (yes, no): (&str, &str)) -> Result<bool, String> {
+    match value {
+        None => Ok(true),
+        Some(v) if v == yes => Ok(true),
+        Some(v) if v == no => Ok(false),
+        Some(other) => Err(format!("{key} = {other:?}: use \"{yes}\" or \"{no}\"")),
+    }
+}
+
+/// The plan's hosts, each with its own ssh arguments after the plan's and its gateways.
+fn parse_hosts(file: &PlanFile) -> Result<Vec<Host>, String> {
+    let plan_via = via_list(file.via.as_ref(), "via")?;
+    let mut hosts = Vec::new();
+    for host in &file.hosts {
+        if host.address.is_empty() {
+            return Err("a host has an empty address".into());
+        }
+        let mut ssh_args = file.ssh_args.clone();
+        ssh_args.extend(host.ssh_args.iter().cloned());
+        let via = match &host.via {
+            Some(v) => via_list(Some(v), &format!("host {} via", host.address))?,
+            None => plan_via.clone(),
+        };
+        let mode = host.via_mode.as_deref().or(file.via_mode.as_deref());
+        let via_mode = parse_via_mode(mode.unwrap_or("tcp"))
+            .map_err(|e| format!("host {}: {e}", host.address))?;
+        hosts.push(Host {
+            address: host.address.clone(),
+            ssh_args,
+            via,
+            via_mode,
+        });
+    }
+    Ok(hosts)
 }
 
 /// One point's plan: every template expanded with the point's values.
@@ -663,87 +674,6 @@ fn ready(
     }
     let delay = r.delay.as_deref().unwrap_or_default();
     Ok(Ready::Delay(parse_duration(&field("ready delay", delay)?)?))
-}
-
-/// Groups processes by what they wait for, in an order where a phase comes after those it
-/// waits for; sets each process's phase.
-fn phases(
-    procs: &mut [Proc],
-    afters: &[Vec<String>],
-    declared: &[&str],
-) -> Result<Vec<Phase>, String> {
-    for (p, after) in procs.iter().zip(afters) {
-        for a in after {
-            if !declared.contains(&a.as_str()) {
-                return Err(format!("{} after {a:?}: no process has that name", p.name));
-            }
-            if *a == p.name {
-                return Err(format!("{} cannot start after itself", p.name));
-            }
-        }
-    }
-    // A name's depth: 0 if none of its processes waits, else 1 + the deepest it waits for.
-    let mut depth: HashMap<&str, usize> = HashMap::new();
-    fn depth_of<'a>(
-        name: &'a str,
-        procs: &'a [Proc],
-        afters: &'a [Vec<String>],
-        depth: &mut HashMap<&'a str, usize>,
-        visiting: &mut Vec<&'a str>,
-    ) -> Result<usize, String> {
-        if let Some(d) = depth.get(name) {
-            return Ok(*d);
-        }
-        if visiting.contains(&name) {
-            visiting.push(name);
-            return Err(format!(
-                "processes wait for each other: {}",
-                visiting.join(" after ")
-            ));
-        }
-        visiting.push(name);
-        let mut d = 0;
-        for (p, after) in procs.iter().zip(afters) {
-            if p.name == name {
-                for a in after {
-                    d = d.max(1 + depth_of(a, procs, afters, depth, visiting)?);
-                }
-            }
-        }
-        visiting.pop();
-        depth.insert(name, d);
-        Ok(d)
-    }
-    let mut keys: Vec<(usize, &Vec<String>)> = Vec::new();
-    for after in afters {
-        let mut visiting = Vec::new();
-        let mut d = 0;
-        for a in after {
-            d = d.max(1 + depth_of(a, procs, afters, &mut depth, &mut visiting)?);
-        }
-        if !keys.iter().any(|(_, k)| *k == after) {
-            keys.push((d, after));
-        }
-    }
-    keys.sort_by_key(|(d, _)| *d); // stable: plan order within a depth
-    let mut phases: Vec<Phase> = keys
-        .iter()
-        .map(|(_, after)| Phase {
-            names: Vec::new(),
-            after: (*after).clone(),
-        })
-        .collect();
-    let assigned: Vec<usize> = afters
-        .iter()
-        .map(|after| keys.iter().position(|(_, k)| *k == after).unwrap_or(0))
-        .collect();
-    for (p, k) in procs.iter_mut().zip(assigned) {
-        p.phase = k;
-        if !phases[k].names.contains(&p.name) {
-            phases[k].names.push(p.name.clone());
-        }
-    }
-    Ok(phases)
 }
 
 /// The short form of a plan (`mitossh run -H … -- COMMAND`).

@@ -10,11 +10,10 @@
 //! `Release`, `Stop` and, back, `Released` and the exit status. A readiness check on a port
 //! is a TCP stream opened by the agent of the process's host, so nothing is needed there.
 //!
-//! Here: opening the held processes and the point's state machine ([`Run`]). Beside it,
-//! [`output`] (lines and the printer), [`probe`] (readiness on a port) and [`fetch`]
+//! Here: the point's state machine ([`Run`]). Beside it, [`open`] (opening the held
+//! processes), [`output`] (lines and the printer), [`probe`] (readiness on a port) and [`fetch`]
 //! (fetched files, setup and teardown).
 
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,29 +23,27 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
 mod fetch;
+mod open;
 mod output;
 mod probe;
 
 use fetch::fetch_all;
 pub(crate) use fetch::on_every_host;
+use open::{Control, Opened, Openings, open_all};
 use output::{output_files, prefixes, print_lines, read_lines};
 use probe::probe_port;
 
-use super::plan::{Plan, Proc, Ready};
+use super::plan::{Plan, Ready};
 use super::progress::Progress;
 use crate::client::{self, MasterConn};
 use crate::link;
-use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{
-    Caller, ConnectFailure, Endpoint, ExitStatus, Frame, FrameCodec, MASTER, Message, OpenSpec,
-    Reply, Request, Target,
+    Caller, ConnectFailure, Endpoint, ExitStatus, Message, OpenSpec, Reply, Request, Target,
 };
 
 /// After stopping, how long beyond the grace to wait for processes to report back.
 const STOP_SLACK: Duration = Duration::from_secs(10);
-/// The read buffer of a process's control connection, and the one buffer all output
-/// pipes are read into.
-const CONTROL_BUFFER: usize = 4 * 1024;
+/// The one buffer all output pipes are read into.
 const OUTPUT_BUFFER: usize = 64 * 1024;
 /// Between attempts to connect to a readiness port: from the first to the last.
 const PROBE_FIRST: Duration = Duration::from_millis(20);
@@ -164,98 +161,6 @@ enum Event {
     NotReady(usize, String),
 }
 
-/// An opened (held) process.
-struct Opened {
-    control: Control,
-    frames: link::LinkReader<tokio::net::unix::OwnedReadHalf>,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-}
-
-/// Why a process could not be opened; `connect`: because its host could not be connected.
-struct NotOpened {
-    message: String,
-    connect: Option<ConnectFailure>,
-}
-
-impl From<String> for NotOpened {
-    fn from(message: String) -> NotOpened {
-        NotOpened {
-            message,
-            connect: None,
-        }
-    }
-}
-
-/// The sending half of a process's control connection. It carries two or three tiny
-/// frames (`Release`, `Stop`) in all, so they are written straight into the socket
-/// rather than through a writer task and queue per process; the rare write that would
-/// block is finished by a task, and later frames queue behind it, in order.
-#[derive(Clone)]
-struct Control(Arc<ControlInner>);
-
-struct ControlInner {
-    socket: tokio::net::unix::OwnedWriteHalf,
-    /// Bytes a task is still writing, which later frames must follow. A mutex: taken
-    /// only to append or take, never across an await.
-    pending: std::sync::Mutex<Option<Vec<u8>>>,
-}
-
-impl Control {
-    fn new(socket: tokio::net::unix::OwnedWriteHalf) -> Control {
-        Control(Arc::new(ControlInner {
-            socket,
-            pending: std::sync::Mutex::new(None),
-        }))
-    }
-
-    fn send(&self, msg: Message) {
-        let mut buf = bytes::BytesMut::new();
-        if crate::proto::frame::encode_into(&Frame::new(MASTER, msg), &mut buf).is_err() {
-            return;
-        }
-        let mut pending = self.0.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(queued) = pending.as_mut() {
-            queued.extend_from_slice(&buf);
-            return;
-        }
-        let written = match self.0.socket.try_write(&buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-            Err(_) => return, // the master is gone; the follower hears it
-        };
-        if written < buf.len() {
-            *pending = Some(buf[written..].to_vec());
-            tokio::spawn(self.clone().finish());
-        }
-    }
-
-    /// Writes what is pending until nothing is.
-    async fn finish(self) {
-        loop {
-            if self.0.socket.writable().await.is_err() {
-                return;
-            }
-            let mut pending = self.0.pending.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(buf) = pending.as_mut() else { return };
-            match self.0.socket.try_write(buf) {
-                Ok(n) if n == buf.len() => {
-                    *pending = None;
-                    return;
-                }
-                Ok(n) => {
-                    buf.drain(..n);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => {
-                    *pending = None;
-                    return;
-                }
-            }
-        }
-    }
-}
-
 /// A line to print: which process, which stream, the bytes.
 type Line = (usize, bool, Vec<u8>);
 
@@ -345,16 +250,6 @@ pub(crate) async fn run(plan: &Plan, shared: &Shared<'_>) -> Report {
     }
 }
 
-/// What opening a point's processes came to.
-struct Openings {
-    opened: Vec<Option<Opened>>,
-    reports: Vec<ProcReport>,
-    /// Some process could not be started, for another reason than its host.
-    start_failed: bool,
-    /// Per host, why it could not be connected (once, whatever its number of processes).
-    unreachable: Vec<Option<(ConnectFailure, String)>>,
-}
-
 /// The printer: one writer, so lines never interleave mid-line.
 fn start_printer(
     plan: &Plan,
@@ -416,132 +311,6 @@ fn follow_all(
         controls,
         counters,
         readers,
-    }
-}
-
-/// Opens every process, held, all at once (the master's connect window paces the new
-/// connections among them), showing on the status line how connecting goes.
-async fn open_all(plan: &Plan, shared: &Shared<'_>) -> Openings {
-    let n = plan.procs.len();
-    let mut reports: Vec<ProcReport> = (0..n)
-        .map(|_| ProcReport {
-            ending: Ending::Lost("never reported".into()),
-            stopped: false,
-            released: false,
-            runtime: None,
-            bytes_out: 0,
-            bytes_err: 0,
-            fetched: Vec::new(),
-        })
-        .collect();
-    let mut openings = Openings {
-        opened: (0..n).map(|_| None).collect(),
-        reports: Vec::new(),
-        start_failed: false,
-        unreachable: vec![None; plan.hosts.len()],
-    };
-    // One /dev/null is every process's stdin.
-    let null = match std::fs::File::open("/dev/null") {
-        Ok(f) => Arc::new(f),
-        Err(e) => {
-            for r in &mut reports {
-                r.ending = Ending::NotStarted(format!("/dev/null: {e}"));
-            }
-            openings.reports = reports;
-            openings.start_failed = true;
-            return openings;
-        }
-    };
-    let mut opening = tokio::task::JoinSet::new();
-    for (i, p) in plan.procs.iter().enumerate() {
-        let socket = shared.socket.to_path_buf();
-        let target = shared.targets[p.host].clone();
-        let spec = held_spec(p);
-        let null = null.clone();
-        opening.spawn(async move { (i, open(&socket, target, spec, &null).await) });
-    }
-    let mut hosts = HostsConnecting::new(plan.hosts.len());
-    let progress = &shared.display.progress;
-    progress.connecting(hosts.counts());
-    while let Some(joined) = opening.join_next().await {
-        let Ok((i, result)) = joined else { continue };
-        let h = plan.procs[i].host;
-        match result {
-            Ok(o) => {
-                openings.opened[i] = Some(o);
-                hosts.settle(h, true);
-            }
-            Err(NotOpened {
-                message,
-                connect: Some(kind),
-            }) => {
-                reports[i].ending = Ending::NotConnected(kind);
-                openings.unreachable[h].get_or_insert((kind, message));
-                hosts.settle(h, false);
-            }
-            Err(NotOpened { message, .. }) => {
-                reports[i].ending = Ending::NotStarted(message);
-                openings.start_failed = true;
-                hosts.settle(h, true);
-            }
-        }
-        progress.connecting(hosts.counts());
-    }
-    progress.connected();
-    openings.reports = reports;
-    openings
-}
-
-/// Which hosts have answered, for the status line while connecting.
-struct HostsConnecting {
-    /// Per host: `None` still pending, else whether it connected.
-    state: Vec<Option<bool>>,
-    connected: usize,
-    failed: usize,
-}
-
-impl HostsConnecting {
-    fn new(hosts: usize) -> HostsConnecting {
-        HostsConnecting {
-            state: vec![None; hosts],
-            connected: 0,
-            failed: 0,
-        }
-    }
-
-    /// Host `h` answered (its first process opened or failed).
-    fn settle(&mut self, h: usize, connected: bool) {
-        if self.state[h].is_none() {
-            self.state[h] = Some(connected);
-            if connected {
-                self.connected += 1;
-            } else {
-                self.failed += 1;
-            }
-        }
-    }
-
-    /// (connected, failed, pending)
-    fn counts(&self) -> (usize, usize, usize) {
-        let pending = self.state.len() - self.connected - self.failed;
-        (self.connected, self.failed, pending)
-    }
-}
-
-/// The process's command, environment and directory, held until released. The agent
-/// sets the environment and directory itself: no shell of ours wraps the command.
-fn held_spec(p: &Proc) -> OpenSpec {
-    OpenSpec {
-        command: Some(p.command.clone().into_bytes()),
-        env: p
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes()))
-            .collect(),
-        cwd: p.cwd.clone().map(String::into_bytes),
-        hold: true,
-        window: DEFAULT_WINDOW,
-        ..OpenSpec::default()
     }
 }
 
@@ -828,89 +597,6 @@ fn request_session(
         caller: Caller::default(),
     };
     client::open(conn, request, fds, None).map_err(|e| e.message)
-}
-
-/// Opens one held process: its control connection, and the read ends of its output. As
-/// the shim does (`client::open`), but on this runtime rather than a thread per process:
-/// a thousand processes may wait at once for their hosts to connect.
-async fn open(
-    socket: &Path,
-    target: Target,
-    spec: OpenSpec,
-    null: &std::fs::File,
-) -> Result<Opened, NotOpened> {
-    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string());
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(|e| format!("cannot reach the master: {e}"))?;
-    let request = Request::Session {
-        target,
-        spec,
-        caller: Caller::default(),
-    };
-    let bytes = client::encode_request(request, true).map_err(|e| e.to_string())?;
-    let fds = [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
-    crate::sys::passfd::send_with_fds_async(&stream, &bytes, &fds)
-        .await
-        .map_err(|e| format!("mitossh: cannot talk to the master: {e}"))?;
-    // The master has its own copies of the write ends; ours would keep the pipes open.
-    drop((out_w, err_w));
-    let (r, w) = stream.into_split();
-    // Only small control frames come here: no need for a link's large read buffer.
-    let mut frames = link::LinkReader::with_capacity(r, FrameCodec::default(), CONTROL_BUFFER);
-    loop {
-        let frame = frames
-            .next()
-            .await
-            .ok_or_else(|| {
-                NotOpened::from(
-                    "mitossh: the master closed the connection without answering".to_string(),
-                )
-            })?
-            .map_err(|e| format!("mitossh: cannot talk to the master: {e}"))?;
-        match frame.msg {
-            Message::Reply(reply) => match *reply {
-                Reply::Opened { .. } => break,
-                Reply::Failed {
-                    message, connect, ..
-                } => return Err(NotOpened { message, connect }),
-                other => return Err(format!("unexpected answer from the master: {other:?}").into()),
-            },
-            // Asked of the terminal as the shim would: one at a time, off this thread.
-            Message::Prompt { text, kind } => {
-                let secret = tokio::task::spawn_blocking(move || {
-                    crate::client::askpass::answer(&text, kind, None)
-                })
-                .await
-                .ok()
-                .flatten();
-                let mut buf = bytes::BytesMut::new();
-                let reply = Frame::new(MASTER, Message::PromptReply { secret });
-                let _ = crate::proto::frame::encode_into(&reply, &mut buf);
-                let mut rest = &buf[..];
-                while !rest.is_empty() && w.writable().await.is_ok() {
-                    match w.try_write(rest) {
-                        Ok(n) => rest = &rest[n..],
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(_) => break,
-                    }
-                }
-            }
-            Message::Diagnostic { mut text } => {
-                text.push(b'\n');
-                let _ = std::io::Write::write_all(&mut std::io::stderr(), &text);
-            }
-            _ => {}
-        }
-    }
-    Ok(Opened {
-        control: Control::new(w),
-        frames,
-        stdout: out_r,
-        stderr: err_r,
-    })
 }
 
 /// Follows a process's control connection until it reports its exit.
