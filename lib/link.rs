@@ -257,19 +257,41 @@ pub(crate) fn spawn_writer<W>(w: W) -> (LinkSender, JoinHandle<std::io::Result<(
 where
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    start_writer(Output::Stream(Box::new(w)))
+    start_writer(Output::Stream(Box::new(w)), None)
 }
 
 /// Starts the writer task for a descriptor of our own; it splices staged payloads.
 pub(crate) fn spawn_fd_writer(fd: FdIo) -> (LinkSender, JoinHandle<std::io::Result<()>>) {
-    start_writer(Output::Fd(fd))
+    start_writer(Output::Fd(fd), None)
 }
 
-fn start_writer(out: Output) -> (LinkSender, JoinHandle<std::io::Result<()>>) {
+/// Holds a link's first write back until it carries an answer, so that it leaves as one
+/// packet. An agent's first reply is its ready line, its hello and the first stream's
+/// `Opened`, then that stream's output and exit a few milliseconds later: written as they
+/// come, the later ones wait for the first packet's acknowledgement, a whole round trip,
+/// since sshd leaves Nagle's algorithm on for sessions without a terminal.
+pub(crate) struct Cork {
+    /// Written first, in the same write (the agent's ready line).
+    pub prefix: Bytes,
+    /// A frame for which the first write goes at once.
+    pub answers: fn(&crate::proto::Message) -> bool,
+    /// The first write goes after this at the latest.
+    pub max: std::time::Duration,
+}
+
+/// [`spawn_fd_writer`] with its first write held by `cork`.
+pub(crate) fn spawn_corked_fd_writer(
+    fd: FdIo,
+    cork: Cork,
+) -> (LinkSender, JoinHandle<std::io::Result<()>>) {
+    start_writer(Output::Fd(fd), Some(cork))
+}
+
+fn start_writer(out: Output, cork: Option<Cork>) -> (LinkSender, JoinHandle<std::io::Result<()>>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let backlog = Arc::new(Backlog::default());
     let splices = matches!(out, Output::Fd(_));
-    let task = tokio::spawn(write_frames(out, rx, backlog.clone()));
+    let task = tokio::spawn(write_frames(out, rx, backlog.clone(), cork));
     let sender = LinkSender {
         tx,
         backlog,
@@ -282,28 +304,23 @@ async fn write_frames(
     mut out: Output,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     backlog: Arc<Backlog>,
+    mut cork: Option<Cork>,
 ) -> std::io::Result<()> {
     // Headers are encoded into one buffer; payloads in memory go out as they are,
     // gathered with writev, and staged ones are spliced: no byte of data is copied in
     // user space on its way out.
     let mut headers = BytesMut::new();
     let mut batch: Vec<(std::ops::Range<usize>, Bytes)> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let mut costs = first.cost();
-        let (mut size, mut staged) = queue(first, &mut headers, &mut batch);
-        while staged.is_none() && size < WRITE_BATCH && batch.len() < MAX_IOVECS / 2 {
-            match rx.try_recv() {
-                Ok(next) => {
-                    costs += next.cost();
-                    let (more, s) = queue(next, &mut headers, &mut batch);
-                    size += more;
-                    staged = s;
-                }
-                Err(_) => break,
-            }
-        }
+    loop {
+        let gathered = match cork.take() {
+            Some(cork) => gather_corked(cork, &mut rx, &mut headers, &mut batch).await,
+            None => match rx.recv().await {
+                Some(first) => gather(first, &mut rx, &mut headers, &mut batch),
+                None => break,
+            },
+        };
         let mut result = write_batch(&mut out, &headers, &batch).await;
-        if let (Ok(()), Some(staged)) = (&result, staged) {
+        if let (Ok(()), Some(staged)) = (&result, gathered.staged) {
             result = splice_staged(&mut out, staged).await;
         }
         headers.clear();
@@ -312,7 +329,7 @@ async fn write_frames(
         if headers.capacity() > 16 * 1024 {
             headers = BytesMut::new();
         }
-        backlog.sub(costs);
+        backlog.sub(gathered.costs);
         if let Err(e) = result {
             rx.close();
             backlog.room.notify_waiters();
@@ -329,6 +346,72 @@ async fn write_frames(
             w.shutdown().await
         }
     }
+}
+
+/// One write's worth of queued frames.
+struct Gathered {
+    /// What they counted for in the backlog.
+    costs: usize,
+    /// The last one's payload, staged in a pipe: spliced right after the write.
+    staged: Option<Staged>,
+}
+
+/// `first` and whatever else is queued, up to one batch.
+fn gather(
+    first: Outgoing,
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+    headers: &mut BytesMut,
+    batch: &mut Vec<(std::ops::Range<usize>, Bytes)>,
+) -> Gathered {
+    let mut costs = first.cost();
+    let (mut size, mut staged) = queue(first, headers, batch);
+    while staged.is_none() && size < WRITE_BATCH && batch.len() < MAX_IOVECS / 2 {
+        match rx.try_recv() {
+            Ok(next) => {
+                costs += next.cost();
+                let (more, s) = queue(next, headers, batch);
+                size += more;
+                staged = s;
+            }
+            Err(_) => break,
+        }
+    }
+    Gathered { costs, staged }
+}
+
+/// The first write of a corked link: its prefix, then frames as they are queued until
+/// one answers, the batch is full, or the cork's time is up.
+async fn gather_corked(
+    cork: Cork,
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+    headers: &mut BytesMut,
+    batch: &mut Vec<(std::ops::Range<usize>, Bytes)>,
+) -> Gathered {
+    headers.extend_from_slice(&cork.prefix);
+    batch.push((0..cork.prefix.len(), Bytes::new()));
+    let mut gathered = Gathered {
+        costs: 0,
+        staged: None,
+    };
+    let mut size = cork.prefix.len();
+    let deadline = tokio::time::sleep(cork.max);
+    tokio::pin!(deadline);
+    while size < WRITE_BATCH && batch.len() < MAX_IOVECS / 2 {
+        let next = tokio::select! {
+            next = rx.recv() => next,
+            _ = &mut deadline => None,
+        };
+        let Some(next) = next else { break };
+        let answers = (cork.answers)(&next.frame.msg);
+        gathered.costs += next.cost();
+        let (more, staged) = queue(next, headers, batch);
+        size += more;
+        if staged.is_some() || answers {
+            gathered.staged = staged;
+            break;
+        }
+    }
+    gathered
 }
 
 /// iovecs per writev, well below the kernel's IOV_MAX of 1024.
@@ -450,6 +533,77 @@ mod tests {
             "EOF after the last sender is dropped"
         );
         writer.await.unwrap().unwrap();
+    }
+
+    fn is_exit(msg: &Message) -> bool {
+        matches!(msg, Message::Exit { .. })
+    }
+
+    /// What the pipe holds now, without waiting.
+    fn drain(pipe: &Pipe) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        while matches!(splice::read(pipe.read.as_fd(), &mut buf, 1 << 16), Ok(n) if n > 0) {}
+        buf.to_vec()
+    }
+
+    /// Lets the writer task run until it waits again (the clock is paused).
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_corked_link_writes_its_prefix_and_frames_together_once_one_answers() {
+        let pipe = splice::pipe().unwrap();
+        let fd = FdIo::new(pipe.write.try_clone().unwrap()).unwrap();
+        let cork = Cork {
+            prefix: Bytes::from_static(b"READY\n"),
+            answers: is_exit,
+            max: std::time::Duration::from_millis(10),
+        };
+        let (tx, _writer) = spawn_corked_fd_writer(fd, cork);
+        let eof = Message::Eof {
+            stream: 1,
+            fd: Fd::Stdout,
+        };
+        tx.send(Frame::new(0, eof)).unwrap();
+        settle().await;
+        assert!(drain(&pipe).is_empty(), "held until an answer is queued");
+        let exit = Message::Exit {
+            stream: 1,
+            status: crate::proto::ExitStatus::Code(0),
+        };
+        tx.send(Frame::new(0, exit)).unwrap();
+        settle().await;
+        let written = drain(&pipe);
+        assert!(written.starts_with(b"READY\n"), "{written:?}");
+        let mut frames = reader(&written[6..]);
+        assert!(matches!(frames.next().await, Some(Ok(f)) if matches!(f.msg, Message::Eof { .. })));
+        assert!(matches!(frames.next().await, Some(Ok(f)) if matches!(f.msg, Message::Exit { .. })));
+        // Later frames are not held.
+        tx.send(Frame::new(0, Message::Shutdown)).unwrap();
+        settle().await;
+        assert!(!drain(&pipe).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_corked_link_writes_when_its_time_is_up_without_an_answer() {
+        let pipe = splice::pipe().unwrap();
+        let fd = FdIo::new(pipe.write.try_clone().unwrap()).unwrap();
+        let cork = Cork {
+            prefix: Bytes::from_static(b"READY\n"),
+            answers: is_exit,
+            max: std::time::Duration::from_millis(10),
+        };
+        let (tx, _writer) = spawn_corked_fd_writer(fd, cork);
+        tx.send(Frame::new(0, Message::Shutdown)).unwrap();
+        settle().await;
+        assert!(drain(&pipe).is_empty());
+        tokio::time::advance(std::time::Duration::from_millis(11)).await;
+        settle().await;
+        let written = drain(&pipe);
+        assert!(written.starts_with(b"READY\n") && written.len() > 6, "{written:?}");
     }
 
     #[tokio::test]

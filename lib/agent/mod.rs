@@ -17,7 +17,7 @@ pub(crate) mod stream;
 pub(crate) mod tree;
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,11 +52,14 @@ pub struct Options {
     pub drop_env: Vec<String>,
     /// Started by sudo or doas: the shell that runs commands (see [`launch::Session`]).
     pub command_shell: Option<std::path::PathBuf>,
+    /// The master's first frames, given in the command line (see
+    /// [`crate::bootstrap::FirstFrames`]): read before the link.
+    pub first: Vec<u8>,
 }
 
 impl Options {
     /// The agent's command line (after the program name), as its starters write it:
-    /// `agent --nonce N [--hop] [--drop-env NAME]... [--command-shell PATH]`.
+    /// `agent --nonce N [--first HEX] [--hop] [--drop-env NAME]... [--command-shell PATH]`.
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut words = args.iter();
         if words.next().map(String::as_str) != Some("agent") {
@@ -76,6 +79,10 @@ impl Options {
                 "--hop" => opts.hop = true,
                 "--drop-env" => opts.drop_env.push(value()?),
                 "--command-shell" => opts.command_shell = Some(value()?.into()),
+                "--first" => {
+                    opts.first = crate::bootstrap::from_hex(&value()?)
+                        .ok_or("--first takes the frames in hex")?;
+                }
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
@@ -103,10 +110,6 @@ pub fn main(opts: Options) -> i32 {
         opts.nonce,
         crate::VERSION
     );
-    let mut out = std::fs::File::from(link_out);
-    if out.write_all(ready.as_bytes()).is_err() {
-        return 1;
-    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -119,7 +122,7 @@ pub fn main(opts: Options) -> i32 {
     };
     let session = Session::current(&opts.drop_env, opts.command_shell);
     runtime.block_on(async move {
-        match Agent::run(link_in, OwnedFd::from(out), session).await {
+        match Agent::run(link_in, link_out, ready.into(), &opts.first, session).await {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("mitossh agent: {e}");
@@ -127,6 +130,18 @@ pub fn main(opts: Options) -> i32 {
             }
         }
     })
+}
+
+/// How long the agent's first write waits for the first stream's answer: a quick
+/// command's output and exit (a login shell running `true` takes a few milliseconds).
+const FIRST_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A stream's output, its end or its failure to start: what a first call waits for.
+fn answers_first_stream(msg: &Message) -> bool {
+    matches!(
+        msg,
+        Message::Data { .. } | Message::Exit { .. } | Message::OpenFailed { .. }
+    )
 }
 
 /// A payload's two parts as one.
@@ -175,9 +190,22 @@ struct Agent {
 }
 
 impl Agent {
-    async fn run(link_in: OwnedFd, link_out: OwnedFd, session: Session) -> io::Result<()> {
-        let mut frames = LinkIn::new(FdIo::new(link_in)?, &[]);
-        let (up, writer) = link::spawn_fd_writer(FdIo::new(link_out)?);
+    /// Serves the link until it ends. `ready` (the ready line) leaves with the hello and
+    /// the answer to a pipelined first `Open`, in one write (see [`link::Cork`]).
+    async fn run(
+        link_in: OwnedFd,
+        link_out: OwnedFd,
+        ready: bytes::Bytes,
+        first: &[u8],
+        session: Session,
+    ) -> io::Result<()> {
+        let mut frames = LinkIn::new(FdIo::new(link_in)?, first);
+        let cork = link::Cork {
+            prefix: ready,
+            answers: answers_first_stream,
+            max: FIRST_ANSWER_WAIT,
+        };
+        let (up, writer) = link::spawn_corked_fd_writer(FdIo::new(link_out)?, cork);
         up.send(Frame::new(
             MASTER,
             Message::Hello(Hello {

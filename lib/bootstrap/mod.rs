@@ -22,6 +22,8 @@
 //!
 //! The master's first frames go out with the command, before it knows whether the host
 //! has the agent: on a host that has it, the first stream's `Open` costs no round trip.
+//! They travel in the agent's command line when they can ([`FirstFrames`]): sshd opens a
+//! session's stdin only once its command runs, a round trip after the command was sent.
 
 pub(crate) mod image;
 pub(crate) mod ssh;
@@ -43,6 +45,71 @@ pub(crate) const READY_MARKER: &str = "MITOSSH-READY";
 
 /// How long a new agent has to introduce itself once its ready marker arrived.
 pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Frames inline in a command line at most this long, encoded (hex doubles them); a
+/// larger first `Open` goes on stdin.
+const MAX_INLINE_FRAMES: usize = 4096;
+
+/// How the master's first frames (its `Hello`, perhaps the first stream's `Open`) reach a
+/// new agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FirstFrames {
+    /// Written ahead on the agent's stdin; stage 1 skips them when it must receive the
+    /// image first, and they are written again after it.
+    Stdin(Vec<u8>),
+    /// In the agent's command line (`--first <hex>`), which sshd receives with the
+    /// command: they wait for no stdin window.
+    Argv(String),
+}
+
+impl FirstFrames {
+    /// `encoded` in the command line when it is small and `public` (what anyone on either
+    /// host may see in the process table: no environment but the locale's and the
+    /// terminal's), else on stdin.
+    pub(crate) fn new(encoded: Vec<u8>, public: bool) -> FirstFrames {
+        if public && encoded.len() <= MAX_INLINE_FRAMES {
+            FirstFrames::Argv(to_hex(&encoded))
+        } else {
+            FirstFrames::Stdin(encoded)
+        }
+    }
+
+    /// What goes ahead on stdin.
+    pub(crate) fn on_stdin(&self) -> &[u8] {
+        match self {
+            FirstFrames::Stdin(bytes) => bytes,
+            FirstFrames::Argv(_) => &[],
+        }
+    }
+}
+
+/// Whether a session's `Open` may be seen in a command line: its variables are only the
+/// locale's and the terminal's (any other may hold a secret, as `SendEnv` sends what the
+/// user names), as for the command itself, which a remote `ps` shows with plain ssh too.
+pub(crate) fn open_is_public(spec: &crate::proto::OpenSpec) -> bool {
+    let public = |name: &[u8]| {
+        matches!(name, b"LANG" | b"LANGUAGE" | b"TERM" | b"COLORTERM" | b"TZ")
+            || name.starts_with(b"LC_")
+    };
+    spec.env.is_empty() && spec.ssh_env.iter().all(|(name, _)| public(name))
+}
+
+/// Lowercase hex: a plain word for stage 1 and any login shell.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of [`to_hex`]'s text; `None` for anything else.
+pub(crate) fn from_hex(text: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let text = text.as_bytes();
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    text.chunks(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
+}
 
 /// The master's (or a parent agent's) `Hello` to a new agent: its id.
 pub(crate) fn hello_frame(ctx: ContextId) -> Frame {
@@ -163,6 +230,36 @@ mod tests {
             user: "u".into(),
             hostname: "h".into(),
         }
+    }
+
+    #[test]
+    fn hex_round_trips_and_refuses_what_is_not_hex() {
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(from_hex(&to_hex(&all)), Some(all));
+        for bad in ["0", "0g", "+1", "é1"] {
+            assert_eq!(from_hex(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_small_frames_of_public_sessions_go_in_the_command_line() {
+        use crate::proto::OpenSpec;
+        let env = |name: &str| OpenSpec {
+            ssh_env: vec![(name.as_bytes().to_vec(), b"v".to_vec())],
+            ..OpenSpec::default()
+        };
+        assert!(open_is_public(&OpenSpec::default()));
+        assert!(open_is_public(&env("LANG")) && open_is_public(&env("LC_ALL")));
+        assert!(!open_is_public(&env("AWS_SECRET_ACCESS_KEY")));
+        let run_env = OpenSpec {
+            env: vec![(b"LANG".to_vec(), b"C".to_vec())],
+            ..OpenSpec::default()
+        };
+        assert!(!open_is_public(&run_env), "mitossh run's env stays off the command line");
+        assert_eq!(FirstFrames::new(vec![1, 2], true), FirstFrames::Argv("0102".into()));
+        assert_eq!(FirstFrames::new(vec![1, 2], false).on_stdin(), &[1, 2]);
+        let big = vec![0; MAX_INLINE_FRAMES + 1];
+        assert!(matches!(FirstFrames::new(big, true), FirstFrames::Stdin(_)));
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::image::{Arch, Offer};
 use super::stage1::{CANNOT_SERVE, Stage1};
-use super::{READY_MARKER, UPLOAD_MARKER};
+use super::{FirstFrames, READY_MARKER, UPLOAD_MARKER};
 use crate::sys::spawn::ChildSetup;
 use crate::throttle::Throttle;
 
@@ -163,14 +163,14 @@ impl StderrTail {
 }
 
 /// Starts ssh with stage 1 and waits until the agent announces itself. `first` (the
-/// encoded first frames for the agent) is written at once, so that an agent already on
-/// the host finds them waiting; stage 1 skips them when it has to receive the image, and
-/// they are sent again after it.
+/// encoded first frames for the agent) goes at once, in the agent's arguments or written
+/// ahead on stdin, so that an agent already on the host finds them waiting; stage 1 skips
+/// those on stdin when it has to receive the image, and they are sent again after it.
 pub(crate) async fn bootstrap(
     ssh: &SshCommand,
     offer: &Offer,
     hooks: ConnectHooks,
-    first: &[u8],
+    first: &FirstFrames,
 ) -> Result<Bootstrapped, ConnectError> {
     let ConnectHooks {
         say,
@@ -180,10 +180,15 @@ pub(crate) async fn bootstrap(
         env,
     } = hooks;
     let nonce = random_token();
+    let mut agent_args = vec!["--nonce", &nonce];
+    if let FirstFrames::Argv(hex) = first {
+        agent_args.extend(["--first", hex]);
+    }
+    let first = first.on_stdin();
     let stage1 = Stage1 {
         offer,
         nonce: &nonce,
-        agent_args: &["--nonce", &nonce],
+        agent_args: &agent_args,
         skip: first.len(),
     };
     let mut child = spawn(ssh, &stage1, env)?;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::{BoxReader, Child, SPAWN_TIMEOUT, SpawnError};
-use crate::bootstrap::handshake;
+use crate::bootstrap::{FirstFrames, handshake};
 use crate::bootstrap::image::{AgentImage, Offer};
 use crate::bootstrap::ssh::{ConnectHooks, SshCommand, bootstrap};
 use crate::link;
@@ -39,7 +39,7 @@ pub(super) async fn over(child: ContextId, command: &SshCommand) -> Result<Child
         images: vec![Arc::new(image)],
         gzip: None,
     };
-    let boot = bootstrap(command, &offer, ConnectHooks::none(SPAWN_TIMEOUT), &[])
+    let boot = bootstrap(command, &offer, ConnectHooks::none(SPAWN_TIMEOUT), &FirstFrames::Stdin(Vec::new()))
         .await
         .map_err(|e| SpawnError::Failed(e.to_string()))?;
     let (sender, _writer) = link::spawn_writer(boot.writer);

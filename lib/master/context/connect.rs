@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::dispatch::dispatch;
 use super::{Context, Link, LinkState, StreamPort};
 use crate::bootstrap::ssh::{ConnectError, ConnectHooks, SshCommand, bootstrap};
-use crate::bootstrap::{hello_frame, receive_hello};
+use crate::bootstrap::{FirstFrames, hello_frame, open_is_public, receive_hello};
 use crate::guard::Guard;
 use crate::link::{self, inbound::LinkIn};
 use crate::master::Master;
@@ -96,8 +96,14 @@ async fn connect(
     early: Option<EarlyOpen>,
 ) -> Result<Arc<Context>, ConnectError> {
     let mut guard = Guard::new(id);
-    let mut first = BytesMut::new();
-    let mut frames = vec![hello_frame(id)];
+    let public = early.as_ref().is_none_or(|e| open_is_public(&e.spec));
+    let mut hello = hello_frame(id);
+    if let Message::Hello(h) = &mut hello.msg {
+        // An agent has no use for who and where the master is; a command line shows it.
+        h.user.clear();
+        h.hostname.clear();
+    }
+    let mut frames = vec![hello];
     let early = early.map(|e| {
         frames.push(Frame::new(
             id,
@@ -108,10 +114,12 @@ async fn connect(
         ));
         (e.stream, e.port)
     });
+    let mut encoded = BytesMut::new();
     for frame in &frames {
         guard.sent(frame);
-        encode_into(frame, &mut first).map_err(|e| ConnectError::Other(e.to_string()))?;
+        encode_into(frame, &mut encoded).map_err(|e| ConnectError::Other(e.to_string()))?;
     }
+    let first = FirstFrames::new(encoded.to_vec(), public);
     let boot = bootstrap(&ssh, &master.agents.offer, hooks, &first).await?;
     match &boot.uploaded {
         Some(up) => tracing::info!(host = %ssh.label, "agent started ({up})"),
