@@ -678,3 +678,56 @@ fn remote_command_and_set_env_from_the_configuration_apply() {
         assert_eq!(stdout.trim(), "from-config-3 seven", "real={real}");
     }
 }
+
+/// Whether any process's command line holds `needle`.
+fn in_some_command_line(needle: &str) -> bool {
+    !processes_matching(|p| p.cmdline.iter().any(|a| a.contains(needle))).is_empty()
+}
+
+#[test]
+fn a_first_call_carries_its_open_in_the_command_line_but_never_a_sent_variable() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sshd.plain_client_config(
+        dir.path(),
+        Path::new("/dev/null"),
+        &format!(
+            "{NO_HOST_KEY_CHECKS}{}  SendEnv LANG GIT_PROTOCOL\n",
+            key_lines(&sshd)
+        ),
+    );
+    let marker = unique_marker();
+    let hex: String = marker.bytes().map(|b| format!("{b:02x}")).collect();
+    // `public`: only LANG is sent, and the first frames ride in the agent's arguments.
+    for public in [true, false] {
+        let master = Master::start();
+        let mut cmd = master.ssh();
+        cmd.env_remove("GIT_PROTOCOL").env("LANG", "C.UTF-8");
+        if !public {
+            cmd.env("GIT_PROTOCOL", &marker);
+        }
+        cmd.arg("-F")
+            .arg(&cfg)
+            .args([sshd.alias(), "echo \"<${GIT_PROTOCOL:-none}>\"; read line; exit 0"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        let sent = if public { "none" } else { marker.as_str() };
+        assert_eq!(line.trim(), format!("<{sent}>"), "public={public}");
+        // The session runs: its agent and both ssh ends are in the process table.
+        let inline = descendants(sshd.pid())
+            .iter()
+            .any(|p| p.cmdline.iter().any(|a| a == "--first"));
+        assert_eq!(inline, public, "public={public}: first frames inline");
+        assert!(
+            !in_some_command_line(&marker) && !in_some_command_line(&hex),
+            "a sent variable's value is in a command line"
+        );
+        drop(child.stdin.take());
+        let status = wait_child(&mut child, T, "the session to end");
+        assert!(status.success(), "public={public}: {status:?}");
+    }
+}

@@ -9,13 +9,14 @@
 //!
 //! ```text
 //! master                         remote /bin/sh (stage 1)            agent
-//!   ── ssh host "/bin/sh -c '…'" ─▶ (hash and size per architecture)
-//!   ── Hello, Open (pipelined) ───────────────────────────────────────▶ (read once it runs)
+//!   ── ssh host "/bin/sh -c '…'" ─▶ (hash and size per architecture; `--first <hex>`:
+//!                                   Hello, Open for the agent, when they can be public)
+//!   ── or Hello, Open on stdin ───────────────────────────────────────▶ (read once it runs)
 //!                                 uname -m; cached?  ── exec ───────▶
 //!                                 else: skips the pipelined frames,
 //!                                       ◀── "MITOSSH-UPLOAD <nonce> <arch> gz|raw"
 //!   ── "<count>\n" <count> bytes ─▶ inflated into a private 0700 dir ─exec▶
-//!   ── Hello, Open again ─────────────────────────────────────────────▶
+//!   ── Hello, Open again (if on stdin) ───────────────────────────────▶
 //!                                                  ◀── "MITOSSH-READY <nonce> <version>"
 //!   ◀═══════════════════════════ frames both ways ═══════════════════▶
 //! ```
