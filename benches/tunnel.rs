@@ -224,8 +224,12 @@ fn new_context_connect(setup: &Setup) {
         // The same host as the connects (its sshd runs in a mount namespace of its own).
         plain.push(timed(&mut Command::new("/usr/bin/ssh")));
         fresh.forget_agents();
-        cold.push(timed(&mut Master::start_with_agents(shipped_agents()).ssh()));
-        cached.push(timed(&mut Master::start_with_agents(shipped_agents()).ssh()));
+        cold.push(timed(
+            &mut Master::start_with_agents(shipped_agents()).ssh(),
+        ));
+        cached.push(timed(
+            &mut Master::start_with_agents(shipped_agents()).ssh(),
+        ));
     }
     let (lat_plain, cold, cached) = (median(plain), median(cold), median(cached));
     println!("first call on a new context (connect + agent + `true`), median of {rounds}:");

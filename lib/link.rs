@@ -580,7 +580,9 @@ mod tests {
         assert!(written.starts_with(b"READY\n"), "{written:?}");
         let mut frames = reader(&written[6..]);
         assert!(matches!(frames.next().await, Some(Ok(f)) if matches!(f.msg, Message::Eof { .. })));
-        assert!(matches!(frames.next().await, Some(Ok(f)) if matches!(f.msg, Message::Exit { .. })));
+        assert!(
+            matches!(frames.next().await, Some(Ok(f)) if matches!(f.msg, Message::Exit { .. }))
+        );
         // Later frames are not held.
         tx.send(Frame::new(0, Message::Shutdown)).unwrap();
         settle().await;
@@ -603,7 +605,10 @@ mod tests {
         tokio::time::advance(std::time::Duration::from_millis(11)).await;
         settle().await;
         let written = drain(&pipe);
-        assert!(written.starts_with(b"READY\n") && written.len() > 6, "{written:?}");
+        assert!(
+            written.starts_with(b"READY\n") && written.len() > 6,
+            "{written:?}"
+        );
     }
 
     #[tokio::test]

@@ -708,7 +708,10 @@ fn a_first_call_carries_its_open_in_the_command_line_but_never_a_sent_variable()
         }
         cmd.arg("-F")
             .arg(&cfg)
-            .args([sshd.alias(), "echo \"<${GIT_PROTOCOL:-none}>\"; read line; exit 0"])
+            .args([
+                sshd.alias(),
+                "echo \"<${GIT_PROTOCOL:-none}>\"; read line; exit 0",
+            ])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped());
         let mut child = cmd.spawn().unwrap();

@@ -256,8 +256,14 @@ mod tests {
             env: vec![(b"LANG".to_vec(), b"C".to_vec())],
             ..OpenSpec::default()
         };
-        assert!(!open_is_public(&run_env), "mitossh run's env stays off the command line");
-        assert_eq!(FirstFrames::new(vec![1, 2], true), FirstFrames::Argv("0102".into()));
+        assert!(
+            !open_is_public(&run_env),
+            "mitossh run's env stays off the command line"
+        );
+        assert_eq!(
+            FirstFrames::new(vec![1, 2], true),
+            FirstFrames::Argv("0102".into())
+        );
         assert_eq!(FirstFrames::new(vec![1, 2], false).on_stdin(), &[1, 2]);
         let big = vec![0; MAX_INLINE_FRAMES + 1];
         assert!(matches!(FirstFrames::new(big, true), FirstFrames::Stdin(_)));

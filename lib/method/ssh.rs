@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use super::{BoxReader, Child, SPAWN_TIMEOUT, SpawnError};
-use crate::bootstrap::{FirstFrames, handshake};
 use crate::bootstrap::image::{AgentImage, Offer};
 use crate::bootstrap::ssh::{ConnectHooks, SshCommand, bootstrap};
+use crate::bootstrap::{FirstFrames, handshake};
 use crate::link;
 use crate::proto::ContextId;
 
@@ -39,9 +39,14 @@ pub(super) async fn over(child: ContextId, command: &SshCommand) -> Result<Child
         images: vec![Arc::new(image)],
         gzip: None,
     };
-    let boot = bootstrap(command, &offer, ConnectHooks::none(SPAWN_TIMEOUT), &FirstFrames::Stdin(Vec::new()))
-        .await
-        .map_err(|e| SpawnError::Failed(e.to_string()))?;
+    let boot = bootstrap(
+        command,
+        &offer,
+        ConnectHooks::none(SPAWN_TIMEOUT),
+        &FirstFrames::Stdin(Vec::new()),
+    )
+    .await
+    .map_err(|e| SpawnError::Failed(e.to_string()))?;
     let (sender, _writer) = link::spawn_writer(boot.writer);
     let mut reader = link::reader(Box::new(boot.reader) as BoxReader);
     let hello = handshake(&mut reader, &sender, child)
