@@ -16,17 +16,16 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use support::{agents_below, median, mib, ms, quick, run_ok};
 
 const CIPHER: &str = "Ciphers=chacha20-poly1305@openssh.com";
-
-fn quick() -> bool {
-    std::env::var_os("MITOSSH_BENCH_QUICK").is_some()
-}
 
 fn wanted(part: &str) -> bool {
     std::env::var("MITOSSH_BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p == part))
@@ -60,31 +59,6 @@ impl Setup {
     }
 }
 
-fn run_ok(cmd: &mut Command) {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
 /// Fields of `/proc/PID/smaps_rollup` in KiB: `Rss:`, `Pss:`, `Private_Dirty:` …
 fn smaps_kib(pid: i32, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
@@ -110,19 +84,6 @@ fn cpu(pid: i32) -> Duration {
     // After the command: state is field 0, utime 11, stime 12.
     let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
     Duration::from_secs_f64(ticks as f64 / 100.0)
-}
-
-/// The agents (running from memory) under `sshd`.
-fn agents(sshd: &Sshd) -> Vec<i32> {
-    descendants(sshd.pid())
-        .into_iter()
-        .filter(|p| {
-            p.exe
-                .as_ref()
-                .is_some_and(|e| e.to_string_lossy().starts_with("/memfd:mitossh-agent"))
-        })
-        .map(|p| p.pid)
-        .collect()
 }
 
 fn raise_fd_limit() {
@@ -210,7 +171,7 @@ fn throughput(s: &Setup) {
     let runs = 3;
     let master = Master::start();
     run_ok(s.shim(&master).arg("true"));
-    let agent = agents(&s.sshd).first().copied().unwrap_or(0);
+    let agent = agents_below(&s.sshd).first().map_or(0, |p| p.pid);
     let (mut plain, mut cm, mut shim) = (Vec::new(), Vec::new(), Vec::new());
     let (mut master_cpu, mut agent_cpu) = (Vec::new(), Vec::new());
     // Interleaved, so that a noisy neighbour hurts all three alike.
@@ -318,7 +279,7 @@ fn idle_streams(s: &Setup) {
     let n = if quick() { 200 } else { 1000 };
     let master = Master::start();
     run_ok(s.shim(&master).arg("true"));
-    let agent = agents(&s.sshd).first().copied().unwrap_or(0);
+    let agent = agents_below(&s.sshd).first().map_or(0, |p| p.pid);
     let before = Peaks {
         master: memory(master.pid()),
         agent: memory(agent),

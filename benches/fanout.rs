@@ -112,18 +112,6 @@ fn mitossh_run(
     (stamps, wall)
 }
 
-/// (Rss, Pss) in KiB from `/proc/PID/smaps_rollup`.
-fn memory(pid: u32) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-    };
-    Some((field("Rss:")?, field("Pss:")?))
-}
-
 /// Runs `cmd` to the end like `output()`, sampling its memory every 20 ms; returns the
 /// output and the peak (RSS, PSS) in KiB.
 fn output_sampling_memory(cmd: &mut Command) -> (std::process::Output, (u64, u64)) {
@@ -133,7 +121,7 @@ fn output_sampling_memory(cmd: &mut Command) -> (std::process::Output, (u64, u64
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id();
+    let pid = child.id() as i32;
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let done = done.clone();

@@ -4,42 +4,29 @@
 //!
 //! The masters carry the agent images as they ship (`scripts/build-agents`, built first
 //! if need be). Besides loopback: the images' sizes, the agent's memory (RSS and PSS)
-//! idle and after a transfer, and connects over an emulated WAN (50 ms round trip,
+//! idle and after the calls, and connects over an emulated WAN (50 ms round trip,
 //! 20 Mbit/s; `common::wan`): cold, with the agent cached, per call, and the bytes a
-//! cold connect sends.
+//! cold connect sends. Bulk throughput is `benches/datapath`'s.
 //!
 //! `cargo bench --bench tunnel` (needs root: the harness starts sshd and a test user).
 //! `MITOSSH_BENCH_QUICK=1` shrinks every measure for a smoke run.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use mitossh::{AgentImage, Arch};
+use support::{agents_below, median, ms, quick, ratio, run_ok};
 
 struct Setup {
     sshd: Sshd,
     control_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
-}
-
-fn quick() -> bool {
-    std::env::var_os("MITOSSH_BENCH_QUICK").is_some()
-}
-
-fn run_ok(cmd: &mut Command) {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn plain(s: &Setup) -> Command {
@@ -71,47 +58,9 @@ fn times(n: usize, mut make: impl FnMut() -> Command) -> Vec<Duration> {
         .collect()
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    format!("{:.2}x", a / b)
-}
-
-/// The first `mitossh-agent` process below `sshd`, and the root agent below it, if any.
-fn agents_below(sshd: &Sshd) -> Vec<Proc> {
-    descendants(sshd.pid())
-        .into_iter()
-        .filter(|p| {
-            p.exe
-                .as_ref()
-                .is_some_and(|e| e.to_string_lossy().contains("mitossh-agent"))
-        })
-        .collect()
-}
-
-/// `(Rss, Pss)` in KiB from `/proc/PID/smaps_rollup`.
-fn rss_pss(pid: i32) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("Rss:"), field("Pss:"))
-}
-
 fn print_agent_memory(what: &str, sshd: &Sshd) {
     for agent in agents_below(sshd) {
-        let (rss, pss) = rss_pss(agent.pid);
+        let (rss, pss) = memory(agent.pid).unwrap_or_default();
         println!("  agent {what:<28} RSS {rss:>6} KiB   PSS {pss:>6} KiB   (goal RSS <= 4096 KiB)");
     }
 }
@@ -146,7 +95,6 @@ fn main() {
         _dir: dir,
     };
     let n = if quick() { 10 } else { 100 };
-    let gib: u64 = if quick() { 64 << 20 } else { 1 << 30 };
 
     // The ControlMaster, started as ssh users do, stopped by `-O exit` at the end.
     run_ok(
@@ -164,8 +112,7 @@ fn main() {
     run_ok(shim(&master, &setup).arg("true")); // context up, agent cached
     latency(&setup, &master, n);
     new_context_connect(&setup);
-    throughput(&setup, &master, gib);
-    print_agent_memory("idle, after the transfers", &setup.sshd);
+    print_agent_memory("idle, after the calls", &setup.sshd);
     legacy_script(&setup, &master);
 
     // ---- done ----------------------------------------------------------------------
@@ -246,45 +193,6 @@ fn new_context_connect(setup: &Setup) {
     );
     println!();
     wan_connects(&fresh, rounds);
-}
-
-/// `gib` bytes through `cat`, plain, through a ControlMaster and through mitossh.
-fn throughput(setup: &Setup, master: &Master, gib: u64) {
-    let runs = if quick() { 1 } else { 3 };
-    let pipe = |mut ssh: Command| -> Duration {
-        let t = Instant::now();
-        let mut feeder = Command::new("head")
-            .args(["-c", &gib.to_string(), "/dev/zero"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let status = ssh
-            .arg("cat >/dev/null")
-            .stdin(feeder.stdout.take().unwrap())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        feeder.wait().unwrap();
-        t.elapsed()
-    };
-    let best = |f: &dyn Fn() -> Duration| (0..runs).map(|_| f()).min().unwrap();
-    let t_plain = best(&|| pipe(plain(setup)));
-    let t_cm = best(&|| pipe(control_master(setup)));
-    let t_shim = best(&|| pipe(shim(master, setup)));
-    let mbps = |t: Duration| gib as f64 / t.as_secs_f64() / 1e6;
-    println!(
-        "{} MiB `cat | ssh host 'cat >/dev/null'`, best of {runs}:",
-        gib >> 20
-    );
-    println!("  plain ssh      {:>8.0} MB/s", mbps(t_plain));
-    println!("  ControlMaster  {:>8.0} MB/s", mbps(t_cm));
-    println!(
-        "  mitossh        {:>8.0} MB/s   = {} of plain ssh (goal >= 0.95x), {} of ControlMaster",
-        mbps(t_shim),
-        ratio(mbps(t_shim), mbps(t_plain)),
-        ratio(mbps(t_shim), mbps(t_cm))
-    );
 }
 
 /// A legacy shell script: `ssh host cmd` in a loop and in the background.

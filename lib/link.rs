@@ -546,6 +546,19 @@ mod tests {
         buf.to_vec()
     }
 
+    /// A link into a pipe, corked for 10 ms after `READY\n` until an `Exit` is queued.
+    fn corked() -> (Pipe, LinkSender, JoinHandle<std::io::Result<()>>) {
+        let pipe = splice::pipe().unwrap();
+        let fd = FdIo::new(pipe.write.try_clone().unwrap()).unwrap();
+        let cork = Cork {
+            prefix: Bytes::from_static(b"READY\n"),
+            answers: is_exit,
+            max: std::time::Duration::from_millis(10),
+        };
+        let (tx, writer) = spawn_corked_fd_writer(fd, cork);
+        (pipe, tx, writer)
+    }
+
     /// Lets the writer task run until it waits again (the clock is paused).
     async fn settle() {
         for _ in 0..10 {
@@ -555,14 +568,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_corked_link_writes_its_prefix_and_frames_together_once_one_answers() {
-        let pipe = splice::pipe().unwrap();
-        let fd = FdIo::new(pipe.write.try_clone().unwrap()).unwrap();
-        let cork = Cork {
-            prefix: Bytes::from_static(b"READY\n"),
-            answers: is_exit,
-            max: std::time::Duration::from_millis(10),
-        };
-        let (tx, _writer) = spawn_corked_fd_writer(fd, cork);
+        let (pipe, tx, _writer) = corked();
         let eof = Message::Eof {
             stream: 1,
             fd: Fd::Stdout,
@@ -591,14 +597,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_corked_link_writes_when_its_time_is_up_without_an_answer() {
-        let pipe = splice::pipe().unwrap();
-        let fd = FdIo::new(pipe.write.try_clone().unwrap()).unwrap();
-        let cork = Cork {
-            prefix: Bytes::from_static(b"READY\n"),
-            answers: is_exit,
-            max: std::time::Duration::from_millis(10),
-        };
-        let (tx, _writer) = spawn_corked_fd_writer(fd, cork);
+        let (pipe, tx, _writer) = corked();
         tx.send(Frame::new(0, Message::Shutdown)).unwrap();
         settle().await;
         assert!(drain(&pipe).is_empty());

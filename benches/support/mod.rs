@@ -1,0 +1,57 @@
+//! What every benchmark here shares: the quick switch, running a command that must work,
+//! medians, and the way figures are printed. Included with `#[path]` (a folder, so that
+//! cargo does not take it for a benchmark of its own).
+
+#![allow(dead_code)]
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::{Proc, Sshd, descendants};
+
+/// `MITOSSH_BENCH_QUICK=1`: every measure shrunk, for a smoke run.
+pub fn quick() -> bool {
+    std::env::var_os("MITOSSH_BENCH_QUICK").is_some()
+}
+
+/// Runs `cmd` with an empty stdin; it must succeed.
+pub fn run_ok(cmd: &mut Command) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+pub fn ratio(a: f64, b: f64) -> String {
+    format!("{:.2}x", a / b)
+}
+
+pub fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// The agents below `sshd` (run from their cached copy, or from a memfd).
+pub fn agents_below(sshd: &Sshd) -> Vec<Proc> {
+    descendants(sshd.pid())
+        .into_iter()
+        .filter(|p| {
+            p.exe
+                .as_ref()
+                .is_some_and(|e| e.to_string_lossy().contains("mitossh-agent"))
+        })
+        .collect()
+}
