@@ -271,7 +271,7 @@ pub(crate) fn spawn_fd_writer(fd: FdIo) -> (LinkSender, JoinHandle<std::io::Resu
 /// come, the later ones wait for the first packet's acknowledgement, a whole round trip,
 /// since sshd leaves Nagle's algorithm on for sessions without a terminal.
 pub(crate) struct Cork {
-    /// Written first, in the same write (the agent's ready line).
+    /// Written first, in the same write (the agent's ready line). Not empty.
     pub prefix: Bytes,
     /// A frame for which the first write goes at once.
     pub answers: fn(&crate::proto::Message) -> bool,
@@ -406,7 +406,21 @@ async fn gather_corked(
         gathered.costs += next.cost();
         let (more, staged) = queue(next, headers, batch);
         size += more;
-        if staged.is_some() || answers {
+        if staged.is_some() {
+            gathered.staged = staged;
+            return gathered;
+        }
+        if answers {
+            break;
+        }
+    }
+    // And whatever else is queued already, as any batch.
+    while size < WRITE_BATCH && batch.len() < MAX_IOVECS / 2 {
+        let Ok(next) = rx.try_recv() else { break };
+        gathered.costs += next.cost();
+        let (more, staged) = queue(next, headers, batch);
+        size += more;
+        if staged.is_some() {
             gathered.staged = staged;
             break;
         }

@@ -52,14 +52,11 @@ pub struct Options {
     pub drop_env: Vec<String>,
     /// Started by sudo or doas: the shell that runs commands (see [`launch::Session`]).
     pub command_shell: Option<std::path::PathBuf>,
-    /// The master's first frames, given in the command line (see
-    /// [`crate::bootstrap::FirstFrames`]): read before the link.
-    pub first: Vec<u8>,
 }
 
 impl Options {
     /// The agent's command line (after the program name), as its starters write it:
-    /// `agent --nonce N [--first HEX] [--hop] [--drop-env NAME]... [--command-shell PATH]`.
+    /// `agent --nonce N [--hop] [--drop-env NAME]... [--command-shell PATH]`.
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut words = args.iter();
         if words.next().map(String::as_str) != Some("agent") {
@@ -79,10 +76,6 @@ impl Options {
                 "--hop" => opts.hop = true,
                 "--drop-env" => opts.drop_env.push(value()?),
                 "--command-shell" => opts.command_shell = Some(value()?.into()),
-                "--first" => {
-                    opts.first = crate::bootstrap::from_hex(&value()?)
-                        .ok_or("--first takes the frames in hex")?;
-                }
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
@@ -92,11 +85,20 @@ impl Options {
 }
 
 /// Entry point of `mitossh-agent`. Returns the process exit status.
-pub fn main(opts: Options) -> i32 {
+pub fn main(mut opts: Options) -> i32 {
     crate::bootstrap::image::run_from_memory();
     // A gateway runs an ssh (three descriptors) per host behind it; what it starts gets
     // the user's own limit back.
     let _ = crate::sys::limits::raise_descriptor_limit();
+    let first = match first_frames() {
+        Ok(first) => first,
+        Err(e) => {
+            eprintln!("mitossh agent: {e}");
+            return 1;
+        }
+    };
+    // Stage 1's, for this process only.
+    opts.drop_env.push(crate::bootstrap::FIRST_ENV.into());
     let (link_in, link_out) = match take_stdio(opts.hop) {
         Ok(fds) => fds,
         Err(e) => {
@@ -122,7 +124,7 @@ pub fn main(opts: Options) -> i32 {
     };
     let session = Session::current(&opts.drop_env, opts.command_shell);
     runtime.block_on(async move {
-        match Agent::run(link_in, link_out, ready.into(), &opts.first, session).await {
+        match Agent::run(link_in, link_out, ready.into(), &first, session).await {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("mitossh agent: {e}");
@@ -134,14 +136,21 @@ pub fn main(opts: Options) -> i32 {
 
 /// How long the agent's first write waits for the first stream's answer: a quick
 /// command's output and exit (a login shell running `true` takes a few milliseconds).
-const FIRST_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
+const FIRST_ANSWER_WAIT: Duration = Duration::from_millis(10);
 
-/// A stream's output, its end or its failure to start: what a first call waits for.
+/// The first stream's end or its failure to start: what a first call waits for (its
+/// output is gathered on the way).
 fn answers_first_stream(msg: &Message) -> bool {
-    matches!(
-        msg,
-        Message::Data { .. } | Message::Exit { .. } | Message::OpenFailed { .. }
-    )
+    matches!(msg, Message::Exit { .. } | Message::OpenFailed { .. })
+}
+
+/// The master's first frames, when stage 1 passed them in [`FIRST_ENV`](crate::bootstrap::FIRST_ENV).
+fn first_frames() -> Result<Vec<u8>, String> {
+    match std::env::var(crate::bootstrap::FIRST_ENV) {
+        Ok(hex) => crate::bootstrap::from_hex(&hex)
+            .ok_or_else(|| format!("{} is not hex", crate::bootstrap::FIRST_ENV)),
+        Err(_) => Ok(Vec::new()),
+    }
 }
 
 /// A payload's two parts as one.
@@ -200,10 +209,16 @@ impl Agent {
         session: Session,
     ) -> io::Result<()> {
         let mut frames = LinkIn::new(FdIo::new(link_in)?, first);
+        // With the master's first stream among `first`, its answer leaves with the ready
+        // line; else whoever started the agent waits for that line to say anything.
         let cork = link::Cork {
             prefix: ready,
             answers: answers_first_stream,
-            max: FIRST_ANSWER_WAIT,
+            max: if first.is_empty() {
+                Duration::ZERO
+            } else {
+                FIRST_ANSWER_WAIT
+            },
         };
         let (up, writer) = link::spawn_corked_fd_writer(FdIo::new(link_out)?, cork);
         up.send(Frame::new(

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! master                         remote /bin/sh (stage 1)            agent
-//!   ── ssh host "/bin/sh -c '…'" ─▶ (hash and size per architecture; `--first <hex>`:
+//!   ── ssh host "/bin/sh -c '…'" ─▶ (hash and size per architecture; `MITOSSH_FIRST=<hex>`:
 //!                                   Hello, Open for the agent, when they can be public)
 //!   ── or Hello, Open on stdin ───────────────────────────────────────▶ (read once it runs)
 //!                                 uname -m; cached?  ── exec ───────▶
@@ -23,7 +23,7 @@
 //!
 //! The master's first frames go out with the command, before it knows whether the host
 //! has the agent: on a host that has it, the first stream's `Open` costs no round trip.
-//! They travel in the agent's command line when they can ([`FirstFrames`]): sshd opens a
+//! They travel in stage 1's command when they can ([`FirstFrames`]): sshd opens a
 //! session's stdin only once its command runs, a round trip after the command was sent.
 
 pub(crate) mod image;
@@ -47,29 +47,36 @@ pub(crate) const READY_MARKER: &str = "MITOSSH-READY";
 /// How long a new agent has to introduce itself once its ready marker arrived.
 pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Frames inline in a command line at most this long, encoded (hex doubles them); a
-/// larger first `Open` goes on stdin.
-const MAX_INLINE_FRAMES: usize = 4096;
+/// The variable stage 1 hands the master's first frames to the agent in (hex), so that
+/// they are in no command line once the agent runs.
+pub(crate) const FIRST_ENV: &str = "MITOSSH_FIRST";
 
-/// How the master's first frames (its `Hello`, perhaps the first stream's `Open`) reach a
-/// new agent.
+/// Frames in stage 1's command at most this long, encoded (hex doubles them); a larger
+/// first `Open` goes on stdin.
+const MAX_INLINE_FRAMES: usize = 2048;
+
+/// Longest remote command stage 1 may make: dropbear refuses an exec request over 9000
+/// bytes (its `MAX_CMD_LEN`).
+pub(crate) const MAX_REMOTE_COMMAND: usize = 8000;
+
+/// How the master's first frames (its `Hello` and the first stream's `Open`) reach a new
+/// agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FirstFrames {
     /// Written ahead on the agent's stdin; stage 1 skips them when it must receive the
     /// image first, and they are written again after it.
     Stdin(Vec<u8>),
-    /// In the agent's command line (`--first <hex>`), which sshd receives with the
-    /// command: they wait for no stdin window.
-    Argv(String),
+    /// In stage 1's command (hex), which sshd receives with the command: they wait for no
+    /// stdin window. Stage 1 passes them to the agent in [`FIRST_ENV`].
+    Command(String),
 }
 
 impl FirstFrames {
-    /// `encoded` in the command line when it is small and `public` (what anyone on either
-    /// host may see in the process table: no environment but the locale's and the
-    /// terminal's), else on stdin.
+    /// `encoded` in the command when it is small and `public` (see [`open_is_public`]),
+    /// else on stdin.
     pub(crate) fn new(encoded: Vec<u8>, public: bool) -> FirstFrames {
         if public && encoded.len() <= MAX_INLINE_FRAMES {
-            FirstFrames::Argv(to_hex(&encoded))
+            FirstFrames::Command(to_hex(&encoded))
         } else {
             FirstFrames::Stdin(encoded)
         }
@@ -79,20 +86,50 @@ impl FirstFrames {
     pub(crate) fn on_stdin(&self) -> &[u8] {
         match self {
             FirstFrames::Stdin(bytes) => bytes,
-            FirstFrames::Argv(_) => &[],
+            FirstFrames::Command(_) => &[],
+        }
+    }
+
+    /// The same frames on stdin (for a command that would be too long).
+    pub(crate) fn to_stdin(&self) -> FirstFrames {
+        match self {
+            FirstFrames::Command(hex) => FirstFrames::Stdin(from_hex(hex).unwrap_or_default()),
+            stdin => stdin.clone(),
         }
     }
 }
 
-/// Whether a session's `Open` may be seen in a command line: its variables are only the
+/// Whether a session's `Open` may travel in stage 1's command, which the master's ssh
+/// shows in the local process table for the connection's life (and the remote one while
+/// stage 1 runs): a process, as with `ssh host cmd`, whose variables are only the
 /// locale's and the terminal's (any other may hold a secret, as `SendEnv` sends what the
-/// user names), as for the command itself, which a remote `ps` shows with plain ssh too.
+/// user names; so may an `LC_` name that is not a locale category, a common way to
+/// smuggle a variable past `AcceptEnv`). Not a TCP stream (`-W`), whose destination plain
+/// ssh never shows.
 pub(crate) fn open_is_public(spec: &crate::proto::OpenSpec) -> bool {
-    let public = |name: &[u8]| {
-        matches!(name, b"LANG" | b"LANGUAGE" | b"TERM" | b"COLORTERM" | b"TZ")
-            || name.starts_with(b"LC_")
-    };
-    spec.env.is_empty() && spec.ssh_env.iter().all(|(name, _)| public(name))
+    const LOCALE: &[&[u8]] = &[
+        b"LANG",
+        b"LANGUAGE",
+        b"LC_ALL",
+        b"LC_ADDRESS",
+        b"LC_COLLATE",
+        b"LC_CTYPE",
+        b"LC_IDENTIFICATION",
+        b"LC_MEASUREMENT",
+        b"LC_MESSAGES",
+        b"LC_MONETARY",
+        b"LC_NAME",
+        b"LC_NUMERIC",
+        b"LC_PAPER",
+        b"LC_TELEPHONE",
+        b"LC_TIME",
+        b"TERM",
+        b"COLORTERM",
+        b"TZ",
+    ];
+    spec.connect.is_none()
+        && spec.env.is_empty()
+        && (spec.ssh_env.iter()).all(|(name, _)| LOCALE.contains(&name.as_slice()))
 }
 
 /// Lowercase hex: a plain word for stage 1 and any login shell.
@@ -102,7 +139,11 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
 
 /// The bytes of [`to_hex`]'s text; `None` for anything else.
 pub(crate) fn from_hex(text: &str) -> Option<Vec<u8>> {
-    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
     let text = text.as_bytes();
     if !text.len().is_multiple_of(2) {
         return None;
@@ -237,7 +278,7 @@ mod tests {
     fn hex_round_trips_and_refuses_what_is_not_hex() {
         let all: Vec<u8> = (0..=255).collect();
         assert_eq!(from_hex(&to_hex(&all)), Some(all));
-        for bad in ["0", "0g", "+1", "é1"] {
+        for bad in ["0", "0g", "+1", "é1", "AB"] {
             assert_eq!(from_hex(bad), None, "{bad:?}");
         }
     }
@@ -252,6 +293,21 @@ mod tests {
         assert!(open_is_public(&OpenSpec::default()));
         assert!(open_is_public(&env("LANG")) && open_is_public(&env("LC_ALL")));
         assert!(!open_is_public(&env("AWS_SECRET_ACCESS_KEY")));
+        assert!(
+            !open_is_public(&env("LC_MY_TOKEN")),
+            "not a locale category"
+        );
+        let tcp = OpenSpec {
+            connect: Some(crate::proto::Endpoint {
+                host: "db".into(),
+                port: 5432,
+            }),
+            ..OpenSpec::default()
+        };
+        assert!(
+            !open_is_public(&tcp),
+            "-W's destination stays off the command line"
+        );
         let run_env = OpenSpec {
             env: vec![(b"LANG".to_vec(), b"C".to_vec())],
             ..OpenSpec::default()
@@ -262,7 +318,7 @@ mod tests {
         );
         assert_eq!(
             FirstFrames::new(vec![1, 2], true),
-            FirstFrames::Argv("0102".into())
+            FirstFrames::Command("0102".into())
         );
         assert_eq!(FirstFrames::new(vec![1, 2], false).on_stdin(), &[1, 2]);
         let big = vec![0; MAX_INLINE_FRAMES + 1];

@@ -180,17 +180,26 @@ pub(crate) async fn bootstrap(
         env,
     } = hooks;
     let nonce = random_token();
-    let mut agent_args = vec!["--nonce", &nonce];
-    if let FirstFrames::Argv(hex) = first {
-        agent_args.extend(["--first", hex]);
-    }
-    let first = first.on_stdin();
-    let stage1 = Stage1 {
+    let agent_args = ["--nonce", nonce.as_str()];
+    let base = Stage1 {
         offer,
         nonce: &nonce,
         agent_args: &agent_args,
-        skip: first.len(),
+        skip: 0,
+        first: None,
     };
+    let first = within_command_limit(&base, first, super::MAX_REMOTE_COMMAND);
+    let stage1 = match &first {
+        FirstFrames::Command(hex) => Stage1 {
+            first: Some(hex),
+            ..base
+        },
+        FirstFrames::Stdin(ahead) => Stage1 {
+            skip: ahead.len(),
+            ..base
+        },
+    };
+    let first = first.on_stdin();
     let mut child = spawn(ssh, &stage1, env)?;
 
     let stderr = StderrTail::default();
@@ -240,6 +249,25 @@ pub(crate) async fn bootstrap(
             let _ = child.wait().await;
             Err(gave_up(&ssh.label, abandoned.is_some(), started.elapsed()))
         }
+    }
+}
+
+/// `first`, or the same frames on stdin when in the script they would make the remote
+/// command longer than `limit` (dropbear refuses long exec requests).
+fn within_command_limit(base: &Stage1<'_>, first: &FirstFrames, limit: usize) -> FirstFrames {
+    match first {
+        FirstFrames::Command(hex) => {
+            let stage1 = Stage1 {
+                first: Some(hex),
+                ..base.clone()
+            };
+            if stage1.remote_command().len() > limit {
+                first.to_stdin()
+            } else {
+                first.clone()
+            }
+        }
+        stdin => stdin.clone(),
     }
 }
 
@@ -512,4 +540,31 @@ pub(crate) fn random_token() -> String {
         buf = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
     }
     buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_frames_that_would_make_the_command_too_long_go_on_stdin() {
+        let offer = Offer {
+            images: Vec::new(),
+            gzip: None,
+        };
+        let base = Stage1 {
+            offer: &offer,
+            nonce: "n",
+            agent_args: &["--nonce", "n"],
+            skip: 0,
+            first: None,
+        };
+        let first = FirstFrames::Command("ab".repeat(100));
+        let short = base.remote_command().len();
+        assert_eq!(within_command_limit(&base, &first, short + 1000), first);
+        assert_eq!(
+            within_command_limit(&base, &first, short + 100),
+            FirstFrames::Stdin(vec![0xab; 100])
+        );
+    }
 }

@@ -43,6 +43,9 @@ pub(crate) struct Stage1<'a> {
     /// Bytes the master sent ahead for a cached agent (its first frames), which must be
     /// skipped before the image when there is none.
     pub skip: usize,
+    /// The master's first frames in hex, exported to the agent in
+    /// [`FIRST_ENV`](super::FIRST_ENV) (so that they are in no command line once it runs).
+    pub first: Option<&'a str>,
 }
 
 impl Stage1<'_> {
@@ -51,6 +54,7 @@ impl Stage1<'_> {
         let hashes = self.offer.images.iter().map(|i| i.hash.as_str());
         for s in [self.nonce]
             .into_iter()
+            .chain(self.first)
             .chain(hashes)
             .chain(self.agent_args.iter().copied())
         {
@@ -84,7 +88,12 @@ impl Stage1<'_> {
                 )
             })
             .collect();
-        [
+        let first = self
+            .first
+            .map(|hex| format!("{}={hex}; export {}", super::FIRST_ENV, super::FIRST_ENV));
+        first
+            .into_iter()
+            .chain([
             // No agent for this architecture: say so plainly; the master reports it as
             // "cannot serve this host".
             format!(r#"a=$(uname -m 2>/dev/null); case "$a" in {arches}*) echo "mitossh: no agent for the $a architecture" >&2; exit 97;; esac"#),
@@ -97,7 +106,8 @@ impl Stage1<'_> {
                 r#"for d in {dirs}; do test -n "$d" || continue; mkdir -p -m 700 "$d" 2>/dev/null; test -L "$d" && continue; test -d "$d" && test -O "$d" || continue; chmod 700 "$d" 2>/dev/null || continue; t="$d/.$m.$$"; rm -f "$t"; (printf "\043\041/bin/sh\n" > "$t" && chmod 700 "$t" && "$t") 2>/dev/null || {{ rm -f "$t"; continue; }}; {skip}echo "{UPLOAD_MARKER} {nonce} $a $z"; IFS= read -r c || exit 97; if if test $z = gz; then head -c "$c" | gzip -dc; else head -c "$c"; fi > "$t"; then s=$(wc -c < "$t"); if test "$((s))" = "$n" && mv -f "$t" "$d/$m"; then exec "$d/$m" {run}; fi; fi; rm -f "$t"; echo "mitossh: could not store the agent in $d" >&2; exit 97; done"#
             ),
             r#"echo "mitossh: no private writable directory to keep the agent in (tried XDG_RUNTIME_DIR, ~/.cache, TMPDIR or /tmp, /dev/shm)" >&2; exit 97"#.into(),
-        ]
+        ])
+        .collect::<Vec<_>>()
         .join("; ")
     }
 
@@ -167,7 +177,15 @@ mod tests {
     /// Runs the script with /bin/sh in a private HOME and `path`, answering an upload
     /// request with what `answer` makes of the marker's words.
     fn run(home: &Path, path: &str, offer: &Offer, answer: impl Fn(&str) -> Vec<u8>) -> Run {
-        run_after(home, path, offer, answer, b"")
+        run_after(home, path, offer, answer, First::Stdin(b""))
+    }
+
+    /// How a test hands stage 1 the master's first frames.
+    enum First<'a> {
+        /// Written ahead on stdin (and again after an image).
+        Stdin(&'a [u8]),
+        /// In the script, as hex.
+        Script(&'a str),
     }
 
     /// Like [`run`], with `first` written ahead as the master writes an agent's first
@@ -177,12 +195,17 @@ mod tests {
         path: &str,
         offer: &Offer,
         answer: impl Fn(&str) -> Vec<u8>,
-        first: &[u8],
+        first: First<'_>,
     ) -> Run {
+        let (hex, first) = match first {
+            First::Stdin(bytes) => (None, bytes),
+            First::Script(hex) => (Some(hex), &b""[..]),
+        };
         let s = Stage1 {
             offer,
             nonce: "n0nce",
             agent_args: &["--nonce", "n0nce"],
+            first: hex,
             skip: first.len(),
         };
         let mut child = Command::new("/bin/sh")
@@ -255,6 +278,36 @@ mod tests {
     }
 
     #[test]
+    fn first_frames_in_the_script_reach_the_agent_in_its_environment_not_its_arguments() {
+        let home = tempfile::tempdir().unwrap();
+        let text = "#!/bin/sh\necho \"args=$* first=$MITOSSH_FIRST\"\n";
+        let image = AgentImage::new(
+            Arch::X86_64,
+            text.as_bytes().to_vec().into(),
+            PathBuf::new(),
+        );
+        let o = offer(&[Arc::new(image)], true);
+        let path = format!("{}:/usr/bin:/bin", tools(home.path(), "x86_64").display());
+        let want = "args=agent --nonce n0nce first=00ff\n";
+        // Uploaded, then cached: the same either way, and nothing to skip on stdin.
+        let r = run_after(home.path(), &path, &o, master(&o), First::Script("00ff"));
+        assert_eq!(
+            (r.asked.as_deref(), r.out.as_str()),
+            (Some("x86_64 gz"), want),
+            "{}",
+            r.err
+        );
+        let r = run_after(
+            home.path(),
+            &path,
+            &o,
+            |_| panic!("asked again"),
+            First::Script("00ff"),
+        );
+        assert_eq!((r.asked, r.out.as_str()), (None, want), "{}", r.err);
+    }
+
+    #[test]
     fn script_has_no_single_quote_or_bang() {
         let images = [fake(Arch::X86_64, "x"), fake(Arch::Aarch64, "a")];
         let o = offer(&images, true);
@@ -262,6 +315,7 @@ mod tests {
             offer: &o,
             nonce: "n",
             agent_args: &["--nonce", "n"],
+            first: None,
             skip: 0,
         }
         .script();
@@ -315,10 +369,16 @@ mod tests {
         // Printable, so that the output reads as text; any bytes would do for stage 1.
         let first: Vec<u8> = (b' '..=b'~').cycle().take(5000).collect();
         let want = [b"ran\n".as_slice(), first.as_slice()].concat();
-        let r = run_after(home.path(), &path, &o, master(&o), &first);
+        let r = run_after(home.path(), &path, &o, master(&o), First::Stdin(&first));
         assert_eq!(r.asked.as_deref(), Some("x86_64 raw"), "{}", r.err);
         assert!(r.out.as_bytes() == want, "uploaded: {:?}", r.out.len());
-        let r = run_after(home.path(), &path, &o, |_| panic!("asked again"), &first);
+        let r = run_after(
+            home.path(),
+            &path,
+            &o,
+            |_| panic!("asked again"),
+            First::Stdin(&first),
+        );
         assert_eq!(r.asked, None);
         assert!(r.out.as_bytes() == want, "cached: {:?}", r.out.len());
     }

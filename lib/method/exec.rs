@@ -81,6 +81,7 @@ mod tests {
             offer: &offer,
             nonce: "n0nce",
             agent_args: &["--nonce", "n0nce"],
+            first: None,
             skip: 0,
         };
         // `env -i HOME=…` as the prefix: runs what follows elsewhere, as `chroot DIR` does.

@@ -112,11 +112,8 @@ pub fn main(args: &[String]) -> i32 {
         return 1;
     };
     let (input, output) = (File::from(input), File::from(output));
-    // The master's first frames, when it put them in the command line: read before stdin.
-    let first = args
-        .iter()
-        .position(|a| a == "--first")
-        .and_then(|i| args.get(i + 1))
+    // The master's first frames, when stage 1 passed them on: read before stdin.
+    let first = std::env::var("MITOSSH_FIRST")
         .map(|hex| {
             (0..hex.len() / 2)
                 .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0))

@@ -96,10 +96,12 @@ async fn connect(
     early: Option<EarlyOpen>,
 ) -> Result<Arc<Context>, ConnectError> {
     let mut guard = Guard::new(id);
-    let public = early.as_ref().is_none_or(|e| open_is_public(&e.spec));
+    // In the command only with a first stream to answer: otherwise nothing is gained, and
+    // the agent would hold its first write for an answer that never comes.
+    let public = early.as_ref().is_some_and(|e| open_is_public(&e.spec));
     let mut hello = hello_frame(id);
     if let Message::Hello(h) = &mut hello.msg {
-        // An agent has no use for who and where the master is; a command line shows it.
+        // An agent has no use for who and where the master is (and a command shows it).
         h.user.clear();
         h.hostname.clear();
     }
