@@ -741,3 +741,36 @@ fn a_first_call_carries_its_open_in_the_command_but_never_a_sent_variable() {
         assert!(status.success(), "public={public}: {status:?}");
     }
 }
+
+#[test]
+fn mitossh_run_asks_for_a_hosts_password_on_the_terminal_once_per_host() {
+    let logins = Logins {
+        password: true,
+        ..Logins::default()
+    };
+    let sshd = Sshd::start_with(test_user(), logins);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = password_config(&sshd, dir.path(), "");
+    // ssh's own prompt, as the real ssh shows it (first test above).
+    let prompt = format!("{}@127.0.0.1's password: ", sshd.user().name);
+    let master = Master::start();
+    let mut cmd = Command::new(bin("mitossh"));
+    cmd.args(["run", "-H", sshd.alias(), "-n", "2", "-F"])
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(&master.socket)
+        .args(["--", "echo run-$((6*7))"]);
+    let (mut term, child) = on_terminal(&mut cmd);
+    expect(&term, &prompt, &master);
+    term.send(format!("{TEST_PASSWORD}\n").as_bytes());
+    let status = finish(&term, child);
+    let text = term.text();
+    assert!(status.success(), "{text}\n{}", master.log());
+    assert_eq!(text.matches("run-42").count(), 2, "{text}");
+    assert_eq!(
+        text.matches(&prompt).count(),
+        1,
+        "two processes, one host: {text}"
+    );
+    assert_eq!(sshd.failed_passwords(), 0, "{text}");
+}

@@ -8,14 +8,17 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
+use super::super::progress::Progress;
 use super::{Ending, ProcReport, Shared};
 use crate::client;
 use crate::link;
 use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{
-    Caller, ConnectFailure, Frame, FrameCodec, MASTER, Message, OpenSpec, Reply, Request, Target,
+    Caller, ConnectFailure, Frame, FrameCodec, MASTER, Message, OpenSpec, PromptKind, Reply,
+    Request, Target,
 };
 use crate::run::plan::{Plan, Proc};
+use tokio::net::unix::OwnedWriteHalf;
 
 /// Read buffer of a process's control connection: only small frames come there.
 const CONTROL_BUFFER: usize = 4 * 1024;
@@ -161,7 +164,8 @@ pub(super) async fn open_all(plan: &Plan, shared: &Shared<'_>) -> Openings {
         let target = shared.targets[p.host].clone();
         let spec = held_spec(p);
         let null = null.clone();
-        opening.spawn(async move { (i, open(&socket, target, spec, &null).await) });
+        let progress = shared.display.progress.clone();
+        opening.spawn(async move { (i, open(&socket, target, spec, &null, progress).await) });
     }
     let mut hosts = HostsConnecting::new(plan.hosts.len());
     let progress = &shared.display.progress;
@@ -248,14 +252,42 @@ fn held_spec(p: &Proc) -> OpenSpec {
     }
 }
 
+/// Asks `text` of the person at the terminal (or the user's askpass) as the shim would,
+/// off this thread and one question at a time however many hosts ask, with the status
+/// line out of the way; and sends the answer (none if nobody gave one).
+async fn answer(w: &OwnedWriteHalf, text: String, kind: PromptKind, progress: Progress) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let secret = tokio::task::spawn_blocking(move || {
+        let _asking = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        progress.suspend(|| client::askpass::answer(&text, kind, None))
+    })
+    .await
+    .ok()
+    .flatten();
+    let mut buf = bytes::BytesMut::new();
+    let reply = Frame::new(MASTER, Message::PromptReply { secret });
+    let _ = crate::proto::frame::encode_into(&reply, &mut buf);
+    let mut rest = &buf[..];
+    while !rest.is_empty() && w.writable().await.is_ok() {
+        match w.try_write(rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
+        }
+    }
+}
+
 /// Opens one held process: its control connection, and the read ends of its output. As
 /// the shim does (`client::open`), but on this runtime rather than a thread per process:
-/// a thousand processes may wait at once for their hosts to connect.
+/// a thousand processes may wait at once for their hosts to connect. Questions ssh asks
+/// while its host connects (a host key, a password) are asked here when a person can
+/// answer, as the shim asks them.
 async fn open(
     socket: &Path,
     target: Target,
     spec: OpenSpec,
     null: &std::fs::File,
+    progress: Progress,
 ) -> Result<Opened, NotOpened> {
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string());
     let (out_r, out_w) = pipe()?;
@@ -263,10 +295,14 @@ async fn open(
     let stream = tokio::net::UnixStream::connect(socket)
         .await
         .map_err(|e| format!("cannot reach the master: {e}"))?;
+    let caller = Caller {
+        can_prompt: client::askpass::can_prompt(),
+        ..Caller::default()
+    };
     let request = Request::Session {
         target,
         spec,
-        caller: Caller::default(),
+        caller,
     };
     let bytes = client::encode_request(request, true).map_err(|e| e.to_string())?;
     let fds = [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
@@ -296,26 +332,7 @@ async fn open(
                 } => return Err(NotOpened { message, connect }),
                 other => return Err(format!("unexpected answer from the master: {other:?}").into()),
             },
-            // Asked of the terminal as the shim would: one at a time, off this thread.
-            Message::Prompt { text, kind } => {
-                let secret = tokio::task::spawn_blocking(move || {
-                    crate::client::askpass::answer(&text, kind, None)
-                })
-                .await
-                .ok()
-                .flatten();
-                let mut buf = bytes::BytesMut::new();
-                let reply = Frame::new(MASTER, Message::PromptReply { secret });
-                let _ = crate::proto::frame::encode_into(&reply, &mut buf);
-                let mut rest = &buf[..];
-                while !rest.is_empty() && w.writable().await.is_ok() {
-                    match w.try_write(rest) {
-                        Ok(n) => rest = &rest[n..],
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(_) => break,
-                    }
-                }
-            }
+            Message::Prompt { text, kind } => answer(&w, text, kind, progress.clone()).await,
             Message::Diagnostic { mut text } => {
                 text.push(b'\n');
                 let _ = std::io::Write::write_all(&mut std::io::stderr(), &text);
