@@ -868,3 +868,47 @@ command = "echo who=$(id -un); python3 -c 'import urllib.request as u; print(u.u
     );
     assert_eq!(a.accepted_connections(), 1, "{}", a.log());
 }
+
+#[test]
+fn a_second_run_into_the_same_output_dir_overwrites_nothing() {
+    let a = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let outputs = work.path().join("out");
+    let run = || {
+        output_within(
+            Command::new(bin("mitossh"))
+                .args(["run", "-H", a.alias(), "-F"])
+                .arg(a.ssh_config())
+                .arg("--output-dir")
+                .arg(&outputs)
+                .args(["--", "echo hello"])
+                .env_remove("MITOSSH_SOCKET"),
+            b"",
+            T,
+        )
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let out_file = std::fs::read_dir(outputs.join(a.alias()))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "out"))
+        .expect("an .out file");
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "hello\n");
+    std::fs::write(&out_file, "keep me").unwrap();
+
+    let second = run();
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{said}");
+    assert_eq!(said.trim().lines().count(), 1, "one line: {said}");
+    assert!(
+        said.contains("exists") && said.contains("does not overwrite"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "keep me");
+}

@@ -173,7 +173,10 @@ fn try_main(mut opts: Options) -> Result<i32, String> {
     };
     let to_run = match &exp.results {
         Some(results) => prepare_results(exp, results, &selected, opts.resume)?,
-        None => selected.clone(),
+        None => {
+            refuse_existing_files(exp)?;
+            selected.clone()
+        }
     };
     let config = config::load()?;
     let targets: Vec<Target> = exp
@@ -447,6 +450,25 @@ fn finish_sweep(opts: &Options, results: &Path, ran: Vec<PointSummary>) -> Resul
         );
     }
     Ok(())
+}
+
+/// Without a results directory, output and fetched files go where the plan says: none of
+/// them may exist (an earlier run's, or anyone's), since mitossh overwrites nothing.
+fn refuse_existing_files(exp: &Experiment) -> Result<(), String> {
+    let existing: Vec<PathBuf> = (exp.points.iter())
+        .flat_map(|p| p.plan.existing_destinations())
+        .collect();
+    match existing.first() {
+        None => Ok(()),
+        Some(first) => Err(format!(
+            "{} exists{}: mitossh does not overwrite files; remove them, choose other directories (--output-dir, --fetch-dir), or keep each run apart with --results",
+            first.display(),
+            match existing.len() {
+                1 => String::new(),
+                n => format!(" (and {} more of this run's files)", n - 1),
+            }
+        )),
+    }
 }
 
 /// Writes a file under a temporary name and renames it into place, so a reader (or

@@ -282,6 +282,44 @@ impl Plan {
             Layout::Point(dir) => dir.join(host).join(Plan::stem(p)),
         }
     }
+
+    /// Each file `p` fetches and where it goes: its name in the process's directory, made
+    /// unique among the process's files (`log`, `log.1`, …; `stdout` and `stderr` are
+    /// taken by the output).
+    pub(crate) fn fetch_paths(&self, p: &Proc) -> Vec<(String, PathBuf)> {
+        let dir = self.fetch_dir(p);
+        let mut taken: std::collections::HashSet<String> =
+            ["stdout", "stderr"].map(String::from).into();
+        (p.fetch.iter())
+            .map(|remote| {
+                let base = std::path::Path::new(remote)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "file".into());
+                let mut name = base.clone();
+                let mut k = 1;
+                while !taken.insert(name.clone()) {
+                    name = format!("{base}.{k}");
+                    k += 1;
+                }
+                (remote.clone(), dir.join(name))
+            })
+            .collect()
+    }
+
+    /// Files this plan would write that exist already (a separate layout's output and
+    /// fetched files: mitossh overwrites nothing it did not make in this run).
+    pub(crate) fn existing_destinations(&self) -> Vec<PathBuf> {
+        let mut paths = Vec::new();
+        for p in &self.procs {
+            if let Some((out, err)) = self.output_paths(p) {
+                paths.extend([out, err]);
+            }
+            paths.extend(self.fetch_paths(p).into_iter().map(|(_, local)| local));
+        }
+        paths.retain(|p| p.symlink_metadata().is_ok());
+        paths
+    }
 }
 
 pub(crate) const DEFAULT_GRACE: Duration = Duration::from_secs(5);

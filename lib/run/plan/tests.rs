@@ -370,3 +370,25 @@ fn the_readme_seed_scenario_is_a_valid_plan() {
     let c = last.procs.iter().find(|p| p.name == "client").unwrap();
     assert_eq!(c.env, [("SEED".to_string(), "02".to_string())]);
 }
+
+#[test]
+fn fetched_names_never_collide_and_existing_destinations_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "fetch_dir = {:?}\n[[host]]\naddress = \"a\"\n[[host.process]]\nname = \"p\"\n\
+         command = \"true\"\nfetch = [\"/var/log/app.log\", \"/tmp/app.log\", \"/tmp/stdout\", \"/\"]\n",
+        dir.path()
+    );
+    let exp = parse(&text).unwrap();
+    let plan = &exp.points[0].plan;
+    let p = &plan.procs[0];
+    let names: Vec<String> = (plan.fetch_paths(p).iter())
+        .map(|(_, local)| local.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["app.log", "app.log.1", "stdout.1", "file"]);
+    assert!(plan.existing_destinations().is_empty());
+    let (_, second) = &plan.fetch_paths(p)[1];
+    std::fs::create_dir_all(second.parent().unwrap()).unwrap();
+    std::fs::write(second, "someone's").unwrap();
+    assert_eq!(plan.existing_destinations(), std::slice::from_ref(second));
+}

@@ -1,7 +1,7 @@
 //! Commands beside a point's processes: fetching their files afterwards (`cat` into the
 //! local file), and each host's setup and teardown.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -11,34 +11,12 @@ use crate::proto::flow::DEFAULT_WINDOW;
 use crate::proto::{OpenSpec, Target};
 use crate::run::plan::Plan;
 
-/// Where a fetched file goes: its name in the process's directory, made unique among the
-/// process's files (`log`, `log.1`, …; `stdout` and `stderr` are taken by the output).
-fn fetch_name(remote: &str, taken: &mut HashSet<String>) -> String {
-    let base = Path::new(remote)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into());
-    let mut name = base.clone();
-    let mut k = 1;
-    while !taken.insert(name.clone()) {
-        name = format!("{base}.{k}");
-        k += 1;
-    }
-    name
-}
-
 /// Brings back every process's fetch list into its fetch directory.
 pub(super) async fn fetch_all(plan: &Plan, shared: &Shared<'_>, reports: &mut [ProcReport]) {
     let mut jobs = tokio::task::JoinSet::new();
     for (i, p) in plan.procs.iter().enumerate() {
-        let mut taken: HashSet<String> = ["stdout", "stderr"].map(String::from).into();
-        for remote in &p.fetch {
-            let local = plan.fetch_dir(p).join(fetch_name(remote, &mut taken));
-            let (socket, target, remote) = (
-                shared.socket.to_path_buf(),
-                shared.targets[p.host].clone(),
-                remote.clone(),
-            );
+        for (remote, local) in plan.fetch_paths(p) {
+            let (socket, target) = (shared.socket.to_path_buf(), shared.targets[p.host].clone());
             jobs.spawn_blocking(move || {
                 let got = fetch(&socket, target, &remote, &local).map(|_| local);
                 (i, remote, got)
@@ -60,7 +38,7 @@ fn fetch(socket: &Path, target: Target, remote: &str, local: &Path) -> Result<()
     if let Some(dir) = local.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    let file = std::fs::File::create(local).map_err(|e| format!("{}: {e}", local.display()))?;
+    let file = create_new(local)?;
     let command = format!("cat -- {}", shell_quote(remote));
     match run_command(
         socket,
@@ -72,6 +50,7 @@ fn fetch(socket: &Path, target: Target, remote: &str, local: &Path) -> Result<()
     ) {
         Ok(_) => Ok(()),
         Err(e) => {
+            // Made by `create_new` above: ours to remove.
             let _ = std::fs::remove_file(local);
             Err(e)
         }
@@ -88,7 +67,7 @@ fn run_command(
     errors: &Path,
     scratch: bool,
 ) -> Result<(), String> {
-    let stderr = std::fs::File::create(errors).map_err(|e| format!("{}: {e}", errors.display()))?;
+    let stderr = create_new(errors)?;
     let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
     let mut conn = MasterConn::connect(socket).map_err(|e| e.to_string())?;
     let spec = OpenSpec {
@@ -138,8 +117,7 @@ pub(crate) async fn on_every_host(
         jobs.spawn_blocking(move || {
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             let out = dir.join(format!("{what}.out"));
-            let file =
-                std::fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            let file = create_new(&out)?;
             run_command(
                 &socket,
                 target,
@@ -167,16 +145,17 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fetched_names_never_collide() {
-        let mut taken: HashSet<String> = ["stdout", "stderr"].map(String::from).into();
-        assert_eq!(fetch_name("/var/log/app.log", &mut taken), "app.log");
-        assert_eq!(fetch_name("/tmp/app.log", &mut taken), "app.log.1");
-        assert_eq!(fetch_name("/tmp/stdout", &mut taken), "stdout.1");
-        assert_eq!(fetch_name("/", &mut taken), "file");
-    }
+/// A new file at `path`; an existing one is an error, never overwritten.
+pub(super) fn create_new(path: &Path) -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => format!(
+                "{} exists: mitossh does not overwrite files (remove it, or choose another directory)",
+                path.display()
+            ),
+            _ => format!("{}: {e}", path.display()),
+        })
 }

@@ -101,8 +101,8 @@ pub(super) fn output_files(plan: &Plan) -> Vec<Option<(std::fs::File, std::fs::F
             let (out, err) = plan.output_paths(p)?;
             std::fs::create_dir_all(out.parent()?).ok()?;
             Some((
-                std::fs::File::create(out).ok()?,
-                std::fs::File::create(err).ok()?,
+                super::fetch::create_new(&out).ok()?,
+                super::fetch::create_new(&err).ok()?,
             ))
         })
         .collect()
