@@ -138,16 +138,35 @@ fn password_config(sshd: &Sshd, dir: &Path, extra: &str) -> PathBuf {
     )
 }
 
+/// A host that takes only passwords: its sshd and a client configuration for it.
+struct PasswordHost {
+    sshd: Sshd,
+    cfg: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl PasswordHost {
+    fn start() -> PasswordHost {
+        let logins = Logins {
+            password: true,
+            ..Logins::default()
+        };
+        let sshd = Sshd::start_with(test_user(), logins);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = password_config(&sshd, dir.path(), "");
+        PasswordHost { sshd, cfg, dir }
+    }
+
+    /// ssh's own password prompt for it.
+    fn prompt(&self) -> String {
+        format!("{}@127.0.0.1's password: ", self.sshd.user().name)
+    }
+}
+
 #[test]
 fn a_password_is_asked_on_the_terminal_and_never_guessed_without_one() {
-    let logins = Logins {
-        password: true,
-        ..Logins::default()
-    };
-    let sshd = Sshd::start_with(test_user(), logins);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = password_config(&sshd, dir.path(), "");
-    let prompt = format!("{}@127.0.0.1's password: ", sshd.user().name);
+    let host = PasswordHost::start();
+    let (sshd, cfg, prompt) = (&host.sshd, host.cfg.clone(), host.prompt());
 
     // The right password, then three wrong ones, through mitossh and through ssh.
     for real in [false, true] {
@@ -249,7 +268,7 @@ fn a_password_is_asked_on_the_terminal_and_never_guessed_without_one() {
         "asked without a terminal: {err}"
     );
 
-    let batch = password_config(&sshd, dir.path(), "  BatchMode yes\n");
+    let batch = password_config(sshd, host.dir.path(), "  BatchMode yes\n");
     let (term, child) = on_terminal(
         master
             .ssh()
@@ -269,14 +288,9 @@ fn a_password_is_asked_on_the_terminal_and_never_guessed_without_one() {
 
 #[test]
 fn ten_calls_that_need_a_password_ask_once_and_share_one_connection() {
-    let logins = Logins {
-        password: true,
-        ..Logins::default()
-    };
-    let sshd = Sshd::start_with(test_user(), logins);
+    let host = PasswordHost::start();
+    let (sshd, cfg) = (&host.sshd, host.cfg.clone());
     let master = Master::start();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = password_config(&sshd, dir.path(), "");
     let script = format!(
         "for i in 0 1 2 3 4 5 6 7 8 9; do ssh -F {} {} echo call-$i-done & done; wait; echo all-$((5+5))-waited",
         cfg.display(),
@@ -388,14 +402,9 @@ fn keyboard_interactive_through_pam_is_asked_on_the_terminal() {
 
 #[test]
 fn the_users_own_askpass_is_honoured_without_a_terminal() {
-    let logins = Logins {
-        password: true,
-        ..Logins::default()
-    };
-    let sshd = Sshd::start_with(test_user(), logins);
+    let host = PasswordHost::start();
+    let (sshd, cfg, dir) = (&host.sshd, host.cfg.clone(), &host.dir);
     let master = Master::start();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = password_config(&sshd, dir.path(), "");
     let askpass = dir.path().join("askpass");
     std::fs::write(&askpass, format!("#!/bin/sh\necho '{TEST_PASSWORD}'\n")).unwrap();
     std::fs::set_permissions(
@@ -744,15 +753,9 @@ fn a_first_call_carries_its_open_in_the_command_but_never_a_sent_variable() {
 
 #[test]
 fn mitossh_run_asks_for_a_hosts_password_on_the_terminal_once_per_host() {
-    let logins = Logins {
-        password: true,
-        ..Logins::default()
-    };
-    let sshd = Sshd::start_with(test_user(), logins);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = password_config(&sshd, dir.path(), "");
+    let host = PasswordHost::start();
     // ssh's own prompt, as the real ssh shows it (first test above).
-    let prompt = format!("{}@127.0.0.1's password: ", sshd.user().name);
+    let (sshd, cfg, prompt) = (&host.sshd, host.cfg.clone(), host.prompt());
     let master = Master::start();
     let mut cmd = Command::new(bin("mitossh"));
     cmd.args(["run", "-H", sshd.alias(), "-n", "2", "-F"])
