@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use support::{agents_below, median, mib, ms, quick, run_ok};
+use support::{agents_below, median, mib, ms, quick, run_ok, stop_control_master};
 
 const CIPHER: &str = "Ciphers=chacha20-poly1305@openssh.com";
 
@@ -139,12 +139,7 @@ fn main() {
     if wanted("rsync") {
         rsync_over_wan(&setup);
     }
-    let _ = Command::new("/usr/bin/ssh")
-        .args(["-O", "exit", "-S"])
-        .arg(&setup.control_path)
-        .args(setup.sshd.ssh_args())
-        .stderr(Stdio::null())
-        .status();
+    stop_control_master(&setup.control_path, &setup.sshd.ssh_args());
 }
 
 /// `head -c N /dev/zero | ssh 'cat >/dev/null'`: its duration.

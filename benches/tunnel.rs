@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use mitossh::{AgentImage, Arch};
-use support::{agents_below, median, ms, quick, ratio, run_ok};
+use support::{agents_below, median, ms, quick, ratio, run_ok, stop_control_master};
 
 struct Setup {
     sshd: Sshd,
@@ -115,13 +115,7 @@ fn main() {
     print_agent_memory("idle, after the calls", &setup.sshd);
     legacy_script(&setup, &master);
 
-    // ---- done ----------------------------------------------------------------------
-    let _ = Command::new("/usr/bin/ssh")
-        .args(["-O", "exit", "-S"])
-        .arg(&setup.control_path)
-        .args(setup.sshd.ssh_args())
-        .stderr(Stdio::null())
-        .status();
+    stop_control_master(&setup.control_path, &setup.sshd.ssh_args());
 }
 
 /// Per-invocation latency: `ssh host true` in a row, plain, through a ControlMaster and

@@ -248,14 +248,7 @@ fn a_stalled_reader_gets_every_byte_when_it_comes_back() {
     let data = input.clone();
     let writer = thread::spawn(move || stdin.write_all(&data).unwrap());
     // Nobody reads stdout until the remote cat is blocked writing its own.
-    let blocked = || {
-        processes_matching(|p| p.cmdline.first().is_some_and(|a| a == &marker))
-            .iter()
-            .any(|p| {
-                std::fs::read_to_string(format!("/proc/{}/wchan", p.pid))
-                    .is_ok_and(|w| w.ends_with("pipe_write"))
-            })
-    };
+    let blocked = || blocked_writing_a_pipe(&marker);
     wait_until(T, "the remote cat to block on its output", blocked);
     let mut got = Vec::new();
     child.stdout.take().unwrap().read_to_end(&mut got).unwrap();

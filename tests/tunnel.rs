@@ -207,14 +207,7 @@ fn a_stalled_reader_stalls_only_its_stream_and_bounds_memory() {
         .spawn()
         .unwrap();
     // Flow control has engaged when the remote writer blocks on its full pipe.
-    let blocked = || {
-        processes_matching(|p| p.cmdline.first().is_some_and(|a| a == &marker))
-            .iter()
-            .any(|p| {
-                std::fs::read_to_string(format!("/proc/{}/wchan", p.pid))
-                    .is_ok_and(|w| w.ends_with("pipe_write"))
-            })
-    };
+    let blocked = || blocked_writing_a_pipe(&marker);
     wait_until(T, "the remote writer to block", blocked);
     // Give a runaway buffer every chance to show: without flow control the agent would
     // push hundreds of MiB per second into the master.

@@ -27,6 +27,16 @@ pub fn run_ok(cmd: &mut Command) {
     );
 }
 
+/// Stops the ControlMaster at `control_path` (started with `ssh_args`), as its user would.
+pub fn stop_control_master(control_path: &std::path::Path, ssh_args: &[String]) {
+    let _ = Command::new("/usr/bin/ssh")
+        .args(["-O", "exit", "-S"])
+        .arg(control_path)
+        .args(ssh_args)
+        .stderr(Stdio::null())
+        .status();
+}
+
 pub fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]

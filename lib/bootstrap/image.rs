@@ -167,7 +167,7 @@ pub fn cache_name(arch: Arch, hash: &str) -> String {
 /// Hex SHA-256 prefix (128 bits).
 pub fn content_hash(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    super::to_hex(&digest[..16])
 }
 
 /// What a bootstrap may send: images by architecture, and how to compress them.

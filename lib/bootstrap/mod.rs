@@ -153,7 +153,8 @@ pub(crate) fn from_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The master's (or a parent agent's) `Hello` to a new agent: its id.
+/// The master's (or a parent agent's) `Hello` to a new agent: its id. It names no user or
+/// host: an agent has no use for them, and the frame may travel in a command line.
 pub(crate) fn hello_frame(ctx: ContextId) -> Frame {
     Frame::new(
         ctx,
@@ -162,8 +163,8 @@ pub(crate) fn hello_frame(ctx: ContextId) -> Frame {
             version: crate::VERSION.into(),
             ctx,
             pid: std::process::id(),
-            user: crate::sys::user::Account::current().name,
-            hostname: crate::sys::user::hostname(),
+            user: String::new(),
+            hostname: String::new(),
         }),
     )
 }

@@ -539,7 +539,7 @@ pub(crate) fn random_token() -> String {
             .unwrap_or_default();
         buf = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
     }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    super::to_hex(&buf)
 }
 
 #[cfg(test)]

@@ -148,3 +148,14 @@ fn read_proc(pid: i32) -> Option<Proc> {
         start_time,
     })
 }
+
+/// Whether a process named `marker` (its argv[0], as `exec -a` sets it) is blocked
+/// writing into a full pipe: flow control holding a remote writer back.
+pub fn blocked_writing_a_pipe(marker: &str) -> bool {
+    processes_matching(|p| p.cmdline.first().is_some_and(|a| a == marker))
+        .iter()
+        .any(|p| {
+            std::fs::read_to_string(format!("/proc/{}/wchan", p.pid))
+                .is_ok_and(|w| w.ends_with("pipe_write"))
+        })
+}

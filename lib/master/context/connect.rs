@@ -99,13 +99,7 @@ async fn connect(
     // In the command only with a first stream to answer: otherwise nothing is gained, and
     // the agent would hold its first write for an answer that never comes.
     let public = early.as_ref().is_some_and(|e| open_is_public(&e.spec));
-    let mut hello = hello_frame(id);
-    if let Message::Hello(h) = &mut hello.msg {
-        // An agent has no use for who and where the master is (and a command shows it).
-        h.user.clear();
-        h.hostname.clear();
-    }
-    let mut frames = vec![hello];
+    let mut frames = vec![hello_frame(id)];
     let early = early.map(|e| {
         frames.push(Frame::new(
             id,
