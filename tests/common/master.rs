@@ -60,16 +60,22 @@ impl Master {
 
     /// Starts `mitossh master` with extra arguments and waits until its socket answers.
     pub fn start_with(args: &[&str]) -> Master {
-        Master::launch(args, None)
+        Master::launch(args, None, None)
     }
 
     /// A master whose agent images are those in `dir` (`MITOSSH_AGENT_DIR`), not the
     /// debug build's own beside it.
     pub fn start_with_agents(dir: &Path) -> Master {
-        Master::launch(&[], Some(dir))
+        Master::launch(&[], Some(dir), None)
     }
 
-    fn launch(args: &[&str], agents: Option<&Path>) -> Master {
+    /// Like [`Master::start_with_agents`], keeping what it learns of hosts (which agent
+    /// each has) in `cache` (`XDG_CACHE_HOME`) instead of the user's own cache.
+    pub fn start_with_agents_and_cache(dir: &Path, cache: &Path) -> Master {
+        Master::launch(&[], Some(dir), Some(cache))
+    }
+
+    fn launch(args: &[&str], agents: Option<&Path>, cache: Option<&Path>) -> Master {
         let dir = tempfile::Builder::new()
             .prefix("mitossh-test-")
             .tempdir()
@@ -89,6 +95,9 @@ impl Master {
             .stderr(std::fs::File::create(&log).unwrap());
         if let Some(dir) = agents {
             cmd.env("MITOSSH_AGENT_DIR", dir);
+        }
+        if let Some(dir) = cache {
+            cmd.env("XDG_CACHE_HOME", dir);
         }
         // The master must not share our terminal, and must not outlive the test thread
         // that started it (a killed test never runs Drop).
