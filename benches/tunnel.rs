@@ -148,11 +148,6 @@ fn latency(setup: &Setup, master: &Master, n: usize) {
     println!();
 }
 
-/// A master with the shipped agents whose record of hosts is `records`.
-fn knowing(records: &std::path::Path) -> Master {
-    Master::start_with_agents_and_cache(shipped_agents(), records)
-}
-
 /// The first call on a new context, with the agent uploaded and with it cached, and the
 /// same over an emulated WAN.
 fn new_context_connect(setup: &Setup) {
@@ -170,9 +165,12 @@ fn new_context_connect(setup: &Setup) {
         // The same host as the connects (its sshd runs in a mount namespace of its own).
         plain.push(timed(&mut Command::new("/usr/bin/ssh")));
         fresh.forget_agents();
-        let records = tempfile::tempdir().unwrap();
-        cold.push(timed(&mut knowing(records.path()).ssh()));
-        cached.push(timed(&mut knowing(records.path()).ssh()));
+        cold.push(timed(
+            &mut Master::start_with_agents(shipped_agents()).ssh(),
+        ));
+        cached.push(timed(
+            &mut Master::start_with_agents(shipped_agents()).ssh(),
+        ));
     }
     let (lat_plain, cold, cached) = (median(plain), median(cold), median(cached));
     println!("first call on a new context (connect + agent + `true`), median of {rounds}:");
@@ -273,14 +271,11 @@ fn wan_connects(host: &FreshHost, rounds: usize) {
 
     let (mut cold, mut cached, mut per_call) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
-        // Cold: a host this machine has never connected to (no record of it) without the
-        // agent; cached: the next master, which knows the host has it.
         host.forget_agents();
-        let records = tempfile::tempdir().unwrap();
-        let m = knowing(records.path());
+        let m = Master::start_with_agents(shipped_agents());
         cold.push(timed(m.ssh().args(args).arg("true")));
         per_call.push(timed(m.ssh().args(args).arg("true")));
-        let m = knowing(records.path());
+        let m = Master::start_with_agents(shipped_agents());
         cached.push(timed(m.ssh().args(args).arg("true")));
     }
     let time = |v: &[(Duration, (u64, u64))]| median(v.iter().map(|x| x.0).collect());

@@ -257,18 +257,12 @@ pub(crate) fn spawn_writer<W>(w: W) -> (LinkSender, JoinHandle<std::io::Result<(
 where
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    start_writer(Output::Stream(Box::new(w)), None, Bytes::new())
+    start_writer(Output::Stream(Box::new(w)), None)
 }
 
-/// Starts the writer task for a descriptor of our own; it splices staged payloads. It
-/// writes `lead` before any frame: the rest of an agent image sent unasked, which the
-/// agent reads away before its frames (waiting for it to be written before the link
-/// starts would wait on a peer that may be slow to read, or never read).
-pub(crate) fn spawn_fd_writer(
-    fd: FdIo,
-    lead: Bytes,
-) -> (LinkSender, JoinHandle<std::io::Result<()>>) {
-    start_writer(Output::Fd(fd), None, lead)
+/// Starts the writer task for a descriptor of our own; it splices staged payloads.
+pub(crate) fn spawn_fd_writer(fd: FdIo) -> (LinkSender, JoinHandle<std::io::Result<()>>) {
+    start_writer(Output::Fd(fd), None)
 }
 
 /// Holds a link's first write back until it carries an answer, so that it leaves as one
@@ -290,18 +284,14 @@ pub(crate) fn spawn_corked_fd_writer(
     fd: FdIo,
     cork: Cork,
 ) -> (LinkSender, JoinHandle<std::io::Result<()>>) {
-    start_writer(Output::Fd(fd), Some(cork), Bytes::new())
+    start_writer(Output::Fd(fd), Some(cork))
 }
 
-fn start_writer(
-    out: Output,
-    cork: Option<Cork>,
-    lead: Bytes,
-) -> (LinkSender, JoinHandle<std::io::Result<()>>) {
+fn start_writer(out: Output, cork: Option<Cork>) -> (LinkSender, JoinHandle<std::io::Result<()>>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let backlog = Arc::new(Backlog::default());
     let splices = matches!(out, Output::Fd(_));
-    let task = tokio::spawn(write_frames(out, rx, backlog.clone(), cork, lead));
+    let task = tokio::spawn(write_frames(out, rx, backlog.clone(), cork));
     let sender = LinkSender {
         tx,
         backlog,
@@ -315,20 +305,12 @@ async fn write_frames(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     backlog: Arc<Backlog>,
     mut cork: Option<Cork>,
-    lead: Bytes,
 ) -> std::io::Result<()> {
     // Headers are encoded into one buffer; payloads in memory go out as they are,
     // gathered with writev, and staged ones are spliced: no byte of data is copied in
     // user space on its way out.
     let mut headers = BytesMut::new();
     let mut batch: Vec<(std::ops::Range<usize>, Bytes)> = Vec::new();
-    if !lead.is_empty()
-        && let Err(e) = write_batch(&mut out, &headers, &[(0..0, lead)]).await
-    {
-        rx.close();
-        backlog.room.notify_waiters();
-        return Err(e);
-    }
     loop {
         let gathered = match cork.take() {
             Some(cork) => gather_corked(cork, &mut rx, &mut headers, &mut batch).await,

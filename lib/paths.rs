@@ -33,19 +33,6 @@ pub(crate) fn runtime_dir() -> io::Result<PathBuf> {
     Ok(base)
 }
 
-/// The directory of what mitossh keeps between runs on this machine (its record of the
-/// agents on hosts): `$XDG_CACHE_HOME/mitossh`, else `~/.cache/mitossh`, made private.
-pub(crate) fn cache_dir() -> io::Result<PathBuf> {
-    let absolute = |v: Option<OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
-    let base = absolute(std::env::var_os("XDG_CACHE_HOME"))
-        .or_else(|| absolute(std::env::var_os("HOME")).map(|h| h.join(".cache")))
-        .ok_or_else(|| io::Error::other("neither XDG_CACHE_HOME nor HOME is set"))?;
-    std::fs::create_dir_all(&base)?;
-    let dir = base.join("mitossh");
-    private_dir(&dir)?;
-    Ok(dir)
-}
-
 /// Creates `dir` (mode 0700) if needed and checks that it is a real directory owned by us
 /// and closed to everyone else.
 pub(crate) fn private_dir(dir: &Path) -> io::Result<()> {

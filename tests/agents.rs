@@ -83,52 +83,6 @@ fn a_host_with_nothing_cached_gets_the_agent_compressed_then_runs_it_from_its_ca
     assert_eq!(host.sshd.accepted_connections(), 2);
 }
 
-/// A master that has never seen a host sends the agent with the command instead of
-/// waiting for stage 1 to ask; one that knows the host has it sends nothing; a wrong
-/// guess either way costs bytes or a round trip, never a byte of the session.
-#[test]
-fn a_host_never_seen_gets_the_agent_unasked_and_a_wrong_guess_costs_only_bytes() {
-    let host = FreshHost::start("");
-    let records = tempfile::tempdir().unwrap();
-    let all: Vec<u8> = (0..=255u8).cycle().take(256 * 4099).collect();
-    let cat = |cache: &Path| {
-        let master = Master::start_with_agents_and_cache(shipped_agents(), cache);
-        let out = output_within(master.ssh().args(host.sshd.ssh_args()).arg("cat"), &all, T);
-        assert!(out.status.success(), "{}", master.log());
-        assert!(
-            out.stdout == all,
-            "{} bytes of {}",
-            out.stdout.len(),
-            all.len()
-        );
-        master.log()
-    };
-    let log = cat(records.path());
-    assert!(
-        log.contains("agent started (uploaded the x86_64 agent") && log.contains(", unasked)"),
-        "never seen: {log}"
-    );
-    let log = cat(records.path());
-    assert!(log.contains("agent started (cached)"), "known: {log}");
-
-    // No record, and the host has it: the agent skips the image.
-    let none = tempfile::tempdir().unwrap();
-    let log = cat(none.path());
-    assert!(
-        log.contains("the image sent unasked") && log.contains("was not needed"),
-        "{log}"
-    );
-
-    // The record says it has it, but its copy is gone: stage 1 asks, as without records.
-    host.forget_agents();
-    let log = cat(records.path());
-    assert!(
-        log.contains("agent started (uploaded the x86_64 agent"),
-        "{log}"
-    );
-    assert!(!log.contains("unasked"), "{log}");
-}
-
 #[test]
 fn a_host_without_gzip_gets_the_agent_as_it_is() {
     // Only the tools stage 1 needs on the host's PATH: no gzip among them.
@@ -147,10 +101,7 @@ fn a_host_without_gzip_gets_the_agent_as_it_is() {
     }
     let host = FreshHost::start(&format!("PATH={}", tools.path().display()));
     let bytes = std::fs::read(shipped_agent("x86_64")).unwrap();
-    // Knowing nothing of the host, it sends the compressed agent unasked: stage 1 reads
-    // it away and asks for the raw one.
-    let records = tempfile::tempdir().unwrap();
-    let master = Master::start_with_agents_and_cache(shipped_agents(), records.path());
+    let master = Master::start_with_agents(shipped_agents());
     assert_eq!(check(&run(&master, &host.sshd, "echo raw")), "raw\n");
     let (sent, format, size) = upload(&master).unwrap_or_else(|| panic!("{}", master.log()));
     assert_eq!((format.as_str(), sent), ("raw", size));
@@ -288,10 +239,7 @@ fn an_aarch64_host_runs_the_aarch64_agent_for_rsync_bytes_exit_codes_and_sudo() 
     run_aarch64_with_qemu();
     escalation();
     let (sshd, _uname) = host_saying("aarch64");
-    // Knowing nothing of the host, it sends this machine's agent unasked: stage 1 reads
-    // it away and asks for the aarch64 one.
-    let records = tempfile::tempdir().unwrap();
-    let master = Master::start_with_agents_and_cache(shipped_agents(), records.path());
+    let master = Master::start_with_agents(shipped_agents());
     assert_eq!(check(&run(&master, &sshd, "uname -m")), "aarch64\n");
     let agents = aarch64_agents(&sshd);
     assert_eq!(

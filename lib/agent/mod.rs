@@ -97,11 +97,8 @@ pub fn main(mut opts: Options) -> i32 {
             return 1;
         }
     };
-    // An image the master sent unasked, which this (cached) agent did not need.
-    let skips_image = std::env::var_os(crate::bootstrap::PUSHED_ENV).is_some_and(|v| v == "1");
     // Stage 1's, for this process only.
     opts.drop_env.push(crate::bootstrap::FIRST_ENV.into());
-    opts.drop_env.push(crate::bootstrap::PUSHED_ENV.into());
     let (link_in, link_out) = match take_stdio(opts.hop) {
         Ok(fds) => fds,
         Err(e) => {
@@ -109,17 +106,11 @@ pub fn main(mut opts: Options) -> i32 {
             return 1;
         }
     };
-    let note = crate::bootstrap::ReadyNote {
-        arch: Some(crate::bootstrap::image::Arch::native()),
-        kept: crate::bootstrap::image::kept_between_sessions(),
-        skipped: skips_image,
-    };
     let ready = format!(
-        "{} {} {} {}\n",
+        "{} {} {}\n",
         crate::bootstrap::READY_MARKER,
         opts.nonce,
-        crate::VERSION,
-        note.words()
+        crate::VERSION
     );
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -133,12 +124,7 @@ pub fn main(mut opts: Options) -> i32 {
     };
     let session = Session::current(&opts.drop_env, opts.command_shell);
     runtime.block_on(async move {
-        let link_in = Inbound {
-            fd: link_in,
-            first,
-            skips_image,
-        };
-        match Agent::run(link_in, link_out, ready.into(), session).await {
+        match Agent::run(link_in, link_out, ready.into(), &first, session).await {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("mitossh agent: {e}");
@@ -195,14 +181,6 @@ fn take_stdio(hop: bool) -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((link_in, link_out))
 }
 
-/// The link's reading side as the agent starts: the master's first frames from stage 1's
-/// command, and whether an image it did not need comes before the rest.
-struct Inbound {
-    fd: OwnedFd,
-    first: Vec<u8>,
-    skips_image: bool,
-}
-
 /// What the agent's loop waits on besides its link.
 enum Event {
     Frame(Incoming),
@@ -224,18 +202,13 @@ impl Agent {
     /// Serves the link until it ends. `ready` (the ready line) leaves with the hello and
     /// the answer to a pipelined first `Open`, in one write (see [`link::Cork`]).
     async fn run(
-        link_in: Inbound,
+        link_in: OwnedFd,
         link_out: OwnedFd,
         ready: bytes::Bytes,
+        first: &[u8],
         session: Session,
     ) -> io::Result<()> {
-        let first = link_in.first;
-        let io = FdIo::new(link_in.fd)?;
-        let mut frames = if link_in.skips_image {
-            LinkIn::after_pushed_image(io, &first)
-        } else {
-            LinkIn::new(io, &first)
-        };
+        let mut frames = LinkIn::new(FdIo::new(link_in)?, first);
         // With the master's first stream among `first`, its answer leaves with the ready
         // line; else whoever started the agent waits for that line to say anything.
         let cork = link::Cork {

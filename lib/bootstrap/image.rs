@@ -363,21 +363,6 @@ fn adopt_memory(fd: i32) -> Option<OwnedFd> {
     Some(OwnedFd::from(file))
 }
 
-/// Whether this agent's cached copy outlives the connection: it runs from a cached file
-/// that is not in a directory that goes with the login session (`$XDG_RUNTIME_DIR`, which
-/// logind removes with the user's last session, or `/dev/shm`).
-pub(crate) fn kept_between_sessions() -> bool {
-    let runtime = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty());
-    runs_from_private_cache()
-        && std::fs::read_link("/proc/self/exe")
-            .is_ok_and(|exe| kept_path(&exe, runtime.as_deref().map(Path::new)))
-}
-
-/// Whether a cached agent at `exe` stays when the session ends.
-fn kept_path(exe: &Path, runtime: Option<&Path>) -> bool {
-    !(exe.starts_with("/dev/shm") || runtime.is_some_and(|r| exe.starts_with(r)))
-}
-
 /// Whether this process runs a cached agent: a file named like one, ours and written by
 /// nobody else, in a directory of ours that only we may enter (as stage 1 makes them).
 /// Its pages are shared with every other agent that runs it; a memory file would be a
@@ -456,20 +441,6 @@ pub(crate) fn is_private_env(key: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_copy_in_a_directory_that_goes_with_the_session_is_not_kept() {
-        let runtime = Some(Path::new("/run/user/1000"));
-        for (exe, kept) in [
-            ("/home/u/.cache/mitossh/mitossh-agent-x", true),
-            ("/tmp/mitossh-1000/mitossh-agent-x", true),
-            ("/run/user/1000/mitossh/mitossh-agent-x", false),
-            ("/dev/shm/mitossh-1000/mitossh-agent-x", false),
-        ] {
-            assert_eq!(kept_path(Path::new(exe), runtime), kept, "{exe}");
-        }
-        assert!(kept_path(Path::new("/run/user/1000/mitossh/a"), None));
-    }
     use std::io::Read;
 
     fn image(bytes: &'static [u8]) -> AgentImage {

@@ -12,14 +12,12 @@
 //!   ── ssh host "/bin/sh -c '…'" ─▶ (hash and size per architecture; `MITOSSH_FIRST=<hex>`:
 //!                                   Hello, Open for the agent, when they can be public)
 //!   ── or Hello, Open on stdin ───────────────────────────────────────▶ (read once it runs)
-//!   ── or "<count>\n" + gzip image, unasked (frames in the command) ─▶ stored (or read away);
-//!                                                                      a cached agent skips it
 //!                                 uname -m; cached?  ── exec ───────▶
 //!                                 else: skips the pipelined frames,
 //!                                       ◀── "MITOSSH-UPLOAD <nonce> <arch> gz|raw"
 //!   ── "<count>\n" <count> bytes ─▶ inflated into a private 0700 dir ─exec▶
 //!   ── Hello, Open again (if on stdin) ───────────────────────────────▶
-//!                                     ◀── "MITOSSH-READY <nonce> <version> arch=… kept=… skipped=…"
+//!                                                  ◀── "MITOSSH-READY <nonce> <version>"
 //!   ◀═══════════════════════════ frames both ways ═══════════════════▶
 //! ```
 //!
@@ -27,14 +25,6 @@
 //! has the agent: on a host that has it, the first stream's `Open` costs no round trip.
 //! They travel in stage 1's command when they can ([`FirstFrames`]): sshd opens a
 //! session's stdin only once its command runs, a round trip after the command was sent.
-//!
-//! With the frames in the command, a master that expects the host to lack the agent (it
-//! has no record of it having this build's) sends the image unasked, as
-//! `"<count>\n" <count> bytes` ahead on stdin: stage 1 stores it without asking, or
-//! reads it away and asks for another (an architecture or format it did not expect); a
-//! cached agent skips it ([`PUSHED_ENV`]) and answers the frames in its environment at
-//! once. The agent's ready line says what it is and whether it skipped
-//! ([`ReadyNote`]), which the master keeps for the next connect.
 
 pub(crate) mod image;
 pub(crate) mod ssh;
@@ -48,7 +38,6 @@ use tokio::io::AsyncRead;
 use crate::link::inbound::LinkIn;
 use crate::link::{LinkReader, LinkSender};
 use crate::proto::{ContextId, Frame, Hello, Message, PROTOCOL_VERSION};
-use image::Arch;
 
 /// Marker line: stage 1 wants the image.
 pub(crate) const UPLOAD_MARKER: &str = "MITOSSH-UPLOAD";
@@ -61,49 +50,6 @@ pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The variable stage 1 hands the master's first frames to the agent in (hex), so that
 /// they are in no command line once the agent runs.
 pub(crate) const FIRST_ENV: &str = "MITOSSH_FIRST";
-
-/// The variable stage 1 tells a cached agent in that an image it did not need leads its
-/// stdin (`1`): a count line and that many bytes, to skip before the master's frames.
-pub(crate) const PUSHED_ENV: &str = "MITOSSH_PUSHED";
-
-/// What an agent says of itself in its ready line, after the nonce and its version, for
-/// the master's record of the host (untrusted: it decides only what is sent next time).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ReadyNote {
-    /// The architecture of its image.
-    pub arch: Option<Arch>,
-    /// Its cached copy outlives the connection: not in a directory that goes with the
-    /// login session (`$XDG_RUNTIME_DIR`, `/dev/shm`), nor only in memory.
-    pub kept: bool,
-    /// It was cached, and skipped an image the master sent unasked.
-    pub skipped: bool,
-}
-
-impl ReadyNote {
-    /// The words of the ready line after the version.
-    pub(crate) fn words(&self) -> String {
-        let arch = self.arch.map_or("unknown", Arch::name);
-        format!(
-            "arch={arch} kept={} skipped={}",
-            u8::from(self.kept),
-            u8::from(self.skipped)
-        )
-    }
-
-    /// Reads [`words`](ReadyNote::words); what is missing or unknown reads as nothing.
-    pub(crate) fn parse(words: &[u8]) -> ReadyNote {
-        let mut note = ReadyNote::default();
-        for word in String::from_utf8_lossy(words).split_ascii_whitespace() {
-            match word.split_once('=') {
-                Some(("arch", a)) => note.arch = Arch::from_name(a),
-                Some(("kept", v)) => note.kept = v == "1",
-                Some(("skipped", v)) => note.skipped = v == "1",
-                _ => {}
-            }
-        }
-        note
-    }
-}
 
 /// Frames in stage 1's command at most this long, encoded (hex doubles them); a larger
 /// first `Open` goes on stdin.
@@ -326,26 +272,6 @@ mod tests {
             pid: 1,
             user: "u".into(),
             hostname: "h".into(),
-        }
-    }
-
-    #[test]
-    fn a_ready_note_reads_back_and_anything_else_reads_as_nothing() {
-        let note = ReadyNote {
-            arch: Some(Arch::Aarch64),
-            kept: true,
-            skipped: true,
-        };
-        let line = format!("{} {}\n", crate::VERSION, note.words());
-        assert_eq!(ReadyNote::parse(line.as_bytes()), note);
-        // An agent that says nothing, or nonsense.
-        for words in [
-            &b""[..],
-            b"0.1.0",
-            b"arch=sparc kept=yes skipped",
-            b"\xff=1",
-        ] {
-            assert_eq!(ReadyNote::parse(words), ReadyNote::default(), "{words:?}");
         }
     }
 

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::image::{Arch, Offer};
 use super::stage1::{CANNOT_SERVE, Stage1};
-use super::{FirstFrames, READY_MARKER, ReadyNote, UPLOAD_MARKER};
+use super::{FirstFrames, READY_MARKER, UPLOAD_MARKER};
 use crate::sys::spawn::ChildSetup;
 use crate::throttle::Throttle;
 
@@ -95,12 +95,6 @@ pub(crate) struct Bootstrapped {
     pub writer: ChildStdin,
     /// What had to be uploaded (no cached copy), if anything.
     pub uploaded: Option<Uploaded>,
-    /// Bytes of an image sent unasked that the host did not need.
-    pub unneeded: usize,
-    /// What the agent said of itself.
-    pub note: ReadyNote,
-    /// The rest of the image sent unasked, to write before any frame.
-    pub lead: bytes::Bytes,
 }
 
 /// An image sent to a host that had no copy.
@@ -113,20 +107,17 @@ pub(crate) struct Uploaded {
     pub sent: usize,
     /// The image's own size.
     pub size: usize,
-    /// Sent before stage 1 asked (see [`bootstrap`]).
-    pub unasked: bool,
 }
 
 impl std::fmt::Display for Uploaded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "uploaded the {} agent: {} KiB ({}, {} KiB as it is){}",
+            "uploaded the {} agent: {} KiB ({}, {} KiB as it is)",
             self.arch.name(),
             self.sent >> 10,
             self.format,
-            self.size >> 10,
-            if self.unasked { ", unasked" } else { "" }
+            self.size >> 10
         )
     }
 }
@@ -175,14 +166,11 @@ impl StderrTail {
 /// encoded first frames for the agent) goes at once, in the agent's arguments or written
 /// ahead on stdin, so that an agent already on the host finds them waiting; stage 1 skips
 /// those on stdin when it has to receive the image, and they are sent again after it.
-/// `push`: the architecture whose image to send unasked, compressed, when the frames are
-/// in the command (the master expects the host to need it: a round trip saved).
 pub(crate) async fn bootstrap(
     ssh: &SshCommand,
     offer: &Offer,
     hooks: ConnectHooks,
     first: &FirstFrames,
-    push: Option<Arch>,
 ) -> Result<Bootstrapped, ConnectError> {
     let ConnectHooks {
         say,
@@ -193,15 +181,12 @@ pub(crate) async fn bootstrap(
     } = hooks;
     let nonce = random_token();
     let agent_args = ["--nonce", nonce.as_str()];
-    // Only the master compresses, and only an image it has can go.
-    let push = push.filter(|&a| offer.gzip.is_some() && offer.image(a).is_some());
     let base = Stage1 {
         offer,
         nonce: &nonce,
         agent_args: &agent_args,
         skip: 0,
         first: None,
-        pushed: push,
     };
     let first = within_command_limit(&base, first, super::MAX_REMOTE_COMMAND);
     let stage1 = match &first {
@@ -209,14 +194,11 @@ pub(crate) async fn bootstrap(
             first: Some(hex),
             ..base
         },
-        // The pushed image would come before these frames: not pushed.
         FirstFrames::Stdin(ahead) => Stage1 {
             skip: ahead.len(),
-            pushed: None,
             ..base
         },
     };
-    let ahead = Ahead::new(offer, stage1.pushed);
     let first = first.on_stdin();
     let mut child = spawn(ssh, &stage1, env)?;
 
@@ -243,8 +225,7 @@ pub(crate) async fn bootstrap(
     // life (tokio zeroes all of it), and reads larger than it go past it.
     let mut stdout = BufReader::with_capacity(BOOTSTRAP_BUFFER, stdout);
 
-    let markers = Markers::new(&nonce);
-    let handshake = wait_for_agent(&mut stdout, &mut stdin, offer, &markers, first, ahead);
+    let handshake = wait_for_agent(&mut stdout, &mut stdin, offer, &nonce, first);
     let started = Instant::now();
     let outcome = tokio::select! {
         r = handshake => Ok(r),
@@ -252,16 +233,13 @@ pub(crate) async fn bootstrap(
         _ = abandoned.cancelled() => Err(Some(())),
     };
     match outcome {
-        Ok(Ok(started)) => {
+        Ok(Ok(uploaded)) => {
             connecting.store(false, Ordering::SeqCst);
             Ok(Bootstrapped {
                 child,
                 reader: stdout,
                 writer: stdin,
-                uploaded: started.uploaded,
-                unneeded: started.unneeded,
-                note: started.note,
-                lead: started.lead,
+                uploaded,
             })
         }
         Ok(Err(e)) => Err(failed(child, stderr_done, &stderr, &ssh.label, e).await),
@@ -371,70 +349,37 @@ fn spawn_failure(ssh: &SshCommand, e: &io::Error) -> ConnectError {
     ))
 }
 
-/// The marker lines stage 1 and the agent write, with this bootstrap's nonce.
-struct Markers {
-    upload: String,
-    ready: String,
-}
-
-impl Markers {
-    fn new(nonce: &str) -> Markers {
-        Markers {
-            upload: format!("{UPLOAD_MARKER} {nonce} "),
-            ready: format!("{READY_MARKER} {nonce} "),
-        }
-    }
-}
-
-/// How a bootstrap ended well: what was sent, and what the agent said of itself.
-struct Started {
-    uploaded: Option<Uploaded>,
-    unneeded: usize,
-    note: ReadyNote,
-    /// What is left to write of the image sent unasked.
-    lead: bytes::Bytes,
-}
-
-/// Reads marker lines, uploading an image when asked, while writing the image pushed
-/// ahead (if any). Returns what it uploaded.
+/// Reads marker lines, uploading an image when asked. Returns what it uploaded.
 async fn wait_for_agent(
     stdout: &mut BufReader<ChildStdout>,
     stdin: &mut ChildStdin,
     offer: &Offer,
-    markers: &Markers,
+    nonce: &str,
     first: &[u8],
-    mut ahead: Ahead,
-) -> io::Result<Started> {
-    let mut asked = None;
+) -> io::Result<Option<Uploaded>> {
+    let upload = format!("{UPLOAD_MARKER} {nonce} ");
+    let ready = format!("{READY_MARKER} {nonce} ");
+    let mut uploaded = None;
     let mut noise = 0usize;
     let mut line = Vec::with_capacity(128);
     loop {
         line.clear();
-        // Until the pushed image is written, both at once: ssh may hold its stdin until
-        // it has logged in, and stage 1 may say something first.
-        let n = loop {
-            tokio::select! {
-                n = read_marker(stdout, &mut line) => break n?,
-                written = ahead.write_some(stdin), if !ahead.is_done() => written?,
-            }
-        };
+        let n = (&mut *stdout)
+            .take(4096)
+            .read_until(b'\n', &mut line)
+            .await?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        if let Some(words) = line.strip_prefix(markers.upload.as_bytes()) {
-            // Stage 1 read the pushed image away (or there was none).
-            ahead.finish(stdin).await?;
+        if let Some(words) = line.strip_prefix(upload.as_bytes()) {
             let sent = send_image(stdin, offer, words).await?;
             // Stage 1 skipped the first frames to read the image: they come again.
             stdin.write_all(first).await?;
             stdin.flush().await?;
             tracing::debug!("{sent}");
-            asked = Some(sent);
-        } else if let Some(words) = line.strip_prefix(markers.ready.as_bytes()) {
-            // The agent reads its frames after the image: the link writes what is left of
-            // it first (an agent that skips it may be slow to read, or never read).
-            let note = ReadyNote::parse(words);
-            return ahead.outcome(asked, note).await;
+            uploaded = Some(sent);
+        } else if line.starts_with(ready.as_bytes()) {
+            return Ok(uploaded);
         } else {
             noise += n;
             tracing::debug!("ignoring remote output: {}", String::from_utf8_lossy(&line));
@@ -444,146 +389,6 @@ async fn wait_for_agent(
                 ));
             }
         }
-    }
-}
-
-/// Appends the next line of `r` to `line` (newline included), at most [`MAX_LINE`]
-/// bytes of it; the length appended, 0 at the end. Cancel-safe: what was read is in
-/// `line`, and a call after a cancelled one goes on with the same line.
-async fn read_marker<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
-    line: &mut Vec<u8>,
-) -> io::Result<usize> {
-    loop {
-        let chunk = r.fill_buf().await?;
-        if chunk.is_empty() {
-            return Ok(line.len());
-        }
-        let room = MAX_LINE.saturating_sub(line.len());
-        let (used, end) = match chunk.iter().take(room).position(|b| *b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (chunk.len().min(room), chunk.len() >= room),
-        };
-        line.extend_from_slice(&chunk[..used]);
-        r.consume(used);
-        if end {
-            return Ok(line.len());
-        }
-    }
-}
-
-/// An image sent unasked ahead of everything on stdin: `<count>\n`, then the bytes.
-enum Ahead {
-    None,
-    /// Being compressed (on a thread, while ssh logs in).
-    Compressing {
-        image: Arc<super::image::AgentImage>,
-        job: tokio::task::JoinHandle<bytes::Bytes>,
-    },
-    /// Being written: what is left of the count line and bytes, and the whole size.
-    Writing {
-        image: Arc<super::image::AgentImage>,
-        left: bytes::Bytes,
-        sent: usize,
-    },
-    Written {
-        image: Arc<super::image::AgentImage>,
-        sent: usize,
-    },
-}
-
-impl Ahead {
-    fn new(offer: &Offer, arch: Option<Arch>) -> Ahead {
-        let (Some(image), Some(gzip)) = (arch.and_then(|a| offer.image(a)), offer.gzip) else {
-            return Ahead::None;
-        };
-        let image = image.clone();
-        let compressing = image.clone();
-        let job = tokio::task::spawn_blocking(move || gzip(&compressing));
-        Ahead::Compressing { image, job }
-    }
-
-    fn is_done(&self) -> bool {
-        matches!(self, Ahead::None | Ahead::Written { .. })
-    }
-
-    /// Compresses, or writes what stdin takes at once. Cancel-safe.
-    async fn write_some(&mut self, stdin: &mut ChildStdin) -> io::Result<()> {
-        match self {
-            Ahead::None | Ahead::Written { .. } => std::future::pending().await,
-            Ahead::Compressing { .. } => self.compressed().await,
-            Ahead::Writing { image, left, sent } => {
-                let n = stdin.write(&left[..]).await?;
-                if n == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                bytes::Buf::advance(left, n);
-                if left.is_empty() {
-                    stdin.flush().await?;
-                    *self = Ahead::Written {
-                        image: image.clone(),
-                        sent: *sent,
-                    };
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Waits for the compressed image: ready to be written. Cancel-safe.
-    async fn compressed(&mut self) -> io::Result<()> {
-        if let Ahead::Compressing { image, job } = self {
-            let gz = job.await.map_err(io::Error::other)?;
-            let mut all = format!("{}\n", gz.len()).into_bytes();
-            all.extend_from_slice(&gz);
-            *self = Ahead::Writing {
-                image: image.clone(),
-                left: all.into(),
-                sent: gz.len(),
-            };
-        }
-        Ok(())
-    }
-
-    /// Writes the rest.
-    async fn finish(&mut self, stdin: &mut ChildStdin) -> io::Result<()> {
-        while !self.is_done() {
-            self.write_some(stdin).await?;
-        }
-        Ok(())
-    }
-
-    /// What was sent (and what is left to send), given the image stage 1 `asked` for (if
-    /// it did) and the agent's note.
-    async fn outcome(mut self, asked: Option<Uploaded>, note: ReadyNote) -> io::Result<Started> {
-        // Not a byte written yet, and a cached agent waits for them: make them.
-        self.compressed().await?;
-        let (image, sent, lead) = match self {
-            Ahead::None => {
-                return Ok(Started {
-                    uploaded: asked,
-                    unneeded: 0,
-                    note,
-                    lead: bytes::Bytes::new(),
-                });
-            }
-            Ahead::Compressing { .. } => unreachable!("compressed above"),
-            Ahead::Writing { image, left, sent } => (image, sent, left),
-            Ahead::Written { image, sent } => (image, sent, bytes::Bytes::new()),
-        };
-        let uploaded = (asked.is_none() && !note.skipped).then(|| Uploaded {
-            arch: image.arch,
-            format: "gz",
-            sent,
-            size: image.bytes.len(),
-            unasked: true,
-        });
-        Ok(Started {
-            unneeded: if uploaded.is_some() { 0 } else { sent },
-            uploaded: uploaded.or(asked),
-            note,
-            lead,
-        })
     }
 }
 
@@ -620,7 +425,6 @@ async fn send_image(stdin: &mut ChildStdin, offer: &Offer, words: &[u8]) -> io::
         format,
         sent: bytes.len(),
         size: image.bytes.len(),
-        unasked: false,
     })
 }
 
@@ -754,7 +558,6 @@ mod tests {
             agent_args: &["--nonce", "n"],
             skip: 0,
             first: None,
-            pushed: None,
         };
         let first = FirstFrames::Command("ab".repeat(100));
         let short = base.remote_command().len();

@@ -27,15 +27,9 @@
 //! (`skip` bytes): a cached agent reads them; before asking for the image the script
 //! throws them away (`head -c` reads exactly that many), and the master sends them again
 //! after the image.
-//!
-//! Or the image comes unasked (`pushed`: the master expects a host it has no record of
-//! to need it, and its first frames are in the command): `<count>\n` and the compressed
-//! bytes lead stdin. The script stores them when they are what it would have asked for,
-//! else reads them away and asks as above; a cached agent is told to skip them
-//! ([`PUSHED_ENV`](super::PUSHED_ENV) = 1), so that it answers the first frames at once.
 
-use super::image::{Arch, Offer, cache_name};
-use super::{PUSHED_ENV, UPLOAD_MARKER};
+use super::UPLOAD_MARKER;
+use super::image::{Offer, cache_name};
 
 /// Inputs to the script.
 #[derive(Debug, Clone)]
@@ -52,8 +46,6 @@ pub(crate) struct Stage1<'a> {
     /// The master's first frames in hex, exported to the agent in
     /// [`FIRST_ENV`](super::FIRST_ENV) (so that they are in no command line once it runs).
     pub first: Option<&'a str>,
-    /// The gzip image of this architecture leads stdin, unasked (then `skip` is 0).
-    pub pushed: Option<Arch>,
 }
 
 impl Stage1<'_> {
@@ -72,12 +64,10 @@ impl Stage1<'_> {
                 "stage 1 arguments must be plain words: {s:?}"
             );
         }
-        assert!(
-            self.pushed.is_none() || self.skip == 0,
-            "an image pushed ahead of frames on stdin"
-        );
         let run = format!("agent {}", self.agent_args.join(" "));
-        let dirs = r#""${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/mitossh}" "${HOME:+$HOME/.cache/mitossh}" "${TMPDIR:-/tmp}/mitossh-$u" "/dev/shm/mitossh-$u""#;
+        let first_dirs = r#""${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/mitossh}" "${HOME:+$HOME/.cache/mitossh}""#;
+        let uid_dirs = r#""${TMPDIR:-/tmp}/mitossh-$u" "/dev/shm/mitossh-$u""#;
+        let dirs = format!("{first_dirs} {uid_dirs}");
         let nonce = self.nonce;
         let skip = match self.skip {
             0 => String::new(),
@@ -103,33 +93,21 @@ impl Stage1<'_> {
         let first = self
             .first
             .map(|hex| format!("{}={hex}; export {}", super::FIRST_ENV, super::FIRST_ENV));
-        // A cached agent skips a pushed image; one stored here finds it read.
-        let pushed = self
-            .pushed
-            .map(|_| format!("{PUSHED_ENV}=1; export {PUSHED_ENV}"));
-        let ask = format!(r#"echo "{UPLOAD_MARKER} {nonce} $a $z"; IFS= read -r c || exit 97"#);
-        // The count of the bytes to store, in c.
-        let fetch = match self.pushed {
-            None => format!("{skip}{ask}"),
-            Some(arch) => format!(
-                r#"{PUSHED_ENV}=0; IFS= read -r c || exit 97; if test "$a" = {} && test $z = gz; then :; else head -c "$c" >/dev/null || exit 97; {ask}; fi"#,
-                arch.name()
-            ),
-        };
         first
             .into_iter()
-            .chain(pushed)
             .chain([
             // No agent for this architecture: say so plainly; the master reports it as
             // "cannot serve this host".
             format!(r#"a=$(uname -m 2>/dev/null); case "$a" in {arches}*) echo "mitossh: no agent for the $a architecture" >&2; exit 97;; esac"#),
+            // Cached: start it. The user id (a process to run) only for the directories
+            // named by it.
+            format!(r#"cached() {{ for d; do if test -n "$d" && test -O "$d" && test -f "$d/$m" && test -x "$d/$m"; then test -L "$d" || exec "$d/$m" {run}; fi; done; }}; cached {first_dirs}"#),
             "u=$(id -u) || exit 97".into(),
-            // Cached: start it.
-            format!(r#"for d in {dirs}; do if test -n "$d" && test -O "$d" && test -f "$d/$m" && test -x "$d/$m"; then test -L "$d" || exec "$d/$m" {run}; fi; done"#),
+            format!("cached {uid_dirs}"),
             // Not cached: how it can come, and where it can go; then ask, store, start.
             format!(r#"z={z}; test $z = gz && command -v gzip >/dev/null 2>&1 || z=raw"#),
             format!(
-                r#"for d in {dirs}; do test -n "$d" || continue; mkdir -p -m 700 "$d" 2>/dev/null; test -L "$d" && continue; test -d "$d" && test -O "$d" || continue; chmod 700 "$d" 2>/dev/null || continue; t="$d/.$m.$$"; rm -f "$t"; (printf "\043\041/bin/sh\n" > "$t" && chmod 700 "$t" && "$t") 2>/dev/null || {{ rm -f "$t"; continue; }}; {fetch}; if if test $z = gz; then head -c "$c" | gzip -dc; else head -c "$c"; fi > "$t"; then s=$(wc -c < "$t"); if test "$((s))" = "$n" && mv -f "$t" "$d/$m"; then exec "$d/$m" {run}; fi; fi; rm -f "$t"; echo "mitossh: could not store the agent in $d" >&2; exit 97; done"#
+                r#"for d in {dirs}; do test -n "$d" || continue; mkdir -p -m 700 "$d" 2>/dev/null; test -L "$d" && continue; test -d "$d" && test -O "$d" || continue; chmod 700 "$d" 2>/dev/null || continue; t="$d/.$m.$$"; rm -f "$t"; (printf "\043\041/bin/sh\n" > "$t" && chmod 700 "$t" && "$t") 2>/dev/null || {{ rm -f "$t"; continue; }}; {skip}echo "{UPLOAD_MARKER} {nonce} $a $z"; IFS= read -r c || exit 97; if if test $z = gz; then head -c "$c" | gzip -dc; else head -c "$c"; fi > "$t"; then s=$(wc -c < "$t"); if test "$((s))" = "$n" && mv -f "$t" "$d/$m"; then exec "$d/$m" {run}; fi; fi; rm -f "$t"; echo "mitossh: could not store the agent in $d" >&2; exit 97; done"#
             ),
             r#"echo "mitossh: no private writable directory to keep the agent in (tried XDG_RUNTIME_DIR, ~/.cache, TMPDIR or /tmp, /dev/shm)" >&2; exit 97"#.into(),
         ])
@@ -233,7 +211,6 @@ mod tests {
             agent_args: &["--nonce", "n0nce"],
             first: hex,
             skip: first.len(),
-            pushed: None,
         };
         let mut child = Command::new("/bin/sh")
             .arg("-c")
@@ -334,124 +311,6 @@ mod tests {
         assert_eq!((r.asked, r.out.as_str()), (None, want), "{}", r.err);
     }
 
-    /// Runs the script as the master runs it when it pushes `arch`'s image: first frames
-    /// in the script, `<count>\n` and the gzip image ahead on stdin; then an upload if
-    /// asked, then "AFTER" (the master's frames). The agents print their name and
-    /// `MITOSSH_PUSHED`, then their stdin.
-    fn run_pushed(home: &Path, path: &str, offer: &Offer, arch: Arch) -> Run {
-        let s = Stage1 {
-            offer,
-            nonce: "n0nce",
-            agent_args: &["--nonce", "n0nce"],
-            first: Some("00"),
-            skip: 0,
-            pushed: Some(arch),
-        };
-        let mut child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(s.script())
-            .env_clear()
-            .env("HOME", home)
-            .env("PATH", path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(&sized(&offer.image(arch).unwrap().gzip()))
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let asked = line
-            .strip_prefix(&format!("{UPLOAD_MARKER} n0nce "))
-            .map(|w| w.trim_end().to_string());
-        let mut rest = Vec::new();
-        match &asked {
-            Some(words) => stdin.write_all(&master(offer)(words)).unwrap(),
-            None => rest.extend_from_slice(line.as_bytes()),
-        }
-        stdin.write_all(b"AFTER").unwrap();
-        drop(stdin);
-        out.read_to_end(&mut rest).unwrap();
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        let code = child.wait().unwrap().code();
-        Run {
-            asked,
-            out: String::from_utf8_lossy(&rest).into_owned(),
-            err,
-            code,
-        }
-    }
-
-    /// An agent that says who it is and whether it must skip a pushed image, then echoes
-    /// its stdin.
-    fn echoing(arch: Arch, name: &str) -> Arc<AgentImage> {
-        let text = format!("#!/bin/sh\necho \"{name} pushed=$MITOSSH_PUSHED\"; head -c 100000\n");
-        Arc::new(AgentImage::new(
-            arch,
-            text.into_bytes().into(),
-            PathBuf::new(),
-        ))
-    }
-
-    #[test]
-    fn an_image_pushed_ahead_is_stored_unasked_or_left_to_a_cached_agent_to_skip() {
-        let home = tempfile::tempdir().unwrap();
-        let images = [echoing(Arch::X86_64, "x86"), echoing(Arch::Aarch64, "arm")];
-        let o = offer(&images, true);
-        let path = format!("{}:/usr/bin:/bin", tools(home.path(), "x86_64").display());
-        // Nothing cached: stored without a request, and exactly the image read.
-        let r = run_pushed(home.path(), &path, &o, Arch::X86_64);
-        assert_eq!(
-            (r.asked, r.out.as_str()),
-            (None, "x86 pushed=0\nAFTER"),
-            "{}",
-            r.err
-        );
-        let cached = home
-            .path()
-            .join(".cache/mitossh")
-            .join(cache_name(Arch::X86_64, &images[0].hash));
-        assert_eq!(std::fs::read(cached).unwrap(), images[0].bytes);
-        // Cached: the agent is told the image comes first, and finds it there.
-        let r = run_pushed(home.path(), &path, &o, Arch::X86_64);
-        let mut want = String::from("x86 pushed=1\n");
-        want.push_str(&String::from_utf8_lossy(&sized(&images[0].gzip())));
-        want.push_str("AFTER");
-        assert_eq!((r.asked, r.out), (None, want), "{}", r.err);
-    }
-
-    #[test]
-    fn an_image_pushed_for_another_architecture_or_format_is_read_away_and_the_right_one_asked_for()
-    {
-        let images = [echoing(Arch::X86_64, "x86"), echoing(Arch::Aarch64, "arm")];
-        let o = offer(&images, true);
-        for (uname, with_gzip, asks, who) in [
-            ("aarch64", true, "aarch64 gz", "arm"),
-            ("x86_64", false, "x86_64 raw", "x86"),
-        ] {
-            let home = tempfile::tempdir().unwrap();
-            let tools = tools(home.path(), uname).display().to_string();
-            let path = if with_gzip {
-                format!("{tools}:/usr/bin:/bin")
-            } else {
-                tools
-            };
-            let r = run_pushed(home.path(), &path, &o, Arch::X86_64);
-            assert_eq!(r.asked.as_deref(), Some(asks), "{}", r.err);
-            assert_eq!(r.out, format!("{who} pushed=0\nAFTER"), "{}", r.err);
-        }
-    }
-
     #[test]
     fn script_has_no_single_quote_or_bang() {
         let images = [fake(Arch::X86_64, "x"), fake(Arch::Aarch64, "a")];
@@ -462,7 +321,6 @@ mod tests {
             agent_args: &["--nonce", "n"],
             first: None,
             skip: 0,
-            pushed: Some(Arch::X86_64),
         }
         .script();
         assert!(!s.contains('\''));
@@ -527,6 +385,20 @@ mod tests {
         );
         assert_eq!(r.asked, None);
         assert!(r.out.as_bytes() == want, "cached: {:?}", r.out.len());
+    }
+
+    /// A copy in `~/.cache` starts without `id` (one process fewer on every connect).
+    #[test]
+    fn a_copy_cached_in_home_starts_without_asking_the_user_id() {
+        let home = tempfile::tempdir().unwrap();
+        let images = [fake(Arch::X86_64, "x86 agent")];
+        let o = offer(&images, true);
+        let bin = tools(home.path(), "x86_64");
+        let path = format!("{}:/usr/bin:/bin", bin.display());
+        assert!(run(home.path(), &path, &o, master(&o)).asked.is_some());
+        std::fs::remove_file(bin.join("id")).unwrap();
+        let r = run(home.path(), &bin.display().to_string(), &o, |_| panic!("asked again"));
+        assert_eq!(r.out, "x86 agent ran with agent --nonce n0nce\n", "{}", r.err);
     }
 
     #[test]

@@ -21,9 +21,6 @@ use crate::sys::fdio::{FdIo, Spliced};
 /// are read with their header.
 pub(crate) const SPLICE_MIN: usize = 8 * 1024;
 
-/// The largest image an agent skips (agents are about 1 MiB).
-const MAX_IMAGE: usize = 64 << 20;
-
 /// How much is read at once while frames are small.
 const READ_AHEAD: usize = 4096;
 
@@ -57,18 +54,6 @@ pub(crate) struct LinkIn {
     /// Read only what the next header needs: the last frame was spliced, so the next is
     /// likely large too.
     exact: bool,
-    /// An image to skip at the start of the descriptor, once the bytes given are read.
-    pushed: Pushed,
-}
-
-/// Where skipping a pushed image is. Kept here, not in a future: `next` is cancel-safe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pushed {
-    None,
-    /// Its count line is still to come.
-    Count,
-    /// This many of its bytes are still to be read away.
-    Bytes(usize),
 }
 
 /// What the bytes read so far make.
@@ -89,17 +74,6 @@ impl LinkIn {
             buf: BytesMut::from(already),
             unread: 0,
             exact: false,
-            pushed: Pushed::None,
-        }
-    }
-
-    /// Like [`new`](LinkIn::new), for an agent whose stdin starts with an image it did
-    /// not need (`<count>\n` and that many bytes, see `bootstrap`): the frames in
-    /// `already` are read first, then the image is skipped.
-    pub(crate) fn after_pushed_image(io: FdIo, already: &[u8]) -> LinkIn {
-        LinkIn {
-            pushed: Pushed::Count,
-            ..LinkIn::new(io, already)
         }
     }
 
@@ -118,15 +92,6 @@ impl LinkIn {
                 Ok(Parsed::Need { more, ahead }) => (more, ahead),
                 Err(e) => return Some(Err(e)),
             };
-            if self.pushed != Pushed::None {
-                if self.pushed == Pushed::Count && !self.buf.is_empty() {
-                    return Some(Err(truncated()));
-                }
-                if let Err(e) = self.skip_pushed().await {
-                    return Some(Err(e));
-                }
-                continue;
-            }
             let max = if ahead && !self.exact {
                 more.max(READ_AHEAD)
             } else {
@@ -172,49 +137,6 @@ impl LinkIn {
             }
         }
         Ok(data.freeze())
-    }
-
-    /// Reads away the pushed image: its count line, then its bytes; what follows stays
-    /// in the buffer. Cancel-safe: where it is is in `self.pushed` after every read.
-    async fn skip_pushed(&mut self) -> Result<(), FrameError> {
-        // A count of an image's size: a few digits.
-        const MAX_COUNT_LINE: usize = 12;
-        let bad =
-            |why: &str| FrameError::Io(std::io::Error::other(format!("the image ahead: {why}")));
-        while self.pushed == Pushed::Count {
-            if let Some(newline) = self.buf.iter().position(|&b| b == b'\n') {
-                let count: usize = (std::str::from_utf8(&self.buf[..newline]).ok())
-                    .and_then(|c| c.parse().ok())
-                    .filter(|&c| c <= MAX_IMAGE)
-                    .ok_or_else(|| bad("not a count"))?;
-                self.buf.advance(newline + 1);
-                self.pushed = Pushed::Bytes(count);
-            } else if self.buf.len() > MAX_COUNT_LINE {
-                return Err(bad("no count"));
-            } else if self.io.read_into(&mut self.buf, READ_AHEAD).await? == 0 {
-                return Err(truncated());
-            }
-        }
-        while let Pushed::Bytes(left) = self.pushed {
-            if left == 0 {
-                self.pushed = Pushed::None;
-                break;
-            }
-            let n = left.min(self.buf.len());
-            self.buf.advance(n);
-            self.pushed = Pushed::Bytes(left - n);
-            if self.buf.is_empty()
-                && left > n
-                && self
-                    .io
-                    .read_into(&mut self.buf, (left - n).min(64 * 1024))
-                    .await?
-                    == 0
-            {
-                return Err(truncated());
-            }
-        }
-        Ok(())
     }
 
     fn parse(&mut self) -> Result<Parsed, FrameError> {
@@ -466,101 +388,6 @@ mod tests {
         }
         assert!(reader.next().await.is_none());
         writer.join().unwrap();
-    }
-
-    /// An agent given its first frames in its environment reads them, skips the image
-    /// that leads its stdin (however the reads cut it), then reads the frames after it.
-    #[tokio::test]
-    async fn a_pushed_image_is_skipped_after_the_first_frames_and_before_the_rest() {
-        let encode = |frames: &[Frame]| {
-            let mut wire = BytesMut::new();
-            for f in frames {
-                encode_into(f, &mut wire).unwrap();
-            }
-            wire
-        };
-        let first = encode(&[data(1, 1, 10), data(1, 2, 0)]);
-        let image: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let after = [data(1, 3, 5), data(1, 3, 100_000)];
-        let mut wire = format!("{}\n", image.len()).into_bytes();
-        wire.extend_from_slice(&image);
-        wire.extend_from_slice(&encode(&after));
-        let (read, write) = nix::unistd::pipe().unwrap();
-        let writer = std::thread::spawn(move || {
-            let mut f = std::fs::File::from(write);
-            // Small writes: the count line and the image arrive in pieces.
-            for chunk in wire.chunks(7001) {
-                std::io::Write::write_all(&mut f, chunk).unwrap();
-            }
-        });
-        let mut reader = LinkIn::after_pushed_image(FdIo::new(read).unwrap(), &first);
-        for want in [data(1, 1, 10), data(1, 2, 0)].iter().chain(&after) {
-            let got = reader.next().await.unwrap().unwrap();
-            assert_eq!(got.frame.msg, want.msg);
-            let payload = if got.unread > 0 {
-                let rest = reader.read_payload().await.unwrap();
-                [&got.frame.data[..], &rest[..]].concat()
-            } else {
-                got.frame.data.to_vec()
-            };
-            assert!(payload == want.data, "payload of {:?}", want.msg);
-        }
-        assert!(reader.next().await.is_none());
-        writer.join().unwrap();
-    }
-
-    /// The agent reads its link in a `select!` with other events, so a read may be
-    /// dropped anywhere in the image it skips: nothing is lost or read twice.
-    #[tokio::test]
-    async fn skipping_a_pushed_image_survives_reads_cancelled_anywhere() {
-        let image: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
-        let after = [data(1, 3, 5), data(1, 4, 20_000), data(1, 5, 1)];
-        let mut wire = format!("{}\n", image.len()).into_bytes();
-        wire.extend_from_slice(&image);
-        for f in &after {
-            let mut enc = BytesMut::new();
-            encode_into(f, &mut enc).unwrap();
-            wire.extend_from_slice(&enc);
-        }
-        let (read, write) = nix::unistd::pipe().unwrap();
-        let writer = std::thread::spawn(move || {
-            let mut f = std::fs::File::from(write);
-            for chunk in wire.chunks(1000) {
-                std::io::Write::write_all(&mut f, chunk).unwrap();
-            }
-        });
-        let mut reader = LinkIn::after_pushed_image(FdIo::new(read).unwrap(), &[]);
-        let (mut got, mut cancelled) = (Vec::new(), 0u64);
-        while got.len() < after.len() {
-            tokio::select! {
-                biased;
-                f = reader.next() => {
-                    let f = f.unwrap().unwrap();
-                    let rest = reader.read_payload().await.unwrap();
-                    got.push((f.frame.msg, [&f.frame.data[..], &rest[..]].concat()));
-                }
-                // Gives up on the read after a few polls, wherever it is.
-                () = async { for _ in 0..3 { tokio::task::yield_now().await } } => cancelled += 1,
-            }
-            assert!(cancelled < 10_000_000, "no progress");
-        }
-        for ((msg, payload), want) in got.iter().zip(&after) {
-            assert_eq!(msg, &want.msg);
-            assert!(payload[..] == want.data[..]);
-        }
-        assert!(cancelled > 0, "no read was cancelled");
-        writer.join().unwrap();
-    }
-
-    #[tokio::test]
-    async fn what_is_not_a_count_before_a_pushed_image_is_an_error() {
-        for wire in [&b"12x\n"[..], b"99999999999999999999", b"100\nshort"] {
-            let link = splice::pipe().unwrap();
-            splice::write(link.write.as_fd(), wire).unwrap();
-            drop(link.write);
-            let mut reader = LinkIn::after_pushed_image(FdIo::new(link.read).unwrap(), &[]);
-            assert!(matches!(reader.next().await, Some(Err(_))), "{wire:?}");
-        }
     }
 
     #[tokio::test]

@@ -119,27 +119,6 @@ impl ContextKey {
         other.steps.starts_with(&self.steps)
     }
 
-    /// What identifies this context across masters, as text: the steps as they compare
-    /// (an ssh step's user, host name, port and routing; not the name it was written as).
-    pub(crate) fn identity(&self) -> String {
-        let step = |s: &StepKey| match s {
-            StepKey::Ssh(k) | StepKey::SshOnHop(k) => format!(
-                "{}{:?} {:?} {:?} {:?}",
-                if matches!(s, StepKey::Ssh(_)) {
-                    "ssh"
-                } else {
-                    "ssh-on-hop"
-                },
-                k.user,
-                k.host,
-                k.port,
-                k.routing
-            ),
-            other => format!("{other:?}"),
-        };
-        self.steps.iter().map(step).collect::<Vec<_>>().join("\n")
-    }
-
     /// The last step as people write it: `user@host:port`, or `sudo:root`.
     pub(crate) fn label(&self) -> String {
         match self.steps.last() {

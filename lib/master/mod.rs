@@ -9,8 +9,6 @@
 //! - [`attempt`]: what the requests waiting for one connection attempt share (questions,
 //!   ssh's output);
 //! - [`resolve`]: the cache of `ssh -G` answers that contexts are keyed by;
-//! - [`known`]: which agent each host was last seen with (whether to send the image
-//!   unasked);
 //! - [`window`]: at most K handshakes at once, the rest queued in order.
 //!
 //! Shutdown (SIGTERM, SIGINT, SIGHUP, `mitossh stop`, or the lifeline closing) is one
@@ -21,7 +19,6 @@ pub(crate) mod attempt;
 pub(crate) mod context;
 pub(crate) mod escape;
 pub(crate) mod key;
-pub(crate) mod known;
 pub(crate) mod prompt;
 pub(crate) mod registry;
 pub(crate) mod resolve;
@@ -78,8 +75,6 @@ pub(crate) struct Master {
     pub agents: AgentImages,
     pub registry: Registry,
     pub resolutions: Resolutions,
-    /// The agents hosts were last seen with, kept between masters.
-    pub known: known::KnownHosts,
     pub connects: Connects,
     /// Warnings that can repeat at scale, each rate-limited.
     pub warnings: Warnings,
@@ -217,7 +212,6 @@ async fn run(mut config: Config) -> io::Result<()> {
         agents,
         registry: Registry::default(),
         resolutions: Resolutions::new(crate::sys::user::Account::current().home),
-        known: known::KnownHosts::open(),
         connects: Connects::new(window),
         warnings: Warnings::default(),
         shutdown: CancellationToken::new(),

@@ -83,7 +83,6 @@ mod tests {
             agent_args: &["--nonce", "n0nce"],
             first: None,
             skip: 0,
-            pushed: None,
         };
         // `env -i HOME=…` as the prefix: runs what follows elsewhere, as `chroot DIR` does.
         let home_var = format!("HOME={}", home.path().display());

@@ -44,7 +44,6 @@ pub(super) async fn over(child: ContextId, command: &SshCommand) -> Result<Child
         &offer,
         ConnectHooks::none(SPAWN_TIMEOUT),
         &FirstFrames::Stdin(Vec::new()),
-        None,
     )
     .await
     .map_err(|e| SpawnError::Failed(e.to_string()))?;

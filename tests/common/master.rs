@@ -60,22 +60,16 @@ impl Master {
 
     /// Starts `mitossh master` with extra arguments and waits until its socket answers.
     pub fn start_with(args: &[&str]) -> Master {
-        Master::launch(args, None, None)
+        Master::launch(args, None)
     }
 
     /// A master whose agent images are those in `dir` (`MITOSSH_AGENT_DIR`), not the
     /// debug build's own beside it.
     pub fn start_with_agents(dir: &Path) -> Master {
-        Master::launch(&[], Some(dir), None)
+        Master::launch(&[], Some(dir))
     }
 
-    /// Like [`Master::start_with_agents`], keeping what it learns of hosts (which agent
-    /// each has) in `cache` (`XDG_CACHE_HOME`) instead of the user's own cache.
-    pub fn start_with_agents_and_cache(dir: &Path, cache: &Path) -> Master {
-        Master::launch(&[], Some(dir), Some(cache))
-    }
-
-    fn launch(args: &[&str], agents: Option<&Path>, cache: Option<&Path>) -> Master {
+    fn launch(args: &[&str], agents: Option<&Path>) -> Master {
         let dir = tempfile::Builder::new()
             .prefix("mitossh-test-")
             .tempdir()
@@ -95,9 +89,6 @@ impl Master {
             .stderr(std::fs::File::create(&log).unwrap());
         if let Some(dir) = agents {
             cmd.env("MITOSSH_AGENT_DIR", dir);
-        }
-        if let Some(dir) = cache {
-            cmd.env("XDG_CACHE_HOME", dir);
         }
         // The master must not share our terminal, and must not outlive the test thread
         // that started it (a killed test never runs Drop).

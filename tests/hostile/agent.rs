@@ -126,7 +126,6 @@ pub fn main(args: &[String]) -> i32 {
         buf: BytesMut::from(&first[..]),
         codec: FrameCodec::default(),
         me: MASTER,
-        skips_image: std::env::var_os("MITOSSH_PUSHED").is_some_and(|v| v == "1"),
     };
     let ready = format!(
         "MITOSSH-READY {nonce} {}\n",
@@ -199,8 +198,6 @@ struct Peer {
     buf: BytesMut,
     codec: FrameCodec,
     me: ContextId,
-    /// Stage 1 said an image it did not need comes first on stdin.
-    skips_image: bool,
 }
 
 impl Peer {
@@ -212,29 +209,11 @@ impl Peer {
                 Ok(None) => {}
                 Err(_) => return None,
             }
-            if std::mem::take(&mut self.skips_image) {
-                // As a genuine agent does: the image the master sent unasked.
-                self.skip_image()?;
-                continue;
-            }
             match self.input.read(&mut chunk) {
                 Ok(0) | Err(_) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
             }
         }
-    }
-
-    /// Reads away `<count>\n` and that many bytes.
-    fn skip_image(&mut self) -> Option<()> {
-        let mut line = Vec::new();
-        let mut byte = [0u8];
-        while byte[0] != b'\n' {
-            self.input.read_exact(&mut byte).ok()?;
-            line.push(byte[0]);
-        }
-        let count: u64 = String::from_utf8_lossy(&line).trim().parse().ok()?;
-        let skipped = std::io::copy(&mut (&self.input).take(count), &mut std::io::sink()).ok()?;
-        (skipped == count).then_some(())
     }
 
     /// Reads until the master hangs up.

@@ -116,23 +116,10 @@ async fn connect(
         encode_into(frame, &mut encoded).map_err(|e| ConnectError::Other(e.to_string()))?;
     }
     let first = FirstFrames::new(encoded.to_vec(), public);
-    let offer = &master.agents.offer;
-    // The local agent's image is on this machine: nothing saved by sending it unasked.
-    let push = (method == "ssh")
-        .then(|| master.known.push_for(&key, offer))
-        .flatten();
-    let boot = bootstrap(&ssh, offer, hooks, &first, push).await?;
-    match (&boot.uploaded, boot.unneeded) {
-        (Some(up), _) => tracing::info!(host = %ssh.label, "agent started ({up})"),
-        (None, 0) => tracing::info!(host = %ssh.label, "agent started (cached)"),
-        (None, n) => tracing::info!(
-            host = %ssh.label,
-            "agent started (cached; the image sent unasked, {} KiB, was not needed)",
-            n >> 10
-        ),
-    }
-    if method == "ssh" {
-        master.known.note(&key, offer, boot.note);
+    let boot = bootstrap(&ssh, &master.agents.offer, hooks, &first).await?;
+    match &boot.uploaded {
+        Some(up) => tracing::info!(host = %ssh.label, "agent started ({up})"),
+        None => tracing::info!(host = %ssh.label, "agent started (cached)"),
     }
     let link_error = |e: std::io::Error| ConnectError::Other(format!("{}: {e}", ssh.label));
     let writer = FdIo::new(boot.writer.into_owned_fd().map_err(link_error)?).map_err(link_error)?;
@@ -143,7 +130,7 @@ async fn connect(
         .into_owned_fd()
         .map_err(link_error)?;
     let mut reader = LinkIn::new(FdIo::new(reader).map_err(link_error)?, &already);
-    let (sender, writer) = link::spawn_fd_writer(writer, boot.lead);
+    let (sender, writer) = link::spawn_fd_writer(writer);
     let hello = receive_hello(&mut reader)
         .await
         .map_err(|why| ConnectError::Other(format!("{}: {why}", ssh.label)))?;
