@@ -65,7 +65,8 @@ impl Stage1<'_> {
             );
         }
         let run = format!("agent {}", self.agent_args.join(" "));
-        let first_dirs = r#""${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/mitossh}" "${HOME:+$HOME/.cache/mitossh}""#;
+        let first_dirs =
+            r#""${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/mitossh}" "${HOME:+$HOME/.cache/mitossh}""#;
         let uid_dirs = r#""${TMPDIR:-/tmp}/mitossh-$u" "/dev/shm/mitossh-$u""#;
         let dirs = format!("{first_dirs} {uid_dirs}");
         let nonce = self.nonce;
@@ -397,8 +398,14 @@ mod tests {
         let path = format!("{}:/usr/bin:/bin", bin.display());
         assert!(run(home.path(), &path, &o, master(&o)).asked.is_some());
         std::fs::remove_file(bin.join("id")).unwrap();
-        let r = run(home.path(), &bin.display().to_string(), &o, |_| panic!("asked again"));
-        assert_eq!(r.out, "x86 agent ran with agent --nonce n0nce\n", "{}", r.err);
+        let r = run(home.path(), &bin.display().to_string(), &o, |_| {
+            panic!("asked again")
+        });
+        assert_eq!(
+            r.out, "x86 agent ran with agent --nonce n0nce\n",
+            "{}",
+            r.err
+        );
     }
 
     #[test]
