@@ -224,14 +224,7 @@ fn host_saying(arch: &str) -> (Sshd, tempfile::TempDir) {
 
 /// Processes below `sshd` that qemu runs for aarch64 (their executable is qemu's).
 fn aarch64_agents(sshd: &Sshd) -> Vec<Proc> {
-    descendants(sshd.pid())
-        .into_iter()
-        .filter(|p| {
-            p.exe
-                .as_ref()
-                .is_some_and(|e| e.to_string_lossy().contains("qemu-aarch64"))
-        })
-        .collect()
+    descendants_running(sshd.pid(), "qemu-aarch64")
 }
 
 #[test]

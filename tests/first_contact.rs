@@ -72,6 +72,16 @@ fn key_lines(sshd: &Sshd) -> String {
 
 const NO_HOST_KEY_CHECKS: &str = "  StrictHostKeyChecking no\n";
 
+/// A client configuration for `sshd` in `dir` that logs in by the test key, trusts any host
+/// key (known hosts: /dev/null), and has `extra` lines (each `  Keyword value\n`).
+fn keyed_config(sshd: &Sshd, dir: &Path, extra: &str) -> std::path::PathBuf {
+    sshd.plain_client_config(
+        dir,
+        Path::new("/dev/null"),
+        &format!("{NO_HOST_KEY_CHECKS}{}{extra}", key_lines(sshd)),
+    )
+}
+
 #[test]
 fn an_unknown_host_key_is_confirmed_on_the_terminal_as_ssh_asks() {
     let sshd = Sshd::start();
@@ -482,11 +492,7 @@ fn verbose_output_and_proxy_errors_reach_the_caller() {
     let sshd = Sshd::start();
     let master = Master::start();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = sshd.plain_client_config(
-        dir.path(),
-        Path::new("/dev/null"),
-        &format!("{NO_HOST_KEY_CHECKS}{}", key_lines(&sshd)),
-    );
+    let cfg = keyed_config(&sshd, dir.path(), "");
     let verbose = |cmd: &mut Command| {
         cmd.arg("-v")
             .arg("-F")
@@ -624,15 +630,8 @@ fn send_env_from_the_configuration_is_applied_as_ssh_applies_it() {
     let sshd = Sshd::start();
     let master = Master::start();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = sshd.plain_client_config(
-        dir.path(),
-        Path::new("/dev/null"),
-        // sshd's AcceptEnv (the harness's: LANG LC_* GIT_PROTOCOL) refuses the second.
-        &format!(
-            "{NO_HOST_KEY_CHECKS}{}  SendEnv LANG MITOSSH_REFUSED\n",
-            key_lines(&sshd)
-        ),
-    );
+    // sshd's AcceptEnv (the harness's: LANG LC_* GIT_PROTOCOL) refuses the second.
+    let cfg = keyed_config(&sshd, dir.path(), "  SendEnv LANG MITOSSH_REFUSED\n");
     let lang = format!("C.UTF-8-{}", unique_marker());
     for real in [false, true] {
         let mut cmd = if real {
@@ -665,14 +664,11 @@ fn remote_command_and_set_env_from_the_configuration_apply() {
     let sshd = Sshd::start();
     let master = Master::start();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = sshd.plain_client_config(
+    let cfg = keyed_config(
+        &sshd,
         dir.path(),
-        Path::new("/dev/null"),
-        &format!(
-            "{NO_HOST_KEY_CHECKS}{}  SetEnv LC_MITOSSH=seven\n  \
-             RemoteCommand echo from-config-$((1+2)) \"$LC_MITOSSH\"\n  RequestTTY no\n",
-            key_lines(&sshd)
-        ),
+        "  SetEnv LC_MITOSSH=seven\n  \
+         RemoteCommand echo from-config-$((1+2)) \"$LC_MITOSSH\"\n  RequestTTY no\n",
     );
     for real in [false, true] {
         let mut cmd = if real {
@@ -697,14 +693,7 @@ fn in_some_command_line(needle: &str) -> bool {
 fn a_first_call_carries_its_open_in_the_command_but_never_a_sent_variable() {
     let sshd = Sshd::start();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = sshd.plain_client_config(
-        dir.path(),
-        Path::new("/dev/null"),
-        &format!(
-            "{NO_HOST_KEY_CHECKS}{}  SendEnv LANG GIT_PROTOCOL\n",
-            key_lines(&sshd)
-        ),
-    );
+    let cfg = keyed_config(&sshd, dir.path(), "  SendEnv LANG GIT_PROTOCOL\n");
     let hex = |s: &str| -> String { s.bytes().map(|b| format!("{b:02x}")).collect() };
     let marker = unique_marker();
     // `public`: only LANG is sent, and the first frames ride in stage 1's command.

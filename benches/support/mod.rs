@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{Proc, Sshd, descendants};
+use crate::common::{Proc, Sshd, descendants_running};
 
 /// `MITOSSH_BENCH_QUICK=1`: every measure shrunk, for a smoke run.
 pub fn quick() -> bool {
@@ -56,12 +56,5 @@ pub fn mib(kib: u64) -> String {
 
 /// The agents below `sshd` (run from their cached copy, or from a memfd).
 pub fn agents_below(sshd: &Sshd) -> Vec<Proc> {
-    descendants(sshd.pid())
-        .into_iter()
-        .filter(|p| {
-            p.exe
-                .as_ref()
-                .is_some_and(|e| e.to_string_lossy().contains("mitossh-agent"))
-        })
-        .collect()
+    descendants_running(sshd.pid(), "mitossh-agent")
 }

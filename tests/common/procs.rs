@@ -60,6 +60,18 @@ pub fn processes_matching(f: impl Fn(&Proc) -> bool) -> Vec<Proc> {
     all_processes().into_iter().filter(|p| f(p)).collect()
 }
 
+/// The descendants of `pid` whose executable's path contains `exe`.
+pub fn descendants_running(pid: i32, exe: &str) -> Vec<Proc> {
+    descendants(pid)
+        .into_iter()
+        .filter(|p| {
+            p.exe
+                .as_ref()
+                .is_some_and(|e| e.to_string_lossy().contains(exe))
+        })
+        .collect()
+}
+
 /// The living descendants of `pid` (children, grandchildren, ...), not `pid` itself.
 pub fn descendants(pid: i32) -> Vec<Proc> {
     let all = all_processes();
