@@ -247,10 +247,8 @@ struct Memory {
 }
 
 fn memory(pid: i32) -> Memory {
-    Memory {
-        rss: smaps_kib(pid, "Rss:"),
-        pss: smaps_kib(pid, "Pss:"),
-    }
+    let (rss, pss) = common::memory(pid).unwrap_or_default();
+    Memory { rss, pss }
 }
 
 /// Highest memory seen of the master and the agent.

@@ -9,6 +9,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -142,8 +144,7 @@ fn output_sampling_memory(cmd: &mut Command) -> (std::process::Output, (u64, u64
 }
 
 fn main() {
-    let quick = std::env::var_os("MITOSSH_BENCH_QUICK").is_some();
-    let per_host = if quick { 6 } else { 24 };
+    let per_host = if support::quick() { 6 } else { 24 };
     let a = Sshd::start();
     let b = Sshd::start();
     let dir = tempfile::tempdir().unwrap();

@@ -21,6 +21,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -223,7 +225,7 @@ struct Fleet {
 }
 
 fn main() {
-    let sizes: Vec<usize> = if std::env::var_os("MITOSSH_BENCH_QUICK").is_some() {
+    let sizes: Vec<usize> = if support::quick() {
         vec![50]
     } else if let Ok(list) = std::env::var("MITOSSH_BENCH_N") {
         list.split(',').map(|n| n.trim().parse().unwrap()).collect()

@@ -363,20 +363,14 @@ fn gather(
     headers: &mut BytesMut,
     batch: &mut Vec<(std::ops::Range<usize>, Bytes)>,
 ) -> Gathered {
-    let mut costs = first.cost();
-    let (mut size, mut staged) = queue(first, headers, batch);
-    while staged.is_none() && size < WRITE_BATCH && batch.len() < MAX_IOVECS / 2 {
-        match rx.try_recv() {
-            Ok(next) => {
-                costs += next.cost();
-                let (more, s) = queue(next, headers, batch);
-                size += more;
-                staged = s;
-            }
-            Err(_) => break,
-        }
-    }
-    Gathered { costs, staged }
+    let mut gathered = Gathered {
+        costs: 0,
+        staged: None,
+    };
+    let mut size = 0;
+    add(first, headers, batch, &mut size, &mut gathered);
+    take_queued(rx, headers, batch, &mut size, &mut gathered);
+    gathered
 }
 
 /// The first write of a corked link: its prefix, then frames as they are queued until
@@ -396,18 +390,15 @@ async fn gather_corked(
     let mut size = cork.prefix.len();
     let deadline = tokio::time::sleep(cork.max);
     tokio::pin!(deadline);
-    while size < WRITE_BATCH && batch.len() < MAX_IOVECS / 2 {
+    while has_room(size, batch) {
         let next = tokio::select! {
             next = rx.recv() => next,
             _ = &mut deadline => None,
         };
         let Some(next) = next else { break };
         let answers = (cork.answers)(&next.frame.msg);
-        gathered.costs += next.cost();
-        let (more, staged) = queue(next, headers, batch);
-        size += more;
-        if staged.is_some() {
-            gathered.staged = staged;
+        add(next, headers, batch, &mut size, &mut gathered);
+        if gathered.staged.is_some() {
             return gathered;
         }
         if answers {
@@ -415,17 +406,41 @@ async fn gather_corked(
         }
     }
     // And whatever else is queued already, as any batch.
-    while size < WRITE_BATCH && batch.len() < MAX_IOVECS / 2 {
-        let Ok(next) = rx.try_recv() else { break };
-        gathered.costs += next.cost();
-        let (more, staged) = queue(next, headers, batch);
-        size += more;
-        if staged.is_some() {
-            gathered.staged = staged;
-            break;
-        }
-    }
+    take_queued(rx, headers, batch, &mut size, &mut gathered);
     gathered
+}
+
+/// Whether a batch of `size` bytes in `batch` takes another frame.
+fn has_room(size: usize, batch: &[(std::ops::Range<usize>, Bytes)]) -> bool {
+    size < WRITE_BATCH && batch.len() < MAX_IOVECS / 2
+}
+
+/// Adds `next` to the batch; a staged payload (which must follow at once) ends it.
+fn add(
+    next: Outgoing,
+    headers: &mut BytesMut,
+    batch: &mut Vec<(std::ops::Range<usize>, Bytes)>,
+    size: &mut usize,
+    gathered: &mut Gathered,
+) {
+    gathered.costs += next.cost();
+    let (more, staged) = queue(next, headers, batch);
+    *size += more;
+    gathered.staged = staged;
+}
+
+/// Adds what is queued already, while the batch has room and nothing is staged.
+fn take_queued(
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+    headers: &mut BytesMut,
+    batch: &mut Vec<(std::ops::Range<usize>, Bytes)>,
+    size: &mut usize,
+    gathered: &mut Gathered,
+) {
+    while gathered.staged.is_none() && has_room(*size, batch) {
+        let Ok(next) = rx.try_recv() else { break };
+        add(next, headers, batch, size, gathered);
+    }
 }
 
 /// iovecs per writev, well below the kernel's IOV_MAX of 1024.

@@ -694,7 +694,6 @@ fn a_first_call_carries_its_open_in_the_command_but_never_a_sent_variable() {
     let sshd = Sshd::start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = keyed_config(&sshd, dir.path(), "  SendEnv LANG GIT_PROTOCOL\n");
-    let hex = |s: &str| -> String { s.bytes().map(|b| format!("{b:02x}")).collect() };
     let marker = unique_marker();
     // `public`: only LANG is sent, and the first frames ride in stage 1's command.
     for public in [true, false] {
@@ -721,9 +720,11 @@ fn a_first_call_carries_its_open_in_the_command_but_never_a_sent_variable() {
         // the frames went with stage 1, and in no remote process's but the shell's
         // running it, as with plain ssh (the agent got it in its environment).
         let ours = |procs: Vec<Proc>| {
-            procs
-                .iter()
-                .any(|p| p.cmdline.iter().any(|a| a.contains(&hex(&command))))
+            procs.iter().any(|p| {
+                p.cmdline
+                    .iter()
+                    .any(|a| a.contains(&hex(command.as_bytes())))
+            })
         };
         assert_eq!(ours(descendants(master.pid())), public, "public={public}");
         assert!(
@@ -731,7 +732,7 @@ fn a_first_call_carries_its_open_in_the_command_but_never_a_sent_variable() {
             "public={public}: in a remote command line"
         );
         assert!(
-            !in_some_command_line(&marker) && !in_some_command_line(&hex(&marker)),
+            !in_some_command_line(&marker) && !in_some_command_line(&hex(marker.as_bytes())),
             "a sent variable's value is in a command line"
         );
         drop(child.stdin.take());

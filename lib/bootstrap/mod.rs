@@ -134,7 +134,13 @@ pub(crate) fn open_is_public(spec: &crate::proto::OpenSpec) -> bool {
 
 /// Lowercase hex: a plain word for stage 1 and any login shell.
 pub(crate) fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        hex.push(DIGITS[usize::from(b >> 4)].into());
+        hex.push(DIGITS[usize::from(b & 15)].into());
+    }
+    hex
 }
 
 /// The bytes of [`to_hex`]'s text; `None` for anything else.

@@ -170,7 +170,7 @@ pub(crate) async fn bootstrap(
     ssh: &SshCommand,
     offer: &Offer,
     hooks: ConnectHooks,
-    first: &FirstFrames,
+    first: FirstFrames,
 ) -> Result<Bootstrapped, ConnectError> {
     let ConnectHooks {
         say,
@@ -181,26 +181,18 @@ pub(crate) async fn bootstrap(
     } = hooks;
     let nonce = random_token();
     let agent_args = ["--nonce", nonce.as_str()];
-    let base = Stage1 {
-        offer,
-        nonce: &nonce,
-        agent_args: &agent_args,
-        skip: 0,
-        first: None,
+    let command = |first: &FirstFrames| {
+        Stage1 {
+            offer,
+            nonce: &nonce,
+            agent_args: &agent_args,
+            first,
+        }
+        .remote_command()
     };
-    let first = within_command_limit(&base, first, super::MAX_REMOTE_COMMAND);
-    let stage1 = match &first {
-        FirstFrames::Command(hex) => Stage1 {
-            first: Some(hex),
-            ..base
-        },
-        FirstFrames::Stdin(ahead) => Stage1 {
-            skip: ahead.len(),
-            ..base
-        },
-    };
+    let (first, command) = within_command_limit(command, first, super::MAX_REMOTE_COMMAND);
     let first = first.on_stdin();
-    let mut child = spawn(ssh, &stage1, env)?;
+    let mut child = spawn(ssh, command, env)?;
 
     let stderr = StderrTail::default();
     let connecting = Arc::new(AtomicBool::new(true));
@@ -253,33 +245,30 @@ pub(crate) async fn bootstrap(
 }
 
 /// `first`, or the same frames on stdin when in the script they would make the remote
-/// command longer than `limit` (dropbear refuses long exec requests).
-fn within_command_limit(base: &Stage1<'_>, first: &FirstFrames, limit: usize) -> FirstFrames {
-    match first {
-        FirstFrames::Command(hex) => {
-            let stage1 = Stage1 {
-                first: Some(hex),
-                ..base.clone()
-            };
-            if stage1.remote_command().len() > limit {
-                first.to_stdin()
-            } else {
-                first.clone()
-            }
-        }
-        stdin => stdin.clone(),
+/// command longer than `limit` (dropbear refuses long exec requests); with the command.
+fn within_command_limit(
+    command: impl Fn(&FirstFrames) -> String,
+    first: FirstFrames,
+    limit: usize,
+) -> (FirstFrames, String) {
+    let script = command(&first);
+    if script.len() <= limit || matches!(first, FirstFrames::Stdin(_)) {
+        return (first, script);
     }
+    let first = first.to_stdin();
+    let script = command(&first);
+    (first, script)
 }
 
 /// Starts ssh running stage 1, its stdio piped to us.
 fn spawn(
     ssh: &SshCommand,
-    stage1: &Stage1<'_>,
+    stage1: String,
     env: Vec<(OsString, OsString)>,
 ) -> Result<Child, ConnectError> {
     let mut cmd = Command::new(&ssh.program);
     cmd.args(&ssh.args)
-        .arg(stage1.remote_command())
+        .arg(stage1)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -552,18 +541,23 @@ mod tests {
             images: Vec::new(),
             gzip: None,
         };
-        let base = Stage1 {
-            offer: &offer,
-            nonce: "n",
-            agent_args: &["--nonce", "n"],
-            skip: 0,
-            first: None,
+        let command = |first: &FirstFrames| {
+            Stage1 {
+                offer: &offer,
+                nonce: "n",
+                agent_args: &["--nonce", "n"],
+                first,
+            }
+            .remote_command()
         };
         let first = FirstFrames::Command("ab".repeat(100));
-        let short = base.remote_command().len();
-        assert_eq!(within_command_limit(&base, &first, short + 1000), first);
+        let short = command(&FirstFrames::Stdin(Vec::new())).len();
         assert_eq!(
-            within_command_limit(&base, &first, short + 100),
+            within_command_limit(command, first.clone(), short + 1000).0,
+            first
+        );
+        assert_eq!(
+            within_command_limit(command, first, short + 100).0,
             FirstFrames::Stdin(vec![0xab; 100])
         );
     }

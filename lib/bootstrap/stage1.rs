@@ -28,8 +28,8 @@
 //! throws them away (`head -c` reads exactly that many), and the master sends them again
 //! after the image.
 
-use super::UPLOAD_MARKER;
 use super::image::{Offer, cache_name};
+use super::{FirstFrames, UPLOAD_MARKER};
 
 /// Inputs to the script.
 #[derive(Debug, Clone)]
@@ -40,21 +40,23 @@ pub(crate) struct Stage1<'a> {
     pub nonce: &'a str,
     /// Arguments for the agent after the executable path.
     pub agent_args: &'a [&'a str],
-    /// Bytes the master sent ahead for a cached agent (its first frames), which must be
-    /// skipped before the image when there is none.
-    pub skip: usize,
-    /// The master's first frames in hex, exported to the agent in
-    /// [`FIRST_ENV`](super::FIRST_ENV) (so that they are in no command line once it runs).
-    pub first: Option<&'a str>,
+    /// The master's first frames: in hex in the script, exported to the agent in
+    /// [`FIRST_ENV`](super::FIRST_ENV) (so that they are in no command line once it runs),
+    /// or sent ahead on stdin for a cached agent, to be skipped before an image.
+    pub first: &'a FirstFrames,
 }
 
 impl Stage1<'_> {
     /// The script, one line.
     pub(crate) fn script(&self) -> String {
+        let hex = match self.first {
+            FirstFrames::Command(hex) => Some(hex.as_str()),
+            FirstFrames::Stdin(_) => None,
+        };
         let hashes = self.offer.images.iter().map(|i| i.hash.as_str());
         for s in [self.nonce]
             .into_iter()
-            .chain(self.first)
+            .chain(hex)
             .chain(hashes)
             .chain(self.agent_args.iter().copied())
         {
@@ -70,7 +72,7 @@ impl Stage1<'_> {
         let uid_dirs = r#""${TMPDIR:-/tmp}/mitossh-$u" "/dev/shm/mitossh-$u""#;
         let dirs = format!("{first_dirs} {uid_dirs}");
         let nonce = self.nonce;
-        let skip = match self.skip {
+        let skip = match self.first.on_stdin().len() {
             0 => String::new(),
             k => format!("head -c {k} >/dev/null || exit 97; "),
         };
@@ -91,9 +93,8 @@ impl Stage1<'_> {
                 )
             })
             .collect();
-        let first = self
-            .first
-            .map(|hex| format!("{}={hex}; export {}", super::FIRST_ENV, super::FIRST_ENV));
+        let first =
+            hex.map(|hex| format!("{}={hex}; export {}", super::FIRST_ENV, super::FIRST_ENV));
         first
             .into_iter()
             .chain([
@@ -182,15 +183,7 @@ mod tests {
     /// Runs the script with /bin/sh in a private HOME and `path`, answering an upload
     /// request with what `answer` makes of the marker's words.
     fn run(home: &Path, path: &str, offer: &Offer, answer: impl Fn(&str) -> Vec<u8>) -> Run {
-        run_after(home, path, offer, answer, First::Stdin(b""))
-    }
-
-    /// How a test hands stage 1 the master's first frames.
-    enum First<'a> {
-        /// Written ahead on stdin (and again after an image).
-        Stdin(&'a [u8]),
-        /// In the script, as hex.
-        Script(&'a str),
+        run_after(home, path, offer, answer, FirstFrames::Stdin(Vec::new()))
     }
 
     /// Like [`run`], with `first` written ahead as the master writes an agent's first
@@ -200,19 +193,15 @@ mod tests {
         path: &str,
         offer: &Offer,
         answer: impl Fn(&str) -> Vec<u8>,
-        first: First<'_>,
+        frames: FirstFrames,
     ) -> Run {
-        let (hex, first) = match first {
-            First::Stdin(bytes) => (None, bytes),
-            First::Script(hex) => (Some(hex), &b""[..]),
-        };
         let s = Stage1 {
             offer,
             nonce: "n0nce",
             agent_args: &["--nonce", "n0nce"],
-            first: hex,
-            skip: first.len(),
+            first: &frames,
         };
+        let first = frames.on_stdin();
         let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg(s.script())
@@ -295,7 +284,13 @@ mod tests {
         let path = format!("{}:/usr/bin:/bin", tools(home.path(), "x86_64").display());
         let want = "args=agent --nonce n0nce first=00ff\n";
         // Uploaded, then cached: the same either way, and nothing to skip on stdin.
-        let r = run_after(home.path(), &path, &o, master(&o), First::Script("00ff"));
+        let r = run_after(
+            home.path(),
+            &path,
+            &o,
+            master(&o),
+            FirstFrames::Command("00ff".into()),
+        );
         assert_eq!(
             (r.asked.as_deref(), r.out.as_str()),
             (Some("x86_64 gz"), want),
@@ -307,7 +302,7 @@ mod tests {
             &path,
             &o,
             |_| panic!("asked again"),
-            First::Script("00ff"),
+            FirstFrames::Command("00ff".into()),
         );
         assert_eq!((r.asked, r.out.as_str()), (None, want), "{}", r.err);
     }
@@ -320,8 +315,7 @@ mod tests {
             offer: &o,
             nonce: "n",
             agent_args: &["--nonce", "n"],
-            first: None,
-            skip: 0,
+            first: &FirstFrames::Stdin(Vec::new()),
         }
         .script();
         assert!(!s.contains('\''));
@@ -374,7 +368,13 @@ mod tests {
         // Printable, so that the output reads as text; any bytes would do for stage 1.
         let first: Vec<u8> = (b' '..=b'~').cycle().take(5000).collect();
         let want = [b"ran\n".as_slice(), first.as_slice()].concat();
-        let r = run_after(home.path(), &path, &o, master(&o), First::Stdin(&first));
+        let r = run_after(
+            home.path(),
+            &path,
+            &o,
+            master(&o),
+            FirstFrames::Stdin(first.clone()),
+        );
         assert_eq!(r.asked.as_deref(), Some("x86_64 raw"), "{}", r.err);
         assert!(r.out.as_bytes() == want, "uploaded: {:?}", r.out.len());
         let r = run_after(
@@ -382,7 +382,7 @@ mod tests {
             &path,
             &o,
             |_| panic!("asked again"),
-            First::Stdin(&first),
+            FirstFrames::Stdin(first.clone()),
         );
         assert_eq!(r.asked, None);
         assert!(r.out.as_bytes() == want, "cached: {:?}", r.out.len());

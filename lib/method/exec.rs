@@ -81,8 +81,7 @@ mod tests {
             offer: &offer,
             nonce: "n0nce",
             agent_args: &["--nonce", "n0nce"],
-            first: None,
-            skip: 0,
+            first: &crate::bootstrap::FirstFrames::Stdin(Vec::new()),
         };
         // `env -i HOME=…` as the prefix: runs what follows elsewhere, as `chroot DIR` does.
         let home_var = format!("HOME={}", home.path().display());

@@ -43,7 +43,7 @@ pub(super) async fn over(child: ContextId, command: &SshCommand) -> Result<Child
         command,
         &offer,
         ConnectHooks::none(SPAWN_TIMEOUT),
-        &FirstFrames::Stdin(Vec::new()),
+        FirstFrames::Stdin(Vec::new()),
     )
     .await
     .map_err(|e| SpawnError::Failed(e.to_string()))?;

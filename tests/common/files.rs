@@ -63,8 +63,7 @@ pub fn tree_digest(root: &Path) -> BTreeMap<PathBuf, String> {
                 stack.push(path);
             } else if ty.is_file() {
                 let digest = Sha256::digest(std::fs::read(&path).unwrap());
-                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-                out.insert(path.strip_prefix(root).unwrap().to_path_buf(), hex);
+                out.insert(path.strip_prefix(root).unwrap().to_path_buf(), hex(&digest));
             }
         }
     }
@@ -81,4 +80,9 @@ pub fn owners_and_digests(root: &Path) -> Vec<(PathBuf, u32, String)> {
             (rel, uid, digest)
         })
         .collect()
+}
+
+/// Lowercase hex of `bytes`, as mitossh writes hashes and first frames.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

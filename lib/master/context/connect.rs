@@ -116,7 +116,7 @@ async fn connect(
         encode_into(frame, &mut encoded).map_err(|e| ConnectError::Other(e.to_string()))?;
     }
     let first = FirstFrames::new(encoded.to_vec(), public);
-    let boot = bootstrap(&ssh, &master.agents.offer, hooks, &first).await?;
+    let boot = bootstrap(&ssh, &master.agents.offer, hooks, first).await?;
     match &boot.uploaded {
         Some(up) => tracing::info!(host = %ssh.label, "agent started ({up})"),
         None => tracing::info!(host = %ssh.label, "agent started (cached)"),

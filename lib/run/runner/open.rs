@@ -18,7 +18,6 @@ use crate::proto::{
     Request, Target,
 };
 use crate::run::plan::{Plan, Proc};
-use tokio::net::unix::OwnedWriteHalf;
 
 /// Read buffer of a process's control connection: only small frames come there.
 const CONTROL_BUFFER: usize = 4 * 1024;
@@ -255,7 +254,7 @@ fn held_spec(p: &Proc) -> OpenSpec {
 /// Asks `text` of the person at the terminal (or the user's askpass) as the shim would,
 /// off this thread and one question at a time however many hosts ask, with the status
 /// line out of the way; and sends the answer (none if nobody gave one).
-async fn answer(w: &OwnedWriteHalf, text: String, kind: PromptKind, progress: Progress) {
+async fn answer(control: &Control, text: String, kind: PromptKind, progress: Progress) {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let secret = tokio::task::spawn_blocking(move || {
         let _asking = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -264,17 +263,7 @@ async fn answer(w: &OwnedWriteHalf, text: String, kind: PromptKind, progress: Pr
     .await
     .ok()
     .flatten();
-    let mut buf = bytes::BytesMut::new();
-    let reply = Frame::new(MASTER, Message::PromptReply { secret });
-    let _ = crate::proto::frame::encode_into(&reply, &mut buf);
-    let mut rest = &buf[..];
-    while !rest.is_empty() && w.writable().await.is_ok() {
-        match w.try_write(rest) {
-            Ok(n) => rest = &rest[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => break,
-        }
-    }
+    control.send(Message::PromptReply { secret });
 }
 
 /// Opens one held process: its control connection, and the read ends of its output. As
@@ -312,6 +301,7 @@ async fn open(
     // The master has its own copies of the write ends; ours would keep the pipes open.
     drop((out_w, err_w));
     let (r, w) = stream.into_split();
+    let control = Control::new(w);
     // Only small control frames come here: no need for a link's large read buffer.
     let mut frames = link::LinkReader::with_capacity(r, FrameCodec::default(), CONTROL_BUFFER);
     loop {
@@ -332,7 +322,7 @@ async fn open(
                 } => return Err(NotOpened { message, connect }),
                 other => return Err(format!("unexpected answer from the master: {other:?}").into()),
             },
-            Message::Prompt { text, kind } => answer(&w, text, kind, progress.clone()).await,
+            Message::Prompt { text, kind } => answer(&control, text, kind, progress.clone()).await,
             Message::Diagnostic { mut text } => {
                 text.push(b'\n');
                 let _ = std::io::Write::write_all(&mut std::io::stderr(), &text);
@@ -341,7 +331,7 @@ async fn open(
         }
     }
     Ok(Opened {
-        control: Control::new(w),
+        control,
         frames,
         stdout: out_r,
         stderr: err_r,
