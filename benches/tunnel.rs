@@ -71,11 +71,13 @@ fn print_images() {
     for arch in [Arch::X86_64, Arch::Aarch64] {
         let path = shipped_agent(arch.name());
         let image = AgentImage::new(arch, std::fs::read(&path).unwrap().into(), path);
+        let xz = shipped_agents().join(format!("{}.xz", image.file_name()));
         println!(
-            "  {:<8} {:>6} KiB as it is   {:>6} KiB gzip",
+            "  {:<8} {:>6} KiB as it is   {:>6} KiB gzip   {:>6} KiB xz",
             arch.name(),
             image.bytes.len() >> 10,
-            image.gzip().len() >> 10
+            image.gzip().len() >> 10,
+            std::fs::metadata(xz).map_or(0, |m| m.len() >> 10)
         );
     }
     println!(

@@ -1,6 +1,7 @@
 //! The agent images on the wire and on hosts, against real sshds and the images as they
-//! ship (`scripts/build-agents`): sent compressed to a host with nothing cached, as they
-//! are to one without gzip, then started from the cache; a host whose /tmp and $HOME are
+//! ship (`scripts/build-agents`): sent xz-compressed to a host with nothing cached,
+//! gzipped to one whose xz cannot decode the copy, as they are to one without either,
+//! then started from the cache; a host whose /tmp and $HOME are
 //! `noexec`; the aarch64 agent under qemu-user on a host whose `uname -m` says aarch64
 //! (rsync, every byte value, exit codes and sudo through it); and a host whose
 //! architecture has no agent, which gets the real ssh.
@@ -31,7 +32,7 @@ fn upload(master: &Master) -> Option<(u64, String, u64)> {
         .split([' ', '(', ','])
         .filter(|w| !w.is_empty())
         .collect();
-    // "604 KiB (gz, 1280 KiB as it is))"
+    // "461 KiB (xz, 1214 KiB as it is))"
     Some((
         words[0].parse().ok()?,
         words[2].to_string(),
@@ -55,9 +56,9 @@ fn a_host_with_nothing_cached_gets_the_agent_compressed_then_runs_it_from_its_ca
     );
 
     let (sent, format, size) = upload(&master).unwrap_or_else(|| panic!("{}", master.log()));
-    assert_eq!(format, "gz");
+    assert_eq!(format, "xz");
     assert_eq!(size, bytes.len() as u64 >> 10);
-    assert!(sent * 10 < size * 6, "gzip made {size} KiB into {sent} KiB");
+    assert!(sent * 10 < size * 4, "xz made {size} KiB into {sent} KiB");
     let cached = host
         .cache
         .path()
@@ -83,15 +84,15 @@ fn a_host_with_nothing_cached_gets_the_agent_compressed_then_runs_it_from_its_ca
     assert_eq!(host.sshd.accepted_connections(), 2);
 }
 
-#[test]
-fn a_host_without_gzip_gets_the_agent_as_it_is() {
-    // Only the tools stage 1 needs on the host's PATH: no gzip among them.
+/// A directory for a host's PATH holding only the tools stage 1 needs and `more`.
+fn tools(more: &[&str]) -> tempfile::TempDir {
     let tools = tempfile::Builder::new()
         .prefix("mitossh-tools-")
         .tempdir_in("/tmp")
         .unwrap();
     std::fs::set_permissions(tools.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    for tool in ["uname", "id", "mkdir", "chmod", "head", "wc", "mv", "rm"] {
+    let needed = ["uname", "id", "mkdir", "chmod", "head", "wc", "mv", "rm"];
+    for tool in needed.iter().chain(more) {
         let real = ["/usr/bin", "/bin"]
             .iter()
             .map(|d| Path::new(d).join(tool))
@@ -99,6 +100,48 @@ fn a_host_without_gzip_gets_the_agent_as_it_is() {
             .unwrap();
         std::os::unix::fs::symlink(real, tools.path().join(tool)).unwrap();
     }
+    tools
+}
+
+/// busybox's xz has no BCJ filter: such a host gets gzip, as one without xz does.
+#[test]
+fn a_host_whose_xz_cannot_decode_the_copy_gets_the_agent_gzipped() {
+    let tools = tools(&["gzip"]);
+    std::os::unix::fs::symlink("/bin/busybox", tools.path().join("xz")).unwrap();
+    let shipped = std::fs::read_dir(shipped_agents())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("x86_64-") && p.extension() == Some("xz".as_ref()))
+        .expect("scripts/build-agents ships an xz copy");
+    let decoded = Command::new(tools.path().join("xz"))
+        .arg("-dc")
+        .stdin(std::fs::File::open(&shipped).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        !decoded.status.success(),
+        "this busybox decodes x86 BCJ: the test needs another xz"
+    );
+
+    let host = FreshHost::start(&format!("PATH={}", tools.path().display()));
+    let bytes = std::fs::read(shipped_agent("x86_64")).unwrap();
+    let master = Master::start_with_agents(shipped_agents());
+    assert_eq!(check(&run(&master, &host.sshd, "echo gz")), "gz\n");
+    let (sent, format, size) = upload(&master).unwrap_or_else(|| panic!("{}", master.log()));
+    assert_eq!(format, "gz");
+    assert!(sent * 10 < size * 6, "gzip made {size} KiB into {sent} KiB");
+    let cached = host.cache.path().join(format!(
+        "mitossh/mitossh-agent-x86_64-{}",
+        content_hash(&bytes)
+    ));
+    assert_eq!(std::fs::read(&cached).unwrap(), bytes);
+}
+
+#[test]
+fn a_host_without_gzip_gets_the_agent_as_it_is() {
+    // Only the tools stage 1 needs on the host's PATH: no xz or gzip among them.
+    let tools = tools(&[]);
     let host = FreshHost::start(&format!("PATH={}", tools.path().display()));
     let bytes = std::fs::read(shipped_agent("x86_64")).unwrap();
     let master = Master::start_with_agents(shipped_agents());
@@ -152,7 +195,7 @@ fn where_tmp_and_home_are_noexec_the_agent_runs_from_dev_shm_and_where_nothing_e
 
     assert_eq!(check(&run(&master, &sshd, "echo ran")), "ran\n");
     let (_, format, _) = upload(&master).unwrap_or_else(|| panic!("{}", master.log()));
-    assert_eq!(format, "gz");
+    assert_eq!(format, "xz");
     let kept = shm.path().join(format!("mitossh-{}", user.uid)).join(&name);
     assert_eq!(std::fs::read(&kept).unwrap(), bytes, "kept in /dev/shm");
     // Nothing of the attempt stays in the directories it could not use.

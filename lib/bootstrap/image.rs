@@ -6,8 +6,11 @@
 //! - How a copy is named on a host: by architecture and content hash
 //!   ([`AgentImage::file_name`]), so a host keeps one copy per build and architecture, and
 //!   a master never starts an agent of another build.
-//! - How an image travels: gzip-compressed when the host has `gzip` (compressed once per
-//!   master, on a thread of its own), as it is otherwise.
+//! - How an image travels: xz-compressed when the build shipped an xz copy beside it and
+//!   the host's `xz` decodes its filters ([`Arch::xz_probe`]); else gzip-compressed when
+//!   the host has `gzip` (compressed once per master, on a thread of its own); else as it
+//!   is. The xz copy is made by `scripts/build-agents` (the xz CLI, BCJ filter where it
+//!   helps), not by the master: a good xz costs half a second of CPU.
 //! - Where an agent runs from: its cached copy, when it was started from one (a file of
 //!   ours in a private 0700 directory, renamed into place whole and never written again):
 //!   the kernel maps that file's pages shared, so a host's agents of one build hold one
@@ -40,6 +43,57 @@ const COMPRESS_AHEAD_LIMIT: usize = 8 << 20;
 /// Set in the environment of an agent that re-executed itself from memory.
 const IN_MEMORY_ENV: &str = "MITOSSH_AGENT_IN_MEMORY";
 
+/// [`Arch::xz_probe`] for the x86 BCJ filter, then LZMA2.
+const XZ_PROBE_X86: &[u8] = &[
+    0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0x00, 0x01, 0x69, 0x22, 0xde, 0x36, 0x02, 0x01, 0x04, 0x00,
+    0x21, 0x01, 0x00, 0x00, 0xda, 0x33, 0xad, 0x03, 0x01, 0x00, 0x06, 0x6d, 0x69, 0x74, 0x6f, 0x73,
+    0x73, 0x68, 0x00, 0x00, 0xc5, 0x18, 0x2d, 0x26, 0x00, 0x01, 0x1b, 0x07, 0x12, 0xeb, 0xd4, 0x17,
+    0x90, 0x42, 0x99, 0x0d, 0x01, 0x00, 0x00, 0x00, 0x00, 0x01, 0x59, 0x5a,
+];
+
+/// [`Arch::xz_probe`] for LZMA2 alone.
+const XZ_PROBE_LZMA2: &[u8] = &[
+    0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0x00, 0x01, 0x69, 0x22, 0xde, 0x36, 0x02, 0x00, 0x21, 0x01,
+    0x00, 0x00, 0x00, 0x00, 0x37, 0x27, 0x97, 0xd6, 0x01, 0x00, 0x06, 0x6d, 0x69, 0x74, 0x6f, 0x73,
+    0x73, 0x68, 0x00, 0x00, 0xc5, 0x18, 0x2d, 0x26, 0x00, 0x01, 0x1b, 0x07, 0x12, 0xeb, 0xd4, 0x17,
+    0x90, 0x42, 0x99, 0x0d, 0x01, 0x00, 0x00, 0x00, 0x00, 0x01, 0x59, 0x5a,
+];
+
+/// The filter ids in the first block header of an xz stream (the block header follows
+/// the 12-byte stream header: its size, flags with the filter count, then per filter a
+/// varint id, a varint properties size and the properties). `None` if it is not one.
+fn xz_filters(stream: &[u8]) -> Option<Vec<u64>> {
+    fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..63).step_by(7) {
+            let byte = *b.get(*at)?;
+            *at += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    if stream.get(..6)? != b"\xfd7zXZ\0" {
+        return None;
+    }
+    let flags = *stream.get(13)?;
+    let mut at = 14;
+    if flags & 0x40 != 0 {
+        varint(stream, &mut at)?; // compressed size
+    }
+    if flags & 0x80 != 0 {
+        varint(stream, &mut at)?; // uncompressed size
+    }
+    let mut ids = Vec::new();
+    for _ in 0..=(flags & 3) {
+        ids.push(varint(stream, &mut at)?);
+        at += usize::try_from(varint(stream, &mut at)?).ok()?;
+    }
+    Some(ids)
+}
+
 /// A processor architecture the agent is built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Arch {
@@ -71,6 +125,19 @@ impl Arch {
             Arch::X86_64 => "x86_64|amd64",
             Arch::Aarch64 => "aarch64|arm64",
             Arch::Armv7 => "armv7*|armv8l",
+        }
+    }
+
+    /// A 7-byte xz stream (it decodes to `mitossh`) made with the filters
+    /// `scripts/build-agents` compresses this architecture's image with: stage 1 uses the
+    /// xz copy only where the host's `xz` decodes this. x86 code gets the x86 BCJ filter
+    /// (every xz-utils has it, busybox's xz does not); the others plain LZMA2, since
+    /// xz-utils before 5.4 lacks the ARM64 filter.
+    /// Made with `printf mitossh | xz --check=crc32 [--x86] --lzma2=preset=0,dict=4KiB`.
+    pub fn xz_probe(self) -> &'static [u8] {
+        match self {
+            Arch::X86_64 => XZ_PROBE_X86,
+            Arch::Aarch64 | Arch::Armv7 => XZ_PROBE_LZMA2,
         }
     }
 
@@ -109,6 +176,8 @@ pub struct AgentImage {
     pub hash: String,
     /// Where it was read from, for messages.
     pub origin: PathBuf,
+    /// The xz copy shipped beside it ([`xz_name`]), if any.
+    pub xz: Option<Bytes>,
     gzip: OnceLock<Bytes>,
 }
 
@@ -119,6 +188,7 @@ impl AgentImage {
             hash: content_hash(&bytes),
             bytes,
             origin,
+            xz: None,
             gzip: OnceLock::new(),
         }
     }
@@ -162,6 +232,12 @@ impl AgentImage {
 /// The cached copy's file name for an image of `arch` with content hash `hash`.
 pub fn cache_name(arch: Arch, hash: &str) -> String {
     format!("{FILE_PREFIX}-{}-{hash}", arch.name())
+}
+
+/// The name of an image's xz copy beside it: its cache name, so that a copy left from
+/// another build is never taken for this one's.
+fn xz_name(arch: Arch, hash: &str) -> String {
+    format!("{}.xz", cache_name(arch, hash))
 }
 
 /// Hex SHA-256 prefix (128 bits).
@@ -275,9 +351,27 @@ fn read_images(dir: &Path) -> io::Result<Vec<Arc<AgentImage>>> {
         // while the master runs, which would break a mapping.
         let bytes = std::fs::read(&path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        images.push(Arc::new(AgentImage::new(arch, bytes.into(), path)));
+        let mut image = AgentImage::new(arch, bytes.into(), path);
+        image.xz = shipped_xz(dir, &image);
+        images.push(Arc::new(image));
     }
     Ok(images)
+}
+
+/// The xz copy of `image` in `dir`, if there is one made with the filters stage 1 probes
+/// the host's `xz` for. (Its content is not checked here: that needs a decoder, and the
+/// copy is as trusted as the image beside it; stage 1 checks its size, xz its CRC.)
+fn shipped_xz(dir: &Path, image: &AgentImage) -> Option<Bytes> {
+    let path = dir.join(xz_name(image.arch, &image.hash));
+    let xz = std::fs::read(&path).ok()?;
+    if xz_filters(&xz) != xz_filters(image.arch.xz_probe()) || xz.len() >= image.bytes.len() {
+        tracing::warn!(
+            "ignoring {}: not made with the filters stage 1 expects",
+            path.display()
+        );
+        return None;
+    }
+    Some(xz.into())
 }
 
 /// The architecture of the executable at `path`, if it is a regular ELF file.
@@ -513,6 +607,39 @@ mod tests {
             .read_to_end(&mut back)
             .unwrap();
         assert_eq!(back, data);
+    }
+
+    #[test]
+    fn filters_read_from_the_block_header() {
+        assert_eq!(xz_filters(XZ_PROBE_X86), Some(vec![0x04, 0x21]));
+        assert_eq!(xz_filters(XZ_PROBE_LZMA2), Some(vec![0x21]));
+        assert_eq!(xz_filters(b"\x1f\x8b gzip"), None);
+        assert_eq!(xz_filters(&XZ_PROBE_X86[..15]), None, "cut short");
+    }
+
+    /// The xz copy is taken under the image's own hash, made with the probed filters.
+    #[test]
+    fn an_xz_copy_is_taken_only_if_it_is_this_images_with_the_probed_filters() {
+        let own = std::fs::read("/proc/self/exe").unwrap();
+        let hash = content_hash(&own);
+        let arch = Arch::native();
+        let taken = |name: String, content: &[u8]| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("mitossh-agent"), &own).unwrap();
+            std::fs::write(dir.path().join(name), content).unwrap();
+            read_images(dir.path()).unwrap()[0].xz.is_some()
+        };
+        assert!(taken(xz_name(arch, &hash), arch.xz_probe()));
+        let other = if arch.xz_probe() == XZ_PROBE_X86 {
+            XZ_PROBE_LZMA2
+        } else {
+            XZ_PROBE_X86
+        };
+        assert!(!taken(xz_name(arch, &hash), other), "other filters");
+        assert!(
+            !taken(xz_name(arch, &"0".repeat(32)), arch.xz_probe()),
+            "another build's"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //!   ── or Hello, Open on stdin ───────────────────────────────────────▶ (read once it runs)
 //!                                 uname -m; cached?  ── exec ───────▶
 //!                                 else: skips the pipelined frames,
-//!                                       ◀── "MITOSSH-UPLOAD <nonce> <arch> gz|raw"
+//!                                       ◀── "MITOSSH-UPLOAD <nonce> <arch> xz|gz|raw"
 //!   ── "<count>\n" <count> bytes ─▶ inflated into a private 0700 dir ─exec▶
 //!   ── Hello, Open again (if on stdin) ───────────────────────────────▶
 //!                                                  ◀── "MITOSSH-READY <nonce> <version>"

@@ -101,7 +101,7 @@ pub(crate) struct Bootstrapped {
 #[derive(Debug, Clone)]
 pub(crate) struct Uploaded {
     pub arch: Arch,
-    /// `gz` or `raw`, as stage 1 asked.
+    /// `xz`, `gz` or `raw`, as stage 1 asked.
     pub format: &'static str,
     /// Bytes sent (compressed or not).
     pub sent: usize,
@@ -389,16 +389,17 @@ async fn send_image(stdin: &mut ChildStdin, offer: &Offer, words: &[u8]) -> io::
         .and_then(|a| offer.image(a))
         .ok_or_else(|| io::Error::other(format!("stage 1 asked for an agent for {arch:?}")))?
         .clone();
-    let (format, bytes) = match (format, offer.gzip) {
-        ("gz", Some(gzip)) => {
+    let (format, bytes) = match (format, offer.gzip, &image.xz) {
+        ("gz", Some(gzip), _) => {
             let compressing = image.clone();
             let gz = tokio::task::spawn_blocking(move || gzip(&compressing))
                 .await
                 .map_err(io::Error::other)?;
             ("gz", gz)
         }
-        ("raw", _) => ("raw", image.bytes.clone()),
-        (other, _) => {
+        ("xz", _, Some(xz)) => ("xz", xz.clone()),
+        ("raw", _, _) => ("raw", image.bytes.clone()),
+        (other, _, _) => {
             return Err(io::Error::other(format!(
                 "stage 1 asked for the agent as {other:?}"
             )));

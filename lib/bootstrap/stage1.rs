@@ -3,7 +3,7 @@
 //! It is handed to the remote login shell (which may be bash, zsh, csh or fish) wrapped as
 //! `/bin/sh -c '<script>'`, so the script is one line without single quotes or `!`. It
 //! needs only `/bin/sh`, `uname`, `id`, `mkdir`, `chmod`, `printf`, `head`, `wc`, `mv` and
-//! `rm`, and uses `gzip` when the host has it.
+//! `rm`, and uses `xz` or `gzip` when the host has them.
 //!
 //! Which agent: the one offered for the architecture `uname -m` names; a host of any other
 //! architecture is told plainly that there is none (exit [`CANNOT_SERVE`]).
@@ -19,7 +19,8 @@
 //! temporary name and renamed into place, so concurrent connects never see half an agent.
 //!
 //! How it arrives: the script asks with `MITOSSH-UPLOAD <nonce> <arch> <format>` (format
-//! `gz` when the master offers compression and the host has `gzip`, else `raw`); the
+//! `xz` when the master has an xz copy and the host's `xz` decodes a probe made with its
+//! filters, else `gz` when the master offers gzip and the host has `gzip`, else `raw`); the
 //! master answers with one line holding the byte count, then that many bytes. The script
 //! reads exactly those bytes (`head -c`), so whatever follows on stdin is the agent's.
 //!
@@ -81,15 +82,18 @@ impl Stage1<'_> {
         } else {
             "raw"
         };
-        // The architecture's image: a=its name, m=the cached file's name, n=its size.
+        // The architecture's image: a=its name, m=the cached file's name, n=its size,
+        // x=the xz probe (in printf's escapes) when there is an xz copy.
         let arches: String = (self.offer.images.iter())
             .map(|i| {
                 format!(
-                    "{}) a={} m={} n={};; ",
+                    r#"{}) a={} m={} n={} x="{}";; "#,
                     i.arch.uname_pattern(),
                     i.arch.name(),
                     cache_name(i.arch, &i.hash),
-                    i.bytes.len()
+                    i.bytes.len(),
+                    i.xz.as_ref()
+                        .map_or(String::new(), |_| octal(i.arch.xz_probe())),
                 )
             })
             .collect();
@@ -108,8 +112,9 @@ impl Stage1<'_> {
             format!("cached {uid_dirs}"),
             // Not cached: how it can come, and where it can go; then ask, store, start.
             format!(r#"z={z}; test $z = gz && command -v gzip >/dev/null 2>&1 || z=raw"#),
+            r#"test -n "$x" && command -v xz >/dev/null 2>&1 && test "$(printf "$x" | xz -dc 2>/dev/null)" = mitossh && z=xz"#.into(),
             format!(
-                r#"for d in {dirs}; do test -n "$d" || continue; mkdir -p -m 700 "$d" 2>/dev/null; test -L "$d" && continue; test -d "$d" && test -O "$d" || continue; chmod 700 "$d" 2>/dev/null || continue; t="$d/.$m.$$"; rm -f "$t"; (printf "\043\041/bin/sh\n" > "$t" && chmod 700 "$t" && "$t") 2>/dev/null || {{ rm -f "$t"; continue; }}; {skip}echo "{UPLOAD_MARKER} {nonce} $a $z"; IFS= read -r c || exit 97; if if test $z = gz; then head -c "$c" | gzip -dc; else head -c "$c"; fi > "$t"; then s=$(wc -c < "$t"); if test "$((s))" = "$n" && mv -f "$t" "$d/$m"; then exec "$d/$m" {run}; fi; fi; rm -f "$t"; echo "mitossh: could not store the agent in $d" >&2; exit 97; done"#
+                r#"for d in {dirs}; do test -n "$d" || continue; mkdir -p -m 700 "$d" 2>/dev/null; test -L "$d" && continue; test -d "$d" && test -O "$d" || continue; chmod 700 "$d" 2>/dev/null || continue; t="$d/.$m.$$"; rm -f "$t"; (printf "\043\041/bin/sh\n" > "$t" && chmod 700 "$t" && "$t") 2>/dev/null || {{ rm -f "$t"; continue; }}; {skip}echo "{UPLOAD_MARKER} {nonce} $a $z"; IFS= read -r c || exit 97; if case $z in xz) head -c "$c" | xz -dc;; gz) head -c "$c" | gzip -dc;; *) head -c "$c";; esac > "$t"; then s=$(wc -c < "$t"); if test "$((s))" = "$n" && mv -f "$t" "$d/$m"; then exec "$d/$m" {run}; fi; fi; rm -f "$t"; echo "mitossh: could not store the agent in $d" >&2; exit 97; done"#
             ),
             r#"echo "mitossh: no private writable directory to keep the agent in (tried XDG_RUNTIME_DIR, ~/.cache, TMPDIR or /tmp, /dev/shm)" >&2; exit 97"#.into(),
         ])
@@ -121,6 +126,12 @@ impl Stage1<'_> {
     pub(crate) fn remote_command(&self) -> String {
         format!("/bin/sh -c '{}'", self.script())
     }
+}
+
+/// `bytes` in printf's octal escapes, every byte escaped: an escape never runs into a
+/// digit that follows (bash reads up to three digits after `\0`).
+fn octal(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("\\{b:03o}")).collect()
 }
 
 /// Exit status stage 1 uses for "this host cannot run an agent".
@@ -264,6 +275,7 @@ mod tests {
             let (arch, format) = words.split_once(' ').unwrap();
             let image = offer.image(Arch::from_name(arch).unwrap()).unwrap();
             match format {
+                "xz" => sized(image.xz.as_ref().unwrap()),
                 "gz" => sized(&image.gzip()),
                 "raw" => sized(&image.bytes),
                 other => panic!("format {other}"),
@@ -429,6 +441,87 @@ mod tests {
             let name = format!("mitossh-agent-{arch}-{}", images[1].hash);
             assert!(home.path().join(".cache/mitossh").join(name).exists());
         }
+    }
+
+    /// `image` with an xz copy made as `scripts/build-agents` makes them.
+    fn with_xz(image: &AgentImage) -> Arc<AgentImage> {
+        let bcj = image.arch.xz_probe()[13] == 1; // two filters: BCJ, LZMA2
+        let mut xz = Command::new("xz")
+            .args(["--check=crc32", "-c"])
+            .args(bcj.then_some("--x86"))
+            .arg("--lzma2=preset=6")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("xz (scripts/prepare installs it)");
+        xz.stdin.take().unwrap().write_all(&image.bytes).unwrap();
+        let out = xz.wait_with_output().unwrap();
+        let mut copy = AgentImage::new(image.arch, image.bytes.clone(), PathBuf::new());
+        copy.xz = Some(out.stdout.into());
+        Arc::new(copy)
+    }
+
+    #[test]
+    fn the_probe_of_every_architecture_decodes_with_xz() {
+        for arch in Arch::ALL {
+            let mut xz = Command::new("xz")
+                .arg("-dc")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            xz.stdin.take().unwrap().write_all(arch.xz_probe()).unwrap();
+            let out = xz.wait_with_output().unwrap();
+            assert_eq!(out.stdout, b"mitossh", "{arch:?}");
+        }
+    }
+
+    #[test]
+    fn a_host_whose_xz_decodes_the_probe_is_sent_the_xz_copy() {
+        let home = tempfile::tempdir().unwrap();
+        // Large enough that the BCJ filter has x86 code to change.
+        let text = format!(
+            "#!/bin/sh\necho xz agent\nexit 0\n# {}\n",
+            "\u{e8}".repeat(4000)
+        );
+        let plain = AgentImage::new(Arch::X86_64, text.into_bytes().into(), PathBuf::new());
+        let images = [with_xz(&plain)];
+        let o = offer(&images, true);
+        let path = format!("{}:/usr/bin:/bin", tools(home.path(), "x86_64").display());
+        let r = run(home.path(), &path, &o, master(&o));
+        assert_eq!(r.asked.as_deref(), Some("x86_64 xz"), "{}", r.err);
+        assert_eq!(r.out, "xz agent\n");
+        let cached = home.path().join(".cache/mitossh").join(plain.file_name());
+        assert_eq!(
+            std::fs::read(cached).unwrap(),
+            plain.bytes,
+            "decoded byte for byte"
+        );
+    }
+
+    /// An `xz` that cannot decode the filters (busybox's has no BCJ), or none: gzip.
+    #[test]
+    fn a_host_whose_xz_fails_the_probe_is_sent_gzip() {
+        let home = tempfile::tempdir().unwrap();
+        let images = [with_xz(&fake(Arch::X86_64, "x86 agent"))];
+        let o = offer(&images, true);
+        let bin = tools(home.path(), "x86_64");
+        let gzip = ["/usr/bin/gzip", "/bin/gzip"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
+        std::os::unix::fs::symlink(gzip.unwrap(), bin.join("gzip")).unwrap();
+        let xz = bin.join("xz");
+        std::fs::write(
+            &xz,
+            "#!/bin/sh\necho 'xz: Unsupported filter chain' >&2; exit 1\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&xz, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let r = run(home.path(), &bin.display().to_string(), &o, master(&o));
+        assert_eq!(r.asked.as_deref(), Some("x86_64 gz"), "{}", r.err);
+        assert_eq!(r.out, "x86 agent ran with agent --nonce n0nce\n");
+        assert_eq!(r.err, "", "the probe's failure is not shown");
     }
 
     #[test]

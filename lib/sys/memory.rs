@@ -33,6 +33,7 @@ const SETTLE: Duration = Duration::from_secs(1);
 static SCHEDULED: AtomicBool = AtomicBool::new(false);
 
 /// Says how to make the allocator return freed memory. Called once, by `main`.
+#[cfg_attr(not(feature = "mimalloc"), allow(dead_code))] // the agent keeps musl's malloc
 pub(crate) fn set_collector(collect: fn()) {
     let _ = COLLECTOR.set(collect);
 }
