@@ -8,8 +8,8 @@
 //!   a master never starts an agent of another build.
 //! - How an image travels: xz-compressed when the build shipped an xz copy beside it and
 //!   the host's `xz` decodes its filters ([`Arch::xz_probe`]); else gzip-compressed when
-//!   the host has `gzip` (compressed once per master, on a thread of its own); else as it
-//!   is. The xz copy is made by `scripts/build-agents` (the xz CLI, BCJ filter where it
+//!   the host has `gzip` (once per master: at its start for an image without an xz copy,
+//!   else when a host first asks); else as it is. The xz copy is made by `scripts/build-agents` (the xz CLI, BCJ filter where it
 //!   helps), not by the master: a good xz costs half a second of CPU.
 //! - Where an agent runs from: its cached copy, when it was started from one (a file of
 //!   ours in a private 0700 directory, renamed into place whole and never written again):
@@ -301,11 +301,13 @@ impl AgentImages {
         })
     }
 
-    /// Compresses the images of release size on a thread of its own, so that the first
-    /// host that needs one does not wait.
+    /// Gzips the images of release size that have no xz copy on a thread of its own, so
+    /// that the first host that needs one does not wait. With an xz copy, gzip is for the
+    /// odd host without a working xz and is made when one asks: made at every start, it
+    /// would take a core from a master's first connect.
     pub(crate) fn compress_ahead(&self) {
         let small: Vec<Arc<AgentImage>> = (self.offer.images.iter())
-            .filter(|i| i.bytes.len() <= COMPRESS_AHEAD_LIMIT)
+            .filter(|i| i.xz.is_none() && i.bytes.len() <= COMPRESS_AHEAD_LIMIT)
             .cloned()
             .collect();
         let _ = std::thread::Builder::new()
