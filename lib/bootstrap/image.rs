@@ -46,7 +46,7 @@ const IN_MEMORY_ENV: &str = "MITOSSH_AGENT_IN_MEMORY";
 /// [`Arch::xz_probe`] for the x86 BCJ filter, then LZMA2.
 const XZ_PROBE_X86: &[u8] = &[
     0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0x00, 0x01, 0x69, 0x22, 0xde, 0x36, 0x02, 0x01, 0x04, 0x00,
-    0x21, 0x01, 0x00, 0x00, 0xda, 0x33, 0xad, 0x03, 0x01, 0x00, 0x06, 0x6d, 0x69, 0x74, 0x6f, 0x73,
+    0x21, 0x01, 0x12, 0x00, 0x09, 0x43, 0x59, 0x7b, 0x01, 0x00, 0x06, 0x6d, 0x69, 0x74, 0x6f, 0x73,
     0x73, 0x68, 0x00, 0x00, 0xc5, 0x18, 0x2d, 0x26, 0x00, 0x01, 0x1b, 0x07, 0x12, 0xeb, 0xd4, 0x17,
     0x90, 0x42, 0x99, 0x0d, 0x01, 0x00, 0x00, 0x00, 0x00, 0x01, 0x59, 0x5a,
 ];
@@ -54,15 +54,16 @@ const XZ_PROBE_X86: &[u8] = &[
 /// [`Arch::xz_probe`] for LZMA2 alone.
 const XZ_PROBE_LZMA2: &[u8] = &[
     0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0x00, 0x01, 0x69, 0x22, 0xde, 0x36, 0x02, 0x00, 0x21, 0x01,
-    0x00, 0x00, 0x00, 0x00, 0x37, 0x27, 0x97, 0xd6, 0x01, 0x00, 0x06, 0x6d, 0x69, 0x74, 0x6f, 0x73,
+    0x12, 0x00, 0x00, 0x00, 0x23, 0xb8, 0x87, 0x2c, 0x01, 0x00, 0x06, 0x6d, 0x69, 0x74, 0x6f, 0x73,
     0x73, 0x68, 0x00, 0x00, 0xc5, 0x18, 0x2d, 0x26, 0x00, 0x01, 0x1b, 0x07, 0x12, 0xeb, 0xd4, 0x17,
     0x90, 0x42, 0x99, 0x0d, 0x01, 0x00, 0x00, 0x00, 0x00, 0x01, 0x59, 0x5a,
 ];
 
-/// The filter ids in the first block header of an xz stream (the block header follows
-/// the 12-byte stream header: its size, flags with the filter count, then per filter a
-/// varint id, a varint properties size and the properties). `None` if it is not one.
-fn xz_filters(stream: &[u8]) -> Option<Vec<u64>> {
+/// The filter flags (each filter's id and properties, as encoded) in the first block
+/// header of an xz stream. The block header follows the 12-byte stream header: its size,
+/// flags with the filter count, the sizes the flags announce, then per filter a varint id,
+/// a varint properties size and the properties. `None` if it is not one.
+fn xz_filters(stream: &[u8]) -> Option<&[u8]> {
     fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
         let mut v = 0u64;
         for shift in (0..63).step_by(7) {
@@ -86,12 +87,13 @@ fn xz_filters(stream: &[u8]) -> Option<Vec<u64>> {
     if flags & 0x80 != 0 {
         varint(stream, &mut at)?; // uncompressed size
     }
-    let mut ids = Vec::new();
+    let start = at;
     for _ in 0..=(flags & 3) {
-        ids.push(varint(stream, &mut at)?);
-        at += usize::try_from(varint(stream, &mut at)?).ok()?;
+        varint(stream, &mut at)?;
+        let props = usize::try_from(varint(stream, &mut at)?).ok()?;
+        at = at.checked_add(props)?;
     }
-    Some(ids)
+    stream.get(start..at)
 }
 
 /// A processor architecture the agent is built for.
@@ -128,12 +130,13 @@ impl Arch {
         }
     }
 
-    /// A 7-byte xz stream (it decodes to `mitossh`) made with the filters
-    /// `scripts/build-agents` compresses this architecture's image with: stage 1 uses the
-    /// xz copy only where the host's `xz` decodes this. x86 code gets the x86 BCJ filter
+    /// A 60-byte xz stream (it decodes to `mitossh`) made with the filters and dictionary
+    /// size `scripts/build-agents` compresses this architecture's image with: stage 1 uses
+    /// the xz copy only where the host's `xz` decodes this (a host whose xz lacks a filter,
+    /// or may not take a 2 MiB dictionary, gets gzip). x86 code gets the x86 BCJ filter
     /// (every xz-utils has it, busybox's xz does not); the others plain LZMA2, since
     /// xz-utils before 5.4 lacks the ARM64 filter.
-    /// Made with `printf mitossh | xz --check=crc32 [--x86] --lzma2=preset=0,dict=4KiB`.
+    /// Made with `printf mitossh | xz --check=crc32 [--x86] --lzma2=preset=0,dict=2MiB`.
     pub fn xz_probe(self) -> &'static [u8] {
         match self {
             Arch::X86_64 => XZ_PROBE_X86,
@@ -366,14 +369,15 @@ fn read_images(dir: &Path) -> io::Result<Vec<Arc<AgentImage>>> {
 fn shipped_xz(dir: &Path, image: &AgentImage) -> Option<Bytes> {
     let path = dir.join(xz_name(image.arch, &image.hash));
     let xz = std::fs::read(&path).ok()?;
-    if xz_filters(&xz) != xz_filters(image.arch.xz_probe()) || xz.len() >= image.bytes.len() {
-        tracing::warn!(
-            "ignoring {}: not made with the filters stage 1 expects",
-            path.display()
-        );
-        return None;
-    }
-    Some(xz.into())
+    let why = if xz_filters(&xz) != xz_filters(image.arch.xz_probe()) {
+        "not made with the filters stage 1 probes for"
+    } else if xz.len() >= image.bytes.len() {
+        "no smaller than the image"
+    } else {
+        return Some(xz.into());
+    };
+    tracing::warn!("ignoring {}: {why}", path.display());
+    None
 }
 
 /// The architecture of the executable at `path`, if it is a regular ELF file.
@@ -613,8 +617,12 @@ mod tests {
 
     #[test]
     fn filters_read_from_the_block_header() {
-        assert_eq!(xz_filters(XZ_PROBE_X86), Some(vec![0x04, 0x21]));
-        assert_eq!(xz_filters(XZ_PROBE_LZMA2), Some(vec![0x21]));
+        // Ids 0x04 (x86 BCJ, no properties) and 0x21 (LZMA2, one byte: 0x12 = 2 MiB).
+        assert_eq!(
+            xz_filters(XZ_PROBE_X86),
+            Some(&[0x04, 0x00, 0x21, 0x01, 0x12][..])
+        );
+        assert_eq!(xz_filters(XZ_PROBE_LZMA2), Some(&[0x21, 0x01, 0x12][..]));
         assert_eq!(xz_filters(b"\x1f\x8b gzip"), None);
         assert_eq!(xz_filters(&XZ_PROBE_X86[..15]), None, "cut short");
     }

@@ -449,7 +449,7 @@ mod tests {
         let mut xz = Command::new("xz")
             .args(["--check=crc32", "-c"])
             .args(bcj.then_some("--x86"))
-            .arg("--lzma2=preset=6")
+            .arg("--lzma2=preset=6,dict=2MiB")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -499,29 +499,35 @@ mod tests {
         );
     }
 
-    /// An `xz` that cannot decode the filters (busybox's has no BCJ), or none: gzip.
+    /// An `xz` that cannot decode the filters (busybox's has no BCJ), or one whose memory
+    /// limit is below the copy's dictionary: gzip.
     #[test]
     fn a_host_whose_xz_fails_the_probe_is_sent_gzip() {
-        let home = tempfile::tempdir().unwrap();
-        let images = [with_xz(&fake(Arch::X86_64, "x86 agent"))];
-        let o = offer(&images, true);
-        let bin = tools(home.path(), "x86_64");
-        let gzip = ["/usr/bin/gzip", "/bin/gzip"]
+        let xz = ["/usr/bin/xz", "/bin/xz"]
             .into_iter()
             .find(|p| Path::new(p).exists());
-        std::os::unix::fs::symlink(gzip.unwrap(), bin.join("gzip")).unwrap();
-        let xz = bin.join("xz");
-        std::fs::write(
-            &xz,
-            "#!/bin/sh\necho 'xz: Unsupported filter chain' >&2; exit 1\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&xz, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let r = run(home.path(), &bin.display().to_string(), &o, master(&o));
-        assert_eq!(r.asked.as_deref(), Some("x86_64 gz"), "{}", r.err);
-        assert_eq!(r.out, "x86 agent ran with agent --nonce n0nce\n");
-        assert_eq!(r.err, "", "the probe's failure is not shown");
+        let limited = format!("exec {} --memlimit-decompress=1MiB \"$@\"", xz.unwrap());
+        for script in [
+            "echo 'xz: Unsupported filter chain' >&2; exit 1",
+            limited.as_str(),
+        ] {
+            let home = tempfile::tempdir().unwrap();
+            let images = [with_xz(&fake(Arch::X86_64, "x86 agent"))];
+            let o = offer(&images, true);
+            let bin = tools(home.path(), "x86_64");
+            let gzip = ["/usr/bin/gzip", "/bin/gzip"]
+                .into_iter()
+                .find(|p| Path::new(p).exists());
+            std::os::unix::fs::symlink(gzip.unwrap(), bin.join("gzip")).unwrap();
+            let xz = bin.join("xz");
+            std::fs::write(&xz, format!("#!/bin/sh\n{script}\n")).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&xz, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let r = run(home.path(), &bin.display().to_string(), &o, master(&o));
+            assert_eq!(r.asked.as_deref(), Some("x86_64 gz"), "{script}: {}", r.err);
+            assert_eq!(r.out, "x86 agent ran with agent --nonce n0nce\n");
+            assert_eq!(r.err, "", "the probe's failure is not shown");
+        }
     }
 
     #[test]
