@@ -124,35 +124,33 @@ fn a_host_whose_xz_cannot_decode_the_copy_gets_the_agent_gzipped() {
         "this busybox decodes x86 BCJ: the test needs another xz"
     );
 
-    let host = FreshHost::start(&format!("PATH={}", tools.path().display()));
-    let bytes = std::fs::read(shipped_agent("x86_64")).unwrap();
-    let master = Master::start_with_agents(shipped_agents());
-    assert_eq!(check(&run(&master, &host.sshd, "echo gz")), "gz\n");
-    let (sent, format, size) = upload(&master).unwrap_or_else(|| panic!("{}", master.log()));
+    let (sent, format, size) = first_connect_with_path(tools.path());
     assert_eq!(format, "gz");
     assert!(sent * 10 < size * 6, "gzip made {size} KiB into {sent} KiB");
-    let cached = host.cache.path().join(format!(
-        "mitossh/mitossh-agent-x86_64-{}",
-        content_hash(&bytes)
-    ));
-    assert_eq!(std::fs::read(&cached).unwrap(), bytes);
 }
 
 #[test]
 fn a_host_without_gzip_gets_the_agent_as_it_is() {
     // Only the tools stage 1 needs on the host's PATH: no xz or gzip among them.
     let tools = tools(&[]);
-    let host = FreshHost::start(&format!("PATH={}", tools.path().display()));
+    let (sent, format, size) = first_connect_with_path(tools.path());
+    assert_eq!((format.as_str(), sent), ("raw", size));
+}
+
+/// A first connect to a host whose sessions have only `path` on their PATH: the call runs,
+/// the agent it was sent is cached there byte for byte. Returns what was uploaded.
+fn first_connect_with_path(path: &Path) -> (u64, String, u64) {
+    let host = FreshHost::start(&format!("PATH={}", path.display()));
     let bytes = std::fs::read(shipped_agent("x86_64")).unwrap();
     let master = Master::start_with_agents(shipped_agents());
-    assert_eq!(check(&run(&master, &host.sshd, "echo raw")), "raw\n");
-    let (sent, format, size) = upload(&master).unwrap_or_else(|| panic!("{}", master.log()));
-    assert_eq!((format.as_str(), sent), ("raw", size));
+    assert_eq!(check(&run(&master, &host.sshd, "echo ran")), "ran\n");
+    let sent = upload(&master).unwrap_or_else(|| panic!("{}", master.log()));
     let cached = host.cache.path().join(format!(
         "mitossh/mitossh-agent-x86_64-{}",
         content_hash(&bytes)
     ));
     assert_eq!(std::fs::read(&cached).unwrap(), bytes);
+    sent
 }
 
 #[test]

@@ -168,18 +168,26 @@ mod tests {
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         for tool in ["id", "mkdir", "chmod", "head", "wc", "mv", "rm"] {
-            let real = ["/usr/bin", "/bin"]
-                .iter()
-                .map(|d| Path::new(d).join(tool))
-                .find(|p| p.exists())
-                .unwrap();
-            std::os::unix::fs::symlink(real, bin.join(tool)).unwrap();
+            std::os::unix::fs::symlink(real(tool), bin.join(tool)).unwrap();
         }
-        let uname = bin.join("uname");
-        std::fs::write(&uname, format!("#!/bin/sh\necho {arch}\n")).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&uname, std::fs::Permissions::from_mode(0o755)).unwrap();
+        script(&bin.join("uname"), &format!("echo {arch}"));
         bin
+    }
+
+    /// Where this machine keeps `tool`.
+    fn real(tool: &str) -> PathBuf {
+        ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap()
+    }
+
+    /// Writes an executable `/bin/sh` script of `body` at `path`.
+    fn script(path: &Path, body: &str) {
+        std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
     /// What a run of stage 1 did.
@@ -503,11 +511,11 @@ mod tests {
     /// limit is below the copy's dictionary: gzip.
     #[test]
     fn a_host_whose_xz_fails_the_probe_is_sent_gzip() {
-        let xz = ["/usr/bin/xz", "/bin/xz"]
-            .into_iter()
-            .find(|p| Path::new(p).exists());
-        let limited = format!("exec {} --memlimit-decompress=1MiB \"$@\"", xz.unwrap());
-        for script in [
+        let limited = format!(
+            "exec {} --memlimit-decompress=1MiB \"$@\"",
+            real("xz").display()
+        );
+        for xz in [
             "echo 'xz: Unsupported filter chain' >&2; exit 1",
             limited.as_str(),
         ] {
@@ -515,16 +523,10 @@ mod tests {
             let images = [with_xz(&fake(Arch::X86_64, "x86 agent"))];
             let o = offer(&images, true);
             let bin = tools(home.path(), "x86_64");
-            let gzip = ["/usr/bin/gzip", "/bin/gzip"]
-                .into_iter()
-                .find(|p| Path::new(p).exists());
-            std::os::unix::fs::symlink(gzip.unwrap(), bin.join("gzip")).unwrap();
-            let xz = bin.join("xz");
-            std::fs::write(&xz, format!("#!/bin/sh\n{script}\n")).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&xz, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::os::unix::fs::symlink(real("gzip"), bin.join("gzip")).unwrap();
+            script(&bin.join("xz"), xz);
             let r = run(home.path(), &bin.display().to_string(), &o, master(&o));
-            assert_eq!(r.asked.as_deref(), Some("x86_64 gz"), "{script}: {}", r.err);
+            assert_eq!(r.asked.as_deref(), Some("x86_64 gz"), "{xz}: {}", r.err);
             assert_eq!(r.out, "x86 agent ran with agent --nonce n0nce\n");
             assert_eq!(r.err, "", "the probe's failure is not shown");
         }
