@@ -2,10 +2,6 @@
 
 #![deny(unsafe_code)]
 
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let code = mitossh::wrap("scp", std::env::args_os().skip(1).collect());
     std::process::ExitCode::from(code as u8)

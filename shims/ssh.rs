@@ -2,10 +2,6 @@
 
 #![deny(unsafe_code)]
 
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     if std::env::var_os("MITOSSH_LOG").is_some() {
         mitossh::init_logging("warn");
