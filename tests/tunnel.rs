@@ -175,6 +175,59 @@ fn fifty_concurrent_invocations_share_one_connection() {
     assert_eq!(sshd.accepted_connections(), 1, "{}", sshd.log());
 }
 
+/// The capacity of a new pipe made by a process of `sshd`'s user, reached by plain ssh.
+fn fresh_pipe_size(sshd: &Sshd) -> String {
+    let probe =
+        "/usr/bin/python3 -c 'import os, fcntl; r, w = os.pipe(); print(fcntl.fcntl(w, 1032))'";
+    let mut plain = Command::new("/usr/bin/ssh");
+    plain.args(sshd.ssh_args()).arg(probe);
+    check(&output_within(&mut plain, b"", T)).trim().to_string()
+}
+
+#[test]
+fn many_streams_leave_the_users_own_pipes_their_size() {
+    // Past its allowance of pipe pages (64 MiB by default) the kernel gives every new
+    // pipe of the user two pages. An agent whose 40 processes each had two 1 MiB pipes
+    // took all of it; a user of its own, so that no other test's pipes count.
+    let user = ensure_user("mitossh-pipes");
+    let sshd = Sshd::start_for(&user);
+    let master = Master::start();
+    let before = fresh_pipe_size(&sshd);
+    assert_eq!(before, "65536", "a new pipe of a user with nothing running");
+    let streams: Vec<_> = (0..40)
+        .map(|_| {
+            master
+                .ssh()
+                .args(sshd.ssh_args())
+                .arg("exec sleep 120")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let streams: Vec<_> = streams.into_iter().map(KillOnDrop).collect();
+    wait_until(T, "40 remote sleeps", || {
+        descendants_running(sshd.pid(), "sleep").len() >= 40
+    });
+    assert_eq!(
+        fresh_pipe_size(&sshd),
+        before,
+        "a new pipe of the user while mitossh runs 40 processes for it"
+    );
+    drop(streams);
+}
+
+/// Kills and reaps its child when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Resident memory of a process, in bytes.
 fn rss(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -258,8 +258,6 @@ fn launched_io(child: &mut Child, pty: Option<(OwnedFd, OwnedFd)>) -> io::Result
             let stdin = child.stdin.take().expect("piped");
             let stdout = child.stdout.take().expect("piped");
             let stderr = child.stderr.take().expect("piped");
-            crate::sys::fdio::grow_pipe(&stdin);
-            crate::sys::fdio::grow_pipe(&stdout);
             LaunchedIo::Pipes {
                 stdin,
                 stdout,

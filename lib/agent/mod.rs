@@ -175,8 +175,6 @@ fn take_stdio(hop: bool) -> io::Result<(OwnedFd, OwnedFd)> {
     } else {
         (stdin()?, stdout()?)
     };
-    crate::sys::fdio::grow_pipe(&link_in);
-    crate::sys::fdio::grow_pipe(&link_out);
     crate::sys::stdio::null_stdin_stdout()?;
     Ok((link_in, link_out))
 }
@@ -208,7 +206,7 @@ impl Agent {
         first: &[u8],
         session: Session,
     ) -> io::Result<()> {
-        let mut frames = LinkIn::new(FdIo::new(link_in)?, first);
+        let mut frames = LinkIn::new(FdIo::new(link_in)?.grown(), first);
         // With the master's first stream among `first`, its answer leaves with the ready
         // line; else whoever started the agent waits for that line to say anything.
         let cork = link::Cork {
@@ -220,7 +218,7 @@ impl Agent {
                 FIRST_ANSWER_WAIT
             },
         };
-        let (up, writer) = link::spawn_corked_fd_writer(FdIo::new(link_out)?, cork);
+        let (up, writer) = link::spawn_corked_fd_writer(FdIo::new(link_out)?.grown(), cork);
         up.send(Frame::new(
             MASTER,
             Message::Hello(Hello {

@@ -120,8 +120,9 @@ impl StreamHandle {
                 stderr: err,
             } => {
                 // The process's pipes are the agent's alone: spliced to and from.
-                let stdin = Dst::<tokio::io::Empty>::Pipe(FdIo::new(stdin.into_owned_fd()?)?);
-                let out = FdIo::new(out.into_owned_fd()?)?;
+                let stdin =
+                    Dst::<tokio::io::Empty>::Pipe(FdIo::new(stdin.into_owned_fd()?)?.grown());
+                let out = FdIo::new(out.into_owned_fd()?)?.grown();
                 let err = FdIo::new(err.into_owned_fd()?)?;
                 let input =
                     tokio::spawn(pump_input(stream, input_rx, stdin, report.clone(), false));

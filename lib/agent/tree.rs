@@ -209,6 +209,7 @@ impl Tree {
             sender,
             mut process,
             hello,
+            pipes,
         } = spawned;
         if !self.routes().add(child, link) {
             tracing::warn!("context {child} already exists; refusing a second one");
@@ -220,6 +221,7 @@ impl Tree {
         tokio::spawn(async move {
             let _ = process.wait().await;
             live.remove();
+            drop(pipes); // the link's pipes are done with once its process is
         });
         let guard = Arc::new(Mutex::new(Guard::new(child)));
         tokio::spawn(forward_up(

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::image::{Arch, Offer};
 use super::stage1::{CANNOT_SERVE, Stage1};
 use super::{FirstFrames, READY_MARKER, UPLOAD_MARKER};
+use crate::sys::pipesize::{PipeGrant, grow_pipe};
 use crate::sys::spawn::ChildSetup;
 use crate::throttle::Throttle;
 
@@ -93,6 +94,8 @@ pub(crate) struct Bootstrapped {
     /// The agent's output; frames start at its read position.
     pub reader: BufReader<ChildStdout>,
     pub writer: ChildStdin,
+    /// The growth of the writer's and the reader's pipes: to be held as long as they are.
+    pub pipes: [Option<PipeGrant>; 2],
     /// What had to be uploaded (no cached copy), if anything.
     pub uploaded: Option<Uploaded>,
 }
@@ -207,8 +210,7 @@ pub(crate) async fn bootstrap(
     });
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("piped");
-    crate::sys::fdio::grow_pipe(&stdin);
-    crate::sys::fdio::grow_pipe(&stdout);
+    let pipes = [grow_pipe(&stdin), grow_pipe(&stdout)];
     // The pipe holds them whatever ssh does; an ssh that dies says so below.
     if let Err(e) = stdin.write_all(first).await {
         tracing::debug!(host = %ssh.label, "writing the first frames: {e}");
@@ -231,6 +233,7 @@ pub(crate) async fn bootstrap(
                 child,
                 reader: stdout,
                 writer: stdin,
+                pipes,
                 uploaded,
             })
         }

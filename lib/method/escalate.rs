@@ -252,6 +252,7 @@ async fn finish(child: ContextId, launched: Launched) -> Result<Child, SpawnErro
         sender,
         process,
         hello,
+        pipes: [None, None],
     })
 }
 

@@ -23,6 +23,7 @@ use tokio::io::AsyncRead;
 
 use crate::link::{LinkReader, LinkSender};
 use crate::proto::{Hello, Secret};
+use crate::sys::pipesize::PipeGrant;
 
 /// How long a child has to start, password dialogue aside.
 pub(crate) const SPAWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -39,6 +40,8 @@ pub(crate) struct Child {
     /// sudo, su, doas, ssh or the exec prefix: killed when dropped.
     pub process: tokio::process::Child,
     pub hello: Hello,
+    /// The growth of the link's pipes, if it made any: held as long as they are.
+    pub pipes: [Option<PipeGrant>; 2],
 }
 
 /// Asks for the password of the account named; `None` when there is none to be had.

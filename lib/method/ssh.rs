@@ -57,5 +57,6 @@ pub(super) async fn over(child: ContextId, command: &SshCommand) -> Result<Child
         sender,
         process: boot.child,
         hello,
+        pipes: boot.pipes,
     })
 }

@@ -15,6 +15,7 @@ use bytes::BytesMut;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::pipesize::PipeGrant;
 use super::splice;
 
 /// An owned descriptor usable with tokio.
@@ -23,6 +24,8 @@ pub(crate) struct FdIo {
     fd: AsyncFd<OwnedFd>,
     /// A pty master reports EIO once the last slave is closed; that is its EOF.
     eio_is_eof: bool,
+    /// The growth of its pipe, held as long as the descriptor.
+    grant: Option<PipeGrant>,
 }
 
 impl FdIo {
@@ -34,7 +37,24 @@ impl FdIo {
         Ok(FdIo {
             fd,
             eio_is_eof: false,
+            grant: None,
         })
+    }
+
+    /// Grows its pipe within the process's budget ([`super::pipesize`]); not a pipe, or
+    /// no budget left: as it was.
+    pub(crate) fn grown(mut self) -> FdIo {
+        if self.grant.is_none() {
+            self.grant = super::pipesize::grow_pipe(self.fd.get_ref());
+        }
+        self
+    }
+
+    /// Holds `grant`, the growth of its pipe made before it was ours, as long as the
+    /// descriptor.
+    pub(crate) fn holding(mut self, grant: Option<PipeGrant>) -> FdIo {
+        self.grant = grant.or(self.grant);
+        self
     }
 
     /// Like [`FdIo::new`] for a pty master, whose EIO means end of file.
@@ -315,15 +335,4 @@ pub(crate) fn read_buf(fd: impl AsFd, buf: &mut BytesMut, want: usize) -> io::Re
             }
         }
     }
-}
-
-/// Pipe capacity mitossh asks for on pipes it owns. Larger pipes mean fewer wake-ups per
-/// byte along the chain of processes a stream crosses; 1 MiB is the unprivileged maximum
-/// (`/proc/sys/fs/pipe-max-size`) on stock kernels.
-pub(crate) const PIPE_SIZE: libc::c_int = 1 << 20;
-
-/// Grows `fd`'s pipe to [`PIPE_SIZE`]. Not a pipe, or not allowed: nothing happens.
-pub(crate) fn grow_pipe(fd: &impl AsRawFd) {
-    // SAFETY: F_SETPIPE_SZ takes an int and fails harmlessly on non-pipes.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
 }

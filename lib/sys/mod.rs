@@ -1,6 +1,6 @@
 //! Thin wrappers over the operating system: non-blocking descriptors, descriptor passing,
 //! process control and signals, resource limits, a child's setup before exec, terminals,
-//! memory files, the allocator, splicing between pipes and sockets, randomness and
+//! memory files, the allocator, pipe sizes within a budget, splicing between pipes and sockets, randomness and
 //! accounts. Everything `unsafe` in mitossh lives here (the crate denies it elsewhere);
 //! each wrapper is safe to call, and says what it relies on.
 //!
@@ -14,6 +14,7 @@ pub(crate) mod mem;
 pub(crate) mod memfd;
 pub(crate) mod memory;
 pub(crate) mod passfd;
+pub(crate) mod pipesize;
 pub(crate) mod process;
 pub(crate) mod random;
 pub(crate) mod spawn;

@@ -7,16 +7,19 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use bytes::BytesMut;
 
+use super::pipesize::PipeGrant;
+
 /// The two ends of a pipe of our own.
 #[derive(Debug)]
 pub(crate) struct Pipe {
     pub read: OwnedFd,
     pub write: OwnedFd,
+    /// Its growth, given back when the pipe closes.
+    _grant: Option<PipeGrant>,
 }
 
-/// A new pipe, both ends non-blocking and close-on-exec, grown to
-/// [`PIPE_SIZE`](super::fdio::PIPE_SIZE) when the
-/// user's pipe allowance permits (it stays at the kernel's default otherwise).
+/// A new pipe, both ends non-blocking and close-on-exec, grown as far as the process's
+/// budget permits ([`super::pipesize`]; it stays at the kernel's default otherwise).
 pub(crate) fn pipe() -> io::Result<Pipe> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into the array it is given.
@@ -25,8 +28,12 @@ pub(crate) fn pipe() -> io::Result<Pipe> {
     }
     // SAFETY: both are fresh descriptors that nobody else owns.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    super::fdio::grow_pipe(&write);
-    Ok(Pipe { read, write })
+    let _grant = super::pipesize::grow_pipe(&write);
+    Ok(Pipe {
+        read,
+        write,
+        _grant,
+    })
 }
 
 /// Moves up to `len` bytes from `from` to `to` (one of them a pipe) without copying them

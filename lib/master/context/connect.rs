@@ -122,14 +122,18 @@ async fn connect(
         None => tracing::info!(host = %ssh.label, "agent started (cached)"),
     }
     let link_error = |e: std::io::Error| ConnectError::Other(format!("{}: {e}", ssh.label));
-    let writer = FdIo::new(boot.writer.into_owned_fd().map_err(link_error)?).map_err(link_error)?;
+    let [writer_pipe, reader_pipe] = boot.pipes;
+    let writer = FdIo::new(boot.writer.into_owned_fd().map_err(link_error)?)
+        .map_err(link_error)?
+        .holding(writer_pipe);
     let already = boot.reader.buffer().to_vec();
     let reader = boot
         .reader
         .into_inner()
         .into_owned_fd()
         .map_err(link_error)?;
-    let mut reader = LinkIn::new(FdIo::new(reader).map_err(link_error)?, &already);
+    let reader = FdIo::new(reader).map_err(link_error)?.holding(reader_pipe);
+    let mut reader = LinkIn::new(reader, &already);
     let (sender, writer) = link::spawn_fd_writer(writer);
     let hello = receive_hello(&mut reader)
         .await
