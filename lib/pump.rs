@@ -8,9 +8,10 @@
 //! Where both ends are pipes, the bytes never enter user space: a reading pump splices
 //! its descriptor into a [`Staging`] pipe that the link's writer splices on, and a large
 //! payload arriving on a link is spliced straight into the destination pipe when nothing
-//! is queued for it ([`Feed::deliver`]). What cannot go that way (a full pipe, a terminal,
-//! a socket, a file) goes through memory, in order with the rest. Nothing is allocated
-//! for a stream while no bytes move.
+//! is queued for it, or else into the queue's own pipe, from which the writer splices it
+//! on in its turn ([`Feed::deliver`]). What cannot go that way (a terminal, a socket, a
+//! file, a full queue pipe) goes through memory, in order with the rest. Nothing is
+//! allocated for a stream while no bytes move.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,7 @@ use crate::link::{LinkSender, Staged, Staging};
 use crate::proto::flow::{FlowViolation, RecvWindow};
 use crate::proto::{FrameError, MAX_DATA};
 use crate::sys::fdio::{FdIo, Spliced};
-use crate::sys::splice;
+use crate::sys::splice::{self, Pipe};
 
 /// Bytes on their way to a descriptor.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,9 +71,26 @@ struct Shared {
     changed: Notify,
 }
 
+/// A queued piece of a stream's bytes.
+#[derive(Debug)]
+enum Piece {
+    Bytes(Bytes),
+    /// The next `n` bytes in this queue pipe.
+    Staged(Arc<Pipe>, usize),
+}
+
+impl Piece {
+    fn len(&self) -> usize {
+        match self {
+            Piece::Bytes(b) => b.len(),
+            Piece::Staged(_, n) => *n,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Queued {
-    chunks: VecDeque<Bytes>,
+    chunks: VecDeque<Piece>,
     /// Small payloads being gathered into one chunk.
     tail: BytesMut,
     eof: bool,
@@ -82,6 +100,9 @@ struct Queued {
     /// The destination, when it is a pipe a delivery may splice into while the writer
     /// is idle and nothing is queued.
     pipe: Option<Arc<FdIo>>,
+    /// Where payloads for a pipe destination wait in the kernel while others are queued
+    /// before them; made when first needed, closed when the queue stays empty a while.
+    staging: Option<Arc<Pipe>>,
     /// The writer is writing a chunk, or a delivery is splicing.
     busy: bool,
     /// The destination failed: bytes are dropped (and credited).
@@ -105,6 +126,7 @@ impl Queued {
             closed: false,
             window: RecvWindow::new(window),
             pipe: None,
+            staging: None,
             busy: false,
             gone: false,
             reported: false,
@@ -114,7 +136,27 @@ impl Queued {
     fn flush_tail(&mut self) {
         if !self.tail.is_empty() {
             let chunk = self.tail.split().freeze();
-            self.chunks.push_back(chunk);
+            self.chunks.push_back(Piece::Bytes(chunk));
+        }
+    }
+
+    /// The queue pipe, made now if there is none (`None`: no pipe could be made).
+    fn staging(&mut self) -> Option<Arc<Pipe>> {
+        if self.staging.is_none() {
+            self.staging = splice::pipe().ok().map(Arc::new);
+        }
+        self.staging.clone()
+    }
+
+    /// `n` bytes were spliced into `pipe`, after everything queued so far.
+    fn push_staged(&mut self, pipe: Arc<Pipe>, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.flush_tail();
+        match self.chunks.back_mut() {
+            Some(Piece::Staged(last, m)) if Arc::ptr_eq(last, &pipe) => *m += n,
+            _ => self.chunks.push_back(Piece::Staged(pipe, n)),
         }
     }
 
@@ -134,7 +176,7 @@ impl Queued {
             self.tail.extend_from_slice(&bytes);
         } else {
             self.flush_tail();
-            self.chunks.push_back(bytes);
+            self.chunks.push_back(Piece::Bytes(bytes));
         }
     }
 
@@ -202,6 +244,10 @@ impl Feed {
                         q.busy = true;
                         Route::Splice(pipe)
                     }
+                    Some(_) if unread >= SPLICE_MIN => match q.staging() {
+                        Some(staging) => Route::Stage(staging),
+                        None => Route::Queue,
+                    },
                     _ => Route::Queue,
                 }
             }
@@ -229,7 +275,45 @@ impl Feed {
                 })
             }
             Route::Splice(pipe) => Ok(self.splice_in(&pipe, prefix, unread, link).await?),
+            Route::Stage(staging) => {
+                self.stage_in(staging, prefix, unread, link).await?;
+                Ok(Delivered::default())
+            }
         }
+    }
+
+    /// Queues a payload behind what is queued already, its unread part spliced into the
+    /// queue pipe as far as that has room and read into memory beyond.
+    async fn stage_in(
+        &self,
+        staging: Arc<Pipe>,
+        prefix: Bytes,
+        unread: usize,
+        link: &mut LinkIn,
+    ) -> Result<(), FrameError> {
+        let mut staged = 0;
+        while staged < unread {
+            match link
+                .splice_payload(std::os::fd::AsFd::as_fd(&staging.write), unread - staged)
+                .await?
+            {
+                Spliced::Moved(n) => staged += n,
+                _ => break, // full: the rest waits in memory
+            }
+        }
+        let tail = if staged < unread {
+            link.read_payload().await?
+        } else {
+            Bytes::new()
+        };
+        {
+            let mut q = self.0.lock();
+            q.push(prefix);
+            q.push_staged(staging, staged);
+            q.push(tail);
+        }
+        self.0.changed.notify_one();
+        Ok(())
     }
 
     async fn splice_in(
@@ -272,6 +356,27 @@ impl Feed {
                 }
             }
         }
+        // The destination is full: the rest waits in the queue pipe, or in memory.
+        let mut staged = None;
+        if rest > 0 && prefix.is_empty() && error.is_none() && !failed {
+            let staging = self.0.lock().staging();
+            if let Some(st) = staging {
+                let mut n = 0;
+                while n < rest {
+                    let to = std::os::fd::AsFd::as_fd(&st.write);
+                    match link.splice_payload(to, rest - n).await {
+                        Ok(Spliced::Moved(k)) => n += k,
+                        Ok(_) => break,
+                        Err(e) => {
+                            error = Some(e);
+                            break;
+                        }
+                    }
+                }
+                rest -= n;
+                staged = Some((st, n));
+            }
+        }
         let mut tail = Bytes::new();
         if rest > 0 && error.is_none() {
             match link.read_payload().await {
@@ -289,6 +394,9 @@ impl Feed {
                 q.consumed(total)
             } else {
                 q.push(prefix);
+                if let Some((st, n)) = staged {
+                    q.push_staged(st, n);
+                }
                 q.push(tail);
                 q.consumed(moved)
             };
@@ -316,8 +424,12 @@ pub(crate) enum DeliverError {
 /// Where a delivery goes.
 enum Route {
     Splice(Arc<FdIo>),
+    /// Behind what is queued, in the queue pipe.
+    Stage(Arc<Pipe>),
     Queue,
-    Drop { credit: bool },
+    Drop {
+        credit: bool,
+    },
 }
 
 fn join(prefix: Bytes, rest: Bytes) -> Bytes {
@@ -348,20 +460,20 @@ impl Inbox {
     /// The next input, in order; `None` once the feed is gone and everything was taken.
     /// Data is handed out only while nobody else writes to the destination, and marks it
     /// busy until [`Inbox::wrote`].
-    async fn take(&mut self) -> Option<Input> {
+    async fn take(&mut self) -> Option<Taken> {
         loop {
-            {
+            let staging = {
                 let mut q = self.0.lock();
                 if !q.busy {
                     q.flush_tail();
-                    if let Some(chunk) = q.chunks.pop_front() {
+                    if let Some(piece) = q.chunks.pop_front() {
                         q.busy = true;
-                        return Some(Input::Data(chunk));
+                        return Some(Taken::Piece(piece));
                     }
                     if q.eof {
                         q.eof = false;
                         q.closed = true;
-                        return Some(Input::Eof);
+                        return Some(Taken::Eof);
                     }
                     if q.closed {
                         return None;
@@ -370,8 +482,19 @@ impl Inbox {
                         q.tail = BytesMut::new(); // an idle stream keeps no buffer
                     }
                 }
+                q.staging.is_some()
+            };
+            if !staging {
+                self.0.changed.notified().await;
+            } else if tokio::time::timeout(STAGING_IDLE, self.0.changed.notified())
+                .await
+                .is_err()
+            {
+                let mut q = self.0.lock();
+                if q.idle() {
+                    q.staging = None; // nor its queue pipe, once quiet
+                }
             }
-            self.0.changed.notified().await;
         }
     }
 
@@ -395,12 +518,27 @@ impl Inbox {
 
     #[cfg(test)]
     pub(crate) async fn recv(&mut self) -> Option<Input> {
-        let input = self.take().await;
-        if let Some(Input::Data(d)) = &input {
-            self.wrote(d.len(), false);
-        }
-        input
+        let data = match self.take().await? {
+            Taken::Eof => return Some(Input::Eof),
+            Taken::Piece(Piece::Bytes(b)) => b,
+            Taken::Piece(Piece::Staged(pipe, n)) => {
+                let mut buf = BytesMut::new();
+                while buf.len() < n {
+                    let left = n - buf.len();
+                    splice::read(std::os::fd::AsFd::as_fd(&pipe.read), &mut buf, left).unwrap();
+                }
+                buf.freeze()
+            }
+        };
+        self.wrote(data.len(), false);
+        Some(Input::Data(data))
     }
+}
+
+/// What the writer takes from its queue.
+enum Taken {
+    Piece(Piece),
+    Eof,
 }
 
 /// Where a reading pump reads.
@@ -664,22 +802,21 @@ pub(crate) async fn write_with_credit<W>(
             }
         }
     }
-    while let Some(input) = rx.take().await {
-        match input {
-            Input::Data(bytes) => {
-                let result = if rx.gone() {
-                    Ok(())
-                } else if let Some(p) = &pipe {
-                    write_pipe(p, &bytes).await
-                } else if let Some(w) = stream.as_mut() {
-                    write_all(w, &bytes).await
-                } else {
-                    Ok(())
+    while let Some(taken) = rx.take().await {
+        match taken {
+            Taken::Piece(piece) => {
+                let result = match (&piece, &pipe, stream.as_mut()) {
+                    _ if rx.gone() => Ok(()),
+                    (Piece::Bytes(bytes), Some(p), _) => write_pipe(p, bytes).await,
+                    (Piece::Bytes(bytes), None, Some(w)) => write_all(w, bytes).await,
+                    (Piece::Staged(staged, n), Some(p), _) => splice_out(p, staged, *n).await,
+                    // Staged only while the destination is a pipe; gone without one.
+                    _ => Ok(()),
                 };
                 if let Err(e) = &result {
                     tracing::debug!("write: {e}");
                 }
-                let done = rx.wrote(bytes.len(), result.is_err());
+                let done = rx.wrote(piece.len(), result.is_err());
                 if done.broken {
                     broken();
                 }
@@ -687,8 +824,8 @@ pub(crate) async fn write_with_credit<W>(
                     grant(n);
                 }
             }
-            Input::Eof if sink.keep_open_on_eof => {}
-            Input::Eof => {
+            Taken::Eof if sink.keep_open_on_eof => {}
+            Taken::Eof => {
                 {
                     let mut q = rx.0.lock();
                     q.pipe = None;
@@ -703,6 +840,16 @@ pub(crate) async fn write_with_credit<W>(
         }
     }
     drop(pipe);
+}
+
+/// Moves `n` queued bytes from the queue pipe `from` into the destination pipe.
+async fn splice_out(pipe: &FdIo, from: &Pipe, mut n: usize) -> std::io::Result<()> {
+    while n > 0 {
+        n -= pipe
+            .splice_from(std::os::fd::AsFd::as_fd(&from.read), n)
+            .await?;
+    }
+    Ok(())
 }
 
 async fn write_pipe(pipe: &FdIo, mut bytes: &[u8]) -> std::io::Result<()> {
@@ -721,6 +868,94 @@ async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Payloads for a destination pipe that is full queue up in the kernel (the queue
+    /// pipe), the small and the overflow in memory, and leave in order, byte for byte.
+    #[tokio::test]
+    async fn payloads_behind_a_full_pipe_wait_in_the_kernel_and_leave_in_order() {
+        use crate::proto::{Fd, Frame, Message, encode_into};
+        use std::os::fd::AsFd;
+        let sizes = [
+            300_000,
+            MAX_DATA,
+            SPLICE_MIN,
+            SPLICE_MIN - 1,
+            1,
+            100_001,
+            MAX_DATA,
+            MAX_DATA,
+            70_000,
+        ];
+        let payloads: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| (0..n).map(|i| (i * 31 + k) as u8).collect())
+            .collect();
+        let mut wire = BytesMut::new();
+        for p in &payloads {
+            let msg = Message::Data {
+                stream: 1,
+                fd: Fd::Stdin,
+            };
+            encode_into(&Frame::with_data(1, msg, Bytes::from(p.clone())), &mut wire).unwrap();
+        }
+        // A blocking writer at the link's far end, as a process writing to us.
+        let (link_read, link_write) = nix::unistd::pipe().unwrap();
+        let feeder = std::thread::spawn(move || {
+            let mut f = std::fs::File::from(link_write);
+            std::io::Write::write_all(&mut f, &wire).unwrap();
+        });
+        let mut link = LinkIn::new(FdIo::new(link_read).unwrap(), &[]);
+        // The destination, full before anything arrives: nobody reads it yet.
+        let dest = splice::pipe().unwrap();
+        let mut filled = 0;
+        while let Ok(n) = splice::write(dest.write.as_fd(), &[7u8; 65536]) {
+            filled += n;
+        }
+        let (feed, inbox) = inbox(u32::MAX);
+        let sink = Sink {
+            dst: Dst::<tokio::io::Empty>::Pipe(FdIo::new(dest.write).unwrap()),
+            keep_open_on_eof: false,
+        };
+        let writer = tokio::spawn(write_with_credit(inbox, sink, |_| {}, || {}));
+        // Until the writer has registered the destination, deliveries queue in memory.
+        while feed.0.lock().pipe.is_none() {
+            tokio::task::yield_now().await;
+        }
+        for _ in &payloads {
+            let got = link.next().await.unwrap().unwrap();
+            feed.deliver(got.frame.data, got.unread, &mut link)
+                .await
+                .unwrap();
+        }
+        let staged: usize = {
+            let q = feed.0.lock();
+            q.chunks
+                .iter()
+                .map(|p| match p {
+                    Piece::Staged(_, n) => *n,
+                    Piece::Bytes(_) => 0,
+                })
+                .sum()
+        };
+        assert!(staged > 3 * MAX_DATA, "{staged} bytes waited in the kernel");
+        feed.send(Input::Eof).unwrap();
+        drop(feed);
+        crate::sys::fdio::set_nonblocking(&dest.read, false).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut std::fs::File::from(dest.read), &mut got).unwrap();
+            got
+        });
+        writer.await.unwrap();
+        let got = reader.join().unwrap();
+        feeder.join().unwrap();
+        let want: Vec<u8> = std::iter::repeat_n(7u8, filled)
+            .chain(payloads.concat())
+            .collect();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "bytes in order");
+    }
 
     #[tokio::test]
     async fn tiny_payloads_are_gathered_in_order() {
