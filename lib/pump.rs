@@ -292,28 +292,33 @@ impl Feed {
         link: &mut LinkIn,
     ) -> Result<(), FrameError> {
         let mut staged = 0;
+        let mut result = Ok(Bytes::new());
         while staged < unread {
-            match link
-                .splice_payload(std::os::fd::AsFd::as_fd(&staging.write), unread - staged)
-                .await?
-            {
-                Spliced::Moved(n) => staged += n,
-                _ => break, // full: the rest waits in memory
+            let to = std::os::fd::AsFd::as_fd(&staging.write);
+            match link.splice_payload(to, unread - staged).await {
+                Ok(Spliced::Moved(n)) => staged += n,
+                Ok(_) => break, // full: the rest waits in memory
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
         }
-        let tail = if staged < unread {
-            link.read_payload().await?
-        } else {
-            Bytes::new()
-        };
+        if staged < unread && result.is_ok() {
+            result = link.read_payload().await;
+        }
+        // What reached the queue pipe is queued even when the link failed after it, so
+        // that the pipe never holds bytes no piece accounts for.
         {
             let mut q = self.0.lock();
             q.push(prefix);
             q.push_staged(staging, staged);
-            q.push(tail);
+            if let Ok(tail) = &result {
+                q.push(tail.clone());
+            }
         }
         self.0.changed.notify_one();
-        Ok(())
+        result.map(drop)
     }
 
     async fn splice_in(
