@@ -291,19 +291,10 @@ impl Feed {
         unread: usize,
         link: &mut LinkIn,
     ) -> Result<(), FrameError> {
-        let mut staged = 0;
-        let mut result = Ok(Bytes::new());
-        while staged < unread {
-            let to = std::os::fd::AsFd::as_fd(&staging.write);
-            match link.splice_payload(to, unread - staged).await {
-                Ok(Spliced::Moved(n)) => staged += n,
-                Ok(_) => break, // full: the rest waits in memory
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
+        let (staged, mut result) = match stage_payload(link, &staging, unread).await {
+            (n, None) => (n, Ok(Bytes::new())),
+            (n, Some(e)) => (n, Err(e)),
+        };
         if staged < unread && result.is_ok() {
             result = link.read_payload().await;
         }
@@ -366,18 +357,8 @@ impl Feed {
         if rest > 0 && prefix.is_empty() && error.is_none() && !failed {
             let staging = self.0.lock().staging();
             if let Some(st) = staging {
-                let mut n = 0;
-                while n < rest {
-                    let to = std::os::fd::AsFd::as_fd(&st.write);
-                    match link.splice_payload(to, rest - n).await {
-                        Ok(Spliced::Moved(k)) => n += k,
-                        Ok(_) => break,
-                        Err(e) => {
-                            error = Some(e);
-                            break;
-                        }
-                    }
-                }
+                let (n, e) = stage_payload(link, &st, rest).await;
+                error = e;
                 rest -= n;
                 staged = Some((st, n));
             }
@@ -413,6 +394,27 @@ impl Feed {
             None => Ok(delivered),
         }
     }
+}
+
+/// Splices up to `want` of the payload's unread bytes from `link` into the queue pipe, as
+/// far as it has room: how many moved, and the link's error if it failed meanwhile.
+async fn stage_payload(
+    link: &mut LinkIn,
+    queue: &Pipe,
+    want: usize,
+) -> (usize, Option<FrameError>) {
+    let mut n = 0;
+    while n < want {
+        match link
+            .splice_payload(std::os::fd::AsFd::as_fd(&queue.write), want - n)
+            .await
+        {
+            Ok(Spliced::Moved(k)) => n += k,
+            Ok(_) => break, // full: the rest waits in memory
+            Err(e) => return (n, Some(e)),
+        }
+    }
+    (n, None)
 }
 
 /// Why a delivery ends the link it came on.

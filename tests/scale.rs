@@ -515,29 +515,6 @@ fn a_master_out_of_descriptors_fails_single_calls_clearly_and_serves_the_rest() 
     wait_child(&mut master.0, Duration::from_secs(20), "the master to stop");
 }
 
-/// A child of the test's own, stopped however the test ends (SIGTERM, a bounded wait,
-/// then SIGKILL): a failed assertion must not leave a master running.
-struct StopOnDrop(std::process::Child);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.0.try_wait() {
-            return;
-        }
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(POLL);
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Two tiers: the master's one ssh goes to a gateway, whose agent runs the ssh to each of
 /// 50 hosts (`--via gw --via-mode ssh`). Each line comes attributed to its host, from an
 /// agent of that host's own; the master runs one ssh in all; ^C stops every process on

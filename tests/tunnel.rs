@@ -206,7 +206,7 @@ fn many_streams_leave_the_users_own_pipes_their_size() {
                 .unwrap()
         })
         .collect();
-    let streams: Vec<_> = streams.into_iter().map(KillOnDrop).collect();
+    let streams: Vec<_> = streams.into_iter().map(StopOnDrop).collect();
     wait_until(T, "40 remote sleeps", || {
         descendants_running(sshd.pid(), "sleep").len() >= 40
     });
@@ -216,16 +216,6 @@ fn many_streams_leave_the_users_own_pipes_their_size() {
         "a new pipe of the user while mitossh runs 40 processes for it"
     );
     drop(streams);
-}
-
-/// Kills and reaps its child when dropped.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Resident memory of a process, in bytes.

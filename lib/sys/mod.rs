@@ -1,7 +1,7 @@
 //! Thin wrappers over the operating system: non-blocking descriptors, descriptor passing,
 //! process control and signals, resource limits, a child's setup before exec, terminals,
-//! memory files, the allocator, pipe sizes within a budget, splicing between pipes and sockets, randomness and
-//! accounts. Everything `unsafe` in mitossh lives here (the crate denies it elsewhere);
+//! memory files, the allocator, pipe sizes within a budget, splicing between pipes and
+//! sockets, randomness and accounts. Everything `unsafe` in mitossh lives here (the crate denies it elsewhere);
 //! each wrapper is safe to call, and says what it relies on.
 //!
 //! Knows nothing of mitossh: no protocol types, only the kernel's.

@@ -171,3 +171,25 @@ pub fn blocked_writing_a_pipe(marker: &str) -> bool {
                 .is_ok_and(|w| w.ends_with("pipe_write"))
         })
 }
+
+/// A child of the test's own, stopped however the test ends (SIGTERM, a bounded wait,
+/// then SIGKILL): a failed assertion must not leave it running.
+pub struct StopOnDrop(pub std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return;
+        }
+        send_signal(self.0.id() as i32, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            thread::sleep(POLL);
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
