@@ -46,7 +46,9 @@ pub use askpass::{invoked as askpass_prompt, main as askpass};
 pub use config::parse_duration;
 pub use control::{status, stop, tree};
 pub use env::{Options as EnvOptions, run as env};
-pub use logging::{init as init_logging, init_agent as init_agent_logging};
+pub use logging::{
+    init as init_logging, init_agent as init_agent_logging, init_shim as init_shim_logging,
+};
 pub use master::{Options as ServeOptions, main as serve};
 pub use run::{
     Args as RunArgs, Overrides as RunOverrides, PlanSource as RunPlan, Show as RunShow, main as run,

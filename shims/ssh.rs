@@ -4,7 +4,7 @@
 
 fn main() -> std::process::ExitCode {
     if std::env::var_os("MITOSSH_LOG").is_some() {
-        mitossh::init_logging("warn");
+        mitossh::init_shim_logging();
     }
     let code = mitossh::ssh(std::env::args_os().skip(1).collect());
     std::process::ExitCode::from(code as u8)

@@ -62,6 +62,36 @@ fn half_close_delivers_eof_and_output_after_it() {
     assert_eq!(out.status.code(), Some(0));
 }
 
+/// `/dev/null` as stdin and stdout, as `ssh -n host cmd > /dev/null` gives them: end of
+/// file at once, and every byte taken (the master answers for the device itself).
+#[test]
+fn dev_null_reads_as_end_of_file_and_takes_everything_as_with_ssh() {
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let command = "wc -c >&2; head -c 5000000 /dev/zero; echo \"head $?\" >&2";
+    let run = |mut cmd: Command| {
+        let mut child = cmd
+            .args(sshd.ssh_args())
+            .arg(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = String::new();
+        let mut pipe = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            pipe.read_to_string(&mut stderr).unwrap();
+            stderr
+        });
+        let status = wait_child(&mut child, T, "ssh with /dev/null to end");
+        (status.code(), reader.join().unwrap())
+    };
+    let with_ssh = run(Command::new("/usr/bin/ssh"));
+    assert_eq!(with_ssh, (Some(0), "0\nhead 0\n".to_string()));
+    assert_eq!(run(master.ssh()), with_ssh);
+}
+
 #[test]
 fn exit_codes_are_the_remote_commands() {
     let sshd = Sshd::start();

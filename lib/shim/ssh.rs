@@ -164,18 +164,23 @@ fn resolve_hops(conn: &mut MasterConn, target: &mut Target, verbose: bool) -> Re
         eprintln!("mitossh: cannot talk to the master: {e}");
         SSH_ERROR
     })?;
-    let Some(real) = paths::find_real("ssh") else {
-        return Ok(Vec::new());
-    };
     let mut preamble = Vec::new();
     let last = target.hops.len() - 1;
+    // Looked for only when a hop needs it: finding it costs a walk of PATH.
+    let mut real = None;
     for (&i, cached) in local.iter().zip(cached) {
         let hop = &mut target.hops[i];
         if cached.is_some() && !(verbose && i == last) {
             hop.config = cached;
             continue;
         }
-        match sshconfig::resolve_here(&real, hop) {
+        if real.is_none() {
+            real = paths::find_real("ssh");
+        }
+        let Some(real) = &real else {
+            return Ok(Vec::new());
+        };
+        match sshconfig::resolve_here(real, hop) {
             Ok(dump) => {
                 hop.config = Some(dump.config);
                 if verbose && i == last {

@@ -8,7 +8,9 @@
 //!   file description of the same pipe or terminal, ours to make non-blocking;
 //! * sockets use `MSG_DONTWAIT` per call and leave the flags alone;
 //! * regular files (and other devices) get blocking I/O on tokio's blocking threads, on
-//!   the shared description, so file offsets advance for everyone as with ssh.
+//!   the shared description, so file offsets advance for everyone as with ssh;
+//! * `/dev/null` (`ssh -n`, `< /dev/null`, `> /dev/null`) is read and written here, as
+//!   the device would answer: end of file, and everything taken. No thread, no syscall.
 //!
 //! A pipe comes back as such ([`Adopted::Pipe`]): the data path splices to and from it
 //! (with `SPLICE_F_NONBLOCK`, on the description of our own).
@@ -16,7 +18,7 @@
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -45,6 +47,7 @@ pub(crate) fn reader(fd: OwnedFd) -> io::Result<Adopted<Reader>> {
         Kind::Pipe => Adopted::Pipe(FdIo::new(reopen(&fd, libc::O_RDONLY)?)?),
         Kind::Terminal => other(Box::new(FdIo::new(reopen(&fd, libc::O_RDWR)?)?)),
         Kind::Socket => other(Box::new(SockIo::new(fd)?)),
+        Kind::Null => other(Box::new(tokio::io::empty())),
         Kind::Other => Adopted::Other {
             io: Box::new(tokio::fs::File::from_std(std::fs::File::from(fd))),
             file: true,
@@ -64,6 +67,7 @@ pub(crate) fn writer(fd: OwnedFd) -> io::Result<Adopted<Writer>> {
         })?)?),
         Kind::Terminal => other(Box::new(FdIo::new(reopen(&fd, libc::O_RDWR)?)?)),
         Kind::Socket => other(Box::new(SockIo::new(fd)?)),
+        Kind::Null => other(Box::new(tokio::io::sink())),
         Kind::Other => other(Box::new(tokio::fs::File::from_std(std::fs::File::from(fd)))),
     })
 }
@@ -76,15 +80,19 @@ enum Kind {
     Pipe,
     Terminal,
     Socket,
+    Null,
     Other,
 }
 
 fn kind(fd: &OwnedFd) -> io::Result<Kind> {
-    let file_type = std::fs::File::from(fd.try_clone()?).metadata()?.file_type();
+    let meta = std::fs::File::from(fd.try_clone()?).metadata()?;
+    let file_type = meta.file_type();
     Ok(if file_type.is_fifo() {
         Kind::Pipe
     } else if file_type.is_socket() {
         Kind::Socket
+    } else if file_type.is_char_device() && meta.rdev() == libc::makedev(1, 3) {
+        Kind::Null
     } else if file_type.is_char_device() && nix::unistd::isatty(fd).unwrap_or(false) {
         Kind::Terminal
     } else {

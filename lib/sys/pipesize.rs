@@ -79,7 +79,7 @@ fn grow_within(fd: &impl AsRawFd, budget: usize, grown: &'static AtomicUsize) ->
 /// Takes `pages` from the budget if they fit.
 fn reserve(grown: &AtomicUsize, pages: usize, budget: usize) -> bool {
     grown
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |grown| {
+        .try_update(Ordering::SeqCst, Ordering::SeqCst, |grown| {
             (grown + pages <= budget).then_some(grown + pages)
         })
         .is_ok()

@@ -162,6 +162,18 @@ mod tests {
         let e = splice(a.read.as_fd(), b.write.as_fd(), 1).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "empty, writer open");
         drop(a.write);
+        // A child another test is forking holds a copy of the write end until it execs.
+        let mut end = libc::pollfd {
+            fd: a.read.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one pollfd we own, for at most 10 s.
+        assert_eq!(
+            unsafe { libc::poll(&mut end, 1, 10_000) },
+            1,
+            "the end comes"
+        );
         assert_eq!(splice(a.read.as_fd(), b.write.as_fd(), 1).unwrap(), 0);
         assert!(readable_now(a.read.as_fd()), "the end is readable");
         assert!(!readable_now(b.read.as_fd()), "empty with a writer is not");
