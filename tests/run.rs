@@ -285,6 +285,60 @@ fn interrupt_stops_everything_and_output_files_keep_each_stream() {
     }
 }
 
+/// Kills, however the test ends, the process groups whose leader's command line holds
+/// the marker: what a test started in a session of its own on a host.
+struct KillMarked(String);
+
+impl KillMarked {
+    fn groups(&self) -> Vec<Proc> {
+        processes_matching(|p| p.cmdline.iter().any(|a| a.contains(&self.0)))
+    }
+}
+
+impl Drop for KillMarked {
+    fn drop(&mut self) {
+        for p in self.groups() {
+            send_signal(-p.pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// A process whose output stays open after the stop (held by a daemon it started in a
+/// session of its own, which the stop does not reach) does not keep the run waiting: the
+/// run ends and says which process it stopped reading. The daemon is left as ssh leaves
+/// it (and then stopped by this test).
+#[test]
+fn output_held_open_by_a_daemon_does_not_keep_the_run_waiting() {
+    let a = Sshd::start();
+    let daemon = KillMarked(unique_marker());
+    let out = output_within(
+        Command::new(bin("mitossh"))
+            .args(["run", "-H", a.alias(), "-d", "2s", "--grace", "1s", "-F"])
+            .arg(a.ssh_config())
+            .args([
+                "--",
+                &format!(
+                    "setsid sh -c 'sleep 1000; : {}' & echo started; sleep 1000",
+                    daemon.0
+                ),
+            ])
+            .env_remove("MITOSSH_SOCKET"),
+        b"",
+        Duration::from_secs(60),
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(daemon.groups().len(), 1, "the daemon runs: {said}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("p[0] | started"));
+    assert!(
+        said.contains(&format!(
+            "{} p[0]: output still open after the run ended",
+            a.alias()
+        )),
+        "{said}"
+    );
+    drop(daemon);
+}
+
 /// A free TCP port on loopback (the hosts of these tests share one network).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

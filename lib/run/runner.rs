@@ -43,6 +43,8 @@ use crate::proto::{
 
 /// After stopping, how long beyond the grace to wait for processes to report back.
 const STOP_SLACK: Duration = Duration::from_secs(10);
+/// After the stop's deadline, how long output already on its way may take to arrive.
+const DRAIN: Duration = Duration::from_secs(1);
 /// The one buffer all output pipes are read into.
 const OUTPUT_BUFFER: usize = 64 * 1024;
 /// Between attempts to connect to a readiness port: from the first to the last.
@@ -223,12 +225,27 @@ pub(crate) async fn run(plan: &Plan, shared: &Shared<'_>) -> Report {
         reason,
         phase_released,
         released,
+        stopping,
+        stop_deadline,
         ..
     } = run;
-    for r in following.readers {
-        let _ = tokio::time::timeout(STOP_SLACK, r).await;
-    }
+    // Output a stop could not close by its deadline is held by something it did not
+    // reach: what is in flight is drained, no more is awaited.
+    let reading_deadline = match stopping {
+        true => stop_deadline.max(tokio::time::Instant::now() + DRAIN),
+        false => tokio::time::Instant::now() + STOP_SLACK,
+    };
+    let held = stop_reading(following.readers, reading_deadline).await;
     let _ = tokio::task::spawn_blocking(move || printer.join()).await;
+    for i in held {
+        let p = &plan.procs[i];
+        eprintln!(
+            "mitossh: {} {}: output still open after the run ended (a process it started \
+             in the background holds it); stopped reading it",
+            plan.hosts[p.host].address,
+            p.label(),
+        );
+    }
     for (report, (out, err)) in reports.iter_mut().zip(&following.counters) {
         report.bytes_out = out.load(Ordering::Relaxed);
         report.bytes_err = err.load(Ordering::Relaxed);
@@ -261,14 +278,35 @@ fn start_printer(
     (lines_tx, printer)
 }
 
+/// Waits for the output readers to reach the end of their pipes, all by `deadline`: a
+/// process can leave its output open (held by something it started in the background
+/// that a stop does not reach), and the run must end all the same. Those still reading
+/// then are stopped, so the printer sees its last sender go; their processes are returned.
+async fn stop_reading(
+    readers: Vec<(usize, tokio::task::JoinHandle<()>)>,
+    deadline: tokio::time::Instant,
+) -> Vec<usize> {
+    let mut held = Vec::new();
+    for (i, reader) in readers {
+        let abort = reader.abort_handle();
+        if tokio::time::timeout_at(deadline, reader).await.is_err() {
+            abort.abort();
+            if held.last() != Some(&i) {
+                held.push(i);
+            }
+        }
+    }
+    held
+}
+
 /// The opened processes as they are followed.
 struct Following {
     /// Each process's control connection, while it runs.
     controls: Vec<Option<Control>>,
     /// Bytes of stdout and stderr, per process.
     counters: Vec<(Arc<AtomicU64>, Arc<AtomicU64>)>,
-    /// The tasks reading the output pipes.
-    readers: Vec<tokio::task::JoinHandle<()>>,
+    /// The tasks reading the output pipes, with their process.
+    readers: Vec<(usize, tokio::task::JoinHandle<()>)>,
 }
 
 /// Starts reading every opened process's output into `lines` and following its control
@@ -295,14 +333,10 @@ fn follow_all(
             (o.stderr, true, counters[i].1.clone()),
         ] {
             let ready = watch_line.clone().map(|re| (re, events.clone()));
-            readers.push(tokio::spawn(read_lines(
+            readers.push((
                 i,
-                fd,
-                stderr,
-                lines.clone(),
-                counter,
-                ready,
-            )));
+                tokio::spawn(read_lines(i, fd, stderr, lines.clone(), counter, ready)),
+            ));
         }
         tokio::spawn(follow(i, o.frames, events.clone()));
         controls[i] = Some(o.control);
