@@ -6,6 +6,10 @@
 //! - **Wall time**: pdsh and clush log in anew on every run. mitossh *cold* is a new
 //!   master (the agent image already cached on the host, as after a first contact);
 //!   *warm* is the same run again on the connections the cold one left open.
+//! - **Machine CPU**: what every process on the machine spent meanwhile (`/proc/stat`):
+//!   the tool, ssh, sshd and the remote shells, and for mitossh the master and agents;
+//!   with the master's own share of a cold run. On 2 cores a cold run is CPU-bound, so
+//!   this says where its wall time goes.
 //! - **Memory** (KiB, from `/proc/PID/smaps_rollup`): the master's RSS and PSS with no
 //!   host, then idle with N hosts connected (after the cold run, and again once it has
 //!   been quiet for 2 s), per host; the ssh clients it keeps (PSS, their own processes);
@@ -43,13 +47,50 @@ type Mem = (u64, u64);
 
 struct Timed {
     wall: Duration,
+    /// CPU the whole machine spent meanwhile (every process: the tool, ssh, sshd, the
+    /// remote shells; and for mitossh the master and agents), from `/proc/stat`.
+    cpu: Duration,
     peak: Mem,
     out: Output,
+}
+
+/// CPU time the machine has spent since boot, all cores, idle and iowait excluded.
+fn machine_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .enumerate()
+        // user nice system idle iowait irq softirq steal: all but idle and iowait.
+        .filter(|(i, _)| ![3, 4].contains(i) && *i < 8)
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// A process's own CPU time (user and system), from `/proc/PID/stat`.
+fn process_cpu(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    // After the command: state is field 0, utime 11, stime 12.
+    Duration::from_millis((f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0)) * 1000 / hz)
 }
 
 /// Runs `cmd` to its end (killed after [`LIMIT`]), sampling its own memory every 20 ms.
 fn timed(cmd: &mut Command) -> Timed {
     let started = Instant::now();
+    let cpu_before = machine_cpu();
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -89,6 +130,7 @@ fn timed(cmd: &mut Command) -> Timed {
     let (o, e) = (read(Box::new(stdout)), read(Box::new(stderr)));
     let status = child.wait().unwrap();
     let wall = started.elapsed();
+    let cpu = machine_cpu().saturating_sub(cpu_before);
     done.store(true, Ordering::Relaxed);
     let peak = sampler.join().unwrap();
     let out = Output {
@@ -96,7 +138,12 @@ fn timed(cmd: &mut Command) -> Timed {
         stdout: o.join().unwrap(),
         stderr: e.join().unwrap(),
     };
-    Timed { wall, peak, out }
+    Timed {
+        wall,
+        cpu,
+        peak,
+        out,
+    }
 }
 
 fn ok(what: &str, t: &Timed) {
@@ -235,6 +282,7 @@ fn main() {
     let fleet = Fleet::start(*sizes.iter().max().unwrap());
     let rows: Vec<Row> = sizes.iter().map(|&n| one_size(&fleet, n)).collect();
     print_wall_times(&rows);
+    print_cpu_times(&rows);
     print_master_slope(&rows);
     print_tool_memory(&rows);
 }
@@ -272,6 +320,10 @@ impl Fleet {
     }
 }
 
+fn per_host_ms(d: Duration, n: usize) -> f64 {
+    d.as_secs_f64() * 1000.0 / n as f64
+}
+
 /// pdsh, clush, then mitossh cold and warm on the first `n` aliases, with memory.
 fn one_size(fleet: &Fleet, n: usize) -> Row {
     let hosts = &fleet.all[..n];
@@ -282,13 +334,21 @@ fn one_size(fleet: &Fleet, n: usize) -> Row {
     for (name, t) in [("pdsh", &p), ("clush", &c)] {
         if let Some(t) = t {
             let wall = t.wall.as_secs_f64();
-            println!("  {name:<10} {wall:>8.2} s   peak RSS {} KiB", t.peak.0);
+            println!(
+                "  {name:<10} {wall:>8.2} s   machine CPU {:.2} s ({:.1} ms per host)   \
+                 peak RSS {} KiB",
+                t.cpu.as_secs_f64(),
+                per_host_ms(t.cpu, n),
+                t.peak.0
+            );
         }
     }
     // Its default window is WINDOW.
     let mut master = Master::start();
     let empty = memory(master.pid()).unwrap();
+    let master_cpu = process_cpu(master.pid());
     let cold = mitossh_run(&master.socket, cfg, hosts, "true");
+    let master_cpu = process_cpu(master.pid()).saturating_sub(master_cpu);
     let after = memory(master.pid()).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     let idle = memory(master.pid()).unwrap();
@@ -297,6 +357,14 @@ fn one_size(fleet: &Fleet, n: usize) -> Row {
         "  mitossh    cold {:.2} s, warm {:.2} s",
         cold.wall.as_secs_f64(),
         warm.wall.as_secs_f64()
+    );
+    println!(
+        "             machine CPU cold {:.2} s ({:.1} ms per host; the master itself {:.1}), \
+         warm {:.2} s",
+        cold.cpu.as_secs_f64(),
+        per_host_ms(cold.cpu, n),
+        per_host_ms(master_cpu, n),
+        warm.cpu.as_secs_f64()
     );
     println!(
         "  master     RSS/PSS KiB: {}/{} with no host, {}/{} after the cold run, {}/{} idle",
@@ -413,6 +481,31 @@ fn print_wall_times(rows: &[Row]) {
             ratio(&r.cold, &r.clush),
             ratio(&r.warm, &r.pdsh),
             ratio(&r.warm, &r.clush)
+        );
+    }
+}
+
+fn print_cpu_times(rows: &[Row]) {
+    println!("\nMachine CPU, s (every process on the machine; ratio: mitossh / other)");
+    println!(
+        "{:>6} {:>9} {:>9} {:>12} {:>14} {:>14}",
+        "N", "pdsh", "clush", "mitossh cold", "cold/pdsh", "cold/clush"
+    );
+    let s = |t: &Timed| t.cpu.as_secs_f64();
+    let fmt = |t: &Option<Timed>| t.as_ref().map_or("-".into(), |t| format!("{:.2}", s(t)));
+    let ratio = |a: &Timed, b: &Option<Timed>| {
+        b.as_ref()
+            .map_or("-".into(), |b| format!("{:.3}x", s(a) / s(b)))
+    };
+    for r in rows {
+        println!(
+            "{:>6} {:>9} {:>9} {:>12.2} {:>14} {:>14}",
+            r.n,
+            fmt(&r.pdsh),
+            fmt(&r.clush),
+            s(&r.cold),
+            ratio(&r.cold, &r.pdsh),
+            ratio(&r.cold, &r.clush),
         );
     }
 }
