@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use support::{agents_below, median, mib, ms, quick, run_ok, stop_control_master};
+use support::{agents_below, median, mib, ms, process_cpu, quick, run_ok, stop_control_master};
 
 const CIPHER: &str = "Ciphers=chacha20-poly1305@openssh.com";
 
@@ -71,19 +71,6 @@ fn smaps_kib(pid: i32, field: &str) -> u64 {
 
 fn private_kib(pid: i32) -> u64 {
     smaps_kib(pid, "Private_Clean:") + smaps_kib(pid, "Private_Dirty:")
-}
-
-/// User plus system CPU time of a process so far.
-fn cpu(pid: i32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // After the command: state is field 0, utime 11, stime 12.
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    Duration::from_secs_f64(ticks as f64 / 100.0)
 }
 
 fn raise_fd_limit() {
@@ -173,10 +160,10 @@ fn throughput(s: &Setup) {
     for _ in 0..runs {
         plain.push(pipe_through(s.plain(), bytes));
         cm.push(pipe_through(s.control_master(), bytes));
-        let (m0, a0) = (cpu(master.pid()), cpu(agent));
+        let (m0, a0) = (process_cpu(master.pid()), process_cpu(agent));
         shim.push(pipe_through(s.shim(&master), bytes));
-        master_cpu.push(cpu(master.pid()) - m0);
-        agent_cpu.push(cpu(agent) - a0);
+        master_cpu.push(process_cpu(master.pid()) - m0);
+        agent_cpu.push(process_cpu(agent) - a0);
     }
     let mbps = |t: Duration| bytes as f64 / t.as_secs_f64() / 1e6;
     let (p, c, m) = (median(plain), median(cm), median(shim));

@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
+use support::{clock_ticks, process_cpu};
 
 /// Handshakes at once, for every tool (clush's default, and mitossh's; pdsh's is 32).
 const WINDOW: usize = mitossh::DEFAULT_CONNECT_WINDOW;
@@ -68,23 +69,7 @@ fn machine_cpu() -> Duration {
         .filter(|(i, _)| ![3, 4].contains(i) && *i < 8)
         .map(|(_, v)| v.parse::<u64>().unwrap())
         .sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / hz)
-}
-
-/// A process's own CPU time (user and system), from `/proc/PID/stat`.
-fn process_cpu(pid: i32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    // After the command: state is field 0, utime 11, stime 12.
-    Duration::from_millis((f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0)) * 1000 / hz)
+    Duration::from_millis(ticks * 1000 / clock_ticks())
 }
 
 /// Runs `cmd` to its end (killed after [`LIMIT`]), sampling its own memory every 20 ms.

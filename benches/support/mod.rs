@@ -58,3 +58,22 @@ pub fn mib(kib: u64) -> String {
 pub fn agents_below(sshd: &Sshd) -> Vec<Proc> {
     descendants_running(sshd.pid(), "mitossh-agent")
 }
+
+/// User plus system CPU time of a process so far, from `/proc/PID/stat`.
+pub fn process_cpu(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // After the command: state is field 0, utime 11, stime 12.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 1000 / clock_ticks())
+}
+
+/// The kernel's clock ticks per second, as `/proc` counts CPU time.
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as u64
+}
