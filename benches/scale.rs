@@ -434,6 +434,26 @@ fn print_run_memory(fleet: &Fleet, n: usize, cold: &Timed, warm: &Timed) {
     );
 }
 
+fn wall(t: &Timed) -> f64 {
+    t.wall.as_secs_f64()
+}
+
+fn cpu(t: &Timed) -> f64 {
+    t.cpu.as_secs_f64()
+}
+
+/// A tool's figure in a table, or `-` when the tool was left out.
+fn cell(t: &Option<Timed>, measure: fn(&Timed) -> f64) -> String {
+    t.as_ref()
+        .map_or("-".into(), |t| format!("{:.2}", measure(t)))
+}
+
+/// mitossh's figure over another tool's, or `-` when that tool was left out.
+fn ratio_cell(a: &Timed, b: &Option<Timed>, measure: fn(&Timed) -> f64) -> String {
+    b.as_ref()
+        .map_or("-".into(), |b| format!("{:.3}x", measure(a) / measure(b)))
+}
+
 fn print_wall_times(rows: &[Row]) {
     println!("\nWall time, s (ratio: mitossh / other; below 1 is faster)");
     println!(
@@ -448,12 +468,9 @@ fn print_wall_times(rows: &[Row]) {
         "warm/pdsh",
         "warm/clush"
     );
-    let s = |t: &Timed| t.wall.as_secs_f64();
-    let fmt = |t: &Option<Timed>| t.as_ref().map_or("-".into(), |t| format!("{:.2}", s(t)));
-    let ratio = |a: &Timed, b: &Option<Timed>| {
-        b.as_ref()
-            .map_or("-".into(), |b| format!("{:.3}x", s(a) / s(b)))
-    };
+    let s = wall;
+    let fmt = |t: &Option<Timed>| cell(t, s);
+    let ratio = |a: &Timed, b: &Option<Timed>| ratio_cell(a, b, s);
     for r in rows {
         println!(
             "{:>6} {:>9} {:>9} {:>12.2} {:>12.2} {:>14} {:>14} {:>14} {:>14}",
@@ -476,12 +493,9 @@ fn print_cpu_times(rows: &[Row]) {
         "{:>6} {:>9} {:>9} {:>12} {:>14} {:>14}",
         "N", "pdsh", "clush", "mitossh cold", "cold/pdsh", "cold/clush"
     );
-    let s = |t: &Timed| t.cpu.as_secs_f64();
-    let fmt = |t: &Option<Timed>| t.as_ref().map_or("-".into(), |t| format!("{:.2}", s(t)));
-    let ratio = |a: &Timed, b: &Option<Timed>| {
-        b.as_ref()
-            .map_or("-".into(), |b| format!("{:.3}x", s(a) / s(b)))
-    };
+    let s = cpu;
+    let fmt = |t: &Option<Timed>| cell(t, s);
+    let ratio = |a: &Timed, b: &Option<Timed>| ratio_cell(a, b, s);
     for r in rows {
         println!(
             "{:>6} {:>9} {:>9} {:>12.2} {:>14} {:>14}",
