@@ -253,14 +253,23 @@ fn where_tmp_and_home_are_noexec_the_agent_runs_from_dev_shm_and_where_nothing_e
     );
 }
 
-/// A host whose `uname -m` says `arch` to its sessions (a `uname` first on their PATH).
+/// A host whose kernel says `arch` to its sessions: in `/proc/sys/kernel/arch` (a file
+/// bound over it in sshd's own mount namespace) and in `uname -m` (a `uname` first on
+/// their PATH).
 fn host_saying(arch: &str) -> (Sshd, tempfile::TempDir) {
     let uname = uname_saying(arch);
     let config = format!(
         "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin\n",
         uname.path().display()
     );
-    (Sshd::start_with_config(test_user(), &config), uname)
+    let mounts = Mounts {
+        bind: vec![(uname.path().join("arch"), KERNEL_ARCH.into())],
+        ..Mounts::default()
+    };
+    (
+        Sshd::start_with_mounts(test_user(), &config, &mounts),
+        uname,
+    )
 }
 
 /// Processes below `sshd` that qemu runs for aarch64 (their executable is qemu's).

@@ -12,7 +12,8 @@
 //!   ── ssh host "/bin/sh -c '…'" ─▶ (hash and size per architecture; `MITOSSH_FIRST=<hex>`:
 //!                                   Hello, Open for the agent, when they can be public)
 //!   ── or Hello, Open on stdin ───────────────────────────────────────▶ (read once it runs)
-//!                                 uname -m; cached?  ── exec ───────▶
+//!                                 arch (file, else uname -m);
+//!                                 cached?  ── exec ────────────────▶
 //!                                 else: skips the pipelined frames,
 //!                                       ◀── "MITOSSH-UPLOAD <nonce> <arch> xz|gz|raw"
 //!   ── "<count>\n" <count> bytes ─▶ inflated into a private 0700 dir ─exec▶

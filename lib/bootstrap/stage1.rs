@@ -5,8 +5,10 @@
 //! needs only `/bin/sh`, `uname`, `id`, `mkdir`, `chmod`, `printf`, `head`, `wc`, `mv` and
 //! `rm`, and uses `xz` or `gzip` when the host has them.
 //!
-//! Which agent: the one offered for the architecture `uname -m` names; a host of any other
-//! architecture is told plainly that there is none (exit [`CANNOT_SERVE`]).
+//! Which agent: the one offered for the kernel's architecture, read from
+//! [`ARCH_FILE`] by the shell itself (Linux 6.1 and later; no process started on a cached
+//! connect), else the one `uname -m` names; a host of any other architecture is told
+//! plainly that there is none (exit [`CANNOT_SERVE`]).
 //!
 //! Where the agent is kept: the first usable of `$XDG_RUNTIME_DIR/mitossh`,
 //! `~/.cache/mitossh`, `${TMPDIR:-/tmp}/mitossh-$UID` and `/dev/shm/mitossh-$UID`. A
@@ -50,6 +52,17 @@ pub(crate) struct Stage1<'a> {
 impl Stage1<'_> {
     /// The script, one line.
     pub(crate) fn script(&self) -> String {
+        self.script_reading(ARCH_FILE)
+    }
+
+    /// The script, taking the architecture from `arch_file` when it can be read.
+    fn script_reading(&self, arch_file: &str) -> String {
+        assert!(
+            arch_file
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b)),
+            "the architecture's file must be a plain path: {arch_file:?}"
+        );
         let hex = match self.first {
             FirstFrames::Command(hex) => Some(hex.as_str()),
             FirstFrames::Stdin(_) => None,
@@ -104,7 +117,7 @@ impl Stage1<'_> {
             .chain([
             // No agent for this architecture: say so plainly; the master reports it as
             // "cannot serve this host".
-            format!(r#"a=$(uname -m 2>/dev/null); case "$a" in {arches}*) echo "mitossh: no agent for the $a architecture" >&2; exit 97;; esac"#),
+            format!(r#"{{ read -r a < {arch_file}; }} 2>/dev/null || a=$(uname -m 2>/dev/null); case "$a" in {arches}*) echo "mitossh: no agent for the $a architecture" >&2; exit 97;; esac"#),
             // Cached: start it. The user id (a process to run) only for the directories
             // named by it.
             format!(r#"cached() {{ for d; do if test -n "$d" && test -O "$d" && test -f "$d/$m" && test -x "$d/$m"; then test -L "$d" || exec "$d/$m" {run}; fi; done; }}; cached {first_dirs}"#),
@@ -133,6 +146,9 @@ impl Stage1<'_> {
 fn octal(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("\\{b:03o}")).collect()
 }
+
+/// Where Linux (6.1 and later) says what `uname -m` would, without starting `uname`.
+const ARCH_FILE: &str = "/proc/sys/kernel/arch";
 
 /// Exit status stage 1 uses for "this host cannot run an agent".
 pub(crate) const CANNOT_SERVE: i32 = 97;
@@ -221,9 +237,11 @@ mod tests {
             first: &frames,
         };
         let first = frames.on_stdin();
+        // The kernel's word on the architecture, when a test wrote one; else `uname -m`.
+        let arch_file = home.join("kernel-arch");
         let mut child = Command::new("/bin/sh")
             .arg("-c")
-            .arg(s.script())
+            .arg(s.script_reading(arch_file.to_str().unwrap()))
             .env_clear()
             .env("HOME", home)
             .env("PATH", path)
@@ -449,6 +467,26 @@ mod tests {
             let name = format!("mitossh-agent-{arch}-{}", images[1].hash);
             assert!(home.path().join(".cache/mitossh").join(name).exists());
         }
+    }
+
+    #[test]
+    fn the_kernels_word_on_the_architecture_comes_before_unames() {
+        let home = tempfile::tempdir().unwrap();
+        let images = [
+            fake(Arch::X86_64, "x86 agent"),
+            fake(Arch::Aarch64, "arm agent"),
+        ];
+        let o = offer(&images, true);
+        std::fs::write(home.path().join("kernel-arch"), "aarch64\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = format!("{}:/usr/bin:/bin", tools(dir.path(), "x86_64").display());
+        let r = run(home.path(), &path, &o, master(&o));
+        assert_eq!(
+            r.out, "arm agent ran with agent --nonce n0nce\n",
+            "{}",
+            r.err
+        );
+        assert_eq!(r.err, "");
     }
 
     /// `image` with an xz copy made as `scripts/build-agents` makes them.

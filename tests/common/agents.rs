@@ -42,7 +42,8 @@ pub fn shipped_agent(arch: &str) -> PathBuf {
 }
 
 /// A directory (readable by test users) whose `uname -m` says `arch`; everything else
-/// `uname` answers as the real one does. Put it first on a test host's PATH.
+/// `uname` answers as the real one does. Put it first on a test host's PATH. Its file
+/// `arch` says `arch` too, for binding over what the kernel says ([`KERNEL_ARCH`]).
 pub fn uname_saying(arch: &str) -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("mitossh-uname-")
@@ -58,8 +59,12 @@ pub fn uname_saying(arch: &str) -> tempfile::TempDir {
     )
     .unwrap();
     std::fs::set_permissions(&uname, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.path().join("arch"), format!("{arch}\n")).unwrap();
     dir
 }
+
+/// Where Linux says what `uname -m` would (stage 1 reads it before asking `uname`).
+pub const KERNEL_ARCH: &str = "/proc/sys/kernel/arch";
 
 /// Lets this machine run aarch64 executables through qemu-user, as Debian's
 /// `qemu-user-static` does at boot with systemd: binfmt_misc mounted and the package's
