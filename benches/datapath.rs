@@ -88,6 +88,8 @@ fn raise_fd_limit() {
 }
 
 fn main() {
+    // What ships is measured: masters log at the default level.
+    log_as_shipped();
     raise_fd_limit();
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup {

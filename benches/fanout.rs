@@ -144,6 +144,8 @@ fn output_sampling_memory(cmd: &mut Command) -> (std::process::Output, (u64, u64
 }
 
 fn main() {
+    // What ships is measured: masters log at the default level.
+    log_as_shipped();
     let per_host = if support::quick() { 6 } else { 24 };
     let a = Sshd::start();
     let b = Sshd::start();

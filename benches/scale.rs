@@ -257,6 +257,8 @@ struct Fleet {
 }
 
 fn main() {
+    // What ships is measured: masters log at the default level.
+    log_as_shipped();
     let sizes: Vec<usize> = if support::quick() {
         vec![50]
     } else if let Ok(list) = std::env::var("MITOSSH_BENCH_N") {
