@@ -153,7 +153,7 @@ fn pipe_through(mut ssh: Command, bytes: u64) -> Duration {
 
 fn throughput(s: &Setup) {
     let bytes: u64 = if quick() { 128 << 20 } else { 1 << 30 };
-    let runs = 3;
+    let runs = 7;
     let master = Master::start();
     run_ok(s.shim(&master).arg("true"));
     let agent = agents_below(&s.sshd).first().map_or(0, |p| p.pid);
@@ -384,7 +384,7 @@ fn print_idle_memory(n: usize, before: &Peaks, peak: &Peaks, after: &Peaks) {
 
 /// 500 small files (1–8 KiB) by `rsync -a` into a new directory, over the WAN proxy.
 fn rsync_over_wan(s: &Setup) {
-    let runs = 3;
+    let runs = 7;
     let files = if quick() { 100 } else { 500 };
     let link = Link {
         rtt: Duration::from_millis(50),

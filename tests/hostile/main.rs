@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use agent::Attack;
 use common::*;
+use mitossh::proto::DEFAULT_WINDOW;
 use mitossh::{Arch, cache_name, content_hash};
 
 const T: Duration = Duration::from_secs(60);
@@ -42,8 +43,8 @@ const GROWTH_BOUND_KIB: u64 = 16 * 1024;
 const RSS_BOUND_KIB: u64 = 96 * 1024;
 
 /// Bytes of stdin the master may take from a session whose agent never returns credit:
-/// the window it grants at most (1 MiB), what one read may hold beyond, and the pipe.
-const STDIN_BOUND: usize = 2 << 20;
+/// the window it grants at most, what one read may hold beyond, and the pipe.
+const STDIN_BOUND: usize = DEFAULT_WINDOW as usize + (1 << 20);
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -382,7 +383,7 @@ fn root_attacks() {
         if attack == Attack::WindowMax {
             assert_eq!(
                 String::from_utf8_lossy(&out.stdout),
-                format!("received {}\n", 1 << 20),
+                format!("received {DEFAULT_WINDOW}\n"),
                 "the master sends at most the window it allows itself, whatever the agent grants"
             );
             assert!(
