@@ -298,7 +298,7 @@ fn a_stalled_reader_stalls_only_its_stream_and_bounds_memory() {
         "master RSS grew by {} KiB with a stalled reader",
         growth >> 10
     );
-    // The bound: one window (4 MiB) per direction per stream, plus allocator slack.
+    // The bound: one window (2 MiB) per direction per stream, plus allocator slack.
     assert!(
         growth < 16 << 20,
         "master grew by {} MiB with a stalled reader",

@@ -10,12 +10,13 @@
 //! messages rare without ever leaving a sender stuck: when the sender is out of credit,
 //! everything it sent is buffered or consumed, and consuming it all releases a full window.
 
-/// Default window per stream and direction: it is the bound on what the master and an
-/// agent buffer for one stream in one direction, and it must exceed what the path between
-/// them holds, or the path never fills: ssh's own channel window (2 MiB) and the two pipes
-/// at its ends (grown to 1 MiB each). With 1 MiB, 1 GiB through the shim went at 521 MB/s
-/// on average over five runs; with 4 MiB at 570 MB/s (`benches/datapath.rs`).
-pub const DEFAULT_WINDOW: u32 = 4 << 20;
+/// Default window per stream and direction, and so the bound on what the master and an
+/// agent buffer for one stream in one direction. Chosen by measure (`benches/datapath.rs`,
+/// 1 GiB through the shim, runs alternating in one session): with 1 MiB the pipe into the
+/// master's ssh drains between credits (521 MB/s, mean of five runs); 2 MiB keeps ssh fed
+/// (610 MB/s, three); with 4 MiB more of each window waits in the master's queue pipe
+/// (567 MB/s, eight; the master's CPU per GiB 0.26 -> 0.40 s).
+pub const DEFAULT_WINDOW: u32 = 2 << 20;
 
 /// A peer broke the rules of flow control.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
