@@ -113,7 +113,7 @@ fn main() {
             .arg("true"),
     );
     println!(
-        "mitossh scale benchmark: loopback sshd, chacha20-poly1305, {} cores",
+        "mitossh data-path benchmark: loopback sshd, chacha20-poly1305, {} cores",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!();
