@@ -172,6 +172,14 @@ mod tests {
         ))
     }
 
+    /// Stand-ins for the x86_64 and the aarch64 agent, in that order.
+    fn both_agents() -> [Arc<AgentImage>; 2] {
+        [
+            fake(Arch::X86_64, "x86 agent"),
+            fake(Arch::Aarch64, "arm agent"),
+        ]
+    }
+
     fn offer(images: &[Arc<AgentImage>], gzip: bool) -> Offer {
         Offer {
             images: images.to_vec(),
@@ -364,10 +372,7 @@ mod tests {
     #[test]
     fn uploads_once_compressed_then_runs_from_cache() {
         let home = tempfile::tempdir().unwrap();
-        let images = [
-            fake(Arch::X86_64, "x86 agent"),
-            fake(Arch::Aarch64, "arm agent"),
-        ];
+        let images = both_agents();
         let o = offer(&images, true);
         let path = format!("{}:/usr/bin:/bin", tools(home.path(), "x86_64").display());
         let r = run(home.path(), &path, &o, master(&o));
@@ -449,10 +454,7 @@ mod tests {
     #[test]
     fn uname_picks_the_image_and_names_the_copy() {
         let home = tempfile::tempdir().unwrap();
-        let images = [
-            fake(Arch::X86_64, "x86 agent"),
-            fake(Arch::Aarch64, "arm agent"),
-        ];
+        let images = both_agents();
         let o = offer(&images, true);
         for (uname, arch, who) in [("aarch64", "aarch64", "arm"), ("arm64", "aarch64", "arm")] {
             let dir = tempfile::tempdir().unwrap();
@@ -472,10 +474,7 @@ mod tests {
     #[test]
     fn the_kernels_word_on_the_architecture_comes_before_unames() {
         let home = tempfile::tempdir().unwrap();
-        let images = [
-            fake(Arch::X86_64, "x86 agent"),
-            fake(Arch::Aarch64, "arm agent"),
-        ];
+        let images = both_agents();
         let o = offer(&images, true);
         std::fs::write(home.path().join("kernel-arch"), "aarch64\n").unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -595,10 +594,7 @@ mod tests {
     #[test]
     fn another_architecture_is_told_there_is_no_agent() {
         let home = tempfile::tempdir().unwrap();
-        let images = [
-            fake(Arch::X86_64, "x86 agent"),
-            fake(Arch::Aarch64, "arm agent"),
-        ];
+        let images = both_agents();
         let o = offer(&images, true);
         let path = format!("{}:/usr/bin:/bin", tools(home.path(), "riscv64").display());
         let r = run(home.path(), &path, &o, |_| panic!("asked for an image"));
