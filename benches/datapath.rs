@@ -1,7 +1,7 @@
 //! Data-path benchmark (issue 14), side by side in one run against plain ssh and an OpenSSH
 //! ControlMaster, all on one private loopback sshd with the same (default) cipher:
 //!
-//! * bulk throughput: 1 GiB `cat | ssh host 'cat >/dev/null'`, median of 3, with the CPU
+//! * bulk throughput: 1 GiB `cat | ssh host 'cat >/dev/null'`, median of 7, with the CPU
 //!   time the master and the agent spent per GiB;
 //! * per-call latency: `ssh host true` one after another, median (mitossh and the
 //!   ControlMaster taking turns call by call);

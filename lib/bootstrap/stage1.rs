@@ -57,18 +57,12 @@ impl Stage1<'_> {
 
     /// The script, taking the architecture from `arch_file` when it can be read.
     fn script_reading(&self, arch_file: &str) -> String {
-        assert!(
-            arch_file
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b)),
-            "the architecture's file must be a plain path: {arch_file:?}"
-        );
         let hex = match self.first {
             FirstFrames::Command(hex) => Some(hex.as_str()),
             FirstFrames::Stdin(_) => None,
         };
         let hashes = self.offer.images.iter().map(|i| i.hash.as_str());
-        for s in [self.nonce]
+        for s in [self.nonce, arch_file]
             .into_iter()
             .chain(hex)
             .chain(hashes)
@@ -76,7 +70,7 @@ impl Stage1<'_> {
         {
             assert!(
                 s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.=".contains(&b)),
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.=/".contains(&b)),
                 "stage 1 arguments must be plain words: {s:?}"
             );
         }
