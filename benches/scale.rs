@@ -4,8 +4,10 @@
 //! descriptor limit of a plain login (1024).
 //!
 //! - **Wall time**: pdsh and clush log in anew on every run. mitossh *cold* is a new
-//!   master (the agent image already cached on the host, as after a first contact);
-//!   *warm* is the same run again on the connections the cold one left open.
+//!   master (the agent image already cached on the host, and what ssh's configuration
+//!   makes of each host kept by the master before, as on a user's second run); *first*
+//!   is a cold run with nothing kept (`ssh -G` for every host); *warm* is the cold run
+//!   again on the connections it left open.
 //! - **Machine CPU**: what every process on the machine spent meanwhile (`/proc/stat`):
 //!   the tool, ssh, sshd and the remote shells, and for mitossh the master and agents;
 //!   with the master's own share of a cold run. On 2 cores a cold run is CPU-bound, so
@@ -238,6 +240,8 @@ struct Row {
     n: usize,
     pdsh: Option<Timed>,
     clush: Option<Timed>,
+    /// A cold run with no answers of `ssh -G` kept.
+    first: Timed,
     cold: Timed,
     warm: Timed,
     /// The master's RSS idle after the cold run, KiB.
@@ -317,7 +321,9 @@ fn one_size(fleet: &Fleet, n: usize) -> Row {
     let cfg = &fleet.cfg;
     println!("\nN = {n}");
     let p = fleet.pdsh.as_deref().map(|b| pdsh(b, cfg, hosts));
+    sessions_ended(fleet);
     let c = fleet.clush.as_deref().map(|b| clush(b, cfg, hosts));
+    sessions_ended(fleet);
     for (name, t) in [("pdsh", &p), ("clush", &c)] {
         if let Some(t) = t {
             let wall = t.wall.as_secs_f64();
@@ -330,8 +336,15 @@ fn one_size(fleet: &Fleet, n: usize) -> Row {
             );
         }
     }
-    // Its default window is WINDOW.
-    let mut master = Master::start();
+    // Its default window is WINDOW. A runtime directory of its own for each size: the
+    // first master keeps there what ssh's configuration says of each host; the next reads it.
+    let runtime = tempfile::tempdir().unwrap();
+    let env = [("XDG_RUNTIME_DIR", runtime.path().as_os_str())];
+    let mut master = Master::start_with_env(&env);
+    let first = mitossh_run(&master.socket, cfg, hosts, "true");
+    master.stop();
+    sessions_ended(fleet);
+    let mut master = Master::start_with_env(&env);
     let empty = memory(master.pid()).unwrap();
     let master_cpu = process_cpu(master.pid());
     let cold = mitossh_run(&master.socket, cfg, hosts, "true");
@@ -341,7 +354,8 @@ fn one_size(fleet: &Fleet, n: usize) -> Row {
     let idle = memory(master.pid()).unwrap();
     let warm = mitossh_run(&master.socket, cfg, hosts, "true");
     println!(
-        "  mitossh    cold {:.2} s, warm {:.2} s",
+        "  mitossh    first {:.2} s, cold {:.2} s, warm {:.2} s",
+        first.wall.as_secs_f64(),
         cold.wall.as_secs_f64(),
         warm.wall.as_secs_f64()
     );
@@ -369,18 +383,24 @@ fn one_size(fleet: &Fleet, n: usize) -> Row {
     print_kept_processes(fleet, &master);
     print_run_memory(fleet, n, &cold, &warm);
     master.stop();
-    // Agents end with their links; the next size starts from none.
-    wait_until(Duration::from_secs(120), "the agents to exit", || {
-        !descendants(fleet.sshd.pid()).iter().any(is_agent)
-    });
+    sessions_ended(fleet);
     Row {
         n,
         pdsh: p,
         clush: c,
+        first,
         cold,
         warm,
         master_idle: idle.0,
     }
+}
+
+/// Agents end with their links, and sshd's sessions with them: the next run starts from
+/// none, and does not pay for the last one's teardown.
+fn sessions_ended(fleet: &Fleet) {
+    wait_until(Duration::from_secs(120), "the sessions to end", || {
+        descendants(fleet.sshd.pid()).is_empty()
+    });
 }
 
 /// The ssh clients the master keeps and the agents at their ends.
@@ -459,15 +479,16 @@ fn ratio_cell(a: &Timed, b: &Option<Timed>, measure: fn(&Timed) -> f64) -> Strin
 fn print_wall_times(rows: &[Row]) {
     println!("\nWall time, s (ratio: mitossh / other; below 1 is faster)");
     println!(
-        "{:>6} {:>9} {:>9} {:>12} {:>12} {:>14} {:>14} {:>14} {:>14}",
+        "{:>6} {:>9} {:>9} {:>13} {:>12} {:>12} {:>12} {:>11} {:>11} {:>11}",
         "N",
         "pdsh",
         "clush",
+        "mitossh first",
         "mitossh cold",
         "mitossh warm",
+        "first/clush",
         "cold/pdsh",
         "cold/clush",
-        "warm/pdsh",
         "warm/clush"
     );
     let s = wall;
@@ -475,15 +496,16 @@ fn print_wall_times(rows: &[Row]) {
     let ratio = |a: &Timed, b: &Option<Timed>| ratio_cell(a, b, s);
     for r in rows {
         println!(
-            "{:>6} {:>9} {:>9} {:>12.2} {:>12.2} {:>14} {:>14} {:>14} {:>14}",
+            "{:>6} {:>9} {:>9} {:>13.2} {:>12.2} {:>12.2} {:>12} {:>11} {:>11} {:>11}",
             r.n,
             fmt(&r.pdsh),
             fmt(&r.clush),
+            s(&r.first),
             s(&r.cold),
             s(&r.warm),
+            ratio(&r.first, &r.clush),
             ratio(&r.cold, &r.pdsh),
             ratio(&r.cold, &r.clush),
-            ratio(&r.warm, &r.pdsh),
             ratio(&r.warm, &r.clush)
         );
     }
@@ -492,19 +514,28 @@ fn print_wall_times(rows: &[Row]) {
 fn print_cpu_times(rows: &[Row]) {
     println!("\nMachine CPU, s (every process on the machine; ratio: mitossh / other)");
     println!(
-        "{:>6} {:>9} {:>9} {:>12} {:>14} {:>14}",
-        "N", "pdsh", "clush", "mitossh cold", "cold/pdsh", "cold/clush"
+        "{:>6} {:>9} {:>9} {:>13} {:>12} {:>12} {:>11} {:>11}",
+        "N",
+        "pdsh",
+        "clush",
+        "mitossh first",
+        "mitossh cold",
+        "first/clush",
+        "cold/pdsh",
+        "cold/clush"
     );
     let s = cpu;
     let fmt = |t: &Option<Timed>| cell(t, s);
     let ratio = |a: &Timed, b: &Option<Timed>| ratio_cell(a, b, s);
     for r in rows {
         println!(
-            "{:>6} {:>9} {:>9} {:>12.2} {:>14} {:>14}",
+            "{:>6} {:>9} {:>9} {:>13.2} {:>12.2} {:>12} {:>11} {:>11}",
             r.n,
             fmt(&r.pdsh),
             fmt(&r.clush),
+            s(&r.first),
             s(&r.cold),
+            ratio(&r.first, &r.clush),
             ratio(&r.cold, &r.pdsh),
             ratio(&r.cold, &r.clush),
         );

@@ -7,15 +7,19 @@
 //! configuration it would use, and [`parse_dump`] reads that.
 //!
 //! `ssh -G` costs a process (about 5 ms), so answers are cached by the master, keyed by
-//! the destination as given. An answer stays valid while the configuration files it was
-//! read from are unchanged ([`Sources`]) — unless those files run commands (`Match exec`),
-//! whose outcome can change at any time: such answers are never reused.
+//! the destination as given, and kept for the next master. An answer stays valid while
+//! the configuration files it was read from are unchanged ([`Sources`]) — unless what it
+//! says can change without them: `Match exec`, whose outcome can change at any time,
+//! `${VAR}` expansions (of the caller's environment), or a `-F` file named relative to
+//! the caller's directory. Such answers are never reused.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+
+use serde::{Deserialize, Serialize};
 
 use crate::proto::{HopConfig, SshHop};
 use crate::sshargs::{self, glob};
@@ -181,16 +185,17 @@ fn finish(ok: bool, stdout: &[u8], stderr: Vec<u8>) -> Result<Dump, String> {
 }
 
 /// The configuration files an answer of `ssh -G` came from, with their state then.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Sources {
     files: Vec<(PathBuf, Option<Stamp>)>,
-    /// A `Match exec` (or another run-time condition) appears: never reuse the answer.
+    /// A `Match exec` (or another condition of the moment or of the caller's
+    /// environment) appears: never reuse the answer.
     pub volatile: bool,
 }
 
 /// Enough of a file's metadata to notice that it changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Stamp {
     dev: u64,
     ino: u64,
     size: u64,
@@ -198,7 +203,7 @@ struct Stamp {
     ctime: (i64, i64),
 }
 
-fn stamp(path: &Path) -> Option<Stamp> {
+pub(crate) fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
     Some(Stamp {
         dev: m.dev(),
@@ -221,7 +226,12 @@ impl Sources {
         let ssh_dir = home.join(".ssh");
         match config_file_option(ssh_args) {
             Some(f) if f.as_bytes().eq_ignore_ascii_case(b"none") => {}
-            Some(f) => sources.read(&expand_tilde(&f, home), &ssh_dir, home, 0),
+            Some(f) => {
+                let path = expand_tilde(&f, home);
+                // Relative to the caller's directory, which the next caller need not share.
+                sources.volatile |= path.is_relative();
+                sources.read(&path, &ssh_dir, home, 0);
+            }
             None => {
                 sources.read(&ssh_dir.join("config"), &ssh_dir, home, 0);
                 let etc = Path::new("/etc/ssh");
@@ -250,6 +260,10 @@ impl Sources {
                 continue;
             };
             if keyword.eq_ignore_ascii_case(b"match") && runs_commands(rest) {
+                self.volatile = true;
+            }
+            // `${VAR}`: the answer follows the environment of whoever ran `ssh -G`.
+            if rest.iter().any(|w| w.windows(2).any(|p| p == b"${")) {
                 self.volatile = true;
             }
             if keyword.eq_ignore_ascii_case(b"include") {
@@ -444,6 +458,37 @@ mod tests {
         assert!(!Sources::of(&args, home).volatile);
         let none = Sources::of(&[b"-F".to_vec(), b"none".to_vec()], home);
         assert!(none.files.is_empty());
+    }
+
+    #[test]
+    fn answers_that_follow_the_caller_are_volatile() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path();
+        let file = home.join("cfg");
+        let args = vec![b"-F".to_vec(), file.as_os_str().as_bytes().to_vec()];
+        std::fs::write(
+            &file,
+            "Host x
+  IdentityFile ~/.ssh/id_${ROLE}
+",
+        )
+        .unwrap();
+        assert!(Sources::of(&args, home).volatile, "${{VAR}} expansion");
+        std::fs::write(
+            &file,
+            "Host x
+  IdentityFile ~/.ssh/id_$ROLE
+",
+        )
+        .unwrap();
+        assert!(
+            !Sources::of(&args, home).volatile,
+            "no expansion without braces"
+        );
+        let relative = Sources::of(&[b"-F".to_vec(), b"conf/cfg".to_vec()], home);
+        assert!(relative.volatile, "-F relative to the caller's directory");
+        let tilde = Sources::of(&[b"-F".to_vec(), b"~/cfg".to_vec()], home);
+        assert!(!tilde.volatile && tilde.unchanged());
     }
 
     #[test]

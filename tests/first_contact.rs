@@ -626,6 +626,65 @@ fn contexts_follow_the_resolved_configuration() {
 }
 
 #[test]
+fn answers_of_the_configuration_outlive_the_master_while_its_files_stand() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    // The real ssh, with a note of each `ssh -G` (whoever runs it: shim or master).
+    let asked_log = dir.path().join("asked");
+    let ssh = dir.path().join("ssh");
+    std::fs::write(
+        &ssh,
+        format!(
+            "#!/bin/sh\nfor a; do [ \"$a\" = -G ] && echo \"$*\" >> '{}'; done\n\
+             exec {REAL_SSH} \"$@\"\n",
+            asked_log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cfg = keyed_config(&sshd, dir.path(), "");
+    let env = [
+        ("MITOSSH_REAL_SSH", ssh.as_os_str()),
+        ("XDG_RUNTIME_DIR", runtime.as_os_str()),
+    ];
+    let asked = || std::fs::read_to_string(&asked_log).map_or(0, |t| t.lines().count());
+    let call = |master: &Master| {
+        let mut cmd = master.ssh();
+        cmd.env("MITOSSH_REAL_SSH", &ssh)
+            .arg("-F")
+            .arg(&cfg)
+            .args([sshd.alias(), "echo ok"]);
+        let out = output_within(&mut cmd, b"", T);
+        let (stdout, stderr) = text_of(&out);
+        assert!(
+            out.status.success() && stdout == "ok\n",
+            "{stdout:?} {stderr}"
+        );
+    };
+    let saved = runtime.join("mitossh/ssh-answers");
+    {
+        let master = Master::start_with_env(&env);
+        call(&master);
+        assert_eq!(asked(), 1);
+        wait_until(T, "the answers to be kept", || saved.exists());
+    }
+    let master = Master::start_with_env(&env);
+    call(&master);
+    assert_eq!(asked(), 1, "the next master asked again:\n{}", master.log());
+    drop(master);
+
+    // Once the configuration changes, the kept answer is no longer believed.
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("# edited\n");
+    std::fs::write(&cfg, text).unwrap();
+    let master = Master::start_with_env(&env);
+    call(&master);
+    assert_eq!(asked(), 2, "{}", master.log());
+}
+
+#[test]
 fn send_env_from_the_configuration_is_applied_as_ssh_applies_it() {
     let sshd = Sshd::start();
     let master = Master::start();

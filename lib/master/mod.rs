@@ -206,12 +206,18 @@ async fn run(mut config: Config) -> io::Result<()> {
     let ready = config.ready.take();
     let lifeline = config.lifeline.take();
     let window = config.connect_window;
+    // Kept beside the sockets, for the next master (of the same user and ssh).
+    let answers = crate::paths::runtime_dir().map(|d| d.join("ssh-answers"));
+    let resolutions = Resolutions::new(
+        crate::sys::user::Account::current().home,
+        answers.ok().map(|f| (f, config.ssh.as_path())),
+    );
     let master = Arc::new(Master {
         ssh: config.ssh.clone(),
         config,
         agents,
         registry: Registry::default(),
-        resolutions: Resolutions::new(crate::sys::user::Account::current().home),
+        resolutions,
         connects: Connects::new(window),
         warnings: Warnings::default(),
         shutdown: CancellationToken::new(),

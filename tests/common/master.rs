@@ -70,16 +70,21 @@ impl Master {
 
     /// Starts `mitossh master` with extra arguments and waits until its socket answers.
     pub fn start_with(args: &[&str]) -> Master {
-        Master::launch(args, None)
+        Master::launch(args, None, &[])
+    }
+
+    /// A master with these variables added to its environment.
+    pub fn start_with_env(env: &[(&str, &OsStr)]) -> Master {
+        Master::launch(&[], None, env)
     }
 
     /// A master whose agent images are those in `dir` (`MITOSSH_AGENT_DIR`), not the
     /// debug build's own beside it.
     pub fn start_with_agents(dir: &Path) -> Master {
-        Master::launch(&[], Some(dir))
+        Master::launch(&[], Some(dir), &[])
     }
 
-    fn launch(args: &[&str], agents: Option<&Path>) -> Master {
+    fn launch(args: &[&str], agents: Option<&Path>, env: &[(&str, &OsStr)]) -> Master {
         let dir = tempfile::Builder::new()
             .prefix("mitossh-test-")
             .tempdir()
@@ -94,6 +99,7 @@ impl Master {
             .args(args)
             .env("MITOSSH_LOG", "debug")
             .env_remove("MITOSSH_AGENT_DIR")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());

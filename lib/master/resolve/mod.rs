@@ -1,10 +1,15 @@
 //! The master's cache of what the user's ssh configuration makes of a destination (see
 //! [`crate::sshconfig`]): answers are reused while the files they came from are unchanged,
-//! and never when those files run commands.
+//! and never when those files run commands; they are kept for the next master
+//! ([`saved`]).
+
+mod saved;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
@@ -20,26 +25,55 @@ const MAX_ENTRIES: usize = 4096;
 /// thousand of them together (and hold three descriptors for each).
 const RESOLVE_WINDOW: usize = 16;
 
+/// New answers are written to the saved file this long after the first of them: a plan
+/// of a thousand hosts writes it once or twice, not a thousand times.
+const SAVE_DELAY: Duration = Duration::from_secs(1);
+
 type Resolving = Shared<BoxFuture<'static, Result<HopConfig, String>>>;
+
+type Entries = Mutex<HashMap<SshHop, (Sources, HopConfig)>>;
 
 pub(crate) struct Resolutions {
     /// Keyed by the destination as given (its `config` empty). A mutex: lookups are short
     /// and never held across an await.
-    entries: Mutex<HashMap<SshHop, (Sources, HopConfig)>>,
+    entries: Arc<Entries>,
     /// `ssh -G` under way, by destination: requests for the same one share it.
     resolving: Mutex<HashMap<SshHop, Resolving>>,
     permits: Arc<Semaphore>,
     /// The user's home from the password database, which ssh reads `~/.ssh` from.
     home: PathBuf,
+    /// Where answers are kept for the next master, if anywhere.
+    saved: Option<Arc<Saver>>,
+}
+
+/// The saved answers' file, and whether a write of it is already due.
+struct Saver {
+    file: saved::SavedAnswers,
+    due: AtomicBool,
 }
 
 impl Resolutions {
-    pub(crate) fn new(home: PathBuf) -> Resolutions {
+    /// `saved`: the file of answers kept between masters (read now, written as answers
+    /// come), for `real_ssh`'s answers.
+    pub(crate) fn new(home: PathBuf, saved: Option<(PathBuf, &Path)>) -> Resolutions {
+        let saved = saved.map(|(path, real_ssh)| Saver {
+            file: saved::SavedAnswers::new(path, real_ssh),
+            due: AtomicBool::new(false),
+        });
+        let mut entries = HashMap::new();
+        if let Some(saver) = &saved {
+            let answers = saver.file.load();
+            tracing::debug!("{} saved answers of ssh -G", answers.len());
+            for (hop, sources, config) in answers.into_iter().take(MAX_ENTRIES) {
+                entries.insert(Resolutions::key(&hop), (sources, config));
+            }
+        }
         Resolutions {
-            entries: Mutex::default(),
+            entries: Arc::new(Mutex::new(entries)),
             resolving: Mutex::default(),
             permits: Arc::new(Semaphore::new(RESOLVE_WINDOW)),
             home,
+            saved: saved.map(Arc::new),
         }
     }
 
@@ -55,6 +89,7 @@ impl Resolutions {
                         (real_ssh.to_path_buf(), hop.clone(), self.permits.clone());
                     async move {
                         let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
+                        tracing::debug!("ssh -G {}", String::from_utf8_lossy(&hop.host));
                         sshconfig::resolve_async(&ssh, &hop).await.map(|d| d.config)
                     }
                     .boxed()
@@ -97,11 +132,32 @@ impl Resolutions {
         if sources.volatile {
             return;
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= MAX_ENTRIES {
-            entries.clear();
+        {
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(Resolutions::key(hop), (sources, config.clone()));
         }
-        entries.insert(Resolutions::key(hop), (sources, config.clone()));
+        self.save_soon();
+    }
+
+    /// Writes the saved answers a moment from now, unless that is already due.
+    fn save_soon(&self) {
+        let Some(saver) = &self.saved else { return };
+        if saver.due.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (saver, entries) = (saver.clone(), self.entries.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(SAVE_DELAY).await;
+            saver.due.store(false, Ordering::SeqCst);
+            let entries = entries.lock().unwrap_or_else(|p| p.into_inner());
+            let answers = entries.iter().map(|(hop, (s, c))| (hop, s, c));
+            if let Err(e) = saver.file.save(answers) {
+                tracing::debug!("keeping the answers of ssh -G: {e}");
+            }
+        });
     }
 
     /// Gives every hop the master's own ssh connects to its resolved configuration: the
