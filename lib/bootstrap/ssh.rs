@@ -8,7 +8,6 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +23,7 @@ use super::image::{Arch, Offer};
 use super::stage1::{CANNOT_SERVE, Stage1};
 use super::{FirstFrames, READY_MARKER, UPLOAD_MARKER};
 use crate::sys::pipesize::{PipeGrant, grow_pipe};
-use crate::sys::spawn::ChildSetup;
+use crate::sys::vfork::{Child, Piped};
 use crate::throttle::Throttle;
 
 /// Output before the markers (from login scripts, say) tolerated before giving up.
@@ -92,8 +91,8 @@ impl ConnectHooks {
 pub(crate) struct Bootstrapped {
     pub child: Child,
     /// The agent's output; frames start at its read position.
-    pub reader: BufReader<ChildStdout>,
-    pub writer: ChildStdin,
+    pub reader: BufReader<pipe::Receiver>,
+    pub writer: pipe::Sender,
     /// The growth of the writer's and the reader's pipes: to be held as long as they are.
     pub pipes: [Option<PipeGrant>; 2],
     /// What had to be uploaded (no cached copy), if anything.
@@ -263,23 +262,20 @@ fn within_command_limit(
     (first, script)
 }
 
-/// Starts ssh running stage 1, its stdio piped to us.
+/// Starts ssh running stage 1, its stdio piped to us. Without fork: a master holding
+/// many hosts would copy its page tables for every ssh (see `sys::vfork`).
 fn spawn(
     ssh: &SshCommand,
     stage1: String,
     env: Vec<(OsString, OsString)>,
 ) -> Result<Child, ConnectError> {
-    let mut cmd = Command::new(&ssh.program);
-    cmd.args(&ssh.args)
-        .arg(stage1)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .envs(env)
-        .kill_on_drop(true);
-    // ssh gets the descriptor limit the user gave us, not the one raised for us.
-    cmd.restore_descriptor_limit()
-        .parent_death_signal(nix::sys::signal::Signal::SIGTERM);
+    let mut cmd = Piped::new(&ssh.program);
+    cmd.args(&ssh.args).args([stage1]);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    // ssh gets the descriptor limit the user gave us (Piped restores it), not ours.
+    cmd.parent_death_signal(nix::sys::signal::Signal::SIGTERM);
     tracing::debug!(host = %ssh.label, "starting {:?} {:?}", ssh.program, ssh.args);
     cmd.spawn().map_err(|e| spawn_failure(ssh, &e))
 }
@@ -343,8 +339,8 @@ fn spawn_failure(ssh: &SshCommand, e: &io::Error) -> ConnectError {
 
 /// Reads marker lines, uploading an image when asked. Returns what it uploaded.
 async fn wait_for_agent(
-    stdout: &mut BufReader<ChildStdout>,
-    stdin: &mut ChildStdin,
+    stdout: &mut BufReader<pipe::Receiver>,
+    stdin: &mut pipe::Sender,
     offer: &Offer,
     nonce: &str,
     first: &[u8],
@@ -385,7 +381,7 @@ async fn wait_for_agent(
 }
 
 /// Answers stage 1's `<arch> <format>`: the byte count on a line, then the bytes.
-async fn send_image(stdin: &mut ChildStdin, offer: &Offer, words: &[u8]) -> io::Result<Uploaded> {
+async fn send_image(stdin: &mut pipe::Sender, offer: &Offer, words: &[u8]) -> io::Result<Uploaded> {
     let words = String::from_utf8_lossy(words);
     let (arch, format) = words.trim_end().split_once(' ').unwrap_or_default();
     let image = Arch::from_name(arch)
@@ -451,7 +447,11 @@ struct StderrReader {
 }
 
 impl StderrReader {
-    async fn run(self, err: ChildStderr, mut flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>) {
+    async fn run(
+        self,
+        err: pipe::Receiver,
+        mut flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    ) {
         let mut err = BufReader::with_capacity(MAX_LINE, err);
         let mut line = Vec::with_capacity(256);
         let mut rate = Throttle::new(LOG_LINES_PER_SEC);

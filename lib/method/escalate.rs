@@ -250,7 +250,7 @@ async fn finish(child: ContextId, launched: Launched) -> Result<Child, SpawnErro
     Ok(Child {
         reader,
         sender,
-        process,
+        process: super::Process::Forked(process),
         hello,
         pipes: [None, None],
     })

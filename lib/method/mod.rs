@@ -33,12 +33,38 @@ pub(crate) const PASSWORD_TIMEOUT: std::time::Duration = std::time::Duration::fr
 
 pub(crate) type BoxReader = Box<dyn AsyncRead + Send + Unpin>;
 
+/// The program a child agent runs under, held only to be killed when dropped: become
+/// methods need a terminal set up between fork and exec; ssh is started without fork
+/// (`sys::vfork`).
+#[derive(Debug)]
+pub(crate) enum Process {
+    Forked(tokio::process::Child),
+    Spawned(crate::sys::vfork::Child),
+}
+
+impl Process {
+    /// The pid, while it has not been reaped.
+    pub(crate) fn id(&self) -> Option<u32> {
+        match self {
+            Process::Forked(c) => c.id(),
+            Process::Spawned(c) => c.id(),
+        }
+    }
+
+    pub(crate) async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Process::Forked(c) => c.wait().await,
+            Process::Spawned(c) => c.wait().await,
+        }
+    }
+}
+
 /// A child agent that runs and has introduced itself.
 pub(crate) struct Child {
     pub reader: LinkReader<BoxReader>,
     pub sender: LinkSender,
     /// sudo, su, doas, ssh or the exec prefix: killed when dropped.
-    pub process: tokio::process::Child,
+    pub process: Process,
     pub hello: Hello,
     /// The growth of the link's pipes, if it made any: held as long as they are.
     pub pipes: [Option<PipeGrant>; 2],

@@ -55,7 +55,7 @@ pub(super) async fn over(child: ContextId, command: &SshCommand) -> Result<Child
     Ok(Child {
         reader,
         sender,
-        process: boot.child,
+        process: super::Process::Spawned(boot.child),
         hello,
         pipes: boot.pipes,
     })

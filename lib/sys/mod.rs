@@ -1,5 +1,6 @@
 //! Thin wrappers over the operating system: non-blocking descriptors, descriptor passing,
-//! process control and signals, resource limits, a child's setup before exec, terminals,
+//! process control and signals, resource limits, a child's setup before exec, starting
+//! programs without fork's copy, terminals,
 //! memory files, the allocator, pipe sizes within a budget, splicing between pipes and
 //! sockets, randomness and accounts. Everything `unsafe` in mitossh lives here (the crate denies it elsewhere);
 //! each wrapper is safe to call, and says what it relies on.
@@ -22,3 +23,4 @@ pub(crate) mod splice;
 pub(crate) mod stdio;
 pub(crate) mod term;
 pub(crate) mod user;
+pub(crate) mod vfork;

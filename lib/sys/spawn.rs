@@ -91,7 +91,7 @@ fn controlling_terminal(fd: RawFd) -> io::Result<()> {
 }
 
 /// `parent`: this process's parent as it was before the fork.
-fn parent_death_signal(sig: Signal, parent: libc::pid_t) -> io::Result<()> {
+pub(super) fn parent_death_signal(sig: Signal, parent: libc::pid_t) -> io::Result<()> {
     let sig = sig as libc::c_int;
     // SAFETY: prctl, getppid and raise are async-signal-safe.
     unsafe {
@@ -111,7 +111,7 @@ fn parent_death_signal(sig: Signal, parent: libc::pid_t) -> io::Result<()> {
 
 /// Copies every descriptor above the highest target first (close-on-exec), then puts the
 /// copies in place: `dup2` clears close-on-exec on the placed descriptor only.
-fn place_fds<const N: usize>(fds: [(RawFd, RawFd); N]) -> io::Result<()> {
+pub(super) fn place_fds<const N: usize>(fds: [(RawFd, RawFd); N]) -> io::Result<()> {
     let above = fds.iter().map(|&(_, at)| at + 1).max().unwrap_or(0);
     let mut copies = [0; N];
     for (copy, &(fd, _)) in copies.iter_mut().zip(&fds) {

@@ -123,14 +123,14 @@ async fn connect(
     }
     let link_error = |e: std::io::Error| ConnectError::Other(format!("{}: {e}", ssh.label));
     let [writer_pipe, reader_pipe] = boot.pipes;
-    let writer = FdIo::new(boot.writer.into_owned_fd().map_err(link_error)?)
+    let writer = FdIo::new(boot.writer.into_nonblocking_fd().map_err(link_error)?)
         .map_err(link_error)?
         .holding(writer_pipe);
     let already = boot.reader.buffer().to_vec();
     let reader = boot
         .reader
         .into_inner()
-        .into_owned_fd()
+        .into_nonblocking_fd()
         .map_err(link_error)?;
     let reader = FdIo::new(reader).map_err(link_error)?.holding(reader_pipe);
     let mut reader = LinkIn::new(reader, &already);

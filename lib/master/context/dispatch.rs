@@ -3,14 +3,13 @@
 
 use std::sync::{Arc, Weak};
 
-use tokio::process::Child;
-
 use super::{Context, EXIT_GRACE, Link, SpawnEvent, lock};
 use crate::guard::{Verdict, Violation};
 use crate::link::inbound::{Incoming, LinkIn};
 use crate::master::Master;
 use crate::proto::{Fd, Frame, FrameError, Message, StreamId};
 use crate::pump::{DeliverError, Input};
+use crate::sys::vfork::Child;
 use crate::untrusted;
 
 /// Routes frames from the link to their contexts until it ends, then cleans up.
