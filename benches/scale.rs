@@ -3,11 +3,13 @@
 //! and 1,000, every tool with the same window of 64 handshakes at once and the soft
 //! descriptor limit of a plain login (1024).
 //!
-//! - **Wall time**: pdsh and clush log in anew on every run. mitossh *cold* is a new
-//!   master (the agent image already cached on the host, and what ssh's configuration
-//!   makes of each host kept by the master before, as on a user's second run); *first*
-//!   is a cold run with nothing kept (`ssh -G` for every host); *warm* is the cold run
-//!   again on the connections it left open.
+//! - **Wall time**: pdsh, clush and mitossh cold take turns, [`rounds`] runs each (every
+//!   run's figure printed), and the run with the median wall time counts for the tables.
+//!   pdsh and clush log in anew on every run. mitossh *cold* is a new master (the agent
+//!   image already cached on the host, and what ssh's configuration makes of each host
+//!   kept by the master before, as on a user's second run); *first* is a cold run with
+//!   nothing kept (`ssh -G` for every host), once; *warm* is the last cold run again on
+//!   the connections it left open.
 //! - **Machine CPU**: what every process on the machine spent meanwhile (`/proc/stat`):
 //!   the tool, ssh, sshd and the remote shells, and for mitossh the master and agents;
 //!   with the master's own share of a cold run. On 2 cores a cold run is CPU-bound, so
@@ -21,7 +23,8 @@
 //!   `mitossh run` ≤ 64 KiB per process.
 //!
 //! `cargo bench --bench scale` (root: the harness starts sshd and a test user).
-//! `MITOSSH_BENCH_N=50,200` chooses the sizes; `MITOSSH_BENCH_QUICK=1` is N = 50 only.
+//! `MITOSSH_BENCH_N=50,200` chooses the sizes, `MITOSSH_BENCH_ROUNDS=5` the runs per
+//! tool (3); `MITOSSH_BENCH_QUICK=1` is N = 50 with one run.
 //! pdsh and clush are Debian's `pdsh` and `clustershell`; the bench installs them with
 //! apt-get when it can and otherwise leaves them out, saying so.
 
@@ -315,15 +318,80 @@ fn per_host_ms(d: Duration, n: usize) -> f64 {
     d.as_secs_f64() * 1000.0 / n as f64
 }
 
-/// pdsh, clush, then mitossh cold and warm on the first `n` aliases, with memory.
+/// Rounds per size in which pdsh, clush and a new mitossh master take turns
+/// (`MITOSSH_BENCH_ROUNDS`, default 3; 1 when quick): the run with the median wall time
+/// of each is reported. One run each swings by ±10% on this kind of machine, more than
+/// the tools differ.
+fn rounds() -> usize {
+    match std::env::var("MITOSSH_BENCH_ROUNDS") {
+        Ok(n) => n.trim().parse().expect("MITOSSH_BENCH_ROUNDS: a number"),
+        Err(_) if support::quick() => 1,
+        Err(_) => 3,
+    }
+}
+
+/// The run with the median wall time.
+fn median_run(mut runs: Vec<Timed>) -> Timed {
+    runs.sort_by_key(|t| t.wall);
+    runs.swap_remove(runs.len() / 2)
+}
+
+/// The wall times of `runs`, in the order they ran.
+fn walls(runs: &[Timed]) -> String {
+    let w: Vec<String> = runs.iter().map(|t| format!("{:.2}", wall(t))).collect();
+    w.join(" / ")
+}
+
+/// mitossh first (nothing kept), then [`rounds`] of pdsh, clush and mitossh cold taking
+/// turns, then warm on the last cold run's connections, with memory.
 fn one_size(fleet: &Fleet, n: usize) -> Row {
     let hosts = &fleet.all[..n];
     let cfg = &fleet.cfg;
     println!("\nN = {n}");
-    let p = fleet.pdsh.as_deref().map(|b| pdsh(b, cfg, hosts));
+    // Its default window is WINDOW. A runtime directory of its own for each size: the
+    // first master keeps there what ssh's configuration says of each host; the next reads it.
+    let runtime = tempfile::tempdir().unwrap();
+    let env = [("XDG_RUNTIME_DIR", runtime.path().as_os_str())];
+    let mut master = Master::start_with_env(&env);
+    let first = mitossh_run(&master.socket, cfg, hosts, "true");
+    master.stop();
     sessions_ended(fleet);
-    let c = fleet.clush.as_deref().map(|b| clush(b, cfg, hosts));
-    sessions_ended(fleet);
+    let (mut ps, mut cs, mut colds) = (Vec::new(), Vec::new(), Vec::new());
+    let rounds = rounds();
+    for round in 1..=rounds {
+        if let Some(b) = fleet.pdsh.as_deref() {
+            ps.push(pdsh(b, cfg, hosts));
+            sessions_ended(fleet);
+        }
+        if let Some(b) = fleet.clush.as_deref() {
+            cs.push(clush(b, cfg, hosts));
+            sessions_ended(fleet);
+        }
+        if round < rounds {
+            let mut master = Master::start_with_env(&env);
+            colds.push(mitossh_run(&master.socket, cfg, hosts, "true"));
+            master.stop();
+            sessions_ended(fleet);
+        }
+    }
+    // The last cold run's master is the one measured and kept for the warm run.
+    let mut master = Master::start_with_env(&env);
+    let empty = memory(master.pid()).unwrap();
+    let master_cpu = process_cpu(master.pid());
+    colds.push(mitossh_run(&master.socket, cfg, hosts, "true"));
+    let master_cpu = process_cpu(master.pid()).saturating_sub(master_cpu);
+    let after = memory(master.pid()).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = memory(master.pid()).unwrap();
+    let warm = mitossh_run(&master.socket, cfg, hosts, "true");
+    for (name, runs) in [("pdsh", &ps), ("clush", &cs), ("mitossh cold", &colds)] {
+        if !runs.is_empty() {
+            println!("  {name:<13} runs {} s", walls(runs));
+        }
+    }
+    let p = (!ps.is_empty()).then(|| median_run(ps));
+    let c = (!cs.is_empty()).then(|| median_run(cs));
+    let cold = median_run(colds);
     for (name, t) in [("pdsh", &p), ("clush", &c)] {
         if let Some(t) = t {
             let wall = t.wall.as_secs_f64();
@@ -336,23 +404,6 @@ fn one_size(fleet: &Fleet, n: usize) -> Row {
             );
         }
     }
-    // Its default window is WINDOW. A runtime directory of its own for each size: the
-    // first master keeps there what ssh's configuration says of each host; the next reads it.
-    let runtime = tempfile::tempdir().unwrap();
-    let env = [("XDG_RUNTIME_DIR", runtime.path().as_os_str())];
-    let mut master = Master::start_with_env(&env);
-    let first = mitossh_run(&master.socket, cfg, hosts, "true");
-    master.stop();
-    sessions_ended(fleet);
-    let mut master = Master::start_with_env(&env);
-    let empty = memory(master.pid()).unwrap();
-    let master_cpu = process_cpu(master.pid());
-    let cold = mitossh_run(&master.socket, cfg, hosts, "true");
-    let master_cpu = process_cpu(master.pid()).saturating_sub(master_cpu);
-    let after = memory(master.pid()).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    let idle = memory(master.pid()).unwrap();
-    let warm = mitossh_run(&master.socket, cfg, hosts, "true");
     println!(
         "  mitossh    first {:.2} s, cold {:.2} s, warm {:.2} s",
         first.wall.as_secs_f64(),
