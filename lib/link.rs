@@ -69,6 +69,8 @@ pub(crate) struct Staging {
     pipe: Pipe,
     /// Bytes put in and not yet taken out.
     held: AtomicUsize,
+    /// Woken when the writer takes bytes out: a pump waits on it while the pipe is full.
+    drained: Notify,
 }
 
 impl Staging {
@@ -76,6 +78,7 @@ impl Staging {
         Ok(Arc::new(Staging {
             pipe: splice::pipe()?,
             held: AtomicUsize::new(0),
+            drained: Notify::new(),
         }))
     }
 
@@ -96,6 +99,17 @@ impl Staging {
     /// Bytes in the pipe that no frame has taken out yet.
     pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the writer takes some of what is held out (at once if nothing is).
+    /// Only frames already queued are held, so this ends while their link is open.
+    pub(crate) async fn drained(&self) {
+        let drained = self.drained.notified();
+        tokio::pin!(drained);
+        drained.as_mut().enable();
+        if self.held() > 0 {
+            drained.await;
+        }
     }
 }
 
@@ -485,6 +499,7 @@ async fn splice_staged(out: &mut Output, staged: Staged) -> std::io::Result<()> 
         };
         left -= n;
         staged.pipe.held.fetch_sub(n, Ordering::SeqCst);
+        staged.pipe.drained.notify_waiters();
     }
     Ok(())
 }

@@ -13,7 +13,11 @@
 //!   the device would answer: end of file, and everything taken. No thread, no syscall.
 //!
 //! A pipe comes back as such ([`Adopted::Pipe`]): the data path splices to and from it
-//! (with `SPLICE_F_NONBLOCK`, on the description of our own).
+//! (with `SPLICE_F_NONBLOCK`, on the description of our own). It is grown within the
+//! process's budget ([`super::pipesize`], never made smaller): a writer such as `head`
+//! hands over 8 KiB at a time, and the 64 KiB a pipe holds by default would cut every
+//! frame to that size and cost a wake-up per 64 KiB; ssh reads the pipe itself, and a
+//! ControlMaster's client passes it on to be read where it is.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -44,7 +48,7 @@ pub(crate) enum Adopted<T> {
 /// Adopts `fd` for reading.
 pub(crate) fn reader(fd: OwnedFd) -> io::Result<Adopted<Reader>> {
     Ok(match kind(&fd)? {
-        Kind::Pipe => Adopted::Pipe(FdIo::new(reopen(&fd, libc::O_RDONLY)?)?),
+        Kind::Pipe => Adopted::Pipe(FdIo::new(reopen(&fd, libc::O_RDONLY)?)?.grown()),
         Kind::Terminal => other(Box::new(FdIo::new(reopen(&fd, libc::O_RDWR)?)?)),
         Kind::Socket => other(Box::new(SockIo::new(fd)?)),
         Kind::Null => other(Box::new(tokio::io::empty())),
@@ -58,13 +62,16 @@ pub(crate) fn reader(fd: OwnedFd) -> io::Result<Adopted<Reader>> {
 /// Adopts `fd` for writing. A pipe whose reader is gone gives `BrokenPipe`.
 pub(crate) fn writer(fd: OwnedFd) -> io::Result<Adopted<Writer>> {
     Ok(match kind(&fd)? {
-        Kind::Pipe => Adopted::Pipe(FdIo::new(reopen(&fd, libc::O_WRONLY).map_err(|e| {
-            match e.raw_os_error() {
-                // Opening a pipe for writing without a reader: what writing would say.
-                Some(libc::ENXIO) => io::Error::from(io::ErrorKind::BrokenPipe),
-                _ => e,
-            }
-        })?)?),
+        Kind::Pipe => Adopted::Pipe(
+            FdIo::new(reopen(&fd, libc::O_WRONLY).map_err(|e| {
+                match e.raw_os_error() {
+                    // Opening a pipe for writing without a reader: what writing would say.
+                    Some(libc::ENXIO) => io::Error::from(io::ErrorKind::BrokenPipe),
+                    _ => e,
+                }
+            })?)?
+            .grown(),
+        ),
         Kind::Terminal => other(Box::new(FdIo::new(reopen(&fd, libc::O_RDWR)?)?)),
         Kind::Socket => other(Box::new(SockIo::new(fd)?)),
         Kind::Null => other(Box::new(tokio::io::sink())),

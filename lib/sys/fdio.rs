@@ -82,7 +82,9 @@ impl FdIo {
                 return Ok(n);
             }
             if splice::readable_now(self.raw()) {
-                return Ok(0);
+                // Bytes may have come between the two looks: counted, they can be
+                // spliced; 0 only for the end or an error.
+                return splice::pending(self.raw());
             }
             guard.clear_ready();
         }

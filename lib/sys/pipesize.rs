@@ -62,7 +62,14 @@ pub(crate) fn grow_pipe(fd: &impl AsRawFd) -> Option<PipeGrant> {
 
 /// Like [`grow_pipe`], with `grown` counting what this budget holds.
 fn grow_within(fd: &impl AsRawFd, budget: usize, grown: &'static AtomicUsize) -> Option<PipeGrant> {
+    // SAFETY: F_GETPIPE_SZ takes no argument; -1 on a descriptor that is no pipe.
+    let now = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
     for size in SIZES {
+        if now < 0 || now as usize >= size {
+            // No pipe, or one as large already (someone else's, grown by its owner):
+            // never made smaller.
+            return None;
+        }
         let pages = size / PAGE - DEFAULT_PAGES;
         if !reserve(grown, pages, budget) {
             continue;
@@ -116,6 +123,10 @@ mod tests {
         let again = grow_within(w, budget, &COUNTED);
         assert_eq!(capacity(w), 1 << 20);
         drop(again);
+        // A pipe as large already (its grant gone: grown by someone else) costs nothing.
+        let (_, big) = &pipes[0];
+        assert!(grow_within(big, budget, &COUNTED).is_none());
+        assert_eq!((capacity(big), grown()), (1 << 20, 0));
         // Not a pipe: nothing is held.
         let file = std::fs::File::open("/dev/null").unwrap();
         assert!(grow_within(&file, budget, &COUNTED).is_none());
