@@ -9,6 +9,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
@@ -26,6 +27,8 @@ pub(crate) struct FdIo {
     eio_is_eof: bool,
     /// The growth of its pipe, held as long as the descriptor.
     grant: Option<PipeGrant>,
+    /// Whether it is a pipe, once asked.
+    pipe: OnceLock<bool>,
 }
 
 impl FdIo {
@@ -38,6 +41,7 @@ impl FdIo {
             fd,
             eio_is_eof: false,
             grant: None,
+            pipe: OnceLock::new(),
         })
     }
 
@@ -62,6 +66,10 @@ impl FdIo {
         let mut io = FdIo::new(fd)?;
         io.eio_is_eof = true;
         Ok(io)
+    }
+
+    fn is_pipe(&self) -> bool {
+        *self.pipe.get_or_init(|| splice::is_pipe(self.raw()))
     }
 
     pub(crate) fn get_ref(&self) -> &OwnedFd {
@@ -164,7 +172,16 @@ impl FdIo {
             let mut guard = self.fd.writable().await?;
             match splice::splice(from, self.raw(), len) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    if n < len && self.is_pipe() {
+                        // `from` held all `len`, so a pipe that took less is full, and its
+                        // reader's next read will say when it is not (readiness that came
+                        // after the guard is kept). Spares the splice that says "full":
+                        // a bulk writer comes here each time ssh takes 32 KiB.
+                        guard.clear_ready();
+                    }
+                    return Ok(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if splice::pending(from)? == 0 {
                         // Only a bug leaves a staged pipe short; never wait for it.

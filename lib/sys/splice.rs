@@ -85,7 +85,6 @@ pub(crate) fn readable_now(fd: BorrowedFd<'_>) -> bool {
 }
 
 /// Whether `fd` is a pipe (a FIFO).
-#[cfg(test)]
 pub(crate) fn is_pipe(fd: BorrowedFd<'_>) -> bool {
     // SAFETY: fstat fills the struct it is given.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
