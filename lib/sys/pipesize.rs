@@ -63,11 +63,10 @@ pub(crate) fn grow_pipe(fd: &impl AsRawFd) -> Option<PipeGrant> {
 /// Like [`grow_pipe`], with `grown` counting what this budget holds.
 fn grow_within(fd: &impl AsRawFd, budget: usize, grown: &'static AtomicUsize) -> Option<PipeGrant> {
     // SAFETY: F_GETPIPE_SZ takes no argument; -1 on a descriptor that is no pipe.
-    let now = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    let now = usize::try_from(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) }).ok()?;
     for size in SIZES {
-        if now < 0 || now as usize >= size {
-            // No pipe, or one as large already (someone else's, grown by its owner):
-            // never made smaller.
+        if now >= size {
+            // As large already (someone else's, grown by its owner): never made smaller.
             return None;
         }
         let pages = size / PAGE - DEFAULT_PAGES;
@@ -75,7 +74,7 @@ fn grow_within(fd: &impl AsRawFd, budget: usize, grown: &'static AtomicUsize) ->
             continue;
         }
         let grant = PipeGrant { pages, from: grown };
-        // SAFETY: F_SETPIPE_SZ takes an int and fails harmlessly on non-pipes.
+        // SAFETY: F_SETPIPE_SZ takes an int.
         if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) } >= 0 {
             return Some(grant);
         }
