@@ -6,16 +6,14 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use nix::sys::signal::Signal;
-use tokio::process::{Child, Command};
 
 use super::acceptenv::Policy;
 use crate::proto::{OpenSpec, WinSize};
 use crate::sys::fdio::FdIo;
-use crate::sys::spawn::ChildSetup;
 use crate::sys::user::Account;
+use crate::sys::vfork::{Child, Program};
 
 /// Where sftp-server lives on common systems, for `Subsystem sftp internal-sftp` setups
 /// and hosts whose sshd_config we cannot read.
@@ -45,9 +43,9 @@ const HOLD: &str = r#"read _ <&3 && exec 3<&- && exec "$0" -c "$1""#;
 /// The agent's ends of a process's stdio.
 pub(crate) enum LaunchedIo {
     Pipes {
-        stdin: tokio::process::ChildStdin,
-        stdout: tokio::process::ChildStdout,
-        stderr: tokio::process::ChildStderr,
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
     },
     /// stdin and stdout are the pty master; stderr is merged into it.
     Pty { master: FdIo, resize: OwnedFd },
@@ -102,22 +100,24 @@ fn executable(path: &Path) -> bool {
 pub(crate) fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched> {
     let (mut cmd, shell) = shell_command(spec, session)?;
     set_environment(&mut cmd, spec, session);
-    cmd.current_dir(working_directory(spec, session)?);
+    cmd.current_dir(&working_directory(spec, session)?);
     let pty = match &spec.pty {
         Some(p) => {
-            cmd.env("TERM", &p.term);
+            cmd.env("TERM".into(), p.term.clone().into());
             Some(open_pty(p.size)?)
         }
         None => None,
     };
     let go = if spec.hold {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-        cmd.place_fds([(r.as_raw_fd(), 3)]);
+        cmd.place_fd(r.as_raw_fd(), 3);
         Some((r, w))
     } else {
         None
     };
-    connect_stdio(&mut cmd, pty.as_ref().map(|(_, slave)| slave))?;
+    connect_stdio(&mut cmd, pty.as_ref().map(|(_, slave)| slave));
+    // Started without fork: an agent serving many calls would copy its page tables for
+    // each, and fault on every page it writes afterwards.
     let mut child = cmd
         .spawn()
         .map_err(|e| io::Error::new(e.kind(), format!("cannot run {}: {e}", shell.display())))?;
@@ -131,7 +131,7 @@ pub(crate) fn launch(spec: &OpenSpec, session: &Session) -> io::Result<Launched>
 /// The shell and its arguments, as sshd runs a session: the login shell for an
 /// interactive login (`-sh`), else `shell -c command`; a held command waits in `/bin/sh`
 /// first. Returns the command and the shell it runs.
-fn shell_command<'a>(spec: &OpenSpec, session: &'a Session) -> io::Result<(Command, &'a Path)> {
+fn shell_command<'a>(spec: &OpenSpec, session: &'a Session) -> io::Result<(Program, &'a Path)> {
     let interactive = spec.subsystem.is_none() && spec.command.is_none();
     let shell = if interactive {
         &session.account.shell
@@ -142,7 +142,7 @@ fn shell_command<'a>(spec: &OpenSpec, session: &'a Session) -> io::Result<(Comma
         .file_name()
         .map(OsStr::to_os_string)
         .unwrap_or_else(|| OsString::from("sh"));
-    let mut cmd = Command::new(shell);
+    let mut cmd = Program::new(shell);
     match (&spec.subsystem, &spec.command) {
         (Some(name), _) => {
             let program = subsystem_command(name).ok_or_else(|| {
@@ -151,20 +151,20 @@ fn shell_command<'a>(spec: &OpenSpec, session: &'a Session) -> io::Result<(Comma
                     format!("subsystem request failed: no {name} subsystem on this host"),
                 )
             })?;
-            cmd.arg0(&shell_name).arg("-c").arg(program);
+            cmd.arg0(&shell_name).args([OsStr::new("-c"), &program]);
         }
         (None, Some(command)) if spec.hold => {
-            cmd = Command::new("/bin/sh");
-            cmd.arg0("sh")
-                .arg("-c")
-                .arg(HOLD)
-                .arg(shell)
-                .arg(OsStr::from_bytes(command));
+            cmd = Program::new(Path::new("/bin/sh"));
+            cmd.arg0("sh").args([
+                OsStr::new("-c"),
+                OsStr::new(HOLD),
+                shell.as_os_str(),
+                OsStr::from_bytes(command),
+            ]);
         }
         (None, Some(command)) => {
             cmd.arg0(&shell_name)
-                .arg("-c")
-                .arg(OsStr::from_bytes(command));
+                .args([OsStr::new("-c"), OsStr::from_bytes(command)]);
         }
         (None, None) if spec.hold => {
             return Err(io::Error::new(
@@ -183,15 +183,17 @@ fn shell_command<'a>(spec: &OpenSpec, session: &'a Session) -> io::Result<(Comma
 
 /// The session's environment, then the call's own and what `AcceptEnv` lets through of
 /// what ssh sent.
-fn set_environment(cmd: &mut Command, spec: &OpenSpec, session: &Session) {
+fn set_environment(cmd: &mut Program, spec: &OpenSpec, session: &Session) {
     cmd.env_clear();
-    cmd.envs(session.env.iter().map(|(k, v)| (k, v)));
+    for (k, v) in &session.env {
+        cmd.env(k.clone(), v.clone());
+    }
     let sent = spec
         .ssh_env
         .iter()
         .filter(|(k, _)| session.accept_env.allows(k));
     for (k, v) in spec.env.iter().chain(sent) {
-        cmd.env(OsStr::from_bytes(k), OsStr::from_bytes(v));
+        cmd.env(OsString::from_vec(k.clone()), OsString::from_vec(v.clone()));
     }
 }
 
@@ -219,28 +221,21 @@ fn working_directory(spec: &OpenSpec, session: &Session) -> io::Result<PathBuf> 
 }
 
 /// Stdio on the pty's slave (then the controlling terminal), or on pipes; a new session.
-fn connect_stdio(cmd: &mut Command, pty_slave: Option<&OwnedFd>) -> io::Result<()> {
-    // A new session and process group, as sshd gives every session: signals to the group
-    // reach everything the command started. As sshd would start it: with the descriptor
-    // limit the user has, not ours.
-    cmd.new_session().restore_descriptor_limit();
+/// A new session and process group, as sshd gives every session: signals to the group
+/// reach everything the command started. As sshd would start it, with the descriptor
+/// limit the user has, not ours (`Program` restores it).
+fn connect_stdio(cmd: &mut Program, pty_slave: Option<&OwnedFd>) {
+    cmd.new_session();
     match pty_slave {
         Some(slave) => {
-            cmd.stdin(Stdio::from(slave.try_clone()?))
-                .stdout(Stdio::from(slave.try_clone()?))
-                .stderr(Stdio::from(slave.try_clone()?))
-                // The pty slave on fd 0 becomes the controlling terminal.
-                .controlling_terminal(0)
+            // The slave becomes the controlling terminal.
+            cmd.terminal(slave.as_raw_fd())
                 .parent_death_signal(Signal::SIGHUP);
         }
         None => {
-            cmd.stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .parent_death_signal(Signal::SIGKILL);
+            cmd.parent_death_signal(Signal::SIGKILL);
         }
     }
-    Ok(())
 }
 
 /// The started process's side of its stdio: the pty's master, or the three pipes.

@@ -120,10 +120,9 @@ impl StreamHandle {
                 stderr: err,
             } => {
                 // The process's pipes are the agent's alone: spliced to and from.
-                let stdin =
-                    Dst::<tokio::io::Empty>::Pipe(FdIo::new(stdin.into_owned_fd()?)?.grown());
-                let out = FdIo::new(out.into_owned_fd()?)?.grown();
-                let err = FdIo::new(err.into_owned_fd()?)?;
+                let stdin = Dst::<tokio::io::Empty>::Pipe(FdIo::new(stdin)?.grown());
+                let out = FdIo::new(out)?.grown();
+                let err = FdIo::new(err)?;
                 let input =
                     tokio::spawn(pump_input(stream, input_rx, stdin, report.clone(), false));
                 let output = |fd, pipe, gate: &Arc<CreditGate>| {
@@ -425,7 +424,7 @@ async fn run_tcp(
 /// Reaps the process, waits for its output to be sent, then reports how it ended.
 async fn supervise(
     stream: StreamId,
-    mut child: tokio::process::Child,
+    mut child: crate::sys::vfork::Child,
     outputs: Vec<tokio::task::JoinHandle<()>>,
     input: tokio::task::JoinHandle<()>,
     is_pty: bool,

@@ -23,7 +23,7 @@ use super::image::{Arch, Offer};
 use super::stage1::{CANNOT_SERVE, Stage1};
 use super::{FirstFrames, READY_MARKER, UPLOAD_MARKER};
 use crate::sys::pipesize::{PipeGrant, grow_pipe};
-use crate::sys::vfork::{Child, Piped};
+use crate::sys::vfork::{Child, Program};
 use crate::throttle::Throttle;
 
 /// Output before the markers (from login scripts, say) tolerated before giving up.
@@ -195,20 +195,19 @@ pub(crate) async fn bootstrap(
     let (first, command) = within_command_limit(command, first, super::MAX_REMOTE_COMMAND);
     let first = first.on_stdin();
     let mut child = spawn(ssh, command, env)?;
+    let (mut stdin, stdout, err) = async_stdio(&mut child).map_err(|e| spawn_failure(ssh, &e))?;
 
     let stderr = StderrTail::default();
     let connecting = Arc::new(AtomicBool::new(true));
-    let stderr_done = child.stderr.take().map(|err| {
+    let stderr_done = {
         let reader = StderrReader {
             tail: stderr.clone(),
             label: ssh.label.clone(),
             say,
             connecting: connecting.clone(),
         };
-        tokio::spawn(reader.run(err, flush))
-    });
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let stdout = child.stdout.take().expect("piped");
+        Some(tokio::spawn(reader.run(err, flush)))
+    };
     let pipes = [grow_pipe(&stdin), grow_pipe(&stdout)];
     // The pipe holds them whatever ssh does; an ssh that dies says so below.
     if let Err(e) = stdin.write_all(first).await {
@@ -269,15 +268,25 @@ fn spawn(
     stage1: String,
     env: Vec<(OsString, OsString)>,
 ) -> Result<Child, ConnectError> {
-    let mut cmd = Piped::new(&ssh.program);
+    let mut cmd = Program::new(&ssh.program);
     cmd.args(&ssh.args).args([stage1]);
     for (key, value) in env {
         cmd.env(key, value);
     }
-    // ssh gets the descriptor limit the user gave us (Piped restores it), not ours.
+    // ssh gets the descriptor limit the user gave us (Program restores it), not ours.
     cmd.parent_death_signal(nix::sys::signal::Signal::SIGTERM);
     tracing::debug!(host = %ssh.label, "starting {:?} {:?}", ssh.program, ssh.args);
     cmd.spawn().map_err(|e| spawn_failure(ssh, &e))
+}
+
+/// ssh's stdin, stdout and stderr, for the runtime.
+fn async_stdio(child: &mut Child) -> io::Result<(pipe::Sender, pipe::Receiver, pipe::Receiver)> {
+    let missing = || io::Error::other("ssh's stdio is not piped");
+    Ok((
+        pipe::Sender::from_owned_fd(child.stdin.take().ok_or_else(missing)?)?,
+        pipe::Receiver::from_owned_fd(child.stdout.take().ok_or_else(missing)?)?,
+        pipe::Receiver::from_owned_fd(child.stderr.take().ok_or_else(missing)?)?,
+    ))
 }
 
 /// The bootstrap failed with ssh still running or just exited: wait briefly for its exit

@@ -80,12 +80,12 @@ fn result(ret: libc::c_int) -> io::Result<()> {
     }
 }
 
-fn new_session() -> io::Result<()> {
+pub(super) fn new_session() -> io::Result<()> {
     // SAFETY: setsid is async-signal-safe.
     result(unsafe { libc::setsid() })
 }
 
-fn controlling_terminal(fd: RawFd) -> io::Result<()> {
+pub(super) fn controlling_terminal(fd: RawFd) -> io::Result<()> {
     // SAFETY: TIOCSCTTY takes an int argument; ioctl is async-signal-safe.
     result(unsafe { libc::ioctl(fd, libc::TIOCSCTTY as _, 0) })
 }

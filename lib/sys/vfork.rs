@@ -3,9 +3,10 @@
 //!
 //! `fork` copies the page tables of the whole process and makes every page of it
 //! copy-on-write, so the parent takes a fault on each page it writes afterwards; a master
-//! holding hundreds of hosts pays that for every ssh it starts (std's `Command` forks
-//! whenever a `pre_exec` hook is set). Here the child runs on a stack of its own, in the
-//! parent's memory, while the spawning thread waits for the exec.
+//! holding hundreds of hosts pays that for every ssh it starts, and an agent for every
+//! process a call runs (std's `Command` forks whenever a `pre_exec` hook is set). Here the
+//! child runs on a stack of its own, in the parent's memory, while the spawning thread
+//! waits for the exec.
 //!
 //! The child shares the parent's memory and the spawning thread's TLS, so it makes only
 //! system calls: it takes no lock and allocates nothing; what it needs is prepared before
@@ -23,30 +24,47 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
-use tokio::net::unix::pipe;
 
 /// The child's stack: it runs a few system calls and exec.
 const STACK: usize = 64 * 1024;
 
-/// A program to start with its stdin, stdout and stderr piped to us, the rest of this
-/// process's environment, and the user's descriptor limit (see
+/// A program to start: its stdin, stdout and stderr piped to us or on a terminal, this
+/// process's environment (or only the one given), and the user's descriptor limit (see
 /// [`super::limits::restore_in_child`]).
 #[derive(Debug)]
-pub(crate) struct Piped {
+pub(crate) struct Program {
     program: PathBuf,
+    arg0: Option<OsString>,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    clear_env: bool,
+    cwd: Option<PathBuf>,
+    new_session: bool,
+    terminal: Option<RawFd>,
+    extra: Option<(RawFd, RawFd)>,
     death_signal: Option<Signal>,
 }
 
-impl Piped {
-    pub(crate) fn new(program: &Path) -> Piped {
-        Piped {
+impl Program {
+    pub(crate) fn new(program: &Path) -> Program {
+        Program {
             program: program.to_owned(),
+            arg0: None,
             args: Vec::new(),
             env: Vec::new(),
+            clear_env: false,
+            cwd: None,
+            new_session: false,
+            terminal: None,
+            extra: None,
             death_signal: None,
         }
+    }
+
+    /// What the program sees as its name (`argv[0]`); by default the program as given.
+    pub(crate) fn arg0(&mut self, arg0: impl AsRef<OsStr>) -> &mut Self {
+        self.arg0 = Some(arg0.as_ref().to_owned());
+        self
     }
 
     pub(crate) fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(
@@ -64,6 +82,37 @@ impl Piped {
         self
     }
 
+    /// The program gets only the variables set by [`Program::env`], none of ours.
+    pub(crate) fn env_clear(&mut self) -> &mut Self {
+        self.clear_env = true;
+        self
+    }
+
+    /// The directory the program starts in.
+    pub(crate) fn current_dir(&mut self, dir: &Path) -> &mut Self {
+        self.cwd = Some(dir.to_owned());
+        self
+    }
+
+    /// As [`super::spawn::ChildSetup::new_session`].
+    pub(crate) fn new_session(&mut self) -> &mut Self {
+        self.new_session = true;
+        self
+    }
+
+    /// stdin, stdout and stderr on the terminal `slave` (open here until the spawn), made
+    /// the program's controlling terminal: only with [`Program::new_session`]. No pipes.
+    pub(crate) fn terminal(&mut self, slave: RawFd) -> &mut Self {
+        self.terminal = Some(slave);
+        self
+    }
+
+    /// As [`super::spawn::ChildSetup::place_fds`], for one descriptor besides stdio.
+    pub(crate) fn place_fd(&mut self, fd: RawFd, at: RawFd) -> &mut Self {
+        self.extra = Some((fd, at));
+        self
+    }
+
     /// As [`super::spawn::ChildSetup::parent_death_signal`]: `sig` when the spawning
     /// thread dies.
     pub(crate) fn parent_death_signal(&mut self, sig: Signal) -> &mut Self {
@@ -71,35 +120,70 @@ impl Piped {
         self
     }
 
-    /// Starts the program; the error is exec's when it could not be run.
+    /// Starts the program; the error is exec's (or chdir's) when it could not be run.
     pub(crate) fn spawn(&self) -> io::Result<Child> {
         let path = find_program(&self.program)?;
-        let image = Image::new(&path, &self.program, &self.args, &self.environment())?;
-        let (stdin_r, stdin_w) = pipe_cloexec()?;
-        let (stdout_r, stdout_w) = pipe_cloexec()?;
-        let (stderr_r, stderr_w) = pipe_cloexec()?;
-        let stdio = [
-            stdin_r.as_raw_fd(),
-            stdout_w.as_raw_fd(),
-            stderr_w.as_raw_fd(),
-        ];
-        let pid = clone_and_exec(&image, stdio, self.death_signal)?;
-        drop((stdin_r, stdout_w, stderr_w));
+        let arg0 = self.arg0.as_deref().unwrap_or(self.program.as_os_str());
+        let image = Image::new(&path, arg0, &self.args, &self.environment())?;
+        let cwd = self
+            .cwd
+            .as_ref()
+            .map(|dir| c_string(dir.as_os_str().as_bytes()))
+            .transpose()?;
+        let mut pipes = None;
+        let stdio = match self.terminal {
+            Some(slave) => [slave; 3],
+            None => {
+                let [
+                    (stdin_r, stdin_w),
+                    (stdout_r, stdout_w),
+                    (stderr_r, stderr_w),
+                ] = [pipe_cloexec()?, pipe_cloexec()?, pipe_cloexec()?];
+                let fds = [
+                    stdin_r.as_raw_fd(),
+                    stdout_w.as_raw_fd(),
+                    stderr_w.as_raw_fd(),
+                ];
+                pipes = Some(([stdin_r, stdout_w, stderr_w], [stdin_w, stdout_r, stderr_r]));
+                fds
+            }
+        };
+        let setup = Setup {
+            stdio,
+            extra: self.extra,
+            cwd,
+            new_session: self.new_session,
+            terminal: self.terminal.is_some(),
+            death_signal: self.death_signal,
+        };
+        let pid = clone_and_exec(&image, &setup)?;
+        let ours = pipes.map(|(theirs, ours)| {
+            drop(theirs);
+            ours
+        });
         // Our own unreaped child: its pid cannot be reused while we hold it.
         // SAFETY: `OwnedFd` keeps the descriptor open and unchanged for the AsyncFd's life.
         let pidfd = pidfd_open(pid).and_then(|fd| unsafe { AsyncFd::register(fd) }.ok());
+        let [stdin, stdout, stderr] = match ours {
+            Some(fds) => fds.map(Some),
+            None => [None, None, None],
+        };
         Ok(Child {
             pid,
             exited: None,
             pidfd,
-            stdin: Some(pipe::Sender::from_owned_fd(stdin_w)?),
-            stdout: Some(pipe::Receiver::from_owned_fd(stdout_r)?),
-            stderr: Some(pipe::Receiver::from_owned_fd(stderr_r)?),
+            stdin,
+            stdout,
+            stderr,
         })
     }
 
     fn environment(&self) -> Vec<(OsString, OsString)> {
-        let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        let mut env: Vec<(OsString, OsString)> = if self.clear_env {
+            Vec::new()
+        } else {
+            std::env::vars_os().collect()
+        };
         for (key, value) in &self.env {
             env.retain(|(k, _)| k != key);
             env.push((key.clone(), value.clone()));
@@ -115,9 +199,10 @@ pub(crate) struct Child {
     exited: Option<ExitStatus>,
     /// Readable once the program has exited (`None` on kernels before 5.3).
     pidfd: Option<AsyncFd<OwnedFd>>,
-    pub stdin: Option<pipe::Sender>,
-    pub stdout: Option<pipe::Receiver>,
-    pub stderr: Option<pipe::Receiver>,
+    /// Our ends of its pipes (none when it runs on a terminal).
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
 }
 
 impl Child {
@@ -232,16 +317,12 @@ struct Image {
 impl Image {
     fn new(
         path: &Path,
-        arg0: &Path,
+        arg0: &OsStr,
         args: &[OsString],
         env: &[(OsString, OsString)],
     ) -> io::Result<Image> {
-        let c = |bytes: &[u8]| {
-            CString::new(bytes).map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a command line")
-            })
-        };
-        let argv: Vec<CString> = std::iter::once(arg0.as_os_str())
+        let c = c_string;
+        let argv: Vec<CString> = std::iter::once(arg0)
             .chain(args.iter().map(OsString::as_os_str))
             .map(|a| c(a.as_bytes()))
             .collect::<io::Result<_>>()?;
@@ -264,21 +345,35 @@ impl Image {
     }
 }
 
+/// A NUL-terminated copy of `bytes`, which may hold no NUL.
+fn c_string(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a command line"))
+}
+
+/// The child's setup steps, prepared before the clone.
+struct Setup {
+    /// What becomes its stdin, stdout and stderr.
+    stdio: [RawFd; 3],
+    /// One more descriptor and where it goes.
+    extra: Option<(RawFd, RawFd)>,
+    cwd: Option<CString>,
+    new_session: bool,
+    /// stdin is a terminal to make the controlling one.
+    terminal: bool,
+    death_signal: Option<Signal>,
+}
+
 /// Everything the child reads, and where it says why exec failed.
 struct ChildArgs<'a> {
     image: &'a Image,
-    stdio: [RawFd; 3],
-    death_signal: Option<Signal>,
+    setup: &'a Setup,
     parent: libc::pid_t,
     mask: libc::sigset_t,
     errno: AtomicI32,
 }
 
-fn clone_and_exec(
-    image: &Image,
-    stdio: [RawFd; 3],
-    death_signal: Option<Signal>,
-) -> io::Result<libc::pid_t> {
+fn clone_and_exec(image: &Image, setup: &Setup) -> io::Result<libc::pid_t> {
     let mut stack = vec![0u8; STACK];
     // SAFETY: the top of our own buffer, aligned down as every ABI wants.
     let top = unsafe { stack.as_mut_ptr().add(STACK) };
@@ -291,8 +386,7 @@ fn clone_and_exec(
     }
     let args = ChildArgs {
         image,
-        stdio,
-        death_signal,
+        setup,
         parent: std::process::id() as libc::pid_t,
         mask,
         errno: AtomicI32::new(0),
@@ -338,11 +432,29 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 
 /// Returns only when something failed.
 fn setup_and_exec(args: &ChildArgs) -> io::Result<()> {
+    let setup = args.setup;
     reset_signal_handlers();
-    if let Some(sig) = args.death_signal {
+    if let Some(sig) = setup.death_signal {
         super::spawn::parent_death_signal(sig, args.parent)?;
     }
-    super::spawn::place_fds([(args.stdio[0], 0), (args.stdio[1], 1), (args.stdio[2], 2)])?;
+    let [stdin, stdout, stderr] = setup.stdio;
+    let stdio = [(stdin, 0), (stdout, 1), (stderr, 2)];
+    match setup.extra {
+        Some(extra) => super::spawn::place_fds([stdio[0], stdio[1], stdio[2], extra])?,
+        None => super::spawn::place_fds(stdio)?,
+    }
+    if let Some(dir) = &setup.cwd {
+        // SAFETY: chdir reads a NUL-terminated path that outlives the call.
+        if unsafe { libc::chdir(dir.as_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    if setup.new_session {
+        super::spawn::new_session()?;
+    }
+    if setup.terminal {
+        super::spawn::controlling_terminal(0)?;
+    }
     // SAFETY: async-signal-safe system calls only (see the function).
     unsafe { super::limits::restore_in_child()? };
     // SAFETY: sigprocmask and execve read what they are given, all alive and terminated.
@@ -390,32 +502,28 @@ fn reset_signal_handlers() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use std::io::{Read, Write};
+
+    /// Everything until end of file on `fd`.
+    fn read_all(fd: Option<OwnedFd>) -> String {
+        let mut text = String::new();
+        std::fs::File::from(fd.unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    }
 
     #[tokio::test]
     async fn stdio_environment_and_status_arrive_as_with_command() {
-        let mut cmd = Piped::new(Path::new("sh"));
+        let mut cmd = Program::new(Path::new("sh"));
         cmd.args(["-c", "cat; echo \"$MITOSSH_VFORK_TEST\" >&2; exit 3"])
             .env("MITOSSH_VFORK_TEST".into(), "from the parent".into());
         let mut child = cmd.spawn().unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"through\n").await.unwrap();
+        let mut stdin = std::fs::File::from(child.stdin.take().unwrap());
+        stdin.write_all(b"through\n").unwrap();
         drop(stdin);
-        let (mut out, mut err) = (String::new(), String::new());
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .await
-            .unwrap();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .await
-            .unwrap();
+        let out = read_all(child.stdout.take());
+        let err = read_all(child.stderr.take());
         let status = child.wait().await.unwrap();
         assert_eq!(
             (out.as_str(), err.as_str()),
@@ -425,13 +533,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn name_directory_environment_session_and_descriptor_are_the_ones_asked_for() {
+        let (r, w) = pipe_cloexec().unwrap();
+        let dir = std::env::temp_dir();
+        let mut cmd = Program::new(Path::new("/bin/sh"));
+        cmd.arg0("-mitossh-test")
+            .args([
+                "-c",
+                "echo \"$0 $(pwd) ${HOME-unset} $MITOSSH_VFORK_TEST\"; \
+                 ps -o sid= -p $$; echo $$; echo fd3 >&3",
+            ])
+            .env_clear()
+            .env("MITOSSH_VFORK_TEST".into(), "only".into())
+            .env("PATH".into(), "/usr/bin:/bin".into())
+            .current_dir(&dir)
+            .new_session()
+            .place_fd(w.as_raw_fd(), 3);
+        let mut child = cmd.spawn().unwrap();
+        drop(w);
+        let out = read_all(child.stdout.take());
+        assert!(child.wait().await.unwrap().success(), "{out}");
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        let dir = dir.canonicalize().unwrap();
+        assert_eq!(
+            lines[0],
+            format!("-mitossh-test {} unset only", dir.display())
+        );
+        assert_eq!(lines[1], lines[2], "the program leads a session of its own");
+        assert_eq!(read_all(Some(r)), "fd3\n");
+    }
+
+    #[tokio::test]
+    async fn a_terminal_becomes_stdio_and_the_controlling_terminal() {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let mut child = Program::new(Path::new("/bin/sh"))
+            .args(["-c", "exec 3</dev/tty && test -t 0 && test -t 2 && echo ok"])
+            .new_session()
+            .terminal(pty.slave.as_raw_fd())
+            .spawn()
+            .unwrap();
+        assert!(child.stdin.is_none() && child.stdout.is_none());
+        drop(pty.slave);
+        let mut out = Vec::new();
+        // The master reads EIO once the last slave descriptor has closed.
+        let _ = std::fs::File::from(pty.master).read_to_end(&mut out);
+        assert!(child.wait().await.unwrap().success());
+        assert_eq!(String::from_utf8_lossy(&out).trim(), "ok");
+    }
+
+    #[tokio::test]
     async fn a_program_that_cannot_run_is_an_error_not_a_child() {
-        let e = Piped::new(Path::new("/nonexistent/mitossh-test"))
+        let e = Program::new(Path::new("/nonexistent/mitossh-test"))
             .spawn()
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
-        let e = Piped::new(Path::new("/etc/passwd")).spawn().unwrap_err();
+        let e = Program::new(Path::new("/etc/passwd")).spawn().unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        let e = Program::new(Path::new("/bin/sh"))
+            .current_dir(Path::new("/nonexistent/mitossh-test"))
+            .spawn()
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
     }
 
     #[tokio::test]
@@ -443,28 +605,21 @@ mod tests {
             .restore_descriptor_limit()
             .output()
             .unwrap();
-        let mut child = Piped::new(Path::new("sh"))
+        let mut child = Program::new(Path::new("sh"))
             .args(["-c", "ulimit -n"])
             .spawn()
             .unwrap();
-        let mut out = Vec::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_end(&mut out)
-            .await
-            .unwrap();
+        let out = read_all(child.stdout.take());
         assert!(child.wait().await.unwrap().success());
-        assert_eq!(
-            String::from_utf8_lossy(&out),
-            String::from_utf8_lossy(&forked.stdout)
-        );
+        assert_eq!(out, String::from_utf8_lossy(&forked.stdout));
     }
 
     #[tokio::test]
     async fn a_killed_child_reports_its_signal() {
-        let mut child = Piped::new(Path::new("sleep")).args(["60"]).spawn().unwrap();
+        let mut child = Program::new(Path::new("sleep"))
+            .args(["60"])
+            .spawn()
+            .unwrap();
         child.start_kill().unwrap();
         let status = child.wait().await.unwrap();
         assert_eq!(status.signal(), Some(libc::SIGKILL));
