@@ -21,7 +21,7 @@ pub(crate) mod tty;
 pub(crate) use session::{NotOpened, Stdio, open, release_stdin_stdout, wait_exit};
 
 use std::io::{self, ErrorKind, Write};
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -46,6 +46,18 @@ pub(crate) struct MasterConn {
     /// out of descriptors answers and closes at once): what sending said, reported once
     /// there is no answer to read either.
     unsent: Option<io::Error>,
+    /// How this process waits for the master, if not by a blocking read.
+    waiter: Option<&'static Waiter>,
+}
+
+/// A way of waiting for the master that does something else meanwhile: the shim acts on
+/// signals on its main thread while it waits (a thread of their own would cost each call a
+/// clone and its teardown), and hands them to a thread before it blocks elsewhere.
+pub(crate) struct Waiter {
+    /// Returns once the descriptor is readable.
+    pub until_readable: fn(BorrowedFd<'_>) -> io::Result<()>,
+    /// This process is about to block on something else (a question at the terminal).
+    pub elsewhere: fn(),
 }
 
 impl MasterConn {
@@ -56,7 +68,21 @@ impl MasterConn {
             buf: BytesMut::with_capacity(16 * 1024),
             introduced: false,
             unsent: None,
+            waiter: None,
         })
+    }
+
+    /// Waits through `waiter` from now on.
+    pub(crate) fn wait_with(&mut self, waiter: &'static Waiter) {
+        self.waiter = Some(waiter);
+    }
+
+    /// This process is about to block on something other than the master: the waiter
+    /// hands over what it did while waiting, and reads block from now on.
+    pub(crate) fn blocking_elsewhere(&mut self) {
+        if let Some(waiter) = self.waiter.take() {
+            (waiter.elsewhere)();
+        }
     }
 
     /// Introduces this process (the first time) and sends its request.
@@ -105,6 +131,7 @@ impl MasterConn {
             buf: BytesMut::new(),
             introduced: true,
             unsent: None,
+            waiter: None,
         })
     }
 
@@ -113,6 +140,9 @@ impl MasterConn {
         loop {
             if let Some(frame) = self.codec.decode(&mut self.buf).map_err(io::Error::other)? {
                 return Ok(Some(frame));
+            }
+            if let Some(waiter) = self.waiter {
+                (waiter.until_readable)(self.stream.as_fd())?;
             }
             match read_buf(&self.stream, &mut self.buf, 16 * 1024) {
                 Ok(0) => return self.unsent.take().map_or(Ok(None), Err),

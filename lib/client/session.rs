@@ -61,6 +61,7 @@ pub(crate) fn open(
             .ok_or_else(|| broken(io::ErrorKind::UnexpectedEof.into()))?;
         match frame.msg {
             Message::Prompt { text, kind } => {
+                conn.blocking_elsewhere();
                 let secret = super::askpass::answer(&text, kind, password_file);
                 conn.send(Message::PromptReply { secret }).map_err(broken)?;
             }

@@ -11,11 +11,14 @@
 //! With a terminal, SIGWINCH sends the new window size once the session runs.
 
 use std::io::Read;
-use std::sync::Arc;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 
+use crate::client::Waiter;
 use crate::client::tty::{self, Terminal};
 use crate::proto::SSH_ERROR;
 use crate::proto::WinSize;
@@ -59,9 +62,11 @@ impl Ending {
     }
 }
 
-/// Handles the signals from now on, in a thread of their own. Install it before the
-/// session is requested: the remote command may start (and print) before the shim hears
-/// that it did, and a signal in between must end the session like any other.
+/// Handles the signals from now on: while the shim waits for the master, on its main
+/// thread ([`WAITER`]); before it blocks on anything else, in a thread of their own.
+/// Install it before the session is requested: the remote command may start (and print)
+/// before the shim hears that it did, and a signal in between must end the session like
+/// any other.
 pub(crate) fn handle(
     ending: Ending,
     terminal: Option<Arc<Terminal>>,
@@ -78,30 +83,116 @@ pub(crate) fn handle(
             return;
         }
     };
-    std::thread::spawn(move || {
-        let mut pipe = std::fs::File::from(pipe);
-        let mut byte = [0u8; 1];
-        while let Ok(1) = pipe.read(&mut byte) {
-            let Ok(sig) = Signal::try_from(i32::from(byte[0])) else {
-                continue;
-            };
-            if sig == Signal::SIGWINCH {
-                if let Some(size) = terminal.as_deref().and_then(Terminal::size)
-                    && SESSION.load(Ordering::SeqCst)
-                {
-                    on_resize(size);
-                }
-                continue;
-            }
-            if tty::restore() {
-                die_by(sig);
-            }
-            if let Some(message) = ending.message(sig) {
-                eprint!("{message}");
-            }
-            std::process::exit(ending.status(sig));
-        }
+    *watch() = Some(Watch {
+        pipe: std::fs::File::from(pipe),
+        ending,
+        terminal,
+        on_resize: Box::new(on_resize),
     });
+}
+
+/// How the shim waits for the master once [`handle`] was called.
+pub(crate) static WAITER: Waiter = Waiter {
+    until_readable,
+    elsewhere: to_thread,
+};
+
+/// Serves the signals on this thread for good (`-N`: nothing else to wait for).
+pub(crate) fn serve() -> ! {
+    if let Some(watch) = watch().take() {
+        watch.serve();
+    }
+    loop {
+        std::thread::park();
+    }
+}
+
+/// The signals and how to act on them, held by whoever waits for them: the main thread
+/// while it is here, else the thread [`to_thread`] started.
+struct Watch {
+    /// Where the handler writes each signal's number.
+    pipe: std::fs::File,
+    ending: Ending,
+    terminal: Option<Arc<Terminal>>,
+    on_resize: Box<dyn Fn(WinSize) + Send>,
+}
+
+/// One lock for one owner at a time: the main thread takes it while it polls, and
+/// [`to_thread`] moves the watch out of it.
+fn watch() -> std::sync::MutexGuard<'static, Option<Watch>> {
+    static WATCH: Mutex<Option<Watch>> = Mutex::new(None);
+    WATCH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Watch {
+    /// Acts on the next signal in the pipe; `false` once the pipe is gone.
+    fn next(&self) -> bool {
+        let mut byte = [0u8; 1];
+        match (&self.pipe).read(&mut byte) {
+            Ok(1) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return true,
+            _ => return false,
+        }
+        let Ok(sig) = Signal::try_from(i32::from(byte[0])) else {
+            return true;
+        };
+        if sig == Signal::SIGWINCH {
+            if let Some(size) = self.terminal.as_deref().and_then(Terminal::size)
+                && SESSION.load(Ordering::SeqCst)
+            {
+                (self.on_resize)(size);
+            }
+            return true;
+        }
+        if tty::restore() {
+            die_by(sig);
+        }
+        if let Some(message) = self.ending.message(sig) {
+            eprint!("{message}");
+        }
+        std::process::exit(self.ending.status(sig));
+    }
+
+    fn serve(self) {
+        while self.next() {}
+    }
+}
+
+/// Waits for `fd` to be readable, acting on the signals that come meanwhile.
+fn until_readable(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    let watch = watch();
+    let Some(signals) = watch.as_ref() else {
+        return Ok(());
+    };
+    loop {
+        let mut polled = [
+            PollFd::new(fd, PollFlags::POLLIN),
+            PollFd::new(signals.pipe.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut polled, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let ready = |p: &PollFd| p.revents().is_some_and(|r| !r.is_empty());
+        let (readable, signalled) = (ready(&polled[0]), ready(&polled[1]));
+        if signalled && !signals.next() {
+            // The pipe is gone (it never is): wait by reading alone.
+            return Ok(());
+        }
+        if readable {
+            return Ok(());
+        }
+    }
+}
+
+/// The shim is about to block elsewhere: the signals get a thread of their own.
+fn to_thread() {
+    if let Some(watch) = watch().take() {
+        std::thread::spawn(move || watch.serve());
+    }
 }
 
 /// The session runs: window-size changes go to it from now on.

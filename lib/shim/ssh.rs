@@ -133,9 +133,7 @@ fn serve_forwards(conn: MasterConn, forwards: &Forwards, socket: &Path, target: 
         return SSH_ERROR;
     }
     drop(conn);
-    loop {
-        std::thread::park();
-    }
+    signals::serve()
 }
 
 /// Starts the local forwards; false when one failed and `ExitOnForwardFailure` says
@@ -287,6 +285,7 @@ fn run_session(
             let _ = to.send(Message::Resize { stream: 0, size });
         }
     });
+    conn.wait_with(&signals::WAITER);
     let request = Request::Session {
         target: resolved.target,
         spec,
