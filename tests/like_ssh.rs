@@ -1,5 +1,6 @@
 //! Where the shim must behave exactly as OpenSSH's ssh, side by side with the real one
-//! against the same sshd: how a signal ends a session, and `-O` for one destination.
+//! against the same sshd: how a signal ends a session, the signals a remote command
+//! starts with, and `-O` for one destination.
 
 mod common;
 
@@ -161,6 +162,28 @@ fn forwards_only_end_on_a_signal_as_with_ssh() {
 
 fn run(cmd: &mut Command) -> Output {
     output_within(cmd, b"", T)
+}
+
+/// A remote command starts with the signal dispositions sshd gives it: nothing blocked,
+/// SIGPIPE not ignored (or `yes | head -1` ends in write errors), whatever the agent
+/// itself ignores.
+#[test]
+fn a_remote_command_starts_with_the_signals_sshd_gives_it() {
+    let sshd = Sshd::start();
+    let master = Master::start();
+    let script = "grep -E '^Sig(Blk|Ign)' /proc/$$/status; yes | head -1";
+    let real = run(Command::new(REAL_SSH).args(sshd.ssh_args()).arg(script));
+    let ours = run(master.ssh().args(sshd.ssh_args()).arg(script));
+    assert!(real.status.success(), "{real:?}");
+    let text = |o: &Output| {
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    assert!(text(&real).0.ends_with("y\n"), "{real:?}");
+    assert_eq!(text(&ours), text(&real), "shim vs real ssh");
+    assert_eq!(ours.status.code(), real.status.code());
 }
 
 /// The shim's and the real ssh's answer to the same `-O` command, without strict mode

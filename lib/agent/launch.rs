@@ -265,6 +265,15 @@ fn launched_io(child: &mut Child, pty: Option<(OwnedFd, OwnedFd)>) -> io::Result
 fn open_pty(size: WinSize) -> io::Result<(OwnedFd, OwnedFd)> {
     let ws = to_winsize(size);
     let pty = nix::pty::openpty(Some(&ws), None).map_err(io::Error::from)?;
+    // openpty leaves both inheritable: they would leak into every process started while
+    // they are open, and a slave held elsewhere keeps the session's output from ending.
+    for fd in [&pty.master, &pty.slave] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(io::Error::from)?;
+    }
     Ok((pty.master, pty.slave))
 }
 

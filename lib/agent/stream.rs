@@ -108,7 +108,6 @@ impl StreamHandle {
         report: Reporting,
     ) -> std::io::Result<StreamHandle> {
         let Launched { child, pid, io, go } = launch::launch(spec, session)?;
-        report.live.add();
         let stdout = Arc::new(CreditGate::new(spec.window));
         let stderr = Arc::new(CreditGate::new(spec.window));
         let (input_tx, input_rx) = pump::inbox(DEFAULT_WINDOW);
@@ -162,6 +161,8 @@ impl StreamHandle {
             }
         };
         let is_pty = pty.is_some();
+        // Counted once nothing can fail: `supervise` uncounts it.
+        report.live.add();
         tokio::spawn(supervise(stream, child, outputs, input, is_pty, report));
         Ok(StreamHandle {
             pid: Some(pid),

@@ -66,6 +66,8 @@ pub(crate) fn open(
                 conn.send(Message::PromptReply { secret }).map_err(broken)?;
             }
             Message::Diagnostic { mut text } => {
+                // stderr may be a pipe nobody reads for a while.
+                conn.blocking_elsewhere();
                 text.push(b'\n');
                 let _ = std::io::stderr().write_all(&text);
             }
@@ -168,6 +170,8 @@ pub(crate) fn wait_exit(conn: &mut MasterConn) -> i32 {
                     return SSH_ERROR;
                 }
                 Message::Diagnostic { mut text } => {
+                    // stderr may be a pipe nobody reads for a while.
+                    conn.blocking_elsewhere();
                     text.push(b'\n');
                     let _ = std::io::stderr().write_all(&text);
                 }

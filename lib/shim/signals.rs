@@ -80,6 +80,8 @@ pub(crate) fn handle(
         Ok(pipe) => pipe,
         Err(e) => {
             tracing::warn!("cannot handle signals: {e}");
+            // Those it did catch would go to a pipe nobody reads.
+            signals.iter().for_each(|sig| default_action(*sig));
             return;
         }
     };
@@ -99,7 +101,8 @@ pub(crate) static WAITER: Waiter = Waiter {
 
 /// Serves the signals on this thread for good (`-N`: nothing else to wait for).
 pub(crate) fn serve() -> ! {
-    if let Some(watch) = watch().take() {
+    let watch = watch().take();
+    if let Some(watch) = watch {
         watch.serve();
     }
     loop {
@@ -155,6 +158,7 @@ impl Watch {
         std::process::exit(self.ending.status(sig));
     }
 
+    /// Acts on every signal until the pipe is gone (it never is).
     fn serve(self) {
         while self.next() {}
     }
@@ -190,9 +194,27 @@ fn until_readable(fd: BorrowedFd<'_>) -> std::io::Result<()> {
 
 /// The shim is about to block elsewhere: the signals get a thread of their own.
 fn to_thread() {
-    if let Some(watch) = watch().take() {
+    let watch = watch().take();
+    if let Some(watch) = watch {
         std::thread::spawn(move || watch.serve());
     }
+}
+
+/// Before this process becomes the real ssh: the signals get their default actions back
+/// (as exec would give them), and one that came meanwhile is acted on now rather than
+/// lost with the pipe.
+pub(crate) fn before_exec() {
+    let watch = watch().take();
+    let Some(watch) = watch else {
+        return;
+    };
+    ENDING
+        .into_iter()
+        .chain([Signal::SIGWINCH])
+        .filter(|sig| !is_ignored(*sig))
+        .for_each(default_action);
+    let mut polled = [PollFd::new(watch.pipe.as_fd(), PollFlags::POLLIN)];
+    while poll(&mut polled, PollTimeout::ZERO).is_ok_and(|n| n > 0) && watch.next() {}
 }
 
 /// The session runs: window-size changes go to it from now on.

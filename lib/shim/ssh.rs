@@ -332,6 +332,7 @@ fn exec_real(argv: &[OsString], why: Option<&str>) -> i32 {
 
 /// Replaces this process with `program`; returns only on failure.
 pub(crate) fn exec(program: PathBuf, arg0: &str, argv: &[OsString]) -> i32 {
+    signals::before_exec();
     let err = std::process::Command::new(&program)
         .arg0(arg0)
         .args(argv)

@@ -93,7 +93,7 @@ pub(super) fn controlling_terminal(fd: RawFd) -> io::Result<()> {
 /// `parent`: this process's parent as it was before the fork.
 pub(super) fn parent_death_signal(sig: Signal, parent: libc::pid_t) -> io::Result<()> {
     let sig = sig as libc::c_int;
-    // SAFETY: prctl, getppid and raise are async-signal-safe.
+    // SAFETY: prctl, getppid, getpid and kill are async-signal-safe.
     unsafe {
         result(libc::prctl(
             libc::PR_SET_PDEATHSIG,
@@ -103,7 +103,9 @@ pub(super) fn parent_death_signal(sig: Signal, parent: libc::pid_t) -> io::Resul
             0,
         ))?;
         if libc::getppid() != parent {
-            libc::raise(sig);
+            // Not raise(3): musl's names the thread by its TLS, which a child started by
+            // vfork shares with its parent's thread.
+            libc::kill(libc::getpid(), sig);
         }
     }
     Ok(())

@@ -43,9 +43,13 @@ pub(crate) struct Program {
     terminal: Option<RawFd>,
     extra: Option<(RawFd, RawFd)>,
     death_signal: Option<Signal>,
+    /// Waits as on a kernel without pidfds.
+    #[cfg(test)]
+    without_pidfd: bool,
 }
 
 impl Program {
+    /// `program`: a path, or a name looked for on this process's PATH.
     pub(crate) fn new(program: &Path) -> Program {
         Program {
             program: program.to_owned(),
@@ -58,6 +62,8 @@ impl Program {
             terminal: None,
             extra: None,
             death_signal: None,
+            #[cfg(test)]
+            without_pidfd: false,
         }
     }
 
@@ -67,6 +73,7 @@ impl Program {
         self
     }
 
+    /// Appends to the program's arguments.
     pub(crate) fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(
         &mut self,
         args: I,
@@ -122,6 +129,12 @@ impl Program {
 
     /// Starts the program; the error is exec's (or chdir's) when it could not be run.
     pub(crate) fn spawn(&self) -> io::Result<Child> {
+        if self.terminal.is_some() && !self.new_session {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a controlling terminal needs a new session",
+            ));
+        }
         let path = find_program(&self.program)?;
         let arg0 = self.arg0.as_deref().unwrap_or(self.program.as_os_str());
         let image = Image::new(&path, arg0, &self.args, &self.environment())?;
@@ -164,6 +177,12 @@ impl Program {
         // Our own unreaped child: its pid cannot be reused while we hold it.
         // SAFETY: `OwnedFd` keeps the descriptor open and unchanged for the AsyncFd's life.
         let pidfd = pidfd_open(pid).and_then(|fd| unsafe { AsyncFd::register(fd) }.ok());
+        #[cfg(test)]
+        let pidfd = pidfd.filter(|_| !self.without_pidfd);
+        let sigchld = match pidfd {
+            Some(_) => None,
+            None => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok(),
+        };
         let [stdin, stdout, stderr] = match ours {
             Some(fds) => fds.map(Some),
             None => [None, None, None],
@@ -172,12 +191,14 @@ impl Program {
             pid,
             exited: None,
             pidfd,
+            sigchld,
             stdin,
             stdout,
             stderr,
         })
     }
 
+    /// Ours with the program's own over it, or the program's own alone.
     fn environment(&self) -> Vec<(OsString, OsString)> {
         let mut env: Vec<(OsString, OsString)> = if self.clear_env {
             Vec::new()
@@ -197,8 +218,12 @@ impl Program {
 pub(crate) struct Child {
     pid: libc::pid_t,
     exited: Option<ExitStatus>,
-    /// Readable once the program has exited (`None` on kernels before 5.3).
+    /// Readable once the program has exited (`None` on kernels before 5.3, or where
+    /// seccomp forbids it).
     pidfd: Option<AsyncFd<OwnedFd>>,
+    /// Without a pidfd: every SIGCHLD from the start, so that none is missed between a
+    /// look at the program and the wait.
+    sigchld: Option<tokio::signal::unix::Signal>,
     /// Our ends of its pipes (none when it runs on a terminal).
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
@@ -229,9 +254,13 @@ impl Child {
             if let Some(status) = self.try_wait()? {
                 return Ok(status);
             }
-            match &self.pidfd {
-                Some(fd) => fd.readable().await?.clear_ready(),
-                None => {
+            match (&self.pidfd, &mut self.sigchld) {
+                (Some(fd), _) => fd.readable().await?.clear_ready(),
+                (None, Some(sigchld)) => {
+                    sigchld.recv().await;
+                }
+                (None, None) => {
+                    // Neither pidfd nor signal: a thread waits (never seen on Linux).
                     let pid = self.pid;
                     let status = tokio::task::spawn_blocking(move || reap(pid, 0))
                         .await
@@ -303,7 +332,7 @@ fn find_program(program: &Path) -> io::Result<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|p| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && p.is_file())
-        .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
 }
 
 /// What exec needs, in C's form, made before the clone.
@@ -357,10 +386,13 @@ struct Setup {
     stdio: [RawFd; 3],
     /// One more descriptor and where it goes.
     extra: Option<(RawFd, RawFd)>,
+    /// Where it starts.
     cwd: Option<CString>,
+    /// `setsid` before exec.
     new_session: bool,
     /// stdin is a terminal to make the controlling one.
     terminal: bool,
+    /// What it gets when the spawning thread dies.
     death_signal: Option<Signal>,
 }
 
@@ -457,9 +489,13 @@ fn setup_and_exec(args: &ChildArgs) -> io::Result<()> {
     }
     // SAFETY: async-signal-safe system calls only (see the function).
     unsafe { super::limits::restore_in_child()? };
-    // SAFETY: sigprocmask and execve read what they are given, all alive and terminated.
+    // SAFETY: sigemptyset writes the set it is given; sigprocmask and execve read what
+    // they are given, all alive and terminated.
     unsafe {
-        libc::sigprocmask(libc::SIG_SETMASK, &args.mask, std::ptr::null_mut());
+        // No signal blocked, as std's Command starts a program.
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         libc::execve(
             args.image.path.as_ptr(),
             args.image.argv.as_ptr(),
@@ -469,8 +505,8 @@ fn setup_and_exec(args: &ChildArgs) -> io::Result<()> {
     Err(io::Error::last_os_error())
 }
 
-/// Every caught signal back to its default, in the child only (no `CLONE_SIGHAND`): the
-/// parent's handlers would run on the parent's data. Raw `rt_sigaction`, whose first word
+/// Every caught signal back to its default (and SIGPIPE, which Rust ignores), in the
+/// child only (no `CLONE_SIGHAND`): the parent's handlers would run on the parent's data. Raw `rt_sigaction`, whose first word
 /// is the handler on every architecture; a zeroed one is SIG_DFL without flags.
 fn reset_signal_handlers() {
     const SET_SIZE: usize = 8; // the kernel's sigset_t
@@ -486,7 +522,10 @@ fn reset_signal_handlers() {
                 old.as_mut_ptr(),
                 SET_SIZE,
             );
-            if r == 0 && old[0] > libc::SIG_IGN {
+            // Rust ignores SIGPIPE in its own processes; a program gets the default, as
+            // std's Command gives it, or `yes | head -1` would end in write errors.
+            let ignored_pipe = sig == libc::SIGPIPE && old[0] == libc::SIG_IGN;
+            if r == 0 && (old[0] > libc::SIG_IGN || ignored_pipe) {
                 libc::syscall(
                     libc::SYS_rt_sigaction,
                     sig,
@@ -541,7 +580,7 @@ mod tests {
             .args([
                 "-c",
                 "echo \"$0 $(pwd) ${HOME-unset} $MITOSSH_VFORK_TEST\"; \
-                 ps -o sid= -p $$; echo $$; echo fd3 >&3",
+                 cut -d' ' -f6 /proc/$$/stat; echo $$; echo fd3 >&3",
             ])
             .env_clear()
             .env("MITOSSH_VFORK_TEST".into(), "only".into())
@@ -612,6 +651,51 @@ mod tests {
         let out = read_all(child.stdout.take());
         assert!(child.wait().await.unwrap().success());
         assert_eq!(out, String::from_utf8_lossy(&forked.stdout));
+    }
+
+    #[tokio::test]
+    async fn the_program_gets_sigpipe_and_no_blocked_signal_as_with_command() {
+        let mut child = Program::new(Path::new("/bin/sh"))
+            .args([
+                "-c",
+                "grep -E '^Sig(Blk|Ign)' /proc/$$/status; kill -PIPE $$; echo alive",
+            ])
+            .spawn()
+            .unwrap();
+        let out = read_all(child.stdout.take());
+        let status = child.wait().await.unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGPIPE), "{out}");
+        for line in out.lines() {
+            let mask = u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap();
+            assert_eq!(mask & (1 << (libc::SIGPIPE - 1)), 0, "{line}");
+            if line.starts_with("SigBlk") {
+                assert_eq!(mask, 0, "{line}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_pidfd_the_exit_is_heard_by_sigchld() {
+        let mut cmd = Program::new(Path::new("/bin/sh"));
+        cmd.args(["-c", "exit 7"]);
+        cmd.without_pidfd = true;
+        let mut child = cmd.spawn().unwrap();
+        assert!(child.pidfd.is_none() && child.sigchld.is_some());
+        let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+            .await
+            .expect("the exit is heard")
+            .unwrap();
+        assert_eq!(status.code(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_terminal_without_a_new_session_is_refused() {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let e = Program::new(Path::new("/bin/sh"))
+            .terminal(pty.slave.as_raw_fd())
+            .spawn()
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
     }
 
     #[tokio::test]
