@@ -12,7 +12,9 @@
 //!   the connections it left open.
 //! - **Machine CPU**: what every process on the machine spent meanwhile (`/proc/stat`):
 //!   the tool, ssh, sshd and the remote shells, and for mitossh the master and agents;
-//!   with the master's own share of a cold run. On 2 cores a cold run is CPU-bound, so
+//!   with the master's own share of a cold run, and that of the kernel's DAMON monitor
+//!   (`kdamond`), where the kernel runs one: its work grows with the memory in use, which
+//!   a thousand kept ssh clients raise. On 2 cores a cold run is CPU-bound, so
 //!   this says where its wall time goes.
 //! - **Memory** (KiB, from `/proc/PID/smaps_rollup`): the master's RSS and PSS with no
 //!   host, then idle with N hosts connected (after the cold run, and again once it has
@@ -56,6 +58,8 @@ struct Timed {
     /// CPU the whole machine spent meanwhile (every process: the tool, ssh, sshd, the
     /// remote shells; and for mitossh the master and agents), from `/proc/stat`.
     cpu: Duration,
+    /// Of it, the kernel's DAMON monitors (see [`memory_monitor_cpu`]).
+    monitor: Duration,
     peak: Mem,
     out: Output,
 }
@@ -77,10 +81,32 @@ fn machine_cpu() -> Duration {
     Duration::from_millis(ticks * 1000 / clock_ticks())
 }
 
+/// CPU time spent by the kernel's DAMON monitor threads (`kdamond.N`), where the kernel
+/// runs one: its work grows with the memory in use, so a run that keeps a thousand ssh
+/// clients alive pays for it and one whose processes end at once does not. Said apart,
+/// since it is this machine's setting, not the tools' work.
+fn memory_monitor_cpu() -> Duration {
+    let ticks: u64 = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            comm.starts_with("kdamond").then_some(())?;
+            // After the command: state is field 3; utime and stime are fields 14 and 15.
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum();
+    Duration::from_millis(ticks * 1000 / clock_ticks())
+}
+
 /// Runs `cmd` to its end (killed after [`LIMIT`]), sampling its own memory every 20 ms.
 fn timed(cmd: &mut Command) -> Timed {
     let started = Instant::now();
     let cpu_before = machine_cpu();
+    let monitor_before = memory_monitor_cpu();
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -121,6 +147,7 @@ fn timed(cmd: &mut Command) -> Timed {
     let status = child.wait().unwrap();
     let wall = started.elapsed();
     let cpu = machine_cpu().saturating_sub(cpu_before);
+    let monitor = memory_monitor_cpu().saturating_sub(monitor_before);
     done.store(true, Ordering::Relaxed);
     let peak = sampler.join().unwrap();
     let out = Output {
@@ -131,6 +158,7 @@ fn timed(cmd: &mut Command) -> Timed {
     Timed {
         wall,
         cpu,
+        monitor,
         peak,
         out,
     }
@@ -396,10 +424,11 @@ fn one_size(fleet: &Fleet, n: usize) -> Row {
         if let Some(t) = t {
             let wall = t.wall.as_secs_f64();
             println!(
-                "  {name:<10} {wall:>8.2} s   machine CPU {:.2} s ({:.1} ms per host)   \
-                 peak RSS {} KiB",
+                "  {name:<10} {wall:>8.2} s   machine CPU {:.2} s ({:.1} ms per host; kdamond \
+                 {:.2} s)   peak RSS {} KiB",
                 t.cpu.as_secs_f64(),
                 per_host_ms(t.cpu, n),
+                t.monitor.as_secs_f64(),
                 t.peak.0
             );
         }
@@ -411,11 +440,12 @@ fn one_size(fleet: &Fleet, n: usize) -> Row {
         warm.wall.as_secs_f64()
     );
     println!(
-        "             machine CPU cold {:.2} s ({:.1} ms per host; the master itself {:.1}), \
-         warm {:.2} s",
+        "             machine CPU cold {:.2} s ({:.1} ms per host; the master itself {:.1}; \
+         kdamond {:.2} s), warm {:.2} s",
         cold.cpu.as_secs_f64(),
         per_host_ms(cold.cpu, n),
         per_host_ms(master_cpu, n),
+        cold.monitor.as_secs_f64(),
         warm.cpu.as_secs_f64()
     );
     println!(
@@ -515,6 +545,10 @@ fn cpu(t: &Timed) -> f64 {
     t.cpu.as_secs_f64()
 }
 
+fn cpu_without_monitor(t: &Timed) -> f64 {
+    t.cpu.saturating_sub(t.monitor).as_secs_f64()
+}
+
 /// A tool's figure in a table, or `-` when the tool was left out.
 fn cell(t: &Option<Timed>, measure: fn(&Timed) -> f64) -> String {
     t.as_ref()
@@ -563,9 +597,12 @@ fn print_wall_times(rows: &[Row]) {
 }
 
 fn print_cpu_times(rows: &[Row]) {
-    println!("\nMachine CPU, s (every process on the machine; ratio: mitossh / other)");
     println!(
-        "{:>6} {:>9} {:>9} {:>13} {:>12} {:>12} {:>11} {:>11}",
+        "\nMachine CPU, s (every process on the machine; ratio: mitossh / other; the last \
+         without the kernel's DAMON monitor, kdamond, whose work grows with the memory kept)"
+    );
+    println!(
+        "{:>6} {:>9} {:>9} {:>13} {:>12} {:>12} {:>11} {:>11} {:>15}",
         "N",
         "pdsh",
         "clush",
@@ -573,14 +610,15 @@ fn print_cpu_times(rows: &[Row]) {
         "mitossh cold",
         "first/clush",
         "cold/pdsh",
-        "cold/clush"
+        "cold/clush",
+        "w/o kdamond"
     );
     let s = cpu;
     let fmt = |t: &Option<Timed>| cell(t, s);
     let ratio = |a: &Timed, b: &Option<Timed>| ratio_cell(a, b, s);
     for r in rows {
         println!(
-            "{:>6} {:>9} {:>9} {:>13.2} {:>12.2} {:>12} {:>11} {:>11}",
+            "{:>6} {:>9} {:>9} {:>13.2} {:>12.2} {:>12} {:>11} {:>11} {:>15}",
             r.n,
             fmt(&r.pdsh),
             fmt(&r.clush),
@@ -589,6 +627,7 @@ fn print_cpu_times(rows: &[Row]) {
             ratio(&r.first, &r.clush),
             ratio(&r.cold, &r.pdsh),
             ratio(&r.cold, &r.clush),
+            ratio_cell(&r.cold, &r.clush, cpu_without_monitor),
         );
     }
 }
