@@ -206,7 +206,7 @@ pub(crate) async fn bootstrap(
             say,
             connecting: connecting.clone(),
         };
-        Some(tokio::spawn(reader.run(err, flush)))
+        tokio::spawn(reader.run(err, flush))
     };
     let pipes = [grow_pipe(&stdin), grow_pipe(&stdout)];
     // The pipe holds them whatever ssh does; an ssh that dies says so below.
@@ -293,7 +293,7 @@ fn async_stdio(child: &mut Child) -> io::Result<(pipe::Sender, pipe::Receiver, p
 /// status and its last words, then explain.
 async fn failed(
     mut child: Child,
-    stderr_done: Option<tokio::task::JoinHandle<()>>,
+    stderr_done: tokio::task::JoinHandle<()>,
     stderr: &StderrTail,
     label: &str,
     e: io::Error,
@@ -307,9 +307,7 @@ async fn failed(
         }
     };
     // ssh has exited: its stderr reaches EOF unless a grandchild still holds it.
-    if let Some(done) = stderr_done {
-        let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), stderr_done).await;
     failure(code, stderr, label, e)
 }
 

@@ -81,12 +81,13 @@ pub(crate) fn handle(
         Err(e) => {
             tracing::warn!("cannot handle signals: {e}");
             // Those it did catch would go to a pipe nobody reads.
-            signals.iter().for_each(|sig| default_action(*sig));
+            restore_defaults(&signals);
             return;
         }
     };
     *watch() = Some(Watch {
         pipe: std::fs::File::from(pipe),
+        signals,
         ending,
         terminal,
         on_resize: Box::new(on_resize),
@@ -115,6 +116,8 @@ pub(crate) fn serve() -> ! {
 struct Watch {
     /// Where the handler writes each signal's number.
     pipe: std::fs::File,
+    /// The signals it catches.
+    signals: Vec<Signal>,
     ending: Ending,
     terminal: Option<Arc<Terminal>>,
     on_resize: Box<dyn Fn(WinSize) + Send>,
@@ -208,11 +211,7 @@ pub(crate) fn before_exec() {
     let Some(watch) = watch else {
         return;
     };
-    ENDING
-        .into_iter()
-        .chain([Signal::SIGWINCH])
-        .filter(|sig| !is_ignored(*sig))
-        .for_each(default_action);
+    restore_defaults(&watch.signals);
     let mut polled = [PollFd::new(watch.pipe.as_fd(), PollFlags::POLLIN)];
     while poll(&mut polled, PollTimeout::ZERO).is_ok_and(|n| n > 0) && watch.next() {}
 }
@@ -220,6 +219,11 @@ pub(crate) fn before_exec() {
 /// The session runs: window-size changes go to it from now on.
 pub(crate) fn session_started() {
     SESSION.store(true, Ordering::SeqCst);
+}
+
+/// The default actions of `signals` back (none of ours was ignored at the start).
+fn restore_defaults(signals: &[Signal]) {
+    signals.iter().copied().for_each(default_action);
 }
 
 /// Dies by `sig`, its default action restored.

@@ -143,22 +143,20 @@ impl Program {
             .as_ref()
             .map(|dir| c_string(dir.as_os_str().as_bytes()))
             .transpose()?;
-        let mut pipes = None;
-        let stdio = match self.terminal {
-            Some(slave) => [slave; 3],
+        // The program's ends of its pipes (kept open until it has them) and ours, or the
+        // terminal alone.
+        let (theirs, ours, stdio) = match self.terminal {
+            Some(slave) => (None, [None, None, None], [slave; 3]),
             None => {
                 let [
                     (stdin_r, stdin_w),
                     (stdout_r, stdout_w),
                     (stderr_r, stderr_w),
                 ] = [pipe_cloexec()?, pipe_cloexec()?, pipe_cloexec()?];
-                let fds = [
-                    stdin_r.as_raw_fd(),
-                    stdout_w.as_raw_fd(),
-                    stderr_w.as_raw_fd(),
-                ];
-                pipes = Some(([stdin_r, stdout_w, stderr_w], [stdin_w, stdout_r, stderr_r]));
-                fds
+                let theirs = [stdin_r, stdout_w, stderr_w];
+                let stdio = theirs.each_ref().map(AsRawFd::as_raw_fd);
+                let ours = [Some(stdin_w), Some(stdout_r), Some(stderr_r)];
+                (Some(theirs), ours, stdio)
             }
         };
         let setup = Setup {
@@ -170,10 +168,7 @@ impl Program {
             death_signal: self.death_signal,
         };
         let pid = clone_and_exec(&image, &setup)?;
-        let ours = pipes.map(|(theirs, ours)| {
-            drop(theirs);
-            ours
-        });
+        drop(theirs);
         // Our own unreaped child: its pid cannot be reused while we hold it.
         // SAFETY: `OwnedFd` keeps the descriptor open and unchanged for the AsyncFd's life.
         let pidfd = pidfd_open(pid).and_then(|fd| unsafe { AsyncFd::register(fd) }.ok());
@@ -183,10 +178,7 @@ impl Program {
             Some(_) => None,
             None => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok(),
         };
-        let [stdin, stdout, stderr] = match ours {
-            Some(fds) => fds.map(Some),
-            None => [None, None, None],
-        };
+        let [stdin, stdout, stderr] = ours;
         Ok(Child {
             pid,
             exited: None,
@@ -198,6 +190,7 @@ impl Program {
         })
     }
 
+    /// Ours with the program's own over it, or the program's own alone.
     /// Ours with the program's own over it, or the program's own alone.
     fn environment(&self) -> Vec<(OsString, OsString)> {
         let mut env: Vec<(OsString, OsString)> = if self.clear_env {
