@@ -24,7 +24,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use support::{agents_below, median, mib, ms, process_cpu, quick, run_ok, stop_control_master};
+use support::{
+    agents_below, machine_cpu, median, mib, ms, process_cpu, process_switches, quick, run_ok,
+    stop_control_master,
+};
 
 const CIPHER: &str = "Ciphers=chacha20-poly1305@openssh.com";
 
@@ -159,14 +162,27 @@ fn throughput(s: &Setup) {
     let agent = agents_below(&s.sshd).first().map_or(0, |p| p.pid);
     let (mut plain, mut cm, mut shim) = (Vec::new(), Vec::new(), Vec::new());
     let (mut master_cpu, mut agent_cpu) = (Vec::new(), Vec::new());
+    let (mut master_switches, mut agent_switches) = (Vec::new(), Vec::new());
     // Interleaved, so that a noisy neighbour hurts all three alike.
+    // The whole machine's CPU per run of each: on 2 cores ssh and sshd each take most
+    // of one, so what the rest spends shows in the rate.
+    let mut machine = [Vec::new(), Vec::new(), Vec::new()];
+    let mut busy = |i: usize, run: &mut dyn FnMut() -> Duration| {
+        let cpu = machine_cpu();
+        let t = run();
+        machine[i].push(machine_cpu().saturating_sub(cpu));
+        t
+    };
     for _ in 0..runs {
-        plain.push(pipe_through(s.plain(), bytes));
-        cm.push(pipe_through(s.control_master(), bytes));
+        plain.push(busy(0, &mut || pipe_through(s.plain(), bytes)));
+        cm.push(busy(1, &mut || pipe_through(s.control_master(), bytes)));
         let (m0, a0) = (process_cpu(master.pid()), process_cpu(agent));
-        shim.push(pipe_through(s.shim(&master), bytes));
+        let (ms0, as0) = (process_switches(master.pid()), process_switches(agent));
+        shim.push(busy(2, &mut || pipe_through(s.shim(&master), bytes)));
         master_cpu.push(process_cpu(master.pid()) - m0);
         agent_cpu.push(process_cpu(agent) - a0);
+        master_switches.push(process_switches(master.pid()) - ms0);
+        agent_switches.push(process_switches(agent) - as0);
     }
     let mbps = |t: Duration| bytes as f64 / t.as_secs_f64() / 1e6;
     let (p, c, m) = (median(plain), median(cm), median(shim));
@@ -187,6 +203,19 @@ fn throughput(s: &Setup) {
         "  CPU per GiB: master {:.2} s, agent {:.2} s",
         per_gib(median(master_cpu)),
         per_gib(median(agent_cpu))
+    );
+    let [machine_plain, machine_cm, machine_shim] = machine.map(median);
+    println!(
+        "  machine CPU per GiB: plain ssh {:.2} s, ControlMaster {:.2} s, mitossh {:.2} s",
+        per_gib(machine_plain),
+        per_gib(machine_cm),
+        per_gib(machine_shim)
+    );
+    let per_gib_n = |n: u64| n as f64 * (1u64 << 30) as f64 / bytes as f64;
+    println!(
+        "  context switches per GiB: master {:.0}, agent {:.0}",
+        per_gib_n(median(master_switches)),
+        per_gib_n(median(agent_switches))
     );
     println!();
 }

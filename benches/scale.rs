@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use support::{clock_ticks, process_cpu};
+use support::{clock_ticks, machine_cpu, process_cpu};
 
 /// Handshakes at once, for every tool (clush's default, and mitossh's; pdsh's is 32).
 const WINDOW: usize = mitossh::DEFAULT_CONNECT_WINDOW;
@@ -62,23 +62,6 @@ struct Timed {
     monitor: Duration,
     peak: Mem,
     out: Output,
-}
-
-/// CPU time the machine has spent since boot, all cores, idle and iowait excluded.
-fn machine_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap();
-    let ticks: u64 = stat
-        .lines()
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .skip(1)
-        .enumerate()
-        // user nice system idle iowait irq softirq steal: all but idle and iowait.
-        .filter(|(i, _)| ![3, 4].contains(i) && *i < 8)
-        .map(|(_, v)| v.parse::<u64>().unwrap())
-        .sum();
-    Duration::from_millis(ticks * 1000 / clock_ticks())
 }
 
 /// CPU time spent by the kernel's DAMON monitor threads (`kdamond.N`), where the kernel

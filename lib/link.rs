@@ -18,6 +18,7 @@
 //! shims' sockets, child links) read with a plain `FramedRead` ([`reader`]).
 
 pub(crate) mod inbound;
+mod pace;
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -67,6 +68,8 @@ pub(crate) struct LinkClosed;
 #[derive(Debug)]
 pub(crate) struct Staging {
     pipe: Pipe,
+    /// What the pipe holds at most.
+    capacity: usize,
     /// Bytes put in and not yet taken out.
     held: AtomicUsize,
     /// Woken when the writer takes bytes out: a pump waits on it while the pipe is full.
@@ -75,8 +78,11 @@ pub(crate) struct Staging {
 
 impl Staging {
     pub(crate) fn new() -> std::io::Result<Arc<Staging>> {
+        let pipe = splice::pipe()?;
+        let capacity = crate::sys::pipesize::capacity(&pipe.write).unwrap_or(64 * 1024);
         Ok(Arc::new(Staging {
-            pipe: splice::pipe()?,
+            pipe,
+            capacity,
             held: AtomicUsize::new(0),
             drained: Notify::new(),
         }))
@@ -101,14 +107,25 @@ impl Staging {
         self.held.load(Ordering::SeqCst)
     }
 
-    /// Waits until the writer takes some of what is held out (at once if nothing is).
-    /// Only frames already queued are held, so this ends while their link is open.
-    pub(crate) async fn drained(&self) {
-        let drained = self.drained.notified();
-        tokio::pin!(drained);
-        drained.as_mut().enable();
-        if self.held() > 0 {
+    /// Waits until the writer has taken out half of what the pipe can hold, so that a
+    /// pump that found it full tops it up in a few large frames, not in one small frame
+    /// for each 32 KiB that ssh takes from the link (each frame costs a header, a splice
+    /// in and one out, and a wake-up downstream). Only frames already queued are held,
+    /// so this ends while their link is open. It waits for one take at least (unless
+    /// nothing is held): a pipe found full may hold less than its capacity in bytes,
+    /// each small buffer taking a slot of its own.
+    pub(crate) async fn half_drained(&self) {
+        let mut took = false;
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            let held = self.held();
+            if held == 0 || (took && held <= self.capacity / 2) {
+                return;
+            }
             drained.await;
+            took = true;
         }
     }
 }
@@ -325,6 +342,10 @@ async fn write_frames(
     // user space on its way out.
     let mut headers = BytesMut::new();
     let mut batch: Vec<(std::ops::Range<usize>, Bytes)> = Vec::new();
+    let mut pacer = match &out {
+        Output::Fd(fd) => pace::Pacer::new(fd),
+        Output::Stream(_) => None,
+    };
     loop {
         let gathered = match cork.take() {
             Some(cork) => gather_corked(cork, &mut rx, &mut headers, &mut batch).await,
@@ -335,7 +356,7 @@ async fn write_frames(
         };
         let mut result = write_batch(&mut out, &headers, &batch).await;
         if let (Ok(()), Some(staged)) = (&result, gathered.staged) {
-            result = splice_staged(&mut out, staged).await;
+            result = splice_staged(&mut out, staged, pacer.as_mut()).await;
         }
         headers.clear();
         batch.clear();
@@ -478,13 +499,24 @@ fn queue(
     (size, out.staged)
 }
 
-/// Moves a staged payload from its pipe to the link.
-async fn splice_staged(out: &mut Output, staged: Staged) -> std::io::Result<()> {
+/// Moves a staged payload from its pipe to the link; where the link is a pipe that the
+/// payload fills, `pacer` says when to go on.
+async fn splice_staged(
+    out: &mut Output,
+    staged: Staged,
+    mut pacer: Option<&mut pace::Pacer>,
+) -> std::io::Result<()> {
     let from = staged.pipe.pipe.read.as_fd();
     let mut left = staged.len;
     while left > 0 {
         let n = match out {
-            Output::Fd(fd) => fd.splice_from(from, left).await?,
+            Output::Fd(fd) => {
+                let n = fd.splice_from(from, left).await?;
+                if let Some(pacer) = pacer.as_deref_mut().filter(|_| n < left) {
+                    pacer.full(fd).await?;
+                }
+                n
+            }
             Output::Stream(w) => {
                 // Not a descriptor: through memory after all (no pump stages for such a
                 // link; this only keeps the bytes right if one did).

@@ -640,7 +640,7 @@ async fn read_pipe(
                 // writer frees room as it writes them. (Reading on through memory instead
                 // costs a copy in and a copy out of every byte, here on the busiest path.)
                 tokio::select! {
-                    _ = st.drained() => continue,
+                    _ = st.half_drained() => continue,
                     _ = link.closed() => return,
                 }
             }

@@ -72,6 +72,42 @@ pub fn process_cpu(pid: i32) -> Duration {
     Duration::from_millis(ticks * 1000 / clock_ticks())
 }
 
+/// Times a process's threads have been switched out so far (voluntary and not), from
+/// `/proc/PID/task/*/status`: on a bulk path, about the number of its wake-ups.
+pub fn process_switches(pid: i32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// CPU time the machine has spent since boot, all cores, idle and iowait excluded.
+pub fn machine_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .enumerate()
+        // user nice system idle iowait irq softirq steal: all but idle and iowait.
+        .filter(|(i, _)| ![3, 4].contains(i) && *i < 8)
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .sum();
+    Duration::from_millis(ticks * 1000 / clock_ticks())
+}
+
 /// The kernel's clock ticks per second, as `/proc` counts CPU time.
 pub fn clock_ticks() -> u64 {
     // SAFETY: sysconf has no preconditions.

@@ -165,6 +165,12 @@ impl FdIo {
         }
     }
 
+    /// Waits until a write would not wait (readiness is kept for the write that follows).
+    pub(crate) async fn writable(&self) -> io::Result<()> {
+        self.fd.writable().await?.retain_ready();
+        Ok(())
+    }
+
     /// Moves up to `len` bytes from the pipe `from`, which holds at least that many, into
     /// this descriptor, waiting for room; returns how many moved (at least one).
     pub(crate) async fn splice_from(&self, from: BorrowedFd<'_>, len: usize) -> io::Result<usize> {

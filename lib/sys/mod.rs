@@ -2,7 +2,7 @@
 //! process control and signals, resource limits, a child's setup before exec, starting
 //! programs without fork's copy, terminals,
 //! memory files, the allocator, pipe sizes within a budget, splicing between pipes and
-//! sockets, randomness and accounts. Everything `unsafe` in mitossh lives here (the crate denies it elsewhere);
+//! sockets, a timer finer than tokio's, randomness and accounts. Everything `unsafe` in mitossh lives here (the crate denies it elsewhere);
 //! each wrapper is safe to call, and says what it relies on.
 //!
 //! Knows nothing of mitossh: no protocol types, only the kernel's.
@@ -22,5 +22,6 @@ pub(crate) mod spawn;
 pub(crate) mod splice;
 pub(crate) mod stdio;
 pub(crate) mod term;
+pub(crate) mod timer;
 pub(crate) mod user;
 pub(crate) mod vfork;

@@ -60,10 +60,15 @@ pub(crate) fn grow_pipe(fd: &impl AsRawFd) -> Option<PipeGrant> {
     grow_within(fd, budget_pages(), &GROWN)
 }
 
+/// What `fd`'s pipe holds at most, in bytes; `None` when `fd` is no pipe.
+pub(crate) fn capacity(fd: &impl AsRawFd) -> Option<usize> {
+    // SAFETY: F_GETPIPE_SZ takes no argument; -1 on a descriptor that is no pipe.
+    usize::try_from(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) }).ok()
+}
+
 /// Like [`grow_pipe`], with `grown` counting what this budget holds.
 fn grow_within(fd: &impl AsRawFd, budget: usize, grown: &'static AtomicUsize) -> Option<PipeGrant> {
-    // SAFETY: F_GETPIPE_SZ takes no argument; -1 on a descriptor that is no pipe.
-    let now = usize::try_from(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) }).ok()?;
+    let now = capacity(fd)?;
     for size in SIZES {
         if now >= size {
             // As large already (someone else's, grown by its owner): never made smaller.
@@ -95,11 +100,6 @@ fn reserve(grown: &AtomicUsize, pages: usize, budget: usize) -> bool {
 mod tests {
     use super::*;
 
-    fn capacity(fd: &impl AsRawFd) -> i32 {
-        // SAFETY: F_GETPIPE_SZ takes no argument.
-        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) }
-    }
-
     #[test]
     fn growth_stops_at_the_budget_and_comes_back_when_the_grant_goes() {
         // A counter of its own: other tests grow pipes meanwhile.
@@ -111,7 +111,7 @@ mod tests {
             .iter()
             .map(|(_, w)| grow_within(w, budget, &COUNTED))
             .collect();
-        let sizes: Vec<_> = pipes.iter().map(|(_, w)| capacity(w)).collect();
+        let sizes: Vec<_> = pipes.iter().map(|(_, w)| capacity(w).unwrap()).collect();
         // Two of 1 MiB, then 256 KiB where 1 MiB no longer fits, then none.
         assert_eq!(sizes, [1 << 20, 1 << 20, 1 << 18, 1 << 16]);
         assert!(grants[3].is_none());
@@ -120,16 +120,16 @@ mod tests {
         assert_eq!(grown(), 0);
         let (_, w) = &pipes[3];
         let again = grow_within(w, budget, &COUNTED);
-        assert_eq!(capacity(w), 1 << 20);
+        assert_eq!(capacity(w), Some(1 << 20));
         drop(again);
         // A pipe as large already (its grant gone: grown by someone else) costs nothing.
         let (_, big) = &pipes[0];
         assert!(grow_within(big, budget, &COUNTED).is_none());
-        assert_eq!((capacity(big), grown()), (1 << 20, 0));
+        assert_eq!((capacity(big), grown()), (Some(1 << 20), 0));
         // Not a pipe: nothing is held.
         let file = std::fs::File::open("/dev/null").unwrap();
         assert!(grow_within(&file, budget, &COUNTED).is_none());
-        assert_eq!(grown(), 0);
+        assert_eq!((capacity(&file), grown()), (None, 0));
         assert!(budget_pages() > 0);
     }
 }
