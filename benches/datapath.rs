@@ -181,8 +181,8 @@ fn throughput(s: &Setup) {
         shim.push(busy(2, &mut || pipe_through(s.shim(&master), bytes)));
         master_cpu.push(process_cpu(master.pid()) - m0);
         agent_cpu.push(process_cpu(agent) - a0);
-        master_switches.push(process_switches(master.pid()) - ms0);
-        agent_switches.push(process_switches(agent) - as0);
+        master_switches.push(process_switches(master.pid()).saturating_sub(ms0));
+        agent_switches.push(process_switches(agent).saturating_sub(as0));
     }
     let mbps = |t: Duration| bytes as f64 / t.as_secs_f64() / 1e6;
     let (p, c, m) = (median(plain), median(cm), median(shim));

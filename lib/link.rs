@@ -510,13 +510,7 @@ async fn splice_staged(
     let mut left = staged.len;
     while left > 0 {
         let n = match out {
-            Output::Fd(fd) => {
-                let n = fd.splice_from(from, left).await?;
-                if let Some(pacer) = pacer.as_deref_mut().filter(|_| n < left) {
-                    pacer.full(fd).await?;
-                }
-                n
-            }
+            Output::Fd(fd) => fd.splice_from(from, left).await?,
             Output::Stream(w) => {
                 // Not a descriptor: through memory after all (no pump stages for such a
                 // link; this only keeps the bytes right if one did).
@@ -529,9 +523,13 @@ async fn splice_staged(
                 n
             }
         };
+        let full = n < left;
         left -= n;
         staged.pipe.held.fetch_sub(n, Ordering::SeqCst);
         staged.pipe.drained.notify_waiters();
+        if let (Output::Fd(fd), Some(pacer), true) = (&*out, pacer.as_deref_mut(), full) {
+            pacer.full(fd).await?;
+        }
     }
     Ok(())
 }

@@ -8,14 +8,17 @@
 //! payload, with [`LinkIn::splice_payload`] into a pipe, or into memory with
 //! [`LinkIn::read_payload`]. The wire format is the same as [`crate::proto::frame`]'s.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::OnceLock;
 
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::proto::frame::decode_body;
 use crate::proto::{ContextId, Fd, Frame, FrameError, MAX_FRAME, Message};
-use crate::sys::fdio::{FdIo, Spliced};
+use crate::sys::fdio::{FdIo, Spliced, Unwatched};
+use crate::sys::splice;
+
+use super::pace::ReadPacer;
 
 /// Data payloads at least this long are left in the link for splicing; shorter ones
 /// are read with their header.
@@ -47,7 +50,9 @@ impl Incoming {
 /// The reading side of a descriptor link.
 #[derive(Debug)]
 pub(crate) struct LinkIn {
-    io: FdIo,
+    io: Descriptor,
+    /// How long to leave a large payload arriving before splicing it on.
+    pacer: ReadPacer,
     buf: BytesMut,
     /// Payload bytes of the last frame still in the descriptor.
     unread: usize,
@@ -66,11 +71,56 @@ enum Parsed {
     },
 }
 
+/// The link's descriptor: watched by the event loop, or not while its reader sleeps.
+#[derive(Debug)]
+enum Descriptor {
+    Watched(FdIo),
+    Unwatched(Unwatched),
+    /// Watching it again failed; the link is over.
+    Lost,
+}
+
+impl Descriptor {
+    /// The descriptor, watched again if it was not (a sleep cancelled half-way included).
+    fn watched(&mut self) -> std::io::Result<&FdIo> {
+        if let Descriptor::Unwatched(_) = self {
+            let Descriptor::Unwatched(fd) = std::mem::replace(self, Descriptor::Lost) else {
+                unreachable!("matched above");
+            };
+            *self = Descriptor::Watched(fd.watch()?);
+        }
+        match self {
+            Descriptor::Watched(fd) => Ok(fd),
+            _ => Err(std::io::Error::other("the link's descriptor was lost")),
+        }
+    }
+
+    /// Takes it off the event loop until next used.
+    fn unwatch(&mut self) {
+        if let Descriptor::Watched(_) = self {
+            let Descriptor::Watched(fd) = std::mem::replace(self, Descriptor::Lost) else {
+                unreachable!("matched above");
+            };
+            *self = Descriptor::Unwatched(fd.unwatch());
+        }
+    }
+
+    /// Bytes waiting in it.
+    fn pending(&self) -> std::io::Result<usize> {
+        match self {
+            Descriptor::Watched(fd) => splice::pending(fd.get_ref().as_fd()),
+            Descriptor::Unwatched(fd) => splice::pending(fd.get_ref().as_fd()),
+            Descriptor::Lost => Err(std::io::Error::other("the link's descriptor was lost")),
+        }
+    }
+}
+
 impl LinkIn {
     /// Reads frames from `io`, starting with `already` (bytes read before frames began).
     pub(crate) fn new(io: FdIo, already: &[u8]) -> LinkIn {
         LinkIn {
-            io,
+            io: Descriptor::Watched(io),
+            pacer: ReadPacer::default(),
             buf: BytesMut::from(already),
             unread: 0,
             exact: false,
@@ -97,7 +147,11 @@ impl LinkIn {
             } else {
                 more
             };
-            match self.io.read_into(&mut self.buf, max).await {
+            let io = match self.io.watched() {
+                Ok(io) => io,
+                Err(e) => return Some(Err(e.into())),
+            };
+            match io.read_into(&mut self.buf, max).await {
                 Ok(0) if self.buf.is_empty() => return None,
                 Ok(0) => return Some(Err(truncated())),
                 Ok(_) => {}
@@ -117,7 +171,8 @@ impl LinkIn {
         if max == 0 {
             return Ok(Spliced::Moved(0));
         }
-        match self.io.splice_to(to, max).await? {
+        self.pace(max).await?;
+        match self.io.watched()?.splice_to(to, max).await? {
             Spliced::Moved(n) => {
                 self.unread -= n;
                 Ok(Spliced::Moved(n))
@@ -127,11 +182,32 @@ impl LinkIn {
         }
     }
 
+    /// With part of `want` payload bytes in the link, waits for the rest (see
+    /// [`ReadPacer`]) unwatched, when that is worth a sleep.
+    async fn pace(&mut self, want: usize) -> Result<(), FrameError> {
+        let here = self.io.pending()?;
+        if here == 0 || here >= want {
+            return Ok(());
+        }
+        let Some(sleep) = self.pacer.wait_for(want - here) else {
+            return Ok(());
+        };
+        self.io.unwatch();
+        let io = &self.io;
+        let missing = want - here;
+        let arrived = || {
+            let came = io.pending()?.saturating_sub(here);
+            Ok((came.min(missing), came >= missing))
+        };
+        self.pacer.sleep(sleep, arrived).await?;
+        Ok(())
+    }
+
     /// Reads the payload's unread bytes into memory.
     pub(crate) async fn read_payload(&mut self) -> Result<Bytes, FrameError> {
         let mut data = BytesMut::with_capacity(self.unread);
         while self.unread > 0 {
-            match self.io.read_into(&mut data, self.unread).await? {
+            match self.io.watched()?.read_into(&mut data, self.unread).await? {
                 0 => return Err(truncated()),
                 n => self.unread -= n,
             }

@@ -201,6 +201,47 @@ impl FdIo {
     }
 }
 
+/// An [`FdIo`] taken off the event loop for a while ([`FdIo::unwatch`]): what happens on
+/// the descriptor meanwhile wakes nobody.
+#[derive(Debug)]
+pub(crate) struct Unwatched {
+    fd: OwnedFd,
+    eio_is_eof: bool,
+    grant: Option<PipeGrant>,
+    pipe: OnceLock<bool>,
+}
+
+impl FdIo {
+    /// Stops watching the descriptor (every write into a pipe that epoll watches wakes
+    /// the watcher, wanted or not).
+    pub(crate) fn unwatch(self) -> Unwatched {
+        Unwatched {
+            fd: self.fd.into_inner(),
+            eio_is_eof: self.eio_is_eof,
+            grant: self.grant,
+            pipe: self.pipe,
+        }
+    }
+}
+
+impl Unwatched {
+    /// Watched again, as it was.
+    pub(crate) fn watch(self) -> io::Result<FdIo> {
+        // SAFETY: `OwnedFd` keeps the descriptor open and unchanged for the AsyncFd's life.
+        let fd = unsafe { AsyncFd::register(self.fd) }.map_err(io::Error::from)?;
+        Ok(FdIo {
+            fd,
+            eio_is_eof: self.eio_is_eof,
+            grant: self.grant,
+            pipe: self.pipe,
+        })
+    }
+
+    pub(crate) fn get_ref(&self) -> &OwnedFd {
+        &self.fd
+    }
+}
+
 /// What one splice into a pipe that is never waited for did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Spliced {

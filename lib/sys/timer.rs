@@ -42,7 +42,8 @@ impl Timer {
                 tv_nsec: 0,
             },
             it_value: libc::timespec {
-                tv_sec: d.as_secs().try_into().unwrap_or(i64::MAX),
+                // Within what a 32-bit time_t holds, wherever it is one.
+                tv_sec: d.as_secs().min(i32::MAX as u64) as _,
                 tv_nsec: d.subsec_nanos() as libc::c_long,
             },
         };
@@ -64,7 +65,12 @@ impl Timer {
                 )
             };
             if n > 0 {
+                // One-shot: nothing more comes until it is armed again.
+                guard.clear_ready();
                 return Ok(());
+            }
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
             }
             let e = io::Error::last_os_error();
             match e.kind() {
