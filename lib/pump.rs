@@ -27,7 +27,7 @@ use crate::link::inbound::{LinkIn, SPLICE_MIN};
 use crate::link::{LinkSender, Staged, Staging};
 use crate::proto::flow::{FlowViolation, RecvWindow};
 use crate::proto::{FrameError, MAX_DATA};
-use crate::sys::fdio::{FdIo, Spliced};
+use crate::sys::fdio::{FdIo, Spliced, Watch};
 use crate::sys::splice::{self, Pipe};
 
 /// Bytes on their way to a descriptor.
@@ -551,13 +551,13 @@ enum Taken {
 /// Where a reading pump reads.
 pub(crate) enum Source<'a, R: ?Sized> {
     /// A pipe of our own (non-blocking): spliced when the link takes staged payloads.
-    Pipe(&'a FdIo),
+    Pipe(FdIo),
     /// Anything else; `first`: how much to read at first (a file: a whole frame).
     Stream { io: &'a mut R, first: usize },
 }
 
 impl<'a> Source<'a, tokio::io::Empty> {
-    pub(crate) fn pipe(pipe: &'a FdIo) -> Source<'a, tokio::io::Empty> {
+    pub(crate) fn pipe(pipe: FdIo) -> Source<'a, tokio::io::Empty> {
         Source::Pipe(pipe)
     }
 }
@@ -600,18 +600,21 @@ pub(crate) async fn read_with_credit<R>(
 }
 
 async fn read_pipe(
-    src: &FdIo,
+    src: FdIo,
     gate: &CreditGate,
     link: &LinkSender,
     mut emit: impl FnMut(Chunk) -> bool,
 ) {
+    // Off the event loop while the pump waits for room downstream: every write into a
+    // pipe that epoll watches wakes the watcher (`head` writes 8 KiB at a time).
+    let mut src = Watch::new(src);
     let mut staging: Option<Arc<Staging>> = None;
     loop {
         link.ready().await;
         let Some(allowed) = gate.acquire(MAX_DATA).await else {
             return; // closed: nobody wants the rest
         };
-        let waiting = match wait_for_input(src, &mut staging).await {
+        let waiting = match wait_for_input(&mut src, &mut staging).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::debug!("read: {e}");
@@ -624,7 +627,7 @@ async fn read_pipe(
                 staging = Staging::new().ok();
             }
             if let Some(st) = &staging {
-                let (n, end) = stage(src, st, allowed);
+                let (n, end) = stage(&src, st, allowed);
                 gate.give_back(allowed - n);
                 if n > 0 && !emit(Chunk::Staged(st.staged(n))) {
                     return;
@@ -639,20 +642,38 @@ async fn read_pipe(
                 // The staging pipe is full: its frames are queued on the link, and its
                 // writer frees room as it writes them. (Reading on through memory instead
                 // costs a copy in and a copy out of every byte, here on the busiest path.)
+                src.unwatch();
                 tokio::select! {
                     _ = st.half_drained() => continue,
                     _ = link.closed() => return,
                 }
             }
         }
-        if !read_pipe_chunk(src, waiting, allowed, gate, &mut emit).await {
+        let io = match src.watched() {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::debug!("read: {e}");
+                emit(Chunk::End);
+                return;
+            }
+        };
+        if !read_pipe_chunk(io, waiting, allowed, gate, &mut emit).await {
             return;
         }
     }
 }
 
-/// Waits for input on `src`; closes the staging pipe if it stays unused a while.
-async fn wait_for_input(src: &FdIo, staging: &mut Option<Arc<Staging>>) -> std::io::Result<usize> {
+/// Waits for input on `src` (watching it only when it has none); closes the staging
+/// pipe if it stays unused a while.
+async fn wait_for_input(
+    src: &mut Watch,
+    staging: &mut Option<Arc<Staging>>,
+) -> std::io::Result<usize> {
+    let waiting = src.pending()?;
+    if waiting > 0 {
+        return Ok(waiting);
+    }
+    let src = src.watched()?;
     loop {
         let Some(st) = staging else {
             return src.ready_to_read().await;
@@ -670,7 +691,7 @@ async fn wait_for_input(src: &FdIo, staging: &mut Option<Arc<Staging>>) -> std::
 
 /// Splices what `src` has now, up to `allowed`, into the staging pipe. Returns how much
 /// moved and whether the input ended.
-fn stage(src: &FdIo, st: &Staging, allowed: usize) -> (usize, bool) {
+fn stage(src: &Watch, st: &Staging, allowed: usize) -> (usize, bool) {
     let mut n = 0;
     while n < allowed {
         match src.try_splice_to(st.input(), allowed - n) {

@@ -127,7 +127,7 @@ impl StreamHandle {
                 let output = |fd, pipe, gate: &Arc<CreditGate>| {
                     let (gate, report) = (gate.clone(), report.clone());
                     tokio::spawn(async move {
-                        let source = Source::pipe(&pipe);
+                        let source = Source::pipe(pipe);
                         pump_output(stream, fd, source, gate, report).await
                     })
                 };

@@ -8,15 +8,14 @@
 //! payload, with [`LinkIn::splice_payload`] into a pipe, or into memory with
 //! [`LinkIn::read_payload`]. The wire format is the same as [`crate::proto::frame`]'s.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;
 
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::proto::frame::decode_body;
 use crate::proto::{ContextId, Fd, Frame, FrameError, MAX_FRAME, Message};
-use crate::sys::fdio::{FdIo, Spliced, Unwatched};
-use crate::sys::splice;
+use crate::sys::fdio::{FdIo, Spliced, Watch};
 
 use super::pace::ReadPacer;
 
@@ -50,7 +49,8 @@ impl Incoming {
 /// The reading side of a descriptor link.
 #[derive(Debug)]
 pub(crate) struct LinkIn {
-    io: Descriptor,
+    /// Off the event loop while the reader sleeps for a payload's rest.
+    io: Watch,
     /// How long to leave a large payload arriving before splicing it on.
     pacer: ReadPacer,
     buf: BytesMut,
@@ -71,56 +71,12 @@ enum Parsed {
     },
 }
 
-/// The link's descriptor: watched by the event loop, or not while its reader sleeps.
-#[derive(Debug)]
-enum Descriptor {
-    Watched(FdIo),
-    Unwatched(Unwatched),
-    /// Watching it again failed; the link is over.
-    Lost,
-}
-
-impl Descriptor {
-    /// The descriptor, watched again if it was not (a sleep cancelled half-way included).
-    fn watched(&mut self) -> std::io::Result<&FdIo> {
-        if let Descriptor::Unwatched(_) = self {
-            let Descriptor::Unwatched(fd) = std::mem::replace(self, Descriptor::Lost) else {
-                unreachable!("matched above");
-            };
-            *self = Descriptor::Watched(fd.watch()?);
-        }
-        match self {
-            Descriptor::Watched(fd) => Ok(fd),
-            _ => Err(std::io::Error::other("the link's descriptor was lost")),
-        }
-    }
-
-    /// Takes it off the event loop until next used.
-    fn unwatch(&mut self) {
-        if let Descriptor::Watched(_) = self {
-            let Descriptor::Watched(fd) = std::mem::replace(self, Descriptor::Lost) else {
-                unreachable!("matched above");
-            };
-            *self = Descriptor::Unwatched(fd.unwatch());
-        }
-    }
-
-    /// Bytes waiting in it.
-    fn pending(&self) -> std::io::Result<usize> {
-        match self {
-            Descriptor::Watched(fd) => splice::pending(fd.get_ref().as_fd()),
-            Descriptor::Unwatched(fd) => splice::pending(fd.get_ref().as_fd()),
-            Descriptor::Lost => Err(std::io::Error::other("the link's descriptor was lost")),
-        }
-    }
-}
-
 impl LinkIn {
     /// Reads frames from `io`, starting with `already` (bytes read before frames began).
     pub(crate) fn new(io: FdIo, already: &[u8]) -> LinkIn {
         LinkIn {
-            io: Descriptor::Watched(io),
-            pacer: ReadPacer::default(),
+            pacer: ReadPacer::new(io.get_ref()),
+            io: Watch::new(io),
             buf: BytesMut::from(already),
             unread: 0,
             exact: false,
@@ -172,7 +128,12 @@ impl LinkIn {
             return Ok(Spliced::Moved(0));
         }
         self.pace(max).await?;
-        match self.io.watched()?.splice_to(to, max).await? {
+        // What came while it slept is moved without watching the link again first.
+        let spliced = match self.io.try_splice_to(to, max)? {
+            Some(spliced) => spliced,
+            None => self.io.watched()?.splice_to(to, max).await?,
+        };
+        match spliced {
             Spliced::Moved(n) => {
                 self.unread -= n;
                 Ok(Spliced::Moved(n))
@@ -185,19 +146,26 @@ impl LinkIn {
     /// With part of `want` payload bytes in the link, waits for the rest (see
     /// [`ReadPacer`]) unwatched, when that is worth a sleep.
     async fn pace(&mut self, want: usize) -> Result<(), FrameError> {
+        // Only what the link can hold can come while the reader sleeps: a sender stopped
+        // by a full link is no rate (a pipe never grown, a socket: not paced at all).
+        let Some(room) = self.pacer.room() else {
+            return Ok(());
+        };
+        let want = want.min(room);
         let here = self.io.pending()?;
         if here == 0 || here >= want {
             return Ok(());
         }
-        let Some(sleep) = self.pacer.wait_for(want - here) else {
+        let missing = want - here;
+        let Some(sleep) = self.pacer.wait_for(missing) else {
             return Ok(());
         };
         self.io.unwatch();
         let io = &self.io;
-        let missing = want - here;
+        // All that came counts for the rate (the next frames' bytes are the same sender's).
         let arrived = || {
             let came = io.pending()?.saturating_sub(here);
-            Ok((came.min(missing), came >= missing))
+            Ok((came, came >= missing))
         };
         self.pacer.sleep(sleep, arrived).await?;
         Ok(())

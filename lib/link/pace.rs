@@ -53,6 +53,9 @@ impl Pace {
     /// How long the peer should take to move `bytes`, if that is worth a sleep (a short
     /// probe while the rate is unknown).
     fn sleep_for(&mut self, bytes: usize) -> Option<Duration> {
+        if self.no_timer {
+            return None;
+        }
         let sleep = match self.rate {
             Some(rate) => Duration::from_secs_f64(bytes as f64 / rate),
             None => PROBE,
@@ -96,17 +99,21 @@ impl Pace {
     /// rate is at least that.
     fn measured(&mut self, moved: usize, elapsed: Duration, all: bool) {
         let secs = elapsed.as_secs_f64();
-        self.rate = (moved > 0 && secs > 0.0).then(|| {
-            let rate = moved as f64 / secs;
-            match self.rate {
-                None => rate,
-                // A bound from below never lowers the estimate (a sleep that ended late
-                // would otherwise lengthen every sleep after it).
-                Some(before) if all => before.max(rate),
-                // Smoothed a little: one sleep can end late.
-                Some(before) => (before + rate) / 2.0,
-            }
-        });
+        if moved == 0 || secs <= 0.0 {
+            self.rate = None;
+            return;
+        }
+        let rate = moved as f64 / secs;
+        self.rate = match self.rate {
+            // A bound from below is no measure of its own: probe again next time.
+            None if all => None,
+            None => Some(rate),
+            // Nor does it lower the estimate (a sleep that ended late would otherwise
+            // lengthen every sleep after it).
+            Some(before) if all => Some(before.max(rate)),
+            // Smoothed a little: one sleep can end late.
+            Some(before) => Some((before + rate) / 2.0),
+        };
     }
 }
 
@@ -156,12 +163,29 @@ impl Pacer {
 /// on. It sleeps instead, with the link's descriptor taken off the event loop (every
 /// write to a pipe that epoll watches wakes its watcher), until the rest should be
 /// there at the rate measured last time.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ReadPacer {
+    /// What may come while the reader sleeps: the link's capacity less a page; `None`
+    /// for a link too small to pace (or no pipe).
+    room: Option<usize>,
     pace: Pace,
 }
 
 impl ReadPacer {
+    /// A pacer for reads from `link`.
+    pub(crate) fn new(link: &impl std::os::fd::AsRawFd) -> ReadPacer {
+        let capacity = crate::sys::pipesize::capacity(link).filter(|&c| c >= MIN_CAPACITY);
+        ReadPacer {
+            room: capacity.map(|c| c - 4096),
+            pace: Pace::default(),
+        }
+    }
+
+    /// How much of a payload may be waited for, if pacing at all.
+    pub(crate) fn room(&self) -> Option<usize> {
+        self.room
+    }
+
     /// How long to wait for the `missing` bytes of a payload, if at all.
     pub(crate) fn wait_for(&mut self, missing: usize) -> Option<Duration> {
         self.pace.sleep_for(missing)
@@ -221,6 +245,8 @@ mod tests {
         assert_eq!(p.rate, Some(500e6));
         p.measured(0, Duration::from_millis(1), false);
         assert_eq!(p.rate, None, "a peer that stopped is probed anew");
+        p.measured(100_000, Duration::from_millis(1), true);
+        assert_eq!(p.rate, None, "a bound from below is no first measure");
     }
 
     #[test]
@@ -240,6 +266,7 @@ mod tests {
     async fn a_pipe_too_small_or_no_pipe_is_not_paced() {
         let small = splice_pipe_of(64 * 1024);
         assert!(Pacer::new(&small).is_none());
+        assert_eq!(ReadPacer::new(small.get_ref()).room(), None);
         let (socket, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
         assert!(Pacer::new(&FdIo::new(socket.into()).unwrap()).is_none());
     }

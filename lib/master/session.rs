@@ -588,7 +588,7 @@ fn pump_stdin(
         match src {
             // Escape sequences are looked for in the bytes, so those come through memory.
             Adopted::Pipe(pipe) if !escaping => {
-                let source = Source::pipe(&pipe);
+                let source = Source::pipe(pipe);
                 pump::read_with_credit(source, &credit, &link, emit).await;
             }
             Adopted::Pipe(mut pipe) => {

@@ -145,26 +145,6 @@ impl FdIo {
         }
     }
 
-    /// Like [`FdIo::splice_to`], without waiting: `None` when there is no input now.
-    pub(crate) fn try_splice_to(
-        &self,
-        to: BorrowedFd<'_>,
-        max: usize,
-    ) -> io::Result<Option<Spliced>> {
-        match splice::splice(self.raw(), to, max) {
-            Ok(0) => Ok(Some(Spliced::End)),
-            Ok(n) => Ok(Some(Spliced::Moved(n))),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if splice::pending(self.raw())? > 0 {
-                    Ok(Some(Spliced::Full))
-                } else {
-                    Ok(None)
-                }
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     /// Waits until a write would not wait (readiness is kept for the write that follows).
     pub(crate) async fn writable(&self) -> io::Result<()> {
         self.fd.writable().await?.retain_ready();
@@ -236,10 +216,73 @@ impl Unwatched {
             pipe: self.pipe,
         })
     }
+}
 
-    pub(crate) fn get_ref(&self) -> &OwnedFd {
-        &self.fd
+/// A descriptor that its owner takes off the event loop while it waits for something
+/// else, watched again at its next use.
+#[derive(Debug)]
+pub(crate) enum Watch {
+    Watched(FdIo),
+    Unwatched(Unwatched),
+    /// Watching it again failed: it is closed, and every use is an error.
+    Lost,
+}
+
+impl Watch {
+    pub(crate) fn new(fd: FdIo) -> Watch {
+        Watch::Watched(fd)
     }
+
+    /// The descriptor, watched again if it was not (a wait cancelled half-way included).
+    pub(crate) fn watched(&mut self) -> io::Result<&FdIo> {
+        if let Watch::Unwatched(_) = self {
+            let Watch::Unwatched(fd) = std::mem::replace(self, Watch::Lost) else {
+                unreachable!("matched above");
+            };
+            *self = Watch::Watched(fd.watch()?);
+        }
+        match self {
+            Watch::Watched(fd) => Ok(fd),
+            _ => Err(lost()),
+        }
+    }
+
+    /// Takes it off the event loop until its next use.
+    pub(crate) fn unwatch(&mut self) {
+        if let Watch::Watched(_) = self {
+            let Watch::Watched(fd) = std::mem::replace(self, Watch::Lost) else {
+                unreachable!("matched above");
+            };
+            *self = Watch::Unwatched(fd.unwatch());
+        }
+    }
+
+    fn raw(&self) -> io::Result<BorrowedFd<'_>> {
+        match self {
+            Watch::Watched(fd) => Ok(fd.raw()),
+            Watch::Unwatched(fd) => Ok(fd.fd.as_fd()),
+            Watch::Lost => Err(lost()),
+        }
+    }
+
+    /// Bytes waiting in it (FIONREAD), watched or not.
+    pub(crate) fn pending(&self) -> io::Result<usize> {
+        splice::pending(self.raw()?)
+    }
+
+    /// Like [`FdIo::splice_to`], without waiting and watched or not: `None` when there
+    /// is no input now.
+    pub(crate) fn try_splice_to(
+        &self,
+        to: BorrowedFd<'_>,
+        max: usize,
+    ) -> io::Result<Option<Spliced>> {
+        try_splice(self.raw()?, to, max)
+    }
+}
+
+fn lost() -> io::Error {
+    io::Error::other("a descriptor could not be watched again")
 }
 
 /// What one splice into a pipe that is never waited for did.
@@ -250,6 +293,21 @@ pub(crate) enum Spliced {
     End,
     /// The destination is full.
     Full,
+}
+
+fn try_splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, max: usize) -> io::Result<Option<Spliced>> {
+    match splice::splice(from, to, max) {
+        Ok(0) => Ok(Some(Spliced::End)),
+        Ok(n) => Ok(Some(Spliced::Moved(n))),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            if splice::pending(from)? > 0 {
+                Ok(Some(Spliced::Full))
+            } else {
+                Ok(None)
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Sets or clears O_NONBLOCK on `fd`.
@@ -400,5 +458,36 @@ pub(crate) fn read_buf(fd: impl AsFd, buf: &mut BytesMut, want: usize) -> io::Re
                 return Ok(n);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unwatched_pipe_keeps_its_bytes_and_is_watched_again_at_its_next_use() {
+        let pipe = splice::pipe().unwrap();
+        let mut src = Watch::new(FdIo::new(pipe.read).unwrap());
+        src.unwatch();
+        assert!(matches!(src, Watch::Unwatched(_)));
+        assert_eq!(splice::write(pipe.write.as_fd(), b"hello").unwrap(), 5);
+        assert_eq!(src.pending().unwrap(), 5, "seen without being watched");
+        let out = splice::pipe().unwrap();
+        let moved = src.try_splice_to(out.write.as_fd(), 2).unwrap();
+        assert_eq!(moved, Some(Spliced::Moved(2)));
+        let io = src.watched().unwrap();
+        assert_eq!(io.ready_to_read().await.unwrap(), 3);
+        let mut buf = BytesMut::new();
+        assert_eq!(io.read_into(&mut buf, 16).await.unwrap(), 3);
+        assert_eq!(&buf[..], b"llo");
+        src.unwatch();
+        drop(pipe.write);
+        let io = src.watched().unwrap();
+        assert_eq!(
+            io.read_into(&mut buf, 16).await.unwrap(),
+            0,
+            "the end, watched"
+        );
     }
 }
