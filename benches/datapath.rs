@@ -2,7 +2,9 @@
 //! ControlMaster, all on one private loopback sshd with the same (default) cipher:
 //!
 //! * bulk throughput: 1 GiB `cat | ssh host 'cat >/dev/null'`, median of 7, with the CPU
-//!   time the master and the agent spent per GiB;
+//!   time the master and the agent spent per GiB, the whole machine's for each tool, and
+//!   the master's and agent's context switches; and the other way, `ssh host 'head -c 1G
+//!   /dev/zero' | cat >/dev/null` (`download`);
 //! * per-call latency: `ssh host true` one after another, median (mitossh and the
 //!   ControlMaster taking turns call by call);
 //! * 1,000 idle streams (`ssh host sleep`): the master's RSS and PSS idle, at peak and
@@ -13,7 +15,7 @@
 //!
 //! `cargo bench --bench datapath` (needs root: the harness starts sshd and a test user).
 //! `MITOSSH_BENCH_QUICK=1` shrinks every measure for a smoke run; `MITOSSH_BENCH_ONLY=`
-//! `throughput`, `latency`, `idle` or `rsync` runs those parts (comma-separated).
+//! `throughput`, `download`, `latency`, `idle` or `rsync` runs those parts (comma-separated).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -121,7 +123,14 @@ fn main() {
     );
     println!();
     if wanted("throughput") {
-        throughput(&setup);
+        throughput(&setup, "`cat | ssh host 'cat >/dev/null'`", pipe_through);
+    }
+    if wanted("download") {
+        throughput(
+            &setup,
+            "`ssh host 'head -c N /dev/zero' | cat >/dev/null`",
+            pull_through,
+        );
     }
     if wanted("latency") {
         latency(&setup);
@@ -154,7 +163,26 @@ fn pipe_through(mut ssh: Command, bytes: u64) -> Duration {
     t.elapsed()
 }
 
-fn throughput(s: &Setup) {
+/// `bytes` from the remote host's `head` through `ssh` into a local `cat`.
+fn pull_through(mut ssh: Command, bytes: u64) -> Duration {
+    let t = Instant::now();
+    let mut ssh = ssh
+        .arg(format!("head -c {bytes} /dev/zero"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sink = Command::new("cat")
+        .stdin(ssh.stdout.take().unwrap())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ssh.wait().unwrap().success() && sink.success());
+    t.elapsed()
+}
+
+/// 1 GiB through plain ssh, a ControlMaster and the shim, `through` each in turn.
+fn throughput(s: &Setup, what: &str, through: fn(Command, u64) -> Duration) {
     let bytes: u64 = if quick() { 128 << 20 } else { 1 << 30 };
     let runs = 7;
     let master = Master::start();
@@ -174,11 +202,11 @@ fn throughput(s: &Setup) {
         t
     };
     for _ in 0..runs {
-        plain.push(busy(0, &mut || pipe_through(s.plain(), bytes)));
-        cm.push(busy(1, &mut || pipe_through(s.control_master(), bytes)));
+        plain.push(busy(0, &mut || through(s.plain(), bytes)));
+        cm.push(busy(1, &mut || through(s.control_master(), bytes)));
         let (m0, a0) = (process_cpu(master.pid()), process_cpu(agent));
         let (ms0, as0) = (process_switches(master.pid()), process_switches(agent));
-        shim.push(busy(2, &mut || pipe_through(s.shim(&master), bytes)));
+        shim.push(busy(2, &mut || through(s.shim(&master), bytes)));
         master_cpu.push(process_cpu(master.pid()) - m0);
         agent_cpu.push(process_cpu(agent) - a0);
         master_switches.push(process_switches(master.pid()).saturating_sub(ms0));
@@ -187,10 +215,7 @@ fn throughput(s: &Setup) {
     let mbps = |t: Duration| bytes as f64 / t.as_secs_f64() / 1e6;
     let (p, c, m) = (median(plain), median(cm), median(shim));
     let per_gib = |d: Duration| d.as_secs_f64() * (1u64 << 30) as f64 / bytes as f64;
-    println!(
-        "{} MiB `cat | ssh host 'cat >/dev/null'`, median of {runs}:",
-        bytes >> 20
-    );
+    println!("{} MiB {what}, median of {runs}:", bytes >> 20);
     println!("  plain ssh      {:>8.0} MB/s", mbps(p));
     println!("  ControlMaster  {:>8.0} MB/s", mbps(c));
     println!(
