@@ -65,12 +65,7 @@ pub(crate) fn open(
                 let secret = super::askpass::answer(&text, kind, password_file);
                 conn.send(Message::PromptReply { secret }).map_err(broken)?;
             }
-            Message::Diagnostic { mut text } => {
-                // stderr may be a pipe nobody reads for a while.
-                conn.blocking_elsewhere();
-                text.push(b'\n');
-                let _ = std::io::stderr().write_all(&text);
-            }
+            Message::Diagnostic { text } => show_diagnostic(conn, text),
             Message::Reply(reply) => {
                 return match *reply {
                     Reply::Opened { .. } => Ok(()),
@@ -169,12 +164,7 @@ pub(crate) fn wait_exit(conn: &mut MasterConn) -> i32 {
                     }
                     return SSH_ERROR;
                 }
-                Message::Diagnostic { mut text } => {
-                    // stderr may be a pipe nobody reads for a while.
-                    conn.blocking_elsewhere();
-                    text.push(b'\n');
-                    let _ = std::io::stderr().write_all(&text);
-                }
+                Message::Diagnostic { text } => show_diagnostic(conn, text),
                 other => tracing::debug!("ignoring {other:?}"),
             },
             Ok(None) | Err(_) => {
@@ -183,4 +173,12 @@ pub(crate) fn wait_exit(conn: &mut MasterConn) -> i32 {
             }
         }
     }
+}
+
+/// What ssh said while the master connected, on our stderr as ssh would have put it.
+fn show_diagnostic(conn: &mut MasterConn, mut text: Vec<u8>) {
+    // stderr may be a pipe nobody reads for a while.
+    conn.blocking_elsewhere();
+    text.push(b'\n');
+    let _ = std::io::stderr().write_all(&text);
 }

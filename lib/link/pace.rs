@@ -35,6 +35,11 @@ const MAX_SLEEP: Duration = Duration::from_millis(4);
 /// Fills of the pipe left unpaced (a slow consumer) before its rate is measured again.
 const PROBE_AGAIN: u32 = 64;
 
+/// The capacity of `fd`'s pipe, if it is one large enough to pace.
+fn pacable(fd: &impl std::os::fd::AsRawFd) -> Option<usize> {
+    crate::sys::pipesize::capacity(fd).filter(|&c| c >= MIN_CAPACITY)
+}
+
 /// A rate measured over sleeps and the timer to sleep on: what a writer into a full pipe
 /// ([`Pacer`]) and a reader waiting for the rest of a payload ([`ReadPacer`]) share.
 #[derive(Debug, Default)]
@@ -128,9 +133,8 @@ pub(crate) struct Pacer {
 impl Pacer {
     /// A pacer for writes into `fd`; `None` when it is no pipe or too small a one.
     pub(crate) fn new(fd: &FdIo) -> Option<Pacer> {
-        let capacity = crate::sys::pipesize::capacity(fd.get_ref())?;
-        (capacity >= MIN_CAPACITY).then_some(Pacer {
-            capacity,
+        Some(Pacer {
+            capacity: pacable(fd.get_ref())?,
             pace: Pace::default(),
         })
     }
@@ -174,9 +178,8 @@ pub(crate) struct ReadPacer {
 impl ReadPacer {
     /// A pacer for reads from `link`.
     pub(crate) fn new(link: &impl std::os::fd::AsRawFd) -> ReadPacer {
-        let capacity = crate::sys::pipesize::capacity(link).filter(|&c| c >= MIN_CAPACITY);
         ReadPacer {
-            room: capacity.map(|c| c - 4096),
+            room: pacable(link).map(|c| c - 4096),
             pace: Pace::default(),
         }
     }

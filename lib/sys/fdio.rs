@@ -35,10 +35,8 @@ impl FdIo {
     /// Takes ownership of `fd` and makes it non-blocking.
     pub(crate) fn new(fd: OwnedFd) -> io::Result<FdIo> {
         set_nonblocking(&fd, true)?;
-        // SAFETY: `OwnedFd` keeps the descriptor open and unchanged for the AsyncFd's life.
-        let fd = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
         Ok(FdIo {
-            fd,
+            fd: register(fd)?,
             eio_is_eof: false,
             grant: None,
             pipe: OnceLock::new(),
@@ -207,10 +205,8 @@ impl FdIo {
 impl Unwatched {
     /// Watched again, as it was.
     pub(crate) fn watch(self) -> io::Result<FdIo> {
-        // SAFETY: `OwnedFd` keeps the descriptor open and unchanged for the AsyncFd's life.
-        let fd = unsafe { AsyncFd::register(self.fd) }.map_err(io::Error::from)?;
         Ok(FdIo {
-            fd,
+            fd: register(self.fd)?,
             eio_is_eof: self.eio_is_eof,
             grant: self.grant,
             pipe: self.pipe,
@@ -235,12 +231,10 @@ impl Watch {
 
     /// The descriptor, watched again if it was not (a wait cancelled half-way included).
     pub(crate) fn watched(&mut self) -> io::Result<&FdIo> {
-        if let Watch::Unwatched(_) = self {
-            let Watch::Unwatched(fd) = std::mem::replace(self, Watch::Lost) else {
-                unreachable!("matched above");
-            };
-            *self = Watch::Watched(fd.watch()?);
-        }
+        *self = match std::mem::replace(self, Watch::Lost) {
+            Watch::Unwatched(fd) => Watch::Watched(fd.watch()?),
+            as_it_was => as_it_was,
+        };
         match self {
             Watch::Watched(fd) => Ok(fd),
             _ => Err(lost()),
@@ -249,12 +243,10 @@ impl Watch {
 
     /// Takes it off the event loop until its next use.
     pub(crate) fn unwatch(&mut self) {
-        if let Watch::Watched(_) = self {
-            let Watch::Watched(fd) = std::mem::replace(self, Watch::Lost) else {
-                unreachable!("matched above");
-            };
-            *self = Watch::Unwatched(fd.unwatch());
-        }
+        *self = match std::mem::replace(self, Watch::Lost) {
+            Watch::Watched(fd) => Watch::Unwatched(fd.unwatch()),
+            as_it_was => as_it_was,
+        };
     }
 
     fn raw(&self) -> io::Result<BorrowedFd<'_>> {
@@ -279,6 +271,12 @@ impl Watch {
     ) -> io::Result<Option<Spliced>> {
         try_splice(self.raw()?, to, max)
     }
+}
+
+/// `fd` on the event loop.
+fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: `OwnedFd` keeps the descriptor open and unchanged for the AsyncFd's life.
+    unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)
 }
 
 fn lost() -> io::Error {
