@@ -605,6 +605,19 @@ async fn read_pipe(
     link: &LinkSender,
     mut emit: impl FnMut(Chunk) -> bool,
 ) {
+    if let Err(e) = pipe_to_link(src, gate, link, &mut emit).await {
+        tracing::debug!("read: {e}");
+        emit(Chunk::End);
+    }
+}
+
+/// [`read_pipe`]'s loop: an error ends the stream.
+async fn pipe_to_link(
+    src: FdIo,
+    gate: &CreditGate,
+    link: &LinkSender,
+    emit: &mut impl FnMut(Chunk) -> bool,
+) -> std::io::Result<()> {
     // Off the event loop while the pump waits for room downstream: every write into a
     // pipe that epoll watches wakes the watcher (`head` writes 8 KiB at a time).
     let mut src = Watch::new(src);
@@ -612,16 +625,9 @@ async fn read_pipe(
     loop {
         link.ready().await;
         let Some(allowed) = gate.acquire(MAX_DATA).await else {
-            return; // closed: nobody wants the rest
+            return Ok(()); // closed: nobody wants the rest
         };
-        let waiting = match wait_for_input(&mut src, &mut staging).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::debug!("read: {e}");
-                emit(Chunk::End);
-                return;
-            }
-        };
+        let waiting = wait_for_input(&mut src, &mut staging).await?;
         if link.splices() && waiting >= SPLICE_MIN && allowed >= SPLICE_MIN {
             if staging.is_none() {
                 staging = Staging::new().ok();
@@ -630,11 +636,11 @@ async fn read_pipe(
                 let (n, end) = stage(&src, st, allowed);
                 gate.give_back(allowed - n);
                 if n > 0 && !emit(Chunk::Staged(st.staged(n))) {
-                    return;
+                    return Ok(());
                 }
                 if end {
                     emit(Chunk::End);
-                    return;
+                    return Ok(());
                 }
                 if n > 0 {
                     continue;
@@ -645,20 +651,12 @@ async fn read_pipe(
                 src.unwatch();
                 tokio::select! {
                     _ = st.half_drained() => continue,
-                    _ = link.closed() => return,
+                    _ = link.closed() => return Ok(()),
                 }
             }
         }
-        let io = match src.watched() {
-            Ok(io) => io,
-            Err(e) => {
-                tracing::debug!("read: {e}");
-                emit(Chunk::End);
-                return;
-            }
-        };
-        if !read_pipe_chunk(io, waiting, allowed, gate, &mut emit).await {
-            return;
+        if !read_pipe_chunk(src.watched()?, waiting, allowed, gate, emit).await {
+            return Ok(());
         }
     }
 }

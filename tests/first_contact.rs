@@ -410,6 +410,131 @@ fn keyboard_interactive_through_pam_is_asked_on_the_terminal() {
     }
 }
 
+/// What one login through a keyboard-interactive sshd asked on the terminal, in order
+/// ("password" or "code"), and how the client ended.
+fn answer_until_done(
+    term: &mut Terminal,
+    mut child: std::process::Child,
+    otp_prompt: &str,
+    code: &str,
+) -> (Vec<&'static str>, ExitStatus) {
+    let prompts = |text: &str| {
+        let mut asked = Vec::new();
+        let mut rest = text;
+        loop {
+            let p = rest.find("Password: ");
+            let c = rest.find(otp_prompt);
+            let (which, at, len) = match (p, c) {
+                (Some(p), Some(c)) if c < p => ("code", c, otp_prompt.len()),
+                (Some(p), _) => ("password", p, "Password: ".len()),
+                (None, Some(c)) => ("code", c, otp_prompt.len()),
+                (None, None) => return asked,
+            };
+            asked.push(which);
+            rest = &rest[at + len..];
+        }
+    };
+    let mut answered = 0;
+    loop {
+        let mut exited = None;
+        wait_until(T, "a prompt or the client's exit", || {
+            exited = child.try_wait().unwrap();
+            exited.is_some() || prompts(&term.text()).len() > answered
+        });
+        if let Some(status) = exited {
+            term.wait_closed(T);
+            return (prompts(&term.text()), status);
+        }
+        let asked = prompts(&term.text());
+        for which in &asked[answered..] {
+            let answer = if *which == "password" {
+                TEST_PASSWORD
+            } else {
+                code
+            };
+            term.send(format!("{answer}\n").as_bytes());
+        }
+        answered = asked.len();
+    }
+}
+
+/// A one-time password asked after the password, as an OATH PAM module asks (the path an
+/// authenticator app's codes take): every connection is a new challenge with its own
+/// answer, nothing is remembered or sent again, and a code used once is refused the
+/// next time — through mitossh exactly as through ssh.
+#[test]
+fn a_one_time_password_is_asked_anew_for_each_connection_and_never_replayed() {
+    let logins = Logins {
+        keyboard_interactive: true,
+        one_time_password: true,
+        ..Logins::default()
+    };
+    let sshd = Sshd::start_with(test_user(), logins);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = password_config(
+        &sshd,
+        dir.path(),
+        "  PreferredAuthentications keyboard-interactive\n",
+    );
+    let otp_prompt = format!("One-time password (OATH) for `{}': ", sshd.user().name);
+    let mut logins_so_far = 0;
+    let mut refused = Vec::new();
+    for real in [false, true] {
+        let master = Master::start();
+        let ssh = |command: &str| {
+            let mut cmd = if real {
+                Command::new(REAL_SSH)
+            } else {
+                master.ssh()
+            };
+            cmd.arg("-F").arg(&cfg).args([sshd.alias(), command]);
+            cmd
+        };
+        for _ in 0..2 {
+            let code = one_time_password(logins_so_far);
+            let (mut term, child) = on_terminal(&mut ssh("echo otp-$((6*7))"));
+            let (asked, status) = answer_until_done(&mut term, child, &otp_prompt, code);
+            let text = term.text();
+            let users = std::fs::read_to_string(sshd.dir().join("users.oath"));
+            assert!(status.success(), "real={real}: {text}\n{users:?}");
+            assert_eq!(asked, ["password", "code"], "real={real}: {text}");
+            assert!(text.contains("otp-42"), "real={real}: {text}");
+            assert!(!text.contains(code), "the code was echoed: {text}");
+            assert!(!master.log().contains(code), "the code is in the log");
+            logins_so_far += 1;
+            // The next call must be a new connection, with a new challenge.
+            if !real {
+                let out = output_within(
+                    master
+                        .ssh()
+                        .arg("-F")
+                        .arg(&cfg)
+                        .args(["-O", "exit", sshd.alias()]),
+                    b"",
+                    T,
+                );
+                assert!(out.status.success(), "{}", text_of(&out).1);
+            }
+        }
+        // The last code again: refused as often as ssh asks, then ssh's refusal.
+        let used = one_time_password(logins_so_far - 1);
+        let (mut term, child) = on_terminal(&mut ssh("true"));
+        let (asked, status) = answer_until_done(&mut term, child, &otp_prompt, used);
+        let text = term.text();
+        assert_eq!(status.code(), Some(255), "real={real}: {text}");
+        assert!(
+            text.contains(&format!(
+                "{}@127.0.0.1: Permission denied (publickey,keyboard-interactive).",
+                sshd.user().name
+            )),
+            "real={real}: {text}"
+        );
+        assert!(asked.len() >= 2, "real={real}: {text}");
+        refused.push(asked);
+    }
+    assert_eq!(refused[0], refused[1], "mitossh and ssh asked differently");
+}
+
 #[test]
 fn the_users_own_askpass_is_honoured_without_a_terminal() {
     let host = PasswordHost::start();

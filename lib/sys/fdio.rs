@@ -23,6 +23,12 @@ use super::splice;
 #[derive(Debug)]
 pub(crate) struct FdIo {
     fd: AsyncFd<OwnedFd>,
+    kept: Kept,
+}
+
+/// What an [`FdIo`] knows of its descriptor, kept while it is off the event loop.
+#[derive(Debug, Default)]
+struct Kept {
     /// A pty master reports EIO once the last slave is closed; that is its EOF.
     eio_is_eof: bool,
     /// The growth of its pipe, held as long as the descriptor.
@@ -37,17 +43,15 @@ impl FdIo {
         set_nonblocking(&fd, true)?;
         Ok(FdIo {
             fd: register(fd)?,
-            eio_is_eof: false,
-            grant: None,
-            pipe: OnceLock::new(),
+            kept: Kept::default(),
         })
     }
 
     /// Grows its pipe within the process's budget ([`super::pipesize`]); not a pipe, or
     /// no budget left: as it was.
     pub(crate) fn grown(mut self) -> FdIo {
-        if self.grant.is_none() {
-            self.grant = super::pipesize::grow_pipe(self.fd.get_ref());
+        if self.kept.grant.is_none() {
+            self.kept.grant = super::pipesize::grow_pipe(self.fd.get_ref());
         }
         self
     }
@@ -55,19 +59,19 @@ impl FdIo {
     /// Holds `grant`, the growth of its pipe made before it was ours, as long as the
     /// descriptor.
     pub(crate) fn holding(mut self, grant: Option<PipeGrant>) -> FdIo {
-        self.grant = grant.or(self.grant);
+        self.kept.grant = grant.or(self.kept.grant);
         self
     }
 
     /// Like [`FdIo::new`] for a pty master, whose EIO means end of file.
     pub(crate) fn pty(fd: OwnedFd) -> io::Result<FdIo> {
         let mut io = FdIo::new(fd)?;
-        io.eio_is_eof = true;
+        io.kept.eio_is_eof = true;
         Ok(io)
     }
 
     fn is_pipe(&self) -> bool {
-        *self.pipe.get_or_init(|| splice::is_pipe(self.raw()))
+        *self.kept.pipe.get_or_init(|| splice::is_pipe(self.raw()))
     }
 
     pub(crate) fn get_ref(&self) -> &OwnedFd {
@@ -184,9 +188,7 @@ impl FdIo {
 #[derive(Debug)]
 pub(crate) struct Unwatched {
     fd: OwnedFd,
-    eio_is_eof: bool,
-    grant: Option<PipeGrant>,
-    pipe: OnceLock<bool>,
+    kept: Kept,
 }
 
 impl FdIo {
@@ -195,9 +197,7 @@ impl FdIo {
     pub(crate) fn unwatch(self) -> Unwatched {
         Unwatched {
             fd: self.fd.into_inner(),
-            eio_is_eof: self.eio_is_eof,
-            grant: self.grant,
-            pipe: self.pipe,
+            kept: self.kept,
         }
     }
 }
@@ -207,9 +207,7 @@ impl Unwatched {
     pub(crate) fn watch(self) -> io::Result<FdIo> {
         Ok(FdIo {
             fd: register(self.fd)?,
-            eio_is_eof: self.eio_is_eof,
-            grant: self.grant,
-            pipe: self.pipe,
+            kept: self.kept,
         })
     }
 }
@@ -384,7 +382,7 @@ impl AsyncRead for FdIo {
             libc::read(fd, b.as_mut_ptr().cast(), b.len())
         });
         match polled {
-            Poll::Ready(Err(e)) if self.eio_is_eof && e.raw_os_error() == Some(libc::EIO) => {
+            Poll::Ready(Err(e)) if self.kept.eio_is_eof && e.raw_os_error() == Some(libc::EIO) => {
                 Poll::Ready(Ok(()))
             }
             other => other,

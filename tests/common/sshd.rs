@@ -125,6 +125,46 @@ pub struct Logins {
     pub password: bool,
     /// keyboard-interactive through PAM (`UsePAM yes`): PAM asks for the password.
     pub keyboard_interactive: bool,
+    /// With `keyboard_interactive`: after the password, PAM asks for a one-time password
+    /// (Debian's `pam_oath`, HOTP with the RFC 4226 test key: the n-th login's code is
+    /// [`one_time_password`]`(n)`), a new challenge for every login. sshd sees a PAM
+    /// configuration of its own (a private mount namespace); nobody else's changes.
+    pub one_time_password: bool,
+}
+
+/// The RFC 4226 test key ("12345678901234567890") and the codes of its first counters.
+const HOTP_KEY: &str = "3132333435363738393031323334353637383930";
+const HOTP_CODES: [&str; 10] = [
+    "755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583", "399871",
+    "520489",
+];
+
+/// The one-time password of the `n`-th login (from 0) to an sshd started with
+/// [`Logins::one_time_password`].
+pub fn one_time_password(n: usize) -> &'static str {
+    HOTP_CODES[n]
+}
+
+/// Whether PAM has the `pam_oath` module (Debian's `libpam-oath`) in a module directory.
+fn have_pam_oath() -> bool {
+    let arch_dirs = fs::read_dir("/usr/lib").into_iter().flatten().flatten();
+    (arch_dirs.map(|e| e.path()))
+        .chain([PathBuf::from("/usr/lib"), PathBuf::from("/lib64")])
+        .any(|d| d.join("security/pam_oath.so").exists())
+}
+
+/// A PAM stack for sshd: the password (pam_unix), then a one-time password from the
+/// HOTP users file `users` (pam_oath: the file keeps the counter last used, so a window
+/// of 1 takes exactly the next code; a code once used is refused as replayed).
+fn one_time_password_stack(users: &Path) -> String {
+    format!(
+        "auth requisite pam_unix.so\n\
+         auth required pam_oath.so usersfile={} window=1 digits=6\n\
+         account required pam_unix.so\n\
+         session required pam_unix.so\n\
+         password required pam_deny.so\n",
+        users.display()
+    )
 }
 
 impl Sshd {
@@ -365,6 +405,12 @@ impl Sshd {
 
         // sshd -e logs to stderr, and so do the handlers it forks: send it all to one file, appended, so
         // `log()` always shows everything written so far (a pipe read by a thread could lag behind).
+        let mut mounts = mounts.clone();
+        if logins.one_time_password {
+            mounts
+                .bind
+                .push(one_time_password_pam(dir.path(), &user.name));
+        }
         let log = path("sshd.log");
         let log_file = OpenOptions::new()
             .create(true)
@@ -438,6 +484,22 @@ impl Sshd {
             }
         }
     }
+}
+
+/// Writes, under `dir`, a PAM configuration directory for sshd that asks `user` for a
+/// one-time password after the password, and its HOTP users file; returns the bind that
+/// shows the directory to sshd as `/etc/pam.d`.
+fn one_time_password_pam(dir: &Path, user: &str) -> (PathBuf, PathBuf) {
+    assert!(
+        have_pam_oath(),
+        "PAM's pam_oath module is missing: install libpam-oath (apt-get install libpam-oath)"
+    );
+    let users = dir.join("users.oath");
+    write_file(&users, &format!("HOTP {user} - {HOTP_KEY}\n"), 0o600);
+    let pam = dir.join("pam.d");
+    fs::create_dir(&pam).expect("cannot create pam.d");
+    write_file(&pam.join("sshd"), &one_time_password_stack(&users), 0o644);
+    (pam, PathBuf::from("/etc/pam.d"))
 }
 
 /// How a private mount namespace differs from the machine's (see [`Sshd::start_with_mounts`]).
