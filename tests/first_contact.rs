@@ -54,6 +54,15 @@ fn text_of(out: &std::process::Output) -> (String, String) {
     )
 }
 
+/// `ssh -O exit` through the master: the next call to `alias` is a new connection.
+fn close_connection(master: &Master, cfg: &Path, alias: &str) -> std::process::Output {
+    output_within(
+        master.ssh().arg("-F").arg(cfg).args(["-O", "exit", alias]),
+        b"",
+        T,
+    )
+}
+
 /// The line of `text` that contains `needle` (trimmed), for comparing two terminals.
 fn line_with(text: &str, needle: &str) -> String {
     text.lines()
@@ -207,15 +216,7 @@ fn a_password_is_asked_on_the_terminal_and_never_guessed_without_one() {
         );
 
         // The connection just made would be reused; start afresh.
-        let out = output_within(
-            master
-                .ssh()
-                .arg("-F")
-                .arg(&cfg)
-                .args(["-O", "exit", sshd.alias()]),
-            b"",
-            T,
-        );
+        let out = close_connection(&master, &cfg, sshd.alias());
         assert!(real || out.status.success(), "{}", text_of(&out).1);
         let master = Master::start();
         let ssh = || {
@@ -504,15 +505,7 @@ fn a_one_time_password_is_asked_anew_for_each_connection_and_never_replayed() {
             logins_so_far += 1;
             // The next call must be a new connection, with a new challenge.
             if !real {
-                let out = output_within(
-                    master
-                        .ssh()
-                        .arg("-F")
-                        .arg(&cfg)
-                        .args(["-O", "exit", sshd.alias()]),
-                    b"",
-                    T,
-                );
+                let out = close_connection(&master, &cfg, sshd.alias());
                 assert!(out.status.success(), "{}", text_of(&out).1);
             }
         }
