@@ -62,6 +62,15 @@ struct Timed {
     monitor: Duration,
     peak: Mem,
     out: Output,
+    /// When it ran, in seconds of `CLOCK_MONOTONIC`: to find the run in a
+    /// `perf record -a -k CLOCK_MONOTONIC` of the bench (`perf report --time a,b`).
+    span: (f64, f64),
+}
+
+/// Seconds of `CLOCK_MONOTONIC`, the clock `perf record -k CLOCK_MONOTONIC` stamps with.
+fn monotonic() -> f64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9
 }
 
 /// CPU time spent by the kernel's DAMON monitor threads (`kdamond.N`), where the kernel
@@ -88,6 +97,7 @@ fn memory_monitor_cpu() -> Duration {
 /// Runs `cmd` to its end (killed after [`LIMIT`]), sampling its own memory every 20 ms.
 fn timed(cmd: &mut Command) -> Timed {
     let started = Instant::now();
+    let from = monotonic();
     let cpu_before = machine_cpu();
     let monitor_before = memory_monitor_cpu();
     let mut child = cmd
@@ -129,6 +139,7 @@ fn timed(cmd: &mut Command) -> Timed {
     let (o, e) = (read(Box::new(stdout)), read(Box::new(stderr)));
     let status = child.wait().unwrap();
     let wall = started.elapsed();
+    let span = (from, monotonic());
     let cpu = machine_cpu().saturating_sub(cpu_before);
     let monitor = memory_monitor_cpu().saturating_sub(monitor_before);
     done.store(true, Ordering::Relaxed);
@@ -144,6 +155,7 @@ fn timed(cmd: &mut Command) -> Timed {
         monitor,
         peak,
         out,
+        span,
     }
 }
 
@@ -306,9 +318,9 @@ impl Fleet {
             "`true` on N host aliases of one sshd, window {WINDOW}, soft descriptor limit 1024:"
         );
         // The agent's image in the host's cache, and a one-host run to measure `mitossh
-        // run` against. The release build's agent beside the master (musl's malloc, as
-        // shipped; not the size-optimised profile of scripts/build-agents).
-        let mut one = Master::start();
+        // run` against. The agents as they ship: scripts/build-agents' (size-optimised,
+        // with xz copies), which scripts/build puts beside mitossh.
+        let mut one = Master::start_with_agents(shipped_agents());
         mitossh_run(&one.socket, &cfg, &all[..1], "true");
         // Long enough for the sampler to see it at its peak.
         let single = mitossh_run(&one.socket, &cfg, &all[..1], "sleep 1");
@@ -347,10 +359,32 @@ fn median_run(mut runs: Vec<Timed>) -> Timed {
     runs.swap_remove(runs.len() / 2)
 }
 
-/// The wall times of `runs`, in the order they ran.
+/// The wall times of `runs`, in the order they ran, and when they ran.
 fn walls(runs: &[Timed]) -> String {
     let w: Vec<String> = runs.iter().map(|t| format!("{:.2}", wall(t))).collect();
-    w.join(" / ")
+    let at: Vec<String> = (runs.iter())
+        .map(|t| format!("{:.1},{:.1}", t.span.0, t.span.1))
+        .collect();
+    format!("{}   (monotonic {})", w.join(" / "), at.join(" "))
+}
+
+/// mitossh cold against `name`, round by round: a round's runs follow one another, so
+/// the machine's drift over the bench (which moves one tool's runs by ±8%) mostly cancels
+/// in their ratio. The median of the rounds' ratios.
+fn print_paired(name: &str, colds: &[Timed], theirs: &[Timed]) {
+    let mut ratios: Vec<f64> = (colds.iter().zip(theirs))
+        .map(|(ours, theirs)| wall(ours) / wall(theirs))
+        .collect();
+    if ratios.is_empty() {
+        return;
+    }
+    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "  cold/{name:<7} by round {}   median {:.3}x",
+        each.join(" / "),
+        ratios[ratios.len() / 2]
+    );
 }
 
 /// mitossh first (nothing kept), then [`rounds`] of pdsh, clush and mitossh cold taking
@@ -361,8 +395,13 @@ fn one_size(fleet: &Fleet, n: usize) -> Row {
     println!("\nN = {n}");
     // Its default window is WINDOW. A runtime directory of its own for each size: the
     // first master keeps there what ssh's configuration says of each host; the next reads it.
+    // The agents as they ship (size-optimised, with their xz copies), not the bench
+    // build's beside it, which a master would gzip at every start.
     let runtime = tempfile::tempdir().unwrap();
-    let env = [("XDG_RUNTIME_DIR", runtime.path().as_os_str())];
+    let env = [
+        ("XDG_RUNTIME_DIR", runtime.path().as_os_str()),
+        ("MITOSSH_AGENT_DIR", shipped_agents().as_os_str()),
+    ];
     let mut master = Master::start_with_env(&env);
     let first = mitossh_run(&master.socket, cfg, hosts, "true");
     master.stop();
@@ -400,6 +439,8 @@ fn one_size(fleet: &Fleet, n: usize) -> Row {
             println!("  {name:<13} runs {} s", walls(runs));
         }
     }
+    print_paired("clush", &colds, &cs);
+    print_paired("pdsh", &colds, &ps);
     let p = (!ps.is_empty()).then(|| median_run(ps));
     let c = (!cs.is_empty()).then(|| median_run(cs));
     let cold = median_run(colds);
