@@ -370,20 +370,21 @@ fn walls(runs: &[Timed]) -> String {
 
 /// mitossh cold against `name`, round by round: a round's runs follow one another, so
 /// the machine's drift over the bench (which moves one tool's runs by ±8%) mostly cancels
-/// in their ratio. The median of the rounds' ratios.
+/// in their ratio. The median of the rounds' ratios, and the ratio of all rounds' time.
 fn print_paired(name: &str, colds: &[Timed], theirs: &[Timed]) {
-    let mut ratios: Vec<f64> = (colds.iter().zip(theirs))
-        .map(|(ours, theirs)| wall(ours) / wall(theirs))
-        .collect();
+    let pairs = colds.iter().zip(theirs);
+    let mut ratios: Vec<f64> = pairs.clone().map(|(a, b)| wall(a) / wall(b)).collect();
     if ratios.is_empty() {
         return;
     }
+    let (ours, others) = pairs.fold((0.0, 0.0), |(x, y), (a, b)| (x + wall(a), y + wall(b)));
     let each: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
     ratios.sort_by(f64::total_cmp);
     println!(
-        "  cold/{name:<7} by round {}   median {:.3}x",
+        "  cold/{name:<7} by round {}   median {:.3}x, all rounds {:.3}x",
         each.join(" / "),
-        ratios[ratios.len() / 2]
+        ratios[ratios.len() / 2],
+        ours / others
     );
 }
 
