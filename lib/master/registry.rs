@@ -62,6 +62,19 @@ pub(crate) struct Registry {
     askpass: Mutex<HashMap<String, Weak<Attempt>>>,
 }
 
+/// An askpass token the master answers for, until this drops.
+struct AskpassToken<'a> {
+    registry: &'a Registry,
+    token: &'a str,
+}
+
+impl Drop for AskpassToken<'_> {
+    fn drop(&mut self) {
+        let mut askpass = (self.registry.askpass.lock()).unwrap_or_else(|p| p.into_inner());
+        askpass.remove(self.token);
+    }
+}
+
 /// A context found or made for a request.
 pub(crate) struct Found {
     pub ctx: Arc<Context>,
@@ -102,10 +115,16 @@ impl Registry {
         askpass.get(token).and_then(Weak::upgrade)
     }
 
-    fn expect_askpass(&self, token: &str, attempt: &Arc<Attempt>) {
+    /// Lets the askpass helper run with `token` reach `attempt` until the returned guard
+    /// drops: ssh asks nothing once it is connected, and a table of only the handshakes
+    /// under way stays small on a fleet of a thousand hosts.
+    fn expect_askpass<'a>(&'a self, token: &'a str, attempt: &Arc<Attempt>) -> AskpassToken<'a> {
         let mut askpass = self.askpass.lock().unwrap_or_else(|p| p.into_inner());
-        askpass.retain(|_, a| a.strong_count() > 0);
         askpass.insert(token.to_string(), Arc::downgrade(attempt));
+        AskpassToken {
+            registry: self,
+            token,
+        }
     }
 
     /// One context on the path: found, being made, or made now. Also says whether the
@@ -359,7 +378,6 @@ async fn connect_ssh(
     let proxy = parent.as_ref().map(|p| (exe.as_path(), socket, p.id));
     let ssh = key::ssh_command(&master.ssh, hop, label, proxy, batch);
     let token = crate::bootstrap::ssh::random_token();
-    master.registry.expect_askpass(&token, attempt);
     let hooks = ConnectHooks {
         say: {
             let attempt = attempt.clone();
@@ -377,6 +395,7 @@ async fn connect_ssh(
     let parent_id = parent.map_or(MASTER, |p| p.id);
     // Behind those who came first; the connect timeout starts once through.
     let _slot = master.connects.window.enter().await;
+    let _askpass = master.registry.expect_askpass(&token, attempt);
     context::connect_ssh(master, id, key, ssh, parent_id, hooks, early).await
 }
 

@@ -102,6 +102,11 @@ impl Progress {
         self.show(&s);
     }
 
+    /// Whether there is a status line to show anything on.
+    pub(crate) fn shown(&self) -> bool {
+        self.bar.is_some()
+    }
+
     pub(crate) fn counts(&self, running: usize, failed: usize) {
         let mut s = self.lock();
         s.running = running;

@@ -559,7 +559,12 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// The status line's counts: counted afresh (every process, at each release and end)
+    /// only when there is a status line.
     fn show_counts(&self) {
+        if !self.shared.display.progress.shown() {
+            return;
+        }
         let running = self
             .released
             .iter()

@@ -157,6 +157,8 @@ pub(super) async fn open_all(plan: &Plan, shared: &Shared<'_>) -> Openings {
             return openings;
         }
     };
+    // Asked once: it opens the terminal, and a plan may hold a thousand processes.
+    let can_prompt = client::askpass::can_prompt();
     let mut opening = tokio::task::JoinSet::new();
     for (i, p) in plan.procs.iter().enumerate() {
         let socket = shared.socket.to_path_buf();
@@ -164,7 +166,12 @@ pub(super) async fn open_all(plan: &Plan, shared: &Shared<'_>) -> Openings {
         let spec = held_spec(p);
         let null = null.clone();
         let progress = shared.display.progress.clone();
-        opening.spawn(async move { (i, open(&socket, target, spec, &null, progress).await) });
+        opening.spawn(async move {
+            (
+                i,
+                open(&socket, target, spec, &null, can_prompt, progress).await,
+            )
+        });
     }
     let mut hosts = HostsConnecting::new(plan.hosts.len());
     let progress = &shared.display.progress;
@@ -276,6 +283,7 @@ async fn open(
     target: Target,
     spec: OpenSpec,
     null: &std::fs::File,
+    can_prompt: bool,
     progress: Progress,
 ) -> Result<Opened, NotOpened> {
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string());
@@ -285,7 +293,7 @@ async fn open(
         .await
         .map_err(|e| format!("cannot reach the master: {e}"))?;
     let caller = Caller {
-        can_prompt: client::askpass::can_prompt(),
+        can_prompt,
         ..Caller::default()
     };
     let request = Request::Session {
