@@ -410,6 +410,8 @@ struct Setup {
 struct Slots {
     null: RawFd,
     fds: [RawFd; 4],
+    /// Above the highest slot: what the child's private table stops short of.
+    below: RawFd,
     busy: std::sync::Mutex<()>,
 }
 
@@ -433,33 +435,38 @@ impl Slots {
         Some(Slots {
             null: low()?,
             fds,
+            below: fds.iter().max()? + 1,
             busy: std::sync::Mutex::new(()),
         })
     }
 
     /// Runs `spawn` with `setup`'s descriptors copied into the slots (and `setup` saying
-    /// so), then puts `/dev/null` back in them: the copies are the program's, not ours.
+    /// so; as it was if a copy fails), then puts `/dev/null` back in them: the copies are
+    /// the program's, not ours.
     fn with_program_fds<T>(&self, mut setup: Setup, spawn: impl FnOnce(&Setup) -> T) -> T {
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        let mut sources: Vec<RawFd> = Vec::with_capacity(4);
-        let mut slot_of = |fd: RawFd| -> Option<RawFd> {
-            let i = match sources.iter().position(|&s| s == fd) {
-                Some(i) => i,
-                None => {
-                    sources.push(fd);
-                    sources.len() - 1
-                }
-            };
+        let mut sources: Vec<RawFd> = Vec::with_capacity(self.fds.len());
+        let mut slot_of = |fd: RawFd| {
+            let i = sources.iter().position(|&s| s == fd).unwrap_or_else(|| {
+                sources.push(fd);
+                sources.len() - 1
+            });
             let slot = self.fds[i];
             // SAFETY: dup3 onto a slot we own; no memory is passed.
             (unsafe { libc::dup3(fd, slot, libc::O_CLOEXEC) } == slot).then_some(slot)
         };
-        let stdio = setup.stdio.map(&mut slot_of);
-        let extra = setup.extra.map(|(fd, at)| (slot_of(fd), at));
-        if let ([Some(a), Some(b), Some(c)], None | Some((Some(_), _))) = (stdio, extra) {
-            setup.stdio = [a, b, c];
-            setup.extra = extra.map(|(fd, at)| (fd.unwrap_or(-1), at));
-            setup.private_below = self.fds.iter().max().map(|&m| m + 1);
+        let [i, o, e] = setup.stdio;
+        let placed = (|| {
+            let stdio = [slot_of(i)?, slot_of(o)?, slot_of(e)?];
+            let extra = match setup.extra {
+                Some((fd, at)) => Some((slot_of(fd)?, at)),
+                None => None,
+            };
+            Some((stdio, extra))
+        })();
+        if let Some((stdio, extra)) = placed {
+            (setup.stdio, setup.extra) = (stdio, extra);
+            setup.private_below = Some(self.below);
         }
         let spawned = spawn(&setup);
         for &slot in &self.fds[..sources.len()] {
